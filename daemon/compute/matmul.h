@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * matmul: y[m][n] = x[m][k] · W[n][k]ᵀ for one expert's rows and a tile of a
+ * weight matrix in PyTorch's out×in layout, with the kernel picked by m.
+ *
+ * Why three kernels: an expert that receives few tokens is bound by reading
+ * its weights once, and OpenBLAS's sgemm is far from that bound for small m
+ * (it packs panels for large-m reuse). Measured on a 2-core AVX2 machine
+ * (bench_matmul_kernels, see bench/): at m = 1 cblas_sgemv streams the
+ * weights near the read bandwidth while sgemm runs 3x slower; for 2 <= m <=
+ * MATMUL_SMALL_M_MAX our register-blocked kernel reads each weight row once
+ * for all m tokens and beats sgemm; above it sgemm's packing pays off.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Largest m served by matmul_small_m(); above it sgemm wins (bench_matmul_kernels). */
+#define MATMUL_SMALL_M_MAX 24
+
+enum matmul_kernel {
+	MATMUL_AUTO,   /* by m, as above */
+	MATMUL_SGEMV,  /* one cblas_sgemv per row */
+	MATMUL_SMALLM, /* matmul_small_m() */
+	MATMUL_SGEMM,  /* cblas_sgemm */
+};
+
+/*
+ * y (row stride ldy) = x (row stride ldx) · Wᵀ, W with row stride ldw. The
+ * caller's thread runs it; OpenBLAS must be single-threaded (blas_setup).
+ */
+void matmul_xwt(enum matmul_kernel kernel, const float *x, size_t ldx, uint32_t m, uint32_t k,
+		const float *w, size_t ldw, uint32_t n, float *y, size_t ldy);
+
+/* The small-m kernel itself (exposed for tests and the kernel benchmark). */
+void matmul_small_m(const float *x, size_t ldx, uint32_t m, uint32_t k, const float *w,
+		    size_t ldw, uint32_t n, float *y, size_t ldy);

@@ -1,0 +1,435 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine: one MoE layer's forward pass over the pool; see engine.h.
+ *
+ * Work split. Expert GEMMs are cut into tiles of (expert, block of rows,
+ * block of output columns). An expert with few rows is never split by rows,
+ * so its weights stream from memory once; its columns are split instead, so
+ * a decode step with two active experts still keeps every worker busy. Large
+ * experts are split by rows and columns into tiles big enough for sgemm's
+ * packing to pay off. Workers claim tiles dynamically, so uneven experts
+ * balance.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compute/expert.h"
+#include "dispatch/combine.h"
+#include "dispatch/plan.h"
+#include "pool/pool.h"
+#include "util/scratch.h"
+
+/* Experts with at most this many rows are not split by rows (weights read once). */
+#define SMALL_EXPERT_ROWS 64
+/* Rows per tile of a larger expert, and output columns per tile. */
+#define ROW_TILE 256
+#define COL_TILE 512
+/* BASE experts run whole per block of rows. */
+#define BASE_ROW_TILE 64
+/* Rows or tokens per gather/combine task. */
+#define COPY_BLOCK 32
+
+struct engine {
+	struct pool *pool;
+	struct scratch scratch;
+	struct blas_info blas;
+	enum matmul_kernel kernel;
+};
+
+struct ffn_tile {
+	uint32_t bin;
+	uint32_t row0, rows;
+	uint32_t c0, c1;
+};
+
+struct forward_ctx {
+	const struct moe_layer *layer;
+	const struct router_config *cfg;
+	const struct route_result *route;
+	const struct dispatch_plan *plan;
+	enum matmul_kernel kernel;
+	const float *x;
+	float *xs, *ys, *y;
+	float *h;      /* FFN: [n_rows][ldh]; BASE: [n_rows][d_ff] */
+	uint32_t ldh;
+	float *ln;     /* BASE: [n_rows][d_model] */
+	float *mix;    /* BASE: [n_rows] */
+	float *tmp;    /* FFN gated: per worker, tmp_stride floats each */
+	size_t tmp_stride;
+	const float *shared_gate; /* [T] or NULL */
+	const struct ffn_tile *tiles;
+};
+
+void engine_opts_init(struct engine_opts *o)
+{
+	*o = (struct engine_opts){ .n_workers = 0, .kernel = MATMUL_AUTO };
+}
+
+int engine_new(const struct engine_opts *opts, struct engine **ret_engine, struct diag *d)
+{
+	struct engine *e;
+	int r;
+
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->kernel = opts->kernel;
+	r = blas_setup_single_thread(&e->blas);
+	if (r < 0) {
+		diag_set(d, r, "OpenBLAS still reports %d threads after setting 1; the worker "
+			       "pool must own the parallelism",
+			 e->blas.threads);
+		goto fail;
+	}
+	r = pool_threads_new(opts->n_workers, &e->pool);
+	if (r < 0) {
+		diag_set(d, r, "cannot start %u worker threads", opts->n_workers);
+		goto fail;
+	}
+	*ret_engine = e;
+	return 0;
+fail:
+	engine_free(e);
+	return r;
+}
+
+struct engine *engine_free(struct engine *e)
+{
+	if (!e)
+		return NULL;
+	pool_free(e->pool);
+	scratch_done(&e->scratch);
+	free(e);
+	return NULL;
+}
+
+const struct blas_info *engine_blas_info(const struct engine *e)
+{
+	return &e->blas;
+}
+
+uint32_t engine_n_workers(const struct engine *e)
+{
+	return pool_n_workers(e->pool);
+}
+
+static const struct ffn_weights *bin_ffn(const struct forward_ctx *c, uint32_t bin)
+{
+	return bin < c->layer->n_experts ? &c->layer->experts[bin].ffn : &c->layer->shared;
+}
+
+/* ---- tasks ---- */
+
+static void task_gather(void *arg, uint32_t task, uint32_t worker)
+{
+	const struct forward_ctx *c = arg;
+	uint32_t row0 = task * COPY_BLOCK, row1 = row0 + COPY_BLOCK;
+
+	(void)worker;
+	if (row1 > c->plan->n_rows)
+		row1 = c->plan->n_rows;
+	dispatch_gather(c->plan, c->route, c->cfg->scale, c->x, c->layer->d_model, row0, row1,
+			c->xs);
+}
+
+static void task_ffn_up(void *arg, uint32_t task, uint32_t worker)
+{
+	const struct forward_ctx *c = arg;
+	const struct ffn_tile *t = &c->tiles[task];
+	const uint32_t dm = c->layer->d_model;
+
+	expert_ffn_up(bin_ffn(c, t->bin), c->cfg->activation, c->kernel,
+		      c->xs + (size_t)t->row0 * dm, t->rows, dm, t->c0, t->c1,
+		      c->h + (size_t)t->row0 * c->ldh, c->ldh, c->tmp + worker * c->tmp_stride);
+}
+
+static void task_ffn_down(void *arg, uint32_t task, uint32_t worker)
+{
+	const struct forward_ctx *c = arg;
+	const struct ffn_tile *t = &c->tiles[task];
+	const uint32_t dm = c->layer->d_model;
+
+	(void)worker;
+	expert_ffn_down(bin_ffn(c, t->bin), c->kernel, c->h + (size_t)t->row0 * c->ldh, c->ldh,
+			t->rows, dm, t->c0, t->c1, c->ys + (size_t)t->row0 * dm);
+}
+
+static void task_base(void *arg, uint32_t task, uint32_t worker)
+{
+	const struct forward_ctx *c = arg;
+	const struct ffn_tile *t = &c->tiles[task];
+	const struct moe_layer *L = c->layer;
+	const size_t r0 = t->row0;
+
+	(void)worker;
+	expert_base(&L->experts[t->bin], c->cfg->base_sublayers, L->d_model, L->d_ff,
+		    c->xs + r0 * L->d_model, c->mix + r0, t->rows, c->ys + r0 * L->d_model,
+		    c->ln + r0 * L->d_model, c->h + r0 * L->d_ff);
+}
+
+static void task_combine(void *arg, uint32_t task, uint32_t worker)
+{
+	const struct forward_ctx *c = arg;
+	uint32_t t0 = task * COPY_BLOCK, t1 = t0 + COPY_BLOCK;
+
+	(void)worker;
+	if (t1 > c->plan->n_tokens)
+		t1 = c->plan->n_tokens;
+	dispatch_combine(c->plan, c->route, c->cfg->scale, c->cfg->drop, c->x, c->ys,
+			 c->shared_gate, c->layer->d_model, t0, t1, c->y);
+}
+
+/* ---- tiling ---- */
+
+/* Column tile i of n over [0, cols), boundaries on multiples of 8 floats. */
+static void col_tile(uint32_t cols, uint32_t n, uint32_t i, uint32_t *c0, uint32_t *c1)
+{
+	uint64_t a = (uint64_t)cols * i / n, b = (uint64_t)cols * (i + 1) / n;
+
+	a = i == 0 ? 0 : (a + 7) & ~(uint64_t)7;
+	b = i + 1 == n ? cols : (b + 7) & ~(uint64_t)7;
+	*c0 = (uint32_t)(a < cols ? a : cols);
+	*c1 = (uint32_t)(b < cols ? b : cols);
+}
+
+/*
+ * Tiles of every non-empty bin over its rows and @cols(bin) columns (up: the
+ * bin's d_ff, down: d_model). Returns the count; tiles has room for
+ * max_tiles (the caller's bound) and empty column tiles are skipped.
+ */
+static uint32_t build_tiles(const struct forward_ctx *c, bool up, struct ffn_tile *tiles)
+{
+	const struct dispatch_plan *p = c->plan;
+	uint32_t n = 0;
+
+	for (uint32_t bin = 0; bin < p->n_bins; bin++) {
+		uint32_t rows = p->bin_start[bin + 1] - p->bin_start[bin];
+		uint32_t cols = up ? bin_ffn(c, bin)->d_ff : c->layer->d_model;
+		uint32_t row_tile = rows <= SMALL_EXPERT_ROWS ? rows : ROW_TILE;
+		uint32_t n_col = (cols + COL_TILE - 1) / COL_TILE;
+
+		for (uint32_t r0 = 0; r0 < rows; r0 += row_tile) {
+			for (uint32_t i = 0; i < n_col; i++) {
+				struct ffn_tile *t = &tiles[n];
+
+				t->bin = bin;
+				t->row0 = p->bin_start[bin] + r0;
+				t->rows = rows - r0 < row_tile ? rows - r0 : row_tile;
+				col_tile(cols, n_col, i, &t->c0, &t->c1);
+				if (t->c1 > t->c0)
+					n++;
+			}
+		}
+	}
+	return n;
+}
+
+static uint32_t max_tiles(const struct forward_ctx *c)
+{
+	const struct dispatch_plan *p = c->plan;
+	uint32_t cols = c->layer->d_model > c->ldh ? c->layer->d_model : c->ldh;
+	uint64_t n_col = (cols + COL_TILE - 1) / COL_TILE;
+	/* every bin contributes ceil(rows / ROW_TILE) + 1 row tiles at most */
+	uint64_t row_tiles = (uint64_t)p->n_rows / (ROW_TILE < SMALL_EXPERT_ROWS ? ROW_TILE
+										: SMALL_EXPERT_ROWS) +
+			     p->n_bins;
+
+	return (uint32_t)(row_tiles * n_col);
+}
+
+static uint32_t build_base_tiles(const struct dispatch_plan *p, struct ffn_tile *tiles)
+{
+	uint32_t n = 0;
+
+	for (uint32_t bin = 0; bin < p->n_bins; bin++)
+		for (uint32_t r = p->bin_start[bin]; r < p->bin_start[bin + 1]; r += BASE_ROW_TILE) {
+			uint32_t end = p->bin_start[bin + 1];
+
+			tiles[n++] = (struct ffn_tile){ .bin = bin, .row0 = r,
+							.rows = end - r < BASE_ROW_TILE
+									? end - r
+									: BASE_ROW_TILE };
+		}
+	return n;
+}
+
+/* ---- input checks ---- */
+
+static int check_input(const struct router_config *cfg, struct engine_batch *b,
+		       uint32_t d_model, struct scratch *s, const float **ret_x, struct diag *d)
+{
+	const size_t n = (size_t)b->n_tokens * d_model;
+	size_t bad = 0, first = 0;
+	float *copy;
+
+	for (size_t i = 0; i < n; i++)
+		if (!isfinite(b->x[i]) && bad++ == 0)
+			first = i;
+	b->n_sanitized = 0;
+	if (!bad) {
+		*ret_x = b->x;
+		return 0;
+	}
+	if (cfg->nonfinite == NONFINITE_FAIL)
+		return diag_set(d, -EDOM,
+				"the batch has %zu non-finite activations (first at token %zu, "
+				"column %zu)",
+				bad, first / d_model, first % d_model);
+	/* torch.nan_to_num, as fairseq does: NaN -> 0, ±inf -> ±FLT_MAX */
+	copy = scratch_alloc(s, sizeof(float) * n);
+	if (!copy)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		float v = b->x[i];
+
+		copy[i] = isnan(v) ? 0.0f : isinf(v) ? (v > 0 ? FLT_MAX : -FLT_MAX) : v;
+	}
+	b->n_sanitized = (uint32_t)(bad > UINT32_MAX ? UINT32_MAX : bad);
+	*ret_x = copy;
+	return 0;
+}
+
+static int check_output(const float *y, uint32_t n_tokens, uint32_t d_model, struct diag *d)
+{
+	for (size_t i = 0; i < (size_t)n_tokens * d_model; i++)
+		if (!isfinite(y[i]))
+			return diag_set(d, -ERANGE,
+					"the layer's output is not finite at token %zu column %zu "
+					"(weights or activations overflow float32)",
+					i / d_model, i % d_model);
+	return 0;
+}
+
+/* ---- the forward pass ---- */
+
+static int run_experts(struct engine *e, struct forward_ctx *c)
+{
+	const struct moe_layer *L = c->layer;
+	const struct dispatch_plan *p = c->plan;
+	struct scratch *s = &e->scratch;
+	struct ffn_tile *tiles;
+	uint32_t n;
+
+	if (c->cfg->kind == ROUTER_BASE) {
+		c->h = scratch_alloc(s, sizeof(float) * p->n_rows * L->d_ff);
+		c->ln = scratch_alloc(s, sizeof(float) * p->n_rows * L->d_model);
+		c->mix = scratch_alloc(s, sizeof(float) * p->n_rows);
+		tiles = scratch_alloc(s, sizeof(*tiles) * (p->n_rows / BASE_ROW_TILE + p->n_bins));
+		if (!c->h || !c->ln || !c->mix || !tiles)
+			return -ENOMEM;
+		for (uint32_t row = 0; row < p->n_rows; row++)
+			c->mix[row] = c->route->base_mix[p->row_token[row]];
+		c->tiles = tiles;
+		pool_run(e->pool, build_base_tiles(p, tiles), task_base, c);
+		return 0;
+	}
+
+	c->ldh = L->d_ff;
+	if (L->has_shared && L->shared.d_ff > c->ldh)
+		c->ldh = L->shared.d_ff;
+	c->h = scratch_alloc(s, sizeof(float) * p->n_rows * c->ldh);
+	c->tmp_stride = (size_t)ROW_TILE * (COL_TILE + 8);
+	c->tmp = scratch_alloc(s, sizeof(float) * c->tmp_stride * pool_n_workers(e->pool));
+	tiles = scratch_alloc(s, sizeof(*tiles) * max_tiles(c));
+	if (!c->h || !c->tmp || !tiles)
+		return -ENOMEM;
+	c->tiles = tiles;
+	n = build_tiles(c, true, tiles);
+	pool_run(e->pool, n, task_ffn_up, c);
+	n = build_tiles(c, false, tiles);
+	pool_run(e->pool, n, task_ffn_down, c);
+	return 0;
+}
+
+static float *shared_gate_values(const struct moe_layer *L, const float *x, uint32_t n_tokens,
+				 struct scratch *s)
+{
+	float *g = scratch_alloc(s, sizeof(float) * n_tokens);
+
+	if (!g)
+		return NULL;
+	/* Qwen2-MoE: the shared expert's output is scaled by σ(x·w_gate) */
+	gate_logits(x, n_tokens, L->d_model, L->shared_gate, NULL, 1, g);
+	for (uint32_t t = 0; t < n_tokens; t++)
+		g[t] = 1.0f / (1.0f + expf(-g[t]));
+	return g;
+}
+
+int engine_forward(struct engine *e, const struct moe_layer *layer,
+		   const struct router_config *cfg, struct engine_batch *b, struct diag *d)
+{
+	struct scratch *s = &e->scratch;
+	struct route_result route;
+	struct dispatch_plan plan;
+	struct forward_ctx c;
+	const float *x = NULL;
+	uint32_t k;
+	int r;
+
+	if (!layer || !b || !b->x || !b->output)
+		return diag_set(d, -EINVAL, "engine_forward: missing layer, input or output");
+	if (b->n_tokens == 0 || b->n_tokens > ENGINE_MAX_TOKENS)
+		return diag_set(d, -EINVAL, "a batch has 1..%u tokens, not %u", ENGINE_MAX_TOKENS,
+				b->n_tokens);
+	if (!cfg)
+		cfg = &layer->router;
+	scratch_reset(s);
+
+	r = check_input(cfg, b, layer->d_model, s, &x, d);
+	if (r < 0)
+		goto out;
+	r = router_route(layer, cfg, x, b->n_tokens, b->given, s, &route, d);
+	if (r < 0)
+		goto out;
+	r = dispatch_plan_build(&route, layer->has_shared && cfg->kind != ROUTER_BASE, s, &plan);
+	if (r < 0)
+		goto out;
+
+	c = (struct forward_ctx){ .layer = layer, .cfg = cfg, .route = &route, .plan = &plan,
+				  .kernel = e->kernel, .x = x, .y = b->output };
+	c.xs = scratch_alloc(s, sizeof(float) * plan.n_rows * layer->d_model);
+	c.ys = scratch_alloc(s, sizeof(float) * plan.n_rows * layer->d_model);
+	if (!c.xs || !c.ys) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (plan.has_shared && layer->shared_gate) {
+		c.shared_gate = shared_gate_values(layer, x, b->n_tokens, s);
+		if (!c.shared_gate) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+
+	pool_run(e->pool, (plan.n_rows + COPY_BLOCK - 1) / COPY_BLOCK, task_gather, &c);
+	r = run_experts(e, &c);
+	if (r < 0)
+		goto out;
+	pool_run(e->pool, (b->n_tokens + COPY_BLOCK - 1) / COPY_BLOCK, task_combine, &c);
+	r = check_output(b->output, b->n_tokens, layer->d_model, d);
+	if (r < 0)
+		goto out;
+
+	k = route.k;
+	if (b->expert_index)
+		memcpy(b->expert_index, route.expert, sizeof(int32_t) * b->n_tokens * k);
+	if (b->expert_weight)
+		memcpy(b->expert_weight, route.weight, sizeof(float) * b->n_tokens * k);
+	if (b->tokens_per_expert)
+		memcpy(b->tokens_per_expert, route.tokens_per_expert,
+		       sizeof(int32_t) * layer->n_experts);
+	b->n_dropped = route.n_dropped;
+	b->aux_loss = route.aux_loss;
+	b->z_loss = route.z_loss;
+	b->has_z_loss = route.has_z_loss;
+out:
+	if (r == -ENOMEM)
+		diag_set(d, r, "out of memory for a batch of %u tokens", b->n_tokens);
+	scratch_reset(s);
+	return r;
+}

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine: the forward pass of one MoE layer on a batch of tokens.
+ *
+ *   route (router/) -> plan (counting sort by expert) -> gather rows ->
+ *   expert up phase -> expert down phase -> fixed-order weighted combine
+ *
+ * Every phase after routing runs on the engine's pool. The result of a batch
+ * does not depend on the number of workers: each output element is computed
+ * by exactly one task, in an order fixed by the plan.
+ *
+ * Non-finite input fails the batch with -EDOM (or is sanitised, per the
+ * router config's `nonfinite` option); a non-finite result (weights that
+ * overflow) fails it with -ERANGE. Either way the engine stays usable.
+ *
+ * Thread-safety: one engine_forward() at a time per engine; an engine can
+ * serve any layer of any model.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "compute/blas_setup.h"
+#include "compute/matmul.h"
+#include "model/model.h"
+#include "router/router.h"
+#include "util/diag.h"
+
+/* Upper bound on the tokens of one batch: keeps every size computation far from overflow. */
+#define ENGINE_MAX_TOKENS (1u << 20)
+
+struct engine_opts {
+	uint32_t n_workers;         /* 0: one per allowed CPU */
+	enum matmul_kernel kernel;  /* MATMUL_AUTO unless a benchmark forces one */
+};
+
+struct engine;
+
+struct engine_batch {
+	/* in */
+	const float *x; /* [T][d_model] */
+	uint32_t n_tokens;
+	const struct route_given *given; /* ROUTER_GIVEN only */
+	/* out: output is required, the rest may be NULL */
+	float *output;              /* [T][d_model] */
+	int32_t *expert_index;      /* [T][k], k = router_config_slots() */
+	float *expert_weight;       /* [T][k] */
+	int32_t *tokens_per_expert; /* [E] */
+	/* statistics, filled on success */
+	uint32_t n_dropped;
+	uint32_t n_sanitized; /* non-finite inputs replaced (nonfinite=sanitize) */
+	double aux_loss;
+	double z_loss;
+	bool has_z_loss;
+};
+
+void engine_opts_init(struct engine_opts *o);
+int engine_new(const struct engine_opts *opts, struct engine **ret_engine, struct diag *d);
+struct engine *engine_free(struct engine *e);
+
+/* What OpenBLAS reported at setup (for the log) and the worker count. */
+const struct blas_info *engine_blas_info(const struct engine *e);
+uint32_t engine_n_workers(const struct engine *e);
+
+/*
+ * Run @layer on @b with the router settings @cfg (NULL: the layer's own).
+ * 0 on success; -EINVAL (bad sizes or settings, diag says which), -EDOM
+ * (non-finite input), -ERANGE (non-finite output), -ENOMEM.
+ */
+int engine_forward(struct engine *e, const struct moe_layer *layer,
+		   const struct router_config *cfg, struct engine_batch *b, struct diag *d);

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * model: the MoE layers of a checkpoint, ready to compute.
+ *
+ * A model is opened from a tensor set (model/safetensors.h: one file, a
+ * sharded index or a folder). Each layer that has an MoE block becomes a
+ * struct moe_layer: the router's weights, the experts' weights as float32
+ * (F32 tensors are used in place inside the read-only mapping when aligned;
+ * BF16/F16 are converted once at load), and the router settings from the
+ * file's "moed.*" metadata (or, for a Hugging Face checkpoint without it, from
+ * the layout's conventions and its config.json), which options may override.
+ *
+ * Tensor names: the moed-native layout of the golden cases
+ * (layers.N.router.weight, layers.N.experts.E.w1 ...), Mixtral
+ * (model.layers.N.block_sparse_moe.gate.weight, .experts.E.w1/w2/w3.weight),
+ * Qwen2-MoE and DeepSeek (model.layers.N.mlp.gate.weight,
+ * .mlp.experts.E.gate_proj/up_proj/down_proj.weight, shared experts).
+ *
+ * Thread-safety: an opened model is immutable; layers may be used by any
+ * number of engines at once.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model/safetensors.h"
+#include "router/router_config.h"
+#include "util/diag.h"
+
+/* One FFN: y = W2 · act(W1·x + b1 [, W3·x]) + b2, PyTorch out×in layout. */
+struct ffn_weights {
+	const float *w1; /* [ff][d] */
+	const float *w2; /* [d][ff] */
+	const float *w3; /* [ff][d], gated activations only */
+	const float *b1; /* [ff] or NULL */
+	const float *b2; /* [d] or NULL */
+	uint32_t d_ff;
+};
+
+/* A BASE expert sublayer: x + ff2(relu(ff1(LayerNorm(x)))). */
+struct base_sublayer {
+	const float *norm_w, *norm_b; /* [d] */
+	const float *ff1_w, *ff1_b;   /* [ff][d], [ff] */
+	const float *ff2_w, *ff2_b;   /* [d][ff], [d] */
+};
+
+struct moe_expert {
+	struct ffn_weights ffn;           /* FFN experts */
+	struct base_sublayer *sublayers;  /* BASE experts: base_sublayers entries */
+};
+
+struct moe_layer {
+	uint32_t index;
+	uint32_t d_model;
+	uint32_t d_ff;
+	uint32_t n_experts;
+	struct router_config router;
+
+	const float *router_w;  /* [E][d] */
+	const float *router_b;  /* [E] or NULL */
+	const float *centroids; /* BASE: [E][d] */
+	const float *outer_w;   /* hierarchical: [X][d] */
+	const float *inner_w;   /* hierarchical: [X][Y][d] */
+	struct moe_expert *experts;
+
+	/* Shared experts (Qwen2-MoE, DeepSeek): every token, weight 1 or σ(x·gate). */
+	bool has_shared;
+	struct ffn_weights shared;
+	const float *shared_gate; /* [d] or NULL */
+};
+
+struct moe_model;
+
+/*
+ * Open the checkpoint at @path and prepare its MoE layers. @overrides (may be
+ * NULL) are router options given as "key=value" strings applied after the
+ * file's metadata, in order; @n_overrides of them.
+ */
+int moe_model_open(const char *path, const char *const *overrides, unsigned n_overrides,
+		   struct moe_model **ret_model, struct diag *d);
+struct moe_model *moe_model_free(struct moe_model *m);
+
+/* Number of layer slots (the highest layer index + 1). */
+uint32_t moe_model_n_layers(const struct moe_model *m);
+/* The MoE layer of index @layer, or NULL when that layer has no MoE block. */
+const struct moe_layer *moe_model_layer(const struct moe_model *m, uint32_t layer);
+/* The tensors behind the model (for inputs kept in the same file). */
+const struct st_set *moe_model_tensors(const struct moe_model *m);
+/* "moed", "mixtral", "qwen2_moe" or "deepseek". */
+const char *moe_model_layout(const struct moe_model *m);

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * moectl: the command-line tool of moed. This file picks the subcommand;
+ * each lives in its own cmd_*.c. Exit status: 0 on success, 1 on a failure
+ * the message explains, 2 on a usage error.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "moectl.h"
+#include "router/router_config.h"
+#include "util/log.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: moectl COMMAND [OPTIONS]\n"
+		"\n"
+		"commands:\n"
+		"  forward     run one batch through an MoE layer in-process\n"
+		"  gen-model   write a synthetic MoE model (and an input batch)\n"
+		"\n"
+		"moectl COMMAND --help shows the options of a command.\n");
+}
+
+int moectl_router_option(int argc, char **argv, int i, char *buf, unsigned size)
+{
+	struct router_config probe;
+	const char *arg = argv[i], *eq;
+	char key[64];
+	size_t n;
+
+	if (strncmp(arg, "--", 2) != 0)
+		return 0;
+	arg += 2;
+	eq = strchr(arg, '=');
+	n = eq ? (size_t)(eq - arg) : strlen(arg);
+	if (n == 0 || n >= sizeof(key))
+		return 0;
+	for (size_t j = 0; j < n; j++)
+		key[j] = arg[j] == '-' ? '_' : arg[j];
+	key[n] = '\0';
+	/* a router option is a key the router table knows */
+	router_config_init(&probe);
+	if (router_config_set(&probe, key, "", NULL) == -ENOENT)
+		return 0;
+	if (eq) {
+		snprintf(buf, size, "%s=%s", key, eq + 1);
+		return 1;
+	}
+	if (i + 1 >= argc) {
+		log_error("option --%s needs a value", key);
+		return -EINVAL;
+	}
+	snprintf(buf, size, "%s=%s", key, argv[i + 1]);
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	log_set_program("moectl");
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "forward") == 0)
+		return cmd_forward(argc - 1, argv + 1);
+	if (strcmp(argv[1], "gen-model") == 0)
+		return cmd_gen_model(argc - 1, argv + 1);
+	log_error("unknown command '%s'", argv[1]);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+/* moectl: the subcommands, each in its own file. */
+#pragma once
+
+int cmd_forward(int argc, char **argv);
+int cmd_gen_model(int argc, char **argv);
+
+/*
+ * Collect a router option given as "--key value" or "--key=value" (dashes in
+ * the key read as underscores) into "key=value" for moe_model_open(). Returns
+ * the number of argv entries consumed (1 or 2), 0 if argv[*i] is not a router
+ * option, or -EINVAL (message logged) for a missing value.
+ */
+int moectl_router_option(int argc, char **argv, int i, char *buf, unsigned size);

@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * topk: the routers of today's models. Mixtral (softmax, top-2, renormalised),
+ * Qwen-MoE (softmax, top-k, renormalised or not), DeepSeek-V3 (sigmoid
+ * affinities, renormalised) and MegaBlocks (dropless, or capacity-limited with
+ * priority in flattened (token, slot) order, as after its stable sort).
+ * aux = E/(T·k) · ⟨tokens_per_expert, mean_t P⟩ with P the softmax
+ * probabilities, or the sigmoid affinities normalised over experts
+ * (DeepSeek-V3's balance loss with α = 1).
+ */
+#include "router.h"
+
+#include <errno.h>
+
+/* The k largest of v[n] in descending order (the lower index first on a tie). */
+static void select_top_k(const double *v, uint32_t n, uint32_t k, uint32_t *idx)
+{
+	for (uint32_t j = 0; j < k; j++) {
+		uint32_t best = UINT32_MAX;
+
+		for (uint32_t i = 0; i < n; i++) {
+			bool taken = false;
+
+			for (uint32_t q = 0; q < j && !taken; q++)
+				taken = idx[q] == i;
+			if (!taken && (best == UINT32_MAX || v[i] > v[best]))
+				best = i;
+		}
+		idx[j] = best;
+	}
+}
+
+int route_topk(const struct router_config *cfg, const float *logits, uint32_t n_tokens,
+	       uint32_t n_experts, struct scratch *s, struct route_result *r)
+{
+	const uint32_t k = cfg->top_k;
+	double *score = scratch_alloc(s, sizeof(double) * n_tokens * n_experts);
+	double *softmax = score;
+	uint32_t *choice = scratch_alloc(s, sizeof(uint32_t) * n_tokens * k);
+	double *top = scratch_alloc(s, sizeof(double) * n_tokens);
+	uint32_t *order = scratch_alloc(s, sizeof(uint32_t) * n_tokens);
+	uint32_t *seen = scratch_calloc(s, n_experts, sizeof(uint32_t));
+	double *mean_p = scratch_calloc(s, n_experts, sizeof(double));
+	uint32_t cap;
+	double aux = 0;
+	int ret;
+
+	if (!score || !choice || !top || !order || !seen || !mean_p)
+		return -ENOMEM;
+	if (cfg->score == SCORE_SIGMOID) {
+		gate_sigmoid(logits, n_tokens, n_experts, score);
+		softmax = NULL;
+	} else {
+		gate_softmax(logits, n_tokens, n_experts, score);
+	}
+
+	for (uint32_t t = 0; t < n_tokens; t++) {
+		const double *p = score + (size_t)t * n_experts;
+		uint32_t *c = choice + (size_t)t * k;
+		double sum = 0, norm = 0;
+
+		select_top_k(p, n_experts, k, c);
+		for (uint32_t j = 0; j < k; j++)
+			sum += p[c[j]];
+		for (uint32_t j = 0; j < k; j++) {
+			double w = cfg->normalize ? p[c[j]] / sum : p[c[j]];
+
+			r->weight[(size_t)t * k + j] = (float)w;
+			r->tokens_per_expert[c[j]]++;
+		}
+		top[t] = p[c[0]];
+		/* passthrough scales by the top-1 softmax probability (config
+		 * validation refuses passthrough with sigmoid scores unless unscaled) */
+		r->passthrough_scale[t] =
+			cfg->scale == SCALE_NONE || !softmax ? 1.0f : (float)p[c[0]];
+		for (uint32_t e = 0; e < n_experts; e++)
+			norm += p[e];
+		for (uint32_t e = 0; e < n_experts; e++)
+			mean_p[e] += softmax ? p[e] : p[e] / norm;
+	}
+	for (uint32_t e = 0; e < n_experts; e++)
+		aux += r->tokens_per_expert[e] * (mean_p[e] / n_tokens);
+	r->aux_loss = (double)n_experts / ((double)n_tokens * k) * aux;
+
+	cap = capacity_of(cfg->capacity_factor, k, n_tokens, n_experts, cfg->min_capacity);
+	ret = capacity_priority_order(cfg->priority, top, n_tokens, s, order);
+	if (ret < 0)
+		return ret;
+	for (uint32_t i = 0; i < n_tokens; i++) {
+		uint32_t t = order[i];
+
+		for (uint32_t j = 0; j < k; j++) {
+			size_t slot = (size_t)t * k + j;
+			uint32_t e = choice[slot];
+
+			if (seen[e]++ < cap) {
+				r->expert[slot] = (int32_t)e;
+			} else {
+				r->weight[slot] = 0;
+				r->n_dropped++;
+			}
+		}
+	}
+	return 0;
+}
