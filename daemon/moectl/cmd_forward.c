@@ -254,7 +254,7 @@ int cmd_forward(int argc, char **argv)
 		goto out;
 	}
 	blas = engine_blas_info(engine);
-	log_info("OpenBLAS %s, %d thread per worker, %u workers", blas->config, blas->threads,
+	log_info("%s, %d BLAS thread per worker, %u workers", blas->config, blas->threads,
 		 engine_n_workers(engine));
 
 	t0 = now_seconds();
