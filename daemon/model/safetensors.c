@@ -503,7 +503,8 @@ int st_file_open(const char *path, struct st_file **ret_file, struct diag *d)
 	if (r < 0)
 		return diag_set(d, r, "%s: out of memory", path);
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* O_NONBLOCK: a FIFO must not hang us; it is refused as not a regular file. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		r = diag_set(d, -errno, "%s: cannot open: %m", path);
 		goto free_file;

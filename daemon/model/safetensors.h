@@ -66,7 +66,12 @@ const char *st_dtype_name(enum st_dtype dtype);
 /* The inverse of st_dtype_name(): 0, or -EINVAL for an unknown name. */
 int st_dtype_from_name(const char *name, enum st_dtype *ret_dtype);
 
-/* Map and validate @path. On success *ret_file owns the mapping. */
+/*
+ * Map and validate @path. Returns 0 and sets *ret_file, which owns the
+ * mapping, or a negative errno (see above) with *ret_file untouched and @d
+ * filled. The file must not be truncated while it is open (the mapping would
+ * fault): the writer below replaces files by rename, never in place.
+ */
 int st_file_open(const char *path, struct st_file **ret_file, struct diag *d);
 /*
  * Validate a file image held in memory (for fuzzing and tests). @label names
@@ -83,9 +88,10 @@ size_t st_file_tensor_count(const struct st_file *f);
 const struct st_tensor *st_file_tensor_at(const struct st_file *f, size_t i);
 /* NULL when there is no tensor of that name. */
 const struct st_tensor *st_file_find(const struct st_file *f, const char *name);
-/* The value of a "__metadata__" key, or NULL. */
+/* The value of a "__metadata__" key, or NULL. Strings live as long as @f. */
 const char *st_file_metadata(const struct st_file *f, const char *key);
 size_t st_file_metadata_count(const struct st_file *f);
+/* The i-th entry in ascending order of key; outputs untouched when i is out of range. */
 void st_file_metadata_at(const struct st_file *f, size_t i, const char **ret_key,
 			 const char **ret_value);
 
@@ -95,7 +101,11 @@ void st_file_metadata_at(const struct st_file *f, size_t i, const char **ret_key
  * another dtype.
  */
 int st_tensor_to_f32(const struct st_tensor *t, float *dst, struct diag *d);
-/* The same for integer tensors (I32, I64, I16, I8, U8) into int32, refusing values out of range. */
+/*
+ * The same for integer tensors (I32, I64, I16, I8, U8, and U16, U32, U64) into
+ * int32, refusing (-EINVAL, diag naming the tensor and the element, @dst
+ * untouched) a value out of range.
+ */
 int st_tensor_to_i32(const struct st_tensor *t, int32_t *dst, struct diag *d);
 
 /*
@@ -108,10 +118,16 @@ struct st_writer;
 
 int st_writer_new(struct st_writer **ret_writer);
 struct st_writer *st_writer_free(struct st_writer *w);
-/* Copies @name and @shape. -EEXIST for a name already added. */
+/*
+ * Copies @name and @shape. -EEXIST for a name already added; -EINVAL for an
+ * empty or non-UTF-8 name, "__metadata__", an unknown dtype, more than
+ * ST_MAX_DIMS dimensions, a size that overflows, or NULL data for a non-empty
+ * tensor. Setting a metadata key again replaces its value.
+ */
 int st_writer_add(struct st_writer *w, const char *name, enum st_dtype dtype, unsigned ndim,
 		  const uint64_t *shape, const void *data);
 int st_writer_set_metadata(struct st_writer *w, const char *key, const char *value);
+/* 0, or -errno with @d filled and no PATH.tmp left behind. */
 int st_writer_write(struct st_writer *w, const char *path, struct diag *d);
 
 /*
@@ -125,6 +141,11 @@ int st_writer_write(struct st_writer *w, const char *path, struct diag *d);
  */
 struct st_set;
 
+/*
+ * "Index order" is the order in which the weight_map first mentions each
+ * shard. Tensors of a shard that the weight_map does not mention are still
+ * part of the set. 0, or -errno with *ret_set untouched and @d filled.
+ */
 int st_set_open(const char *path, struct st_set **ret_set, struct diag *d);
 struct st_set *st_set_free(struct st_set *s);
 const struct st_tensor *st_set_find(const struct st_set *s, const char *name);

@@ -137,7 +137,7 @@ static int json_load_path(const char *path, json_t **ret_root, struct diag *d)
 	json_t *root;
 	int fd, r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return diag_set(d, -errno, "%s: cannot open: %m", path);
 	if (fstat(fd, &st) < 0) {
@@ -331,7 +331,7 @@ static int st_set_index_metadata(struct st_set *s, struct diag *d)
 
 int st_set_open(const char *path, struct st_set **ret_set, struct diag *d)
 {
-	char *index = NULL, *single = NULL;
+	char *index_path = NULL, *single = NULL;
 	struct st_set *s;
 	struct stat st;
 	int r;
@@ -346,16 +346,16 @@ int st_set_open(const char *path, struct st_set **ret_set, struct diag *d)
 
 	if (S_ISDIR(st.st_mode)) {
 		s->dir = strdup(path);
-		index = path_join(path, ST_INDEX_NAME);
+		index_path = path_join(path, ST_INDEX_NAME);
 		single = path_join(path, ST_SINGLE_NAME);
-		if (!s->dir || !index || !single) {
+		if (!s->dir || !index_path || !single) {
 			r = diag_set(d, -ENOMEM, "%s: out of memory", path);
-			goto free_names;
+			goto free_set;
 		}
-		if (stat(index, &st) == 0) {
-			r = st_set_load_index(s, index, d);
+		if (stat(index_path, &st) == 0) {
+			r = st_set_load_index(s, index_path, d);
 		} else if (errno != ENOENT) {
-			r = diag_set(d, -errno, "%s: %m", index);
+			r = diag_set(d, -errno, "%s: %m", index_path);
 		} else if (stat(single, &st) == 0) {
 			r = st_set_add_file(s, single, d);
 		} else if (errno != ENOENT) {
@@ -368,7 +368,7 @@ int st_set_open(const char *path, struct st_set **ret_set, struct diag *d)
 		s->dir = path_dirname(path);
 		if (!s->dir) {
 			r = diag_set(d, -ENOMEM, "%s: out of memory", path);
-			goto free_names;
+			goto free_set;
 		}
 		if (str_endswith(path, ".json"))
 			r = st_set_load_index(s, path, d);
@@ -376,22 +376,22 @@ int st_set_open(const char *path, struct st_set **ret_set, struct diag *d)
 			r = st_set_add_file(s, path, d);
 	}
 	if (r < 0)
-		goto free_names;
+		goto free_set;
 	r = st_set_index_tensors(s, d);
 	if (r < 0)
-		goto free_names;
+		goto free_set;
 	r = st_set_index_metadata(s, d);
 	if (r < 0)
-		goto free_names;
+		goto free_set;
 
 	free(single);
-	free(index);
+	free(index_path);
 	*ret_set = s;
 	return 0;
 
-free_names:
+free_set:
 	free(single);
-	free(index);
+	free(index_path);
 	st_set_free(s);
 	return r;
 }

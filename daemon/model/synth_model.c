@@ -16,25 +16,13 @@
 #include <sys/stat.h>
 
 #include "router/router_config.h"
-
-struct rng {
-	uint64_t state;
-};
-
-static uint64_t rng_next(struct rng *g)
-{
-	uint64_t z = (g->state += 0x9e3779b97f4a7c15ULL);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
+#include "util/rng.h"
 
 /* Standard normal by Box-Muller. */
-static float rng_normal(struct rng *g)
+static float rng_normal(uint64_t *g)
 {
-	double u1 = ((double)(rng_next(g) >> 11) + 1.0) * 0x1.0p-53;
-	double u2 = (double)(rng_next(g) >> 11) * 0x1.0p-53;
+	double u1 = 1.0 - rng_uniform01(g);
+	double u2 = rng_uniform01(g);
 
 	return (float)(sqrt(-2.0 * log(u1)) * cos(2 * M_PI * u2));
 }
@@ -114,7 +102,7 @@ static void shard_clear(struct shard *s)
 }
 
 /* Add a tensor of @n seeded values (normal * scale + offset) in the model dtype. */
-static int add_random(struct shard *s, const struct synth_opts *o, struct rng *g,
+static int add_random(struct shard *s, const struct synth_opts *o, uint64_t *g,
 		      const char *name, unsigned ndim, const uint64_t *shape, float scale,
 		      float offset, enum st_dtype dtype)
 {
@@ -147,7 +135,7 @@ static int add_random(struct shard *s, const struct synth_opts *o, struct rng *g
 	return st_writer_add(s->w, name, dtype, ndim, shape, buf);
 }
 
-static int add_role(struct shard *s, const struct synth_opts *o, struct rng *g,
+static int add_role(struct shard *s, const struct synth_opts *o, uint64_t *g,
 		    enum tensor_role role, uint32_t layer, uint32_t e, uint32_t sub,
 		    unsigned ndim, const uint64_t *shape, float scale, float offset)
 {
@@ -160,7 +148,7 @@ static int add_role(struct shard *s, const struct synth_opts *o, struct rng *g,
 }
 
 static int add_layer(struct shard *s, const struct synth_opts *o, const struct router_config *c,
-		     uint32_t l, struct rng *g)
+		     uint32_t l, uint64_t *g)
 {
 	const uint64_t d = o->d_model, ff = o->d_ff, E = o->n_experts;
 	const float sd = 1.0f / sqrtf((float)d), sf = 1.0f / sqrtf((float)ff);
@@ -309,7 +297,7 @@ static int resolve_config(const struct synth_opts *o, struct router_config *c, s
 int synth_model_write(const struct synth_opts *o, struct diag *d)
 {
 	struct router_config c;
-	struct rng g = { o->seed * 0x2545f4914f6cdd1dULL + 1 };
+	uint64_t g = o->seed * 0x2545f4914f6cdd1dULL + 1;
 	json_t *index = NULL, *map = NULL;
 	char path[PATH_MAX];
 	int r;

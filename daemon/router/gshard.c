@@ -17,20 +17,7 @@
 #include <errno.h>
 #include <float.h>
 
-/* splitmix64: a small, seedable generator for the random second policy. */
-static uint64_t splitmix64(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-static double uniform01(uint64_t *state)
-{
-	return (double)(splitmix64(state) >> 11) * 0x1.0p-53;
-}
+#include "util/rng.h"
 
 static bool second_kept_by_policy(const struct router_config *cfg, double w2, uint64_t *rng)
 {
@@ -43,7 +30,7 @@ static bool second_kept_by_policy(const struct router_config *cfg, double w2, ui
 		return w2 > cfg->second_threshold;
 	case SECOND_RANDOM:
 		/* mesh-tf: keep with probability gate_2 / max(threshold, 1e-9) */
-		return uniform01(rng) < w2 / (cfg->second_threshold > 1e-9 ? cfg->second_threshold
+		return rng_uniform01(rng) < w2 / (cfg->second_threshold > 1e-9 ? cfg->second_threshold
 									  : 1e-9);
 	}
 	return true;

@@ -29,7 +29,8 @@ int diag_prefix(struct diag *d, int r, const char *fmt, ...)
 	vsnprintf(prefix, sizeof(prefix), fmt, ap);
 	va_end(ap);
 	memcpy(old, d->msg, sizeof(old));
-	snprintf(d->msg, sizeof(d->msg), "%s: %s", prefix, old[0] ? old : strerror(-r));
+	/* bounded pieces: the prefix and the cause both survive a long message */
+	snprintf(d->msg, sizeof(d->msg), "%.200s: %.300s", prefix, old[0] ? old : strerror(-r));
 	return r;
 }
 
