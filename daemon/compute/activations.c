@@ -34,8 +34,10 @@ void activation_apply(enum activation a, float *h1, size_t ld1, const float *h3,
 
 		switch (a) {
 		case ACT_RELU:
+			/* `< 0`, not `> 0`: NaN must stay NaN (as in torch.relu), so
+			 * that an overflow inside an expert reaches the output check */
 			for (size_t c = 0; c < cols; c++)
-				h[c] = h[c] > 0 ? h[c] : 0;
+				h[c] = h[c] < 0 ? 0 : h[c];
 			break;
 		case ACT_GELU:
 			for (size_t c = 0; c < cols; c++)

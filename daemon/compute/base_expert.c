@@ -46,7 +46,7 @@ void expert_base(const struct moe_expert *e, uint32_t n_sublayers, uint32_t d_mo
 			for (uint32_t c = 0; c < d_ff; c++) {
 				float v = h[(size_t)r * d_ff + c] + sl->ff1_b[c];
 
-				h[(size_t)r * d_ff + c] = v > 0 ? v : 0;
+				h[(size_t)r * d_ff + c] = v < 0 ? 0 : v; /* NaN stays NaN */
 			}
 		/* ln is free again: reuse it for ff2's output before the residual add */
 		matmul_xwt(MATMUL_AUTO, h, d_ff, rows, d_ff, sl->ff2_w, d_ff, d_model, ln,

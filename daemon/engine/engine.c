@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compute/activations.h"
 #include "compute/expert.h"
 #include "dispatch/combine.h"
 #include "dispatch/plan.h"
@@ -260,6 +261,40 @@ static uint32_t build_base_tiles(const struct dispatch_plan *p, struct ffn_tile 
 
 /* ---- input checks ---- */
 
+/*
+ * Can @layer run with @cfg? The layer's own settings were checked when the
+ * model loaded; a caller's settings may ask for weights the layer lacks.
+ */
+static int layer_serves_config(const struct moe_layer *L, const struct router_config *cfg,
+			       struct diag *d)
+{
+	if (cfg->kind == ROUTER_BASE) {
+		if (cfg->base_sublayers > L->router.base_sublayers || !L->experts[0].sublayers)
+			return diag_set(d, -EINVAL,
+					"layer %u has %u BASE sublayers per expert, %u asked",
+					L->index, L->experts[0].sublayers ? L->router.base_sublayers : 0,
+					cfg->base_sublayers);
+		return 0;
+	}
+	for (uint32_t e = 0; e < L->n_experts; e++) {
+		const struct ffn_weights *f = &L->experts[e].ffn;
+
+		if (!f->w1 || !f->w2)
+			return diag_set(d, -EINVAL, "layer %u expert %u has no FFN weights for "
+						    "router %s",
+					L->index, e, router_kind_name(cfg->kind));
+		if (activation_is_gated(cfg->activation) && !f->w3)
+			return diag_set(d, -EINVAL,
+					"activation %s needs w3, which expert %u of layer %u lacks",
+					activation_name(cfg->activation), e, L->index);
+	}
+	if (L->has_shared && activation_is_gated(cfg->activation) && !L->shared.w3)
+		return diag_set(d, -EINVAL, "activation %s needs w3, which the shared expert of "
+					    "layer %u lacks",
+				activation_name(cfg->activation), L->index);
+	return 0;
+}
+
 static int check_input(const struct router_config *cfg, struct engine_batch *b,
 		       uint32_t d_model, struct scratch *s, const float **ret_x, struct diag *d)
 {
@@ -378,6 +413,9 @@ int engine_forward(struct engine *e, const struct moe_layer *layer,
 				b->n_tokens);
 	if (!cfg)
 		cfg = &layer->router;
+	r = layer_serves_config(layer, cfg, d);
+	if (r < 0)
+		return r;
 	scratch_reset(s);
 
 	r = check_input(cfg, b, layer->d_model, s, &x, d);

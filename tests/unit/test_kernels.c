@@ -1,0 +1,353 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tests of the compute kernels: matmul_xwt with every kernel (SGEMV, small-m,
+ * SGEMM and the automatic choice) against a naive double-precision product
+ * over a grid of shapes (m 1..40, odd and even, across the small-m limit; k
+ * and n around the 8-wide vector and 4-row blocks) with row strides wider
+ * than the rows, whose padding holds NaN on the inputs and a sentinel on the
+ * output so a stride bug shows; and activation_apply against libm's double
+ * formulas, large |x| included.
+ */
+#include "test_assert.h"
+
+#include <float.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "compute/activations.h"
+#include "compute/blas_setup.h"
+#include "compute/matmul.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+static uint64_t rng_next(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* Uniform in [-1, 1). */
+static float rng_sym(uint64_t *state)
+{
+	return (float)((double)(rng_next(state) >> 11) * 0x1p-52 - 1.0);
+}
+
+static const float SENTINEL = 12345.0f;
+
+static const char *kernel_name(enum matmul_kernel k)
+{
+	switch (k) {
+	case MATMUL_AUTO:
+		return "auto";
+	case MATMUL_SGEMV:
+		return "sgemv";
+	case MATMUL_SMALLM:
+		return "smallm";
+	case MATMUL_SGEMM:
+		return "sgemm";
+	}
+	return "?";
+}
+
+/*
+ * One product: x [m][k] with stride ldx, w [n][k] with stride ldw, y [m][n]
+ * with stride ldy; padding columns of x and w are NaN, y's padding and rows
+ * are pre-filled with a sentinel.
+ */
+static void check_product(enum matmul_kernel kernel, uint32_t m, uint32_t k, uint32_t n,
+			  size_t ldx, size_t ldw, size_t ldy, uint64_t *seed)
+{
+	float *x = malloc(sizeof(float) * m * ldx);
+	float *w = malloc(sizeof(float) * n * ldw);
+	float *y = malloc(sizeof(float) * m * ldy);
+
+	assert_true(x && w && y);
+	for (size_t i = 0; i < m * ldx; i++)
+		x[i] = i % ldx < k ? rng_sym(seed) : NAN;
+	for (size_t i = 0; i < n * ldw; i++)
+		w[i] = i % ldw < k ? rng_sym(seed) : NAN;
+	for (size_t i = 0; i < m * ldy; i++)
+		y[i] = SENTINEL;
+
+	matmul_xwt(kernel, x, ldx, m, k, w, ldw, n, y, ldy);
+
+	for (uint32_t r = 0; r < m; r++) {
+		for (uint32_t c = 0; c < n; c++) {
+			double ref = 0, mag = 0, got = y[r * ldy + c];
+
+			for (uint32_t i = 0; i < k; i++) {
+				ref += (double)x[r * ldx + i] * w[c * ldw + i];
+				mag += fabs((double)x[r * ldx + i] * w[c * ldw + i]);
+			}
+			/* float accumulation: error grows like sqrt(k) ulps of the magnitude */
+			if (!(fabs(got - ref) <= 1e-5 * sqrt((double)k) * mag + 1e-30))
+				fail_msg("%s m=%u k=%u n=%u ldx=%zu ldw=%zu ldy=%zu: y[%u][%u] = "
+					 "%.9g, expected %.9g",
+					 kernel_name(kernel), m, k, n, ldx, ldw, ldy, r, c, got, ref);
+		}
+		for (size_t c = n; c < ldy; c++)
+			if (y[r * ldy + c] != SENTINEL)
+				fail_msg("%s m=%u k=%u n=%u: wrote y[%u][%zu] in the row padding",
+					 kernel_name(kernel), m, k, n, r, c);
+	}
+	free(x);
+	free(w);
+	free(y);
+}
+
+/* ---------------------------------------------------------------- matmul */
+
+static void test_matmul_grid(void **state)
+{
+	static const enum matmul_kernel kernels[] = { MATMUL_SGEMV, MATMUL_SMALLM, MATMUL_SGEMM,
+						      MATMUL_AUTO };
+	static const uint32_t ks[] = { 1, 7, 8, 9, 63, 64, 100 };
+	static const uint32_t ns[] = { 1, 3, 4, 5, 17 };
+	uint64_t seed = 1;
+
+	(void)state;
+	for (size_t ki = 0; ki < sizeof(kernels) / sizeof(kernels[0]); ki++)
+		for (uint32_t m = 1; m <= 40; m++)
+			for (size_t a = 0; a < sizeof(ks) / sizeof(ks[0]); a++)
+				for (size_t b = 0; b < sizeof(ns) / sizeof(ns[0]); b++) {
+					uint32_t k = ks[a], n = ns[b];
+
+					/* padded strides, different for each operand */
+					check_product(kernels[ki], m, k, n, k + 3, k + 5, n + 2,
+						      &seed);
+				}
+}
+
+/* Dense strides (ld == width) on a few shapes, and a stride far wider than the row. */
+static void test_matmul_dense_and_wide_strides(void **state)
+{
+	static const enum matmul_kernel kernels[] = { MATMUL_SGEMV, MATMUL_SMALLM, MATMUL_SGEMM,
+						      MATMUL_AUTO };
+	uint64_t seed = 2;
+
+	(void)state;
+	for (size_t ki = 0; ki < sizeof(kernels) / sizeof(kernels[0]); ki++) {
+		check_product(kernels[ki], 1, 16, 8, 16, 16, 8, &seed);
+		check_product(kernels[ki], 2, 8, 4, 8, 8, 4, &seed);
+		check_product(kernels[ki], 25, 33, 9, 33, 33, 9, &seed);
+		check_product(kernels[ki], 7, 17, 6, 200, 301, 64, &seed);
+		check_product(kernels[ki], 24, 256, 12, 256, 260, 12, &seed);
+		check_product(kernels[ki], 48, 40, 40, 41, 40, 41, &seed);
+	}
+}
+
+/* The small-m kernel called directly, beyond the m it is chosen for. */
+static void test_matmul_small_m_direct(void **state)
+{
+	uint64_t seed = 3;
+	const uint32_t m = 37, k = 29, n = 11;
+	const size_t ldx = 31, ldw = 30, ldy = 13;
+	float *x = malloc(sizeof(float) * m * ldx), *w = malloc(sizeof(float) * n * ldw);
+	float *y = malloc(sizeof(float) * m * ldy);
+
+	(void)state;
+	assert_true(x && w && y);
+	for (size_t i = 0; i < m * ldx; i++)
+		x[i] = rng_sym(&seed);
+	for (size_t i = 0; i < n * ldw; i++)
+		w[i] = rng_sym(&seed);
+	matmul_small_m(x, ldx, m, k, w, ldw, n, y, ldy);
+	for (uint32_t r = 0; r < m; r++)
+		for (uint32_t c = 0; c < n; c++) {
+			double ref = 0;
+
+			for (uint32_t i = 0; i < k; i++)
+				ref += (double)x[r * ldx + i] * w[c * ldw + i];
+			ASSERT_CLOSE(y[r * ldy + c], ref, 1e-5 * k, 0);
+		}
+	free(x);
+	free(w);
+	free(y);
+}
+
+/* m = 0 or n = 0: nothing is read or written. */
+static void test_matmul_empty(void **state)
+{
+	float y[4] = { SENTINEL, SENTINEL, SENTINEL, SENTINEL };
+	const float x[4] = { 1, 2, 3, 4 }, w[4] = { 1, 1, 1, 1 };
+
+	(void)state;
+	matmul_xwt(MATMUL_AUTO, x, 4, 0, 4, w, 4, 1, y, 4);
+	matmul_xwt(MATMUL_SGEMM, x, 4, 1, 4, w, 4, 0, y, 4);
+	matmul_xwt(MATMUL_SMALLM, x, 4, 0, 4, w, 4, 1, y, 4);
+	for (int i = 0; i < 4; i++)
+		assert_true(y[i] == SENTINEL);
+	/* and a 1x1 product is exact */
+	matmul_xwt(MATMUL_SMALLM, x, 4, 1, 4, w, 4, 1, y, 4);
+	assert_true(y[0] == 10.0f);
+	matmul_xwt(MATMUL_SGEMV, x, 4, 1, 4, w, 4, 1, y, 4);
+	assert_true(y[0] == 10.0f);
+}
+
+/* ----------------------------------------------------------- activations */
+
+static const double act_inputs[] = {
+	-3e38, -1e10, -1e4, -100, -30, -20, -10, -6, -5, -3, -2, -1.5, -1, -0.7, -0.5, -0.1,
+	-1e-3, -1e-7, -0.0, 0, 1e-7, 1e-3, 0.1, 0.5, 0.7, 1, 1.5, 2, 3, 5, 6, 10, 20, 30, 100,
+	1e4, 1e10, 3e38,
+};
+#define N_ACT (sizeof(act_inputs) / sizeof(act_inputs[0]))
+
+static double ref_gelu_erf(double x)
+{
+	return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+}
+
+static double ref_gelu_tanh(double x)
+{
+	return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
+static double ref_silu(double x)
+{
+	return x / (1.0 + exp(-x));
+}
+
+static double ref_relu(double x)
+{
+	return x > 0 ? x : 0;
+}
+
+/*
+ * Float evaluation of these formulas cancels in 1 + erf / 1 + tanh for
+ * x < -3, where the result is below 1e-5: an absolute floor of 1e-6 (times
+ * the gate) covers that, a relative 1e-5 covers the rest. A result beyond
+ * float's range must come out as an infinity of the right sign.
+ */
+static void expect_act(const char *what, double x, double g, float got, double want)
+{
+	if (fabs(want) > FLT_MAX) {
+		if (!isinf(got) || (got < 0) != (want < 0))
+			fail_msg("%s(%g) gate %g = %.9g, expected %.9g (beyond float)", what, x,
+				 g, got, want);
+		return;
+	}
+	if (!(fabs(got - want) <= 1e-6 * fmax(1.0, fabs(g)) + 1e-5 * fabs(want)))
+		fail_msg("%s(%g) gate %g = %.9g, expected %.9g", what, x, g, got, want);
+}
+
+static void check_plain(enum activation a, const char *what, double (*ref)(double))
+{
+	/* rows of 8 with a stride of 11: padding must stay untouched */
+	const size_t cols = 8, ld = 11, rows = (N_ACT + cols - 1) / cols;
+	float *h = malloc(sizeof(float) * rows * ld);
+
+	assert_non_null(h);
+	for (size_t i = 0; i < rows * ld; i++)
+		h[i] = SENTINEL;
+	for (size_t i = 0; i < N_ACT; i++)
+		h[(i / cols) * ld + i % cols] = (float)act_inputs[i];
+	/* the last row may be short: fill with zeros */
+	for (size_t i = N_ACT; i < rows * cols; i++)
+		h[(i / cols) * ld + i % cols] = 0;
+	activation_apply(a, h, ld, NULL, 0, rows, cols);
+	for (size_t i = 0; i < N_ACT; i++) {
+		double x = (float)act_inputs[i];
+
+		expect_act(what, x, 1, h[(i / cols) * ld + i % cols], ref(x));
+	}
+	for (size_t r = 0; r < rows; r++)
+		for (size_t c = cols; c < ld; c++)
+			assert_true(h[r * ld + c] == SENTINEL);
+	free(h);
+}
+
+static void test_act_relu(void **state)
+{
+	(void)state;
+	check_plain(ACT_RELU, "relu", ref_relu);
+}
+
+static void test_act_gelu_erf(void **state)
+{
+	(void)state;
+	check_plain(ACT_GELU, "gelu", ref_gelu_erf);
+	/* the two GELU forms are different functions: at x = 1 they differ by ~1.6e-4 */
+	assert_true(fabs(ref_gelu_erf(1) - ref_gelu_tanh(1)) > 1e-4);
+}
+
+static void test_act_gelu_tanh(void **state)
+{
+	(void)state;
+	check_plain(ACT_GELU_TANH, "gelu_tanh", ref_gelu_tanh);
+}
+
+static void check_gated(enum activation a, const char *what, double (*ref)(double))
+{
+	static const double gates[] = { 1, -2.5, 0.5, 0, 1e3 };
+	const size_t cols = N_ACT, ld1 = N_ACT + 3, ld3 = N_ACT + 6;
+	const size_t rows = sizeof(gates) / sizeof(gates[0]);
+	float *h1 = malloc(sizeof(float) * rows * ld1), *h3 = malloc(sizeof(float) * rows * ld3);
+
+	assert_true(h1 && h3);
+	for (size_t r = 0; r < rows; r++) {
+		for (size_t c = 0; c < ld1; c++)
+			h1[r * ld1 + c] = c < cols ? (float)act_inputs[c] : SENTINEL;
+		for (size_t c = 0; c < ld3; c++)
+			h3[r * ld3 + c] = c < cols ? (float)gates[r] : NAN;
+	}
+	activation_apply(a, h1, ld1, h3, ld3, rows, cols);
+	for (size_t r = 0; r < rows; r++) {
+		for (size_t c = 0; c < cols; c++) {
+			double x = (float)act_inputs[c], want = ref(x) * gates[r];
+
+			/* act(x) * 0 is 0 for every finite act(x) */
+			expect_act(what, x, gates[r], h1[r * ld1 + c], want);
+		}
+		for (size_t c = cols; c < ld1; c++)
+			assert_true(h1[r * ld1 + c] == SENTINEL);
+	}
+	free(h1);
+	free(h3);
+}
+
+static void test_act_silu_gated(void **state)
+{
+	(void)state;
+	check_gated(ACT_SILU_GATED, "silu_gated", ref_silu);
+	assert_true(activation_is_gated(ACT_SILU_GATED));
+	assert_true(activation_is_gated(ACT_GELU_GATED));
+	assert_false(activation_is_gated(ACT_RELU));
+	assert_false(activation_is_gated(ACT_GELU));
+	assert_false(activation_is_gated(ACT_GELU_TANH));
+}
+
+static void test_act_gelu_gated(void **state)
+{
+	(void)state;
+	check_gated(ACT_GELU_GATED, "gelu_gated", ref_gelu_erf);
+}
+
+static int setup(void **state)
+{
+	struct blas_info info;
+
+	(void)state;
+	/* the engine's configuration: OpenBLAS on one thread */
+	return blas_setup_single_thread(&info) < 0 ? -1 : 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_matmul_grid),
+		cmocka_unit_test(test_matmul_dense_and_wide_strides),
+		cmocka_unit_test(test_matmul_small_m_direct),
+		cmocka_unit_test(test_matmul_empty),
+		cmocka_unit_test(test_act_relu),
+		cmocka_unit_test(test_act_gelu_erf),
+		cmocka_unit_test(test_act_gelu_tanh),
+		cmocka_unit_test(test_act_silu_gated),
+		cmocka_unit_test(test_act_gelu_gated),
+	};
+
+	return cmocka_run_group_tests(tests, setup, NULL);
+}
