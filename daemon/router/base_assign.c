@@ -39,18 +39,18 @@
 #define NO_OWNER UINT32_MAX
 
 struct auction {
-	uint32_t n_tokens;  /* real bidders: 0 .. n_tokens-1; dummies after */
+	uint32_t n_tokens; /* real bidders: 0 .. n_tokens-1; dummies after */
 	uint32_t n_experts;
-	uint32_t cap;       /* slots per expert; slot s belongs to expert s / cap */
-	uint32_t n;         /* bidders == slots == n_experts * cap */
-	double range;       /* max - min affinity, > 0 */
-	double *value;      /* [n_tokens][n_experts] affinity - min, in [0, range] */
-	double *dummy_row;  /* [n_experts] zeros: a dummy values every slot alike */
-	double *price;      /* [n] per slot */
-	double *min_price;  /* [n_experts] price of the heap root, scanned by every bid */
-	uint32_t *heap;     /* [n_experts][cap] min-heap of local slot indices on price */
-	uint32_t *owner;    /* [n] bidder holding the slot, or NO_OWNER */
-	uint32_t *queue;    /* [n] ring of unassigned bidders, FIFO for determinism */
+	uint32_t cap;      /* slots per expert; slot s belongs to expert s / cap */
+	uint32_t n;        /* bidders == slots == n_experts * cap */
+	double range;      /* max - min affinity, > 0 */
+	double *value;     /* [n_tokens][n_experts] affinity - min, in [0, range] */
+	double *dummy_row; /* [n_experts] zeros: a dummy values every slot alike */
+	double *price;     /* [n] per slot */
+	double *min_price; /* [n_experts] price of the heap root, scanned by every bid */
+	uint32_t *heap;    /* [n_experts][cap] min-heap of local slot indices on price */
+	uint32_t *owner;   /* [n] bidder holding the slot, or NO_OWNER */
+	uint32_t *queue;   /* [n] ring of unassigned bidders, FIFO for determinism */
 };
 
 static void auction_done(struct auction *a)
@@ -62,7 +62,7 @@ static void auction_done(struct auction *a)
 	free(a->price);
 	free(a->dummy_row);
 	free(a->value);
-	*a = (struct auction){ 0 };
+	*a = (struct auction){0};
 }
 
 /* All prices 0, every heap in index order (valid for equal keys). 0 or -ENOMEM. */

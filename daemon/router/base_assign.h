@@ -19,8 +19,10 @@
  * @affinity: row-major [n_tokens][n_experts], finite values.
  * @capacity: slots per expert; n_tokens <= capacity * n_experts.
  * On success fills ret_expert[n_tokens] and returns 0. -EINVAL for an
- * infeasible capacity or a non-finite affinity, -ENOMEM. ret_expert is left
- * untouched on failure.
+ * infeasible capacity or a non-finite affinity, -ENOMEM, and -EDOM if an
+ * auction phase ever exceeded its proven bid bound (a defect, not an input
+ * error: see the bound in base_assign.c). ret_expert is left untouched on
+ * failure.
  */
 int base_assign_balanced(const float *affinity, uint32_t n_tokens, uint32_t n_experts,
 			 uint32_t capacity, int32_t *ret_expert);

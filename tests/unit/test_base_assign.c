@@ -10,6 +10,7 @@
 #include "test_assert.h"
 
 #include <errno.h>
+#include <float.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
@@ -222,8 +223,8 @@ static void assert_no_improving_cycle(const float *a, uint32_t n_tokens, uint32_
 					     g[i * n_experts + k] + g[k * n_experts + j]);
 	for (uint32_t i = 0; i < n_experts; i++)
 		if (g[i * n_experts + i] > tol)
-			fail_msg("moves through expert %u gain %.9g > %.3g", i,
-				 g[i * n_experts + i], tol);
+			fail_msg("improving moves through expert %u: a closed walk gains %.9g > %.3g",
+				 i, g[i * n_experts + i], tol);
 	free(load);
 	free(g);
 }
@@ -287,6 +288,27 @@ static void test_random_vs_exact(void **state)
 				}
 			}
 		}
+	}
+}
+
+/* Many small shapes of every kind: odd T, E not dividing T, capacities from
+ * tight to loose, and values with heavy ties (0..2) or full spread. */
+static void test_small_sweep(void **state)
+{
+	uint64_t st = 2021;
+
+	(void)state;
+	for (unsigned it = 0; it < 2000; it++) {
+		uint32_t e = 2 + (uint32_t)(rng_next(&st) % 7), t = 2 + (uint32_t)(rng_next(&st) % 40);
+		uint32_t tight = (t + e - 1) / e;
+		uint32_t cap = tight + (rng_next(&st) % 2 ? (uint32_t)(rng_next(&st) % (tight + 1)) : 0);
+		unsigned kind = (unsigned)(rng_next(&st) % 3);
+		float *a = affinity_random(t, e, DIST_NORMAL, rng_next(&st));
+
+		for (uint32_t i = 0; kind && i < t * e; i++)
+			a[i] = kind == 1 ? (float)(rng_next(&st) % 3) : (float)(rng_next(&st) % 1000);
+		solve_and_compare(a, t, e, cap);
+		free(a);
 	}
 }
 
@@ -363,7 +385,8 @@ static void test_equal_affinities(void **state)
 	solve_and_compare(a, 64, 8, 8);
 }
 
-/* 1e6 next to 1e-6, and values far from 0 with small differences. */
+/* 1e6 next to 1e-6, values far from 0 with small differences, and the
+ * extremes of float. */
 static void test_huge_spread(void **state)
 {
 	uint32_t t = 64, e = 8;
@@ -384,6 +407,14 @@ static void test_huge_spread(void **state)
 	solve_and_compare(a, t, e, t / e);
 	for (uint32_t i = 0; i < t * e; i++)
 		a[i] = (float)(i % e == 3 ? 1e6 : rng_normal(&st) * 1e-6);
+	solve_and_compare(a, t, e, t / e);
+	/* The ends of float: the range is near 2 * FLT_MAX, or a few
+	 * subnormals; the double arithmetic inside must cope with both. */
+	for (uint32_t i = 0; i < t * e; i++)
+		a[i] = (float)((double)(rng_next(&st) % 3) - 1.0) * FLT_MAX;
+	solve_and_compare(a, t, e, t / e);
+	for (uint32_t i = 0; i < t * e; i++)
+		a[i] = (float)(rng_next(&st) % 3) * FLT_TRUE_MIN;
 	solve_and_compare(a, t, e, t / e);
 	free(a);
 }
@@ -466,6 +497,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_random_vs_exact),
+		cmocka_unit_test(test_small_sweep),
 		cmocka_unit_test(test_large_optimal),
 		cmocka_unit_test(test_one_expert),
 		cmocka_unit_test(test_one_token),
