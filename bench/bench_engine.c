@@ -1,0 +1,948 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_engine: how close one MoE layer's forward pass comes to its two
+ * bounds, measured in the same run on the same weights and routing. For large
+ * batches the bound is compute: the "grouped GEMMs" baseline runs the same
+ * expert GEMMs (W1, W3, W2 of every active expert) on rows that are already
+ * grouped by expert, with OpenBLAS's own threading and no routing, gather,
+ * activation or combine; efficiency = baseline time / layer time. For decode
+ * batches (T <= 16) the bound is memory: reading the active experts' weights
+ * once with plain vector loads on the same number of threads; vs_weight_read =
+ * layer time / read time. The layer is built in memory (Mixtral-like and
+ * DeepSeek/Qwen-like shapes, seeded uniform weights as nn.Linear initialises
+ * them, normal inputs), so the benchmark needs no checkpoint. Not a test: it
+ * prints figures and never fails on them.
+ */
+#include <cblas.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "compute/blas_setup.h"
+#include "engine/engine.h"
+#include "model/model.h"
+#include "router/router_config.h"
+
+/* The sum kernel's v8f never crosses a call (static, inlined into the clones). */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+#define MAX_THREADS 256
+
+#ifndef MOE_BUILD_TYPE
+#define MOE_BUILD_TYPE "unknown"
+#endif
+
+struct shape {
+	const char *name; /* --shape */
+	const char *tag;  /* in the output: E<experts>k<top_k>d<d_model>f<d_ff> */
+	uint32_t n_experts, top_k, d_model, d_ff;
+	bool normalize; /* renormalise the top-k probabilities (Mixtral) or not (Qwen2, DeepSeek) */
+};
+
+static const struct shape shapes[] = {
+	{ "A", "E8k2d1024f3584", 8, 2, 1024, 3584, true },
+	{ "B", "E64k6d2048f1408", 64, 6, 2048, 1408, false },
+};
+
+static const uint32_t default_tokens[] = { 1, 16, 128, 1024 };
+
+/* Batches up to this size are bound by reading weights, not by arithmetic. */
+#define DECODE_MAX_TOKENS 16
+
+static bool arg_json;
+static bool arg_quick;
+static uint32_t arg_threads = 2;
+static const char *arg_shape; /* NULL: all */
+static uint32_t arg_tokens;   /* 0: the default list */
+
+/* ---- time and statistics ---- */
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * CPU time the whole machine spent busy (/proc/stat) and this process's own
+ * (getrusage). Their difference over a case is what other processes took:
+ * on a small shared machine that, not the engine, is the usual reason for an
+ * outlier, so each case reports it. Negative on a read failure.
+ */
+static double machine_busy_s(void)
+{
+	unsigned long long v[8] = { 0 };
+	FILE *f = fopen("/proc/stat", "re");
+	int n;
+
+	if (!f)
+		return -1;
+	/* user nice system idle iowait irq softirq steal */
+	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+		   &v[4], &v[5], &v[6], &v[7]);
+	fclose(f);
+	if (n < 8)
+		return -1;
+	return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double self_cpu_s(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) < 0)
+		return 0;
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 +
+	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+}
+
+/* ---- reading memory ---- */
+
+typedef float v8f __attribute__((vector_size(32)));
+
+static inline v8f load8(const float *p)
+{
+	v8f v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define SUM_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
+#else
+#define SUM_CLONES
+#endif
+
+/*
+ * Sum of @n floats. Four independent vector accumulators keep the loop bound
+ * by loads rather than by the latency of one add chain, and they read four
+ * streams (the quarters of the range) because one sequential stream per core
+ * leaves DRAM bandwidth unused: 4 streams read 10-20% faster here, about as
+ * OpenBLAS's sgemv walks several weight rows at once. Cloned like the small-m
+ * kernel so it uses the vector width the engine can.
+ */
+SUM_CLONES
+static float sum_floats(const float *p, size_t n)
+{
+	const size_t q = n / 32 * 8; /* a quarter, in whole vectors */
+	const float *p0 = p, *p1 = p + q, *p2 = p + 2 * q, *p3 = p + 3 * q;
+	v8f a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
+	size_t i;
+	float s;
+
+	for (i = 0; i < q; i += 8) {
+		a0 += load8(p0 + i);
+		a1 += load8(p1 + i);
+		a2 += load8(p2 + i);
+		a3 += load8(p3 + i);
+	}
+	a0 = (a0 + a1) + (a2 + a3);
+	s = ((a0[0] + a0[4]) + (a0[1] + a0[5])) + ((a0[2] + a0[6]) + (a0[3] + a0[7]));
+	for (i = 4 * q; i < n; i++)
+		s += p[i];
+	return s;
+}
+
+/*
+ * Read the active experts' weights once: the memory floor of a decode step.
+ * The weights of active expert a are one contiguous run (w1, w3, w2), and
+ * the runs are split between the threads by float count, so each thread
+ * streams the same number of bytes whatever the experts.
+ */
+struct read_run {
+	const float **runs;
+	size_t run_floats;
+	uint32_t n_runs;
+	uint32_t n_threads;
+};
+
+struct read_part {
+	const struct read_run *rr;
+	pthread_barrier_t *start;
+	size_t begin, end; /* in the concatenation of the runs, floats */
+	float sum;
+};
+
+static volatile float read_sink;
+
+static void *read_thread(void *arg)
+{
+	struct read_part *p = arg;
+	const struct read_run *rr = p->rr;
+	size_t pos = p->begin;
+	float s = 0.0f;
+
+	if (p->start)
+		pthread_barrier_wait(p->start);
+	while (pos < p->end) {
+		size_t run = pos / rr->run_floats, off = pos % rr->run_floats;
+		size_t n = rr->run_floats - off;
+
+		if (n > p->end - pos)
+			n = p->end - pos;
+		s += sum_floats(rr->runs[run] + off, n);
+		pos += n;
+	}
+	p->sum = s;
+	return NULL;
+}
+
+/*
+ * Seconds from the moment every thread is ready to the last one's end:
+ * starting threads is not part of reading memory, and the floor must not
+ * be padded with it (the engine's workers exist already).
+ */
+static double run_read(void *arg)
+{
+	const struct read_run *rr = arg;
+	const size_t total = rr->run_floats * rr->n_runs;
+	struct read_part parts[MAX_THREADS];
+	pthread_t threads[MAX_THREADS];
+	pthread_barrier_t start;
+	double t0, t;
+	float s = 0.0f;
+
+	if (pthread_barrier_init(&start, NULL, rr->n_threads) != 0) {
+		fprintf(stderr, "pthread_barrier_init failed\n");
+		exit(EXIT_FAILURE);
+	}
+	for (uint32_t i = 0; i < rr->n_threads; i++)
+		parts[i] = (struct read_part){ .rr = rr, .start = &start,
+					       .begin = total * i / rr->n_threads,
+					       .end = total * (i + 1) / rr->n_threads };
+	/* the caller reads part 0 itself, as the engine's caller is one of its workers */
+	for (uint32_t i = 1; i < rr->n_threads; i++)
+		if (pthread_create(&threads[i], NULL, read_thread, &parts[i]) != 0) {
+			fprintf(stderr, "pthread_create failed\n");
+			exit(EXIT_FAILURE);
+		}
+	pthread_barrier_wait(&start);
+	t0 = now_s();
+	parts[0].start = NULL;
+	read_thread(&parts[0]);
+	for (uint32_t i = 1; i < rr->n_threads; i++)
+		pthread_join(threads[i], NULL);
+	t = now_s() - t0;
+	pthread_barrier_destroy(&start);
+	for (uint32_t i = 0; i < rr->n_threads; i++)
+		s += parts[i].sum;
+	read_sink = s; /* a result the compiler must produce */
+	return t;
+}
+
+/*
+ * Each timed run starts with the weights out of the caches, as a layer does
+ * in a model whose other layers ran since its last step: the last-level
+ * cache (32 MiB here) holds a third of shape A's decode working set, and a
+ * benchmark that re-runs one layer would otherwise measure partly from it.
+ * One streaming pass over a large buffer is not enough: the cache keeps
+ * lines that were hit (the weights, re-read every run) over lines seen once.
+ * So every thread reads a buffer 1.5x the cache size several times, which
+ * makes the buffer's own lines hit and displace the weights. Measured on
+ * shape A's 88 MB: the read after this is as slow as after streaming 512 MiB.
+ */
+#define EVICT_BYTES  ((size_t)48 << 20)
+#define EVICT_PASSES 3
+
+/* run_read() over EVICT_PASSES copies of the buffer per thread. */
+static struct read_run evict_run;
+
+static void caches_evict(void)
+{
+	(void)run_read(&evict_run);
+}
+
+/* One function under measurement (it returns the seconds it took) and its figures. */
+struct timed {
+	double (*fn)(void *);
+	void *ctx;
+	double median_s, min_s;
+	uint32_t reps;
+};
+
+/*
+ * Median seconds of each of @n functions over a number of repetitions chosen
+ * from one warm-up run each, so that the timed runs take about @target_s per
+ * function: at least 5 (the median of 5 survives two disturbed runs on a
+ * shared machine), at most 400 (decode steps of a few ms). The functions
+ * run interleaved, one repetition of each in turn, so that all of them see
+ * the same memory bandwidth: on a shared host it drifts by half within a
+ * minute, which would otherwise show up as a ratio between them. The warm-up
+ * also lets the engine's scratch grow to the batch's high-water mark, so the
+ * timed runs allocate nothing, as in steady serving.
+ */
+static void measure(struct timed *f, uint32_t n, double target_s)
+{
+	double warm = 0, times[4][400];
+	uint32_t reps;
+
+	for (uint32_t j = 0; j < n; j++) {
+		caches_evict();
+		warm = fmax(warm, f[j].fn(f[j].ctx));
+	}
+	reps = warm > 0 ? (uint32_t)fmin(400.0, ceil(target_s / warm)) : 400;
+	if (reps < 5)
+		reps = 5;
+	for (uint32_t i = 0; i < reps; i++)
+		for (uint32_t j = 0; j < n; j++) {
+			caches_evict();
+			times[j][i] = f[j].fn(f[j].ctx);
+		}
+	for (uint32_t j = 0; j < n; j++) {
+		double *t = times[j];
+
+		qsort(t, reps, sizeof(t[0]), cmp_double);
+		f[j].median_s = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+		f[j].min_s = t[0];
+		f[j].reps = reps;
+	}
+}
+
+/* ---- random data ---- */
+
+static uint64_t splitmix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/*
+ * U(-scale, scale), as torch.nn.Linear initialises weights (scale =
+ * 1/sqrt(fan_in)). xorshift64 gives two floats per step: shape B's 2.2 GB
+ * must fill in about a second, and its statistics do not matter here beyond
+ * keeping activations finite and the routing spread over the experts.
+ */
+static void fill_uniform(float *p, size_t n, float scale, uint64_t seed)
+{
+	const float mul = scale * 0x1p-31f;
+	uint64_t s = splitmix64(seed) | 1;
+	size_t i = 0;
+
+	for (; i + 2 <= n; i += 2) {
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		p[i] = (float)(int32_t)(uint32_t)s * mul;
+		p[i + 1] = (float)(int32_t)(uint32_t)(s >> 32) * mul;
+	}
+	if (i < n)
+		p[i] = 0.0f;
+}
+
+/* N(0, 1) by Box-Muller: the inputs are small, speed does not matter. */
+static void fill_normal(float *p, size_t n, uint64_t seed)
+{
+	uint64_t s = seed;
+
+	for (size_t i = 0; i < n; i += 2) {
+		double u1 = ((double)(splitmix64(s++) >> 11) + 1.0) * 0x1p-53;
+		double u2 = (double)(splitmix64(s++) >> 11) * 0x1p-53;
+		double r = sqrt(-2.0 * log(u1));
+
+		p[i] = (float)(r * cos(2 * M_PI * u2));
+		if (i + 1 < n)
+			p[i + 1] = (float)(r * sin(2 * M_PI * u2));
+	}
+}
+
+/* ---- the layer ---- */
+
+struct bench_layer {
+	struct moe_layer L;
+	float *weights; /* per expert, contiguous: w1 [ff][d], w3 [ff][d], w2 [d][ff] */
+	size_t weight_bytes;
+	float *router_w;
+	struct moe_expert *experts;
+};
+
+static size_t expert_floats(const struct shape *s)
+{
+	return (size_t)3 * s->d_ff * s->d_model;
+}
+
+struct fill_job {
+	const struct shape *s;
+	float *weights;
+	uint32_t first, step;
+};
+
+static void *fill_thread(void *arg)
+{
+	const struct fill_job *j = arg;
+	const struct shape *s = j->s;
+	const size_t mat = (size_t)s->d_ff * s->d_model;
+
+	for (uint32_t e = j->first; e < s->n_experts; e += j->step) {
+		float *w = j->weights + e * expert_floats(s);
+
+		fill_uniform(w, mat, 1.0f / sqrtf((float)s->d_model), 3 * e + 1);        /* w1 */
+		fill_uniform(w + mat, mat, 1.0f / sqrtf((float)s->d_model), 3 * e + 2);  /* w3 */
+		fill_uniform(w + 2 * mat, mat, 1.0f / sqrtf((float)s->d_ff), 3 * e + 3); /* w2 */
+	}
+	return NULL;
+}
+
+static struct bench_layer *bench_layer_free(struct bench_layer *b)
+{
+	if (!b)
+		return NULL;
+	if (b->weights)
+		munmap(b->weights, b->weight_bytes);
+	free(b->router_w);
+	free(b->experts);
+	free(b);
+	return NULL;
+}
+
+static int bench_layer_new(const struct shape *s, struct bench_layer **ret_layer)
+{
+	const size_t mat = (size_t)s->d_ff * s->d_model;
+	struct fill_job jobs[MAX_THREADS];
+	pthread_t threads[MAX_THREADS];
+	struct bench_layer *b;
+	struct diag d = { { 0 } };
+	uint32_t n_fill = arg_threads;
+	int r;
+
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->weight_bytes = sizeof(float) * expert_floats(s) * s->n_experts;
+	b->weights = mmap(NULL, b->weight_bytes, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (b->weights == MAP_FAILED) {
+		b->weights = NULL;
+		r = -errno;
+		goto fail;
+	}
+	/*
+	 * Huge pages as a resident weight store would use: the engine and both
+	 * baselines read this same memory, so the choice is fair to all three
+	 * and only takes TLB misses out of the streaming figures.
+	 */
+	(void)madvise(b->weights, b->weight_bytes, MADV_HUGEPAGE);
+	b->router_w = malloc(sizeof(float) * s->n_experts * s->d_model);
+	b->experts = calloc(s->n_experts, sizeof(*b->experts));
+	if (!b->router_w || !b->experts) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	fill_uniform(b->router_w, (size_t)s->n_experts * s->d_model,
+		     1.0f / sqrtf((float)s->d_model), 0);
+
+	/* First touch spread over the threads too: page faults are half the fill time. */
+	if (n_fill > s->n_experts)
+		n_fill = s->n_experts;
+	for (uint32_t i = 0; i < n_fill; i++) {
+		jobs[i] = (struct fill_job){ .s = s, .weights = b->weights, .first = i,
+					     .step = n_fill };
+		r = -pthread_create(&threads[i], NULL, fill_thread, &jobs[i]);
+		if (r < 0) {
+			for (uint32_t j = 0; j < i; j++)
+				pthread_join(threads[j], NULL);
+			goto fail;
+		}
+	}
+	for (uint32_t i = 0; i < n_fill; i++)
+		pthread_join(threads[i], NULL);
+
+	for (uint32_t e = 0; e < s->n_experts; e++) {
+		float *w = b->weights + e * expert_floats(s);
+
+		b->experts[e].ffn = (struct ffn_weights){ .w1 = w, .w3 = w + mat, .w2 = w + 2 * mat,
+							  .d_ff = s->d_ff };
+	}
+	b->L = (struct moe_layer){ .index = 0, .d_model = s->d_model, .d_ff = s->d_ff,
+				   .n_experts = s->n_experts, .router_w = b->router_w,
+				   .experts = b->experts };
+	router_config_init(&b->L.router);
+	b->L.router.kind = ROUTER_TOPK;
+	b->L.router.top_k = s->top_k;
+	b->L.router.score = SCORE_SOFTMAX;
+	b->L.router.normalize = s->normalize;
+	b->L.router.capacity_factor = 0.0; /* dropless, as these models serve */
+	b->L.router.activation = ACT_SILU_GATED;
+	r = router_config_validate(&b->L.router, s->n_experts, &d);
+	if (r < 0) {
+		fprintf(stderr, "shape %s: %s\n", s->name, d.msg);
+		goto fail;
+	}
+	*ret_layer = b;
+	return 0;
+fail:
+	bench_layer_free(b);
+	return r;
+}
+
+/* ---- the three measurements ---- */
+
+struct layer_run {
+	struct engine *engine;
+	const struct moe_layer *L;
+	struct engine_batch batch;
+};
+
+static double run_layer(void *arg)
+{
+	struct layer_run *lr = arg;
+	struct diag d = { { 0 } };
+	double t0 = now_s(), t;
+	int r;
+
+	r = engine_forward(lr->engine, lr->L, NULL, &lr->batch, &d);
+	t = now_s() - t0;
+	if (r < 0) {
+		fprintf(stderr, "engine_forward: %s: %s\n", strerror(-r), d.msg);
+		exit(EXIT_FAILURE);
+	}
+	return t;
+}
+
+/* The active experts' rows, grouped and contiguous, as a grouped-GEMM kernel wants them. */
+struct grouped_run {
+	const struct moe_layer *L;
+	uint32_t n_active;
+	uint32_t *active;   /* expert ids with >= 1 row */
+	uint32_t *row0;     /* [n_active + 1] row offsets */
+	float *xg, *h1, *h3, *yg;
+};
+
+static double run_grouped(void *arg)
+{
+	const struct grouped_run *g = arg;
+	const uint32_t d = g->L->d_model, ff = g->L->d_ff;
+	const double t0 = now_s();
+
+	for (uint32_t a = 0; a < g->n_active; a++) {
+		const struct ffn_weights *f = &g->L->experts[g->active[a]].ffn;
+		const size_t r0 = g->row0[a];
+		const int m = (int)(g->row0[a + 1] - g->row0[a]);
+
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)ff, (int)d, 1.0f,
+			    g->xg + r0 * d, (int)d, f->w1, (int)d, 0.0f, g->h1 + r0 * ff, (int)ff);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)ff, (int)d, 1.0f,
+			    g->xg + r0 * d, (int)d, f->w3, (int)d, 0.0f, g->h3 + r0 * ff, (int)ff);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)d, (int)ff, 1.0f,
+			    g->h1 + r0 * ff, (int)ff, f->w2, (int)ff, 0.0f, g->yg + r0 * d,
+			    (int)d);
+	}
+	return now_s() - t0;
+}
+
+static void grouped_run_done(struct grouped_run *g)
+{
+	free(g->active);
+	free(g->row0);
+	free(g->xg);
+	free(g->h1);
+	free(g->h3);
+	free(g->yg);
+}
+
+/* Group the rows of @x by the experts in @expert_index ([T][k], -1 for a dropped slot). */
+static int grouped_run_init(struct grouped_run *g, const struct moe_layer *L, const float *x,
+			    uint32_t T, uint32_t k, const int32_t *expert_index)
+{
+	const uint32_t E = L->n_experts, d = L->d_model;
+	uint32_t *count, *slot_of, n_rows = 0;
+	uint32_t *fill;
+
+	*g = (struct grouped_run){ .L = L };
+	count = calloc(E, sizeof(*count));
+	slot_of = calloc(E, sizeof(*slot_of));
+	fill = calloc(E + 1, sizeof(*fill));
+	g->active = calloc(E, sizeof(*g->active));
+	g->row0 = calloc(E + 1, sizeof(*g->row0));
+	if (!count || !slot_of || !fill || !g->active || !g->row0)
+		goto oom;
+	for (size_t i = 0; i < (size_t)T * k; i++)
+		if (expert_index[i] >= 0 && (uint32_t)expert_index[i] < E)
+			count[expert_index[i]]++;
+	for (uint32_t e = 0; e < E; e++) {
+		if (!count[e])
+			continue;
+		slot_of[e] = g->n_active;
+		g->active[g->n_active] = e;
+		g->row0[g->n_active] = n_rows;
+		g->n_active++;
+		n_rows += count[e];
+	}
+	g->row0[g->n_active] = n_rows;
+	g->xg = malloc(sizeof(float) * ((size_t)n_rows * d + 1));
+	g->yg = malloc(sizeof(float) * ((size_t)n_rows * d + 1));
+	g->h1 = malloc(sizeof(float) * ((size_t)n_rows * L->d_ff + 1));
+	g->h3 = malloc(sizeof(float) * ((size_t)n_rows * L->d_ff + 1));
+	if (!g->xg || !g->yg || !g->h1 || !g->h3)
+		goto oom;
+	for (uint32_t t = 0; t < T; t++)
+		for (uint32_t j = 0; j < k; j++) {
+			int32_t e = expert_index[(size_t)t * k + j];
+			uint32_t a, row;
+
+			if (e < 0 || (uint32_t)e >= E)
+				continue;
+			a = slot_of[e];
+			row = g->row0[a] + fill[a]++;
+			memcpy(g->xg + (size_t)row * d, x + (size_t)t * d, sizeof(float) * d);
+		}
+	free(count);
+	free(slot_of);
+	free(fill);
+	return 0;
+oom:
+	free(count);
+	free(slot_of);
+	free(fill);
+	grouped_run_done(g);
+	return -ENOMEM;
+}
+
+/* ---- one case ---- */
+
+struct result {
+	const struct shape *shape;
+	uint32_t T;
+	uint32_t n_active;
+	struct timed layer, grouped, read; /* read.reps 0: not measured */
+	double background; /* cores used by other processes during the case; < 0: unknown */
+};
+
+/*
+ * OpenBLAS's pthread server threads spin for a while (THREAD_TIMEOUT, about
+ * 0.1 s) after a threaded call before they sleep; left spinning they would
+ * steal a core from the engine's next timed run.
+ */
+static void blas_back_to_one(void)
+{
+	blas_set_threads(1);
+	if (openblas_get_num_threads() != 1) {
+		fprintf(stderr, "OpenBLAS did not return to 1 thread; the engine requires it\n");
+		exit(EXIT_FAILURE);
+	}
+	usleep(300 * 1000);
+}
+
+static int run_case(struct engine *engine, const struct bench_layer *bl, const struct shape *s,
+		    uint32_t T, double target_s, struct result *res)
+{
+	const uint32_t d = s->d_model, k = s->top_k;
+	struct layer_run lr = { .engine = engine, .L = &bl->L };
+	struct grouped_run g;
+	float *x, *y;
+	int32_t *idx;
+	int r = -ENOMEM;
+	const double busy0 = machine_busy_s(), self0 = self_cpu_s(), wall0 = now_s();
+
+	*res = (struct result){ .shape = s, .T = T, .background = -1 };
+	x = malloc(sizeof(float) * T * d);
+	y = malloc(sizeof(float) * T * d);
+	idx = malloc(sizeof(int32_t) * T * k);
+	if (!x || !y || !idx)
+		goto out;
+	fill_normal(x, (size_t)T * d, 1000003u * T + s->n_experts);
+
+	lr.batch = (struct engine_batch){ .x = x, .n_tokens = T, .output = y,
+					  .expert_index = idx };
+	/* one run gives the routing (the same input routes the same way every time) */
+	(void)run_layer(&lr);
+	r = grouped_run_init(&g, &bl->L, x, T, k, idx);
+	if (r < 0)
+		goto out;
+	res->n_active = g.n_active;
+
+	if (T <= DECODE_MAX_TOKENS) {
+		struct read_run rr = { .run_floats = expert_floats(s), .n_runs = g.n_active,
+				       .n_threads = arg_threads };
+		struct timed f[2] = { { .fn = run_layer, .ctx = &lr },
+				      { .fn = run_read, .ctx = &rr } };
+
+		rr.runs = calloc(g.n_active, sizeof(*rr.runs));
+		if (!rr.runs) {
+			grouped_run_done(&g);
+			r = -ENOMEM;
+			goto out;
+		}
+		for (uint32_t a = 0; a < g.n_active; a++)
+			rr.runs[a] = bl->L.experts[g.active[a]].ffn.w1;
+		measure(f, 2, target_s);
+		free(rr.runs);
+		res->layer = f[0];
+		res->read = f[1];
+	} else {
+		struct timed f = { .fn = run_layer, .ctx = &lr };
+
+		measure(&f, 1, target_s);
+		res->layer = f;
+	}
+
+	/*
+	 * The baseline runs in a block of its own: the engine needs OpenBLAS at
+	 * one thread and the baseline at N, and every switch back costs the
+	 * wait in blas_back_to_one().
+	 */
+	blas_set_threads((int)arg_threads);
+	res->grouped = (struct timed){ .fn = run_grouped, .ctx = &g };
+	measure(&res->grouped, 1, target_s);
+	blas_back_to_one();
+
+	grouped_run_done(&g);
+	if (busy0 >= 0) {
+		double busy1 = machine_busy_s();
+
+		if (busy1 >= 0)
+			res->background = fmax(0.0, ((busy1 - busy0) - (self_cpu_s() - self0)) /
+							    (now_s() - wall0));
+	}
+	r = 0;
+out:
+	free(x);
+	free(y);
+	free(idx);
+	return r;
+}
+
+/* ---- output ---- */
+
+static void print_header(const struct engine *e)
+{
+	const struct blas_info *bi = engine_blas_info(e);
+
+	printf("moed engine benchmark (%s build): %u workers; baseline: %s (core %s), %u "
+	       "threads\n",
+	       MOE_BUILD_TYPE, engine_n_workers(e), bi->config, bi->core, arg_threads);
+	printf("efficiency = grouped GEMMs / layer (target >= 0.90 for T >= 128); "
+	       "vs_read = layer / weight read (target <= 1.3 for T <= %u)\n\n",
+	       DECODE_MAX_TOKENS);
+	printf("%-16s %5s %7s %12s %10s %11s %6s %10s %7s\n", "shape", "T", "experts",
+	       "tokens/s", "layer_ms", "grouped_ms", "eff", "wread_ms", "vs_read");
+}
+
+static void print_row(const struct result *r)
+{
+	printf("%-16s %5u %7u %12.1f %10.3f %11.3f %6.3f", r->shape->tag, r->T, r->n_active,
+	       r->T / r->layer.median_s, r->layer.median_s * 1e3, r->grouped.median_s * 1e3,
+	       r->grouped.median_s / r->layer.median_s);
+	if (r->read.reps)
+		printf(" %10.3f %7.3f", r->read.median_s * 1e3, r->layer.median_s / r->read.median_s);
+	printf("\n");
+	fflush(stdout);
+}
+
+static void print_json_string(const char *s)
+{
+	putchar('"');
+	for (; s && *s; s++) {
+		if (*s == '"' || *s == '\\')
+			putchar('\\');
+		if ((unsigned char)*s >= 0x20)
+			putchar(*s);
+	}
+	putchar('"');
+}
+
+static void print_json(const struct engine *e, const struct result *res, uint32_t n)
+{
+	printf("{\"benchmark\":\"engine\",\"build_type\":\"%s\",\"threads\":%u,\"blas_core\":",
+	       MOE_BUILD_TYPE, arg_threads);
+	print_json_string(engine_blas_info(e)->core);
+	printf(",\"cases\":[");
+	for (uint32_t i = 0; i < n; i++) {
+		const struct result *r = &res[i];
+
+		printf("%s{\"shape\":\"%s\",\"T\":%u,\"active_experts\":%u,\"tokens_per_s\":%.1f,"
+		       "\"layer_ms\":%.4f,\"grouped_gemm_ms\":%.4f,\"efficiency\":%.4f",
+		       i ? "," : "", r->shape->tag, r->T, r->n_active, r->T / r->layer.median_s,
+		       r->layer.median_s * 1e3, r->grouped.median_s * 1e3,
+		       r->grouped.median_s / r->layer.median_s);
+		if (r->read.reps)
+			printf(",\"weight_read_ms\":%.4f,\"vs_weight_read\":%.4f", r->read.median_s * 1e3,
+			       r->layer.median_s / r->read.median_s);
+		if (r->background >= 0)
+			printf(",\"background_cores\":%.3f", r->background);
+		printf("}");
+	}
+	printf("]}\n");
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: bench_engine [--json] [--threads N] [--quick] [--shape A|B] [--tokens T]\n"
+		"  --json       one JSON object instead of the table\n"
+		"  --threads N  engine workers, OpenBLAS threads of the baseline and weight-read\n"
+		"               threads (default 2)\n"
+		"  --quick      shape A at T = 1 and 128 only (CI smoke)\n"
+		"  --shape S    A (E8 k2 d1024 ff3584, Mixtral-like) or B (E64 k6 d2048 ff1408,\n"
+		"               DeepSeek/Qwen-like); default both\n"
+		"  --tokens T   one batch size instead of 1, 16, 128, 1024\n");
+}
+
+static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *ret)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return -EINVAL;
+	*ret = (uint32_t)v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },    { "threads", required_argument, NULL, 'n' },
+		{ "quick", no_argument, NULL, 'q' },   { "shape", required_argument, NULL, 's' },
+		{ "tokens", required_argument, NULL, 't' }, { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct result res[16];
+	uint32_t n_res = 0;
+	struct engine_opts eo;
+	struct engine *engine = NULL;
+	struct diag d = { { 0 } };
+	const float *evict_runs[EVICT_PASSES * MAX_THREADS];
+	double target_s;
+	float *evict_buf;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "jn:qs:t:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			arg_json = true;
+			break;
+		case 'n':
+			if (parse_u32(optarg, 1, MAX_THREADS, &arg_threads) < 0) {
+				fprintf(stderr, "--threads: 1..%d, not '%s'\n", MAX_THREADS, optarg);
+				return 2;
+			}
+			break;
+		case 'q':
+			arg_quick = true;
+			break;
+		case 's':
+			if (strcmp(optarg, "A") && strcmp(optarg, "B")) {
+				fprintf(stderr, "--shape: A or B, not '%s'\n", optarg);
+				return 2;
+			}
+			arg_shape = optarg;
+			break;
+		case 't':
+			if (parse_u32(optarg, 1, ENGINE_MAX_TOKENS, &arg_tokens) < 0) {
+				fprintf(stderr, "--tokens: 1..%u, not '%s'\n", ENGINE_MAX_TOKENS,
+					optarg);
+				return 2;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		usage(stderr);
+		return 2;
+	}
+	/* a smoke run only checks that everything runs; a real run wants stable medians */
+	target_s = arg_quick ? 0.2 : 0.5;
+	evict_buf = malloc(EVICT_BYTES);
+	if (!evict_buf) {
+		fprintf(stderr, "out of memory\n");
+		return 1;
+	}
+	fill_uniform(evict_buf, EVICT_BYTES / sizeof(float), 1.0f, 7);
+	for (uint32_t i = 0; i < EVICT_PASSES * arg_threads; i++)
+		evict_runs[i] = evict_buf;
+	evict_run = (struct read_run){ .runs = evict_runs,
+				       .run_floats = EVICT_BYTES / sizeof(float),
+				       .n_runs = EVICT_PASSES * arg_threads,
+				       .n_threads = arg_threads };
+
+	engine_opts_init(&eo);
+	eo.n_workers = arg_threads;
+	r = engine_new(&eo, &engine, &d);
+	if (r < 0) {
+		fprintf(stderr, "engine_new: %s: %s\n", strerror(-r), d.msg);
+		return 1;
+	}
+	if (!arg_json)
+		print_header(engine);
+
+	for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+		const struct shape *s = &shapes[si];
+		struct bench_layer *bl = NULL;
+		double t0;
+
+		if (arg_quick ? strcmp(s->name, "A") != 0 : arg_shape && strcmp(s->name, arg_shape))
+			continue;
+		t0 = now_s();
+		r = bench_layer_new(s, &bl);
+		if (r < 0) {
+			fprintf(stderr, "shape %s: cannot build the layer: %s\n", s->name,
+				strerror(-r));
+			goto out;
+		}
+		fprintf(stderr, "# shape %s (%s): %.2f GB of expert weights filled in %.2f s\n",
+			s->name, s->tag, bl->weight_bytes / 1e9, now_s() - t0);
+
+		for (size_t ti = 0; ti < sizeof(default_tokens) / sizeof(default_tokens[0]); ti++) {
+			uint32_t T = arg_tokens ? arg_tokens : default_tokens[ti];
+
+			if (arg_quick && !arg_tokens && T != 1 && T != 128)
+				continue;
+			r = run_case(engine, bl, s, T, target_s, &res[n_res]);
+			if (r < 0) {
+				fprintf(stderr, "shape %s T=%u: %s\n", s->name, T, strerror(-r));
+				bench_layer_free(bl);
+				goto out;
+			}
+			fprintf(stderr,
+				"# %s T=%u: reps/min ms: layer %u/%.3f, grouped %u/%.3f, read "
+				"%u/%.3f; other processes used %.2f cores\n",
+				s->tag, T, res[n_res].layer.reps, res[n_res].layer.min_s * 1e3,
+				res[n_res].grouped.reps, res[n_res].grouped.min_s * 1e3,
+				res[n_res].read.reps, res[n_res].read.min_s * 1e3,
+				res[n_res].background);
+			if (!arg_json)
+				print_row(&res[n_res]);
+			n_res++;
+			if (arg_tokens)
+				break;
+		}
+		bench_layer_free(bl);
+	}
+	if (arg_json)
+		print_json(engine, res, n_res);
+	r = 0;
+out:
+	engine_free(engine);
+	free(evict_buf);
+	return r < 0 ? 1 : 0;
+}
