@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * bench_matmul_kernels: the measurement behind MATMUL_SMALL_M_MAX in
- * compute/matmul.h. For the two expert shapes of bench_engine (d 1024 / ff
+ * bench_matmul_kernels: the measurement behind matmul_small_m_max() in
+ * compute/matmul_small_m.c (per vector width: --variant). For the two expert shapes of bench_engine (d 1024 / ff
  * 3584 and d 2048 / ff 1408) and m = 1..64 token rows it times y = x·Wᵀ, W
  * [ff][d], with each kernel matmul_xwt() can pick (one sgemv per row, the
  * small-m kernel, sgemm) on one thread with OpenBLAS single-threaded, as
@@ -145,10 +145,12 @@ static size_t fastest(const double *t)
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: bench_matmul_kernels [--json] [--cols N]\n"
+	fprintf(out, "usage: bench_matmul_kernels [--json] [--cols N] [--variant avx512|avx2|generic]\n"
 		     "  --json    one JSON object instead of the table\n"
 		     "  --cols N  time a tile of N rows of W (the engine's column tile) instead\n"
-		     "            of all ff rows\n");
+		     "            of all ff rows\n"
+		     "  --variant V  the small-m kernel's instantiation (default: the widest\n"
+		     "            this CPU runs)\n");
 }
 
 int main(int argc, char **argv)
@@ -156,6 +158,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "cols", required_argument, NULL, 'c' },
+		{ "variant", required_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -165,7 +168,7 @@ int main(int argc, char **argv)
 	uint32_t best = 1;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "jc:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "jc:v:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			arg_json = true;
@@ -181,6 +184,13 @@ int main(int argc, char **argv)
 			arg_cols = (uint32_t)v;
 			break;
 		}
+		case 'v':
+			if (matmul_small_m_force(optarg) < 0) {
+				fprintf(stderr, "--variant: '%s' is unknown or not supported here\n",
+					optarg);
+				return 2;
+			}
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -287,11 +297,12 @@ int main(int argc, char **argv)
 				printf(",\"best\":\"%s\"}", kernels[fastest(t[si][mi])].name);
 			}
 		}
-		printf("],\"small_m_max\":%u}\n", best);
+		printf("],\"small_m_variant\":\"%s\",\"small_m_max\":%u}\n",
+		       matmul_small_m_variant(), best);
 	} else {
 		printf("\nsmall-m kernel beats sgemm for every measured m in 2..%u on both shapes: "
-		       "MATMUL_SMALL_M_MAX = %u (compute/matmul.h has %d)\n",
-		       best, best, MATMUL_SMALL_M_MAX);
+		       "best bound %u for the %s kernel (matmul_small_m_max() has %u)\n",
+		       best, best, matmul_small_m_variant(), matmul_small_m_max());
 	}
 	return 0;
 }

@@ -7,17 +7,17 @@
  * its weights once, and OpenBLAS's sgemm is far from that bound for small m
  * (it packs panels for large-m reuse). Measured on a 2-core AVX2 machine
  * (bench_matmul_kernels, see bench/): at m = 1 cblas_sgemv streams the
- * weights near the read bandwidth while sgemm runs 3x slower; for 2 <= m <=
- * MATMUL_SMALL_M_MAX our register-blocked kernel reads each weight row once
- * for all m tokens and beats sgemm; above it sgemm's packing pays off.
+ * weights near the read bandwidth while sgemm runs 2.7x slower; for 2 <= m <=
+ * matmul_small_m_max() our register-blocked kernel reads each weight row
+ * once for all m tokens and beats sgemm (2x at m = 2); above it sgemm's
+ * packing pays off. The bound depends on the vector width the CPU offers
+ * (matmul_small_m.c lists the measurements).
  */
 #pragma once
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* Largest m served by matmul_small_m(); above it sgemm wins (bench_matmul_kernels). */
-#define MATMUL_SMALL_M_MAX 24
 
 enum matmul_kernel {
 	MATMUL_AUTO,   /* by m, as above */
@@ -32,6 +32,17 @@ enum matmul_kernel {
  */
 void matmul_xwt(enum matmul_kernel kernel, const float *x, size_t ldx, uint32_t m, uint32_t k,
 		const float *w, size_t ldw, uint32_t n, float *y, size_t ldy);
+
+/* Which instantiation of the small-m kernel runs ("avx512", "avx2", "generic"). */
+const char *matmul_small_m_variant(void);
+/* The largest m that MATMUL_AUTO gives the small-m kernel (by variant, measured). */
+uint32_t matmul_small_m_max(void);
+/*
+ * Use the named instantiation from now on (tests and benchmarks compare
+ * them). -EINVAL for an unknown name, -EOPNOTSUPP when the CPU lacks it.
+ * Not for use while other threads run matmuls.
+ */
+int matmul_small_m_force(const char *name);
 
 /* The small-m kernel itself (exposed for tests and the kernel benchmark). */
 void matmul_small_m(const float *x, size_t ldx, uint32_t m, uint32_t k, const float *w,

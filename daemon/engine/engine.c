@@ -211,7 +211,10 @@ static uint32_t build_tiles(const struct forward_ctx *c, bool up, struct ffn_til
 	for (uint32_t bin = 0; bin < p->n_bins; bin++) {
 		uint32_t rows = p->bin_start[bin + 1] - p->bin_start[bin];
 		uint32_t cols = up ? bin_ffn(c, bin)->d_ff : c->layer->d_model;
-		uint32_t row_tile = rows <= SMALL_EXPERT_ROWS ? rows : ROW_TILE;
+		/* equal row tiles: 260 rows become 2 x 130, not 256 + 4, which would
+		 * read the weights once more for 4 rows */
+		uint32_t n_row = rows <= SMALL_EXPERT_ROWS ? 1 : (rows + ROW_TILE - 1) / ROW_TILE;
+		uint32_t row_tile = rows ? (rows + n_row - 1) / n_row : 0;
 		uint32_t n_col = (cols + COL_TILE - 1) / COL_TILE;
 
 		for (uint32_t r0 = 0; r0 < rows; r0 += row_tile) {

@@ -1,10 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pool: the plain thread pool. A job is published under a mutex with a new
- * generation number; workers wake on the condition variable, claim tasks from
- * an atomic counter until it passes n_tasks, then report done. The caller
- * claims tasks too, then waits for the workers. Between jobs the workers
- * sleep on the condition variable, so an idle pool costs nothing.
+ * pool: the plain thread pool.
+ *
+ * A job is published by storing its fields, then bumping `generation` with
+ * a release store (under the lock, with a broadcast for sleepers). Workers
+ * claim tasks from an atomic counter until it passes n_tasks, then decrement
+ * `n_busy`; the caller claims tasks too, then waits for n_busy to reach 0.
+ *
+ * Both waits spin for a short while before they sleep on a condition
+ * variable: one forward pass publishes four jobs back to back (gather, two
+ * expert phases, combine), and a decode step's jobs take a few hundred
+ * microseconds, so a futex sleep and wake-up per job (tens of microseconds
+ * each) would be a visible share of it. An idle pool still sleeps.
  */
 #include "pool.h"
 
@@ -14,6 +21,10 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <time.h>
+
+/* How long a wait spins before it sleeps. */
+#define SPIN_NS 50000
 
 struct thread_pool {
 	struct pool base;
@@ -22,13 +33,14 @@ struct thread_pool {
 	uint32_t n_started;
 
 	pthread_mutex_t lock;
-	pthread_cond_t wake; /* workers wait here for a new generation */
-	pthread_cond_t idle; /* the caller waits here for the workers to finish */
-	uint64_t generation;
-	uint32_t n_busy; /* workers still inside the current generation */
-	bool stopping;
+	pthread_cond_t wake; /* workers sleep here for a new generation */
+	pthread_cond_t idle; /* the caller sleeps here for n_busy == 0 */
+	atomic_uint_fast64_t generation;
+	atomic_uint n_busy; /* workers still inside the current generation */
+	atomic_bool stopping;
 
-	/* the current job; written under lock before generation moves */
+	/* the current job: written before generation moves (release), read after
+	 * a worker sees the new generation (acquire) */
 	pool_task_fn fn;
 	void *ctx;
 	uint32_t n_tasks;
@@ -39,6 +51,21 @@ struct worker_arg {
 	struct thread_pool *pool;
 	uint32_t index;
 };
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
 
 static void claim_tasks(struct thread_pool *p, uint32_t worker)
 {
@@ -51,6 +78,30 @@ static void claim_tasks(struct thread_pool *p, uint32_t worker)
 	}
 }
 
+/* Wait for a generation other than @seen; returns it, or 0 when stopping. */
+static uint64_t wait_generation(struct thread_pool *p, uint64_t seen)
+{
+	uint64_t deadline = now_ns() + SPIN_NS, g;
+
+	for (unsigned i = 0;; i++) {
+		/* A1: pairs with R1 in thread_pool_run(): the job's fields are visible */
+		g = atomic_load_explicit(&p->generation, memory_order_acquire);
+		if (g != seen)
+			return g;
+		if (atomic_load_explicit(&p->stopping, memory_order_relaxed))
+			return 0;
+		if ((i & 63) == 63 && now_ns() > deadline)
+			break;
+		cpu_relax();
+	}
+	pthread_mutex_lock(&p->lock);
+	while (!atomic_load_explicit(&p->stopping, memory_order_relaxed) &&
+	       (g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen)
+		pthread_cond_wait(&p->wake, &p->lock);
+	pthread_mutex_unlock(&p->lock);
+	return atomic_load_explicit(&p->stopping, memory_order_relaxed) ? 0 : g;
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker_arg *wa = arg;
@@ -59,20 +110,17 @@ static void *worker_main(void *arg)
 	uint64_t seen = 0;
 
 	free(wa);
-	pthread_mutex_lock(&p->lock);
-	for (;;) {
-		while (!p->stopping && p->generation == seen)
-			pthread_cond_wait(&p->wake, &p->lock);
-		if (p->stopping)
-			break;
-		seen = p->generation;
-		pthread_mutex_unlock(&p->lock);
+	while ((seen = wait_generation(p, seen)) != 0) {
 		claim_tasks(p, index);
-		pthread_mutex_lock(&p->lock);
-		if (--p->n_busy == 0)
+		/* R2: the tasks' writes happen before the caller returns; pairs
+		 * with A2 in thread_pool_run() */
+		if (atomic_fetch_sub_explicit(&p->n_busy, 1, memory_order_acq_rel) == 1) {
+			/* under the lock: the caller checks n_busy and sleeps atomically */
+			pthread_mutex_lock(&p->lock);
 			pthread_cond_signal(&p->idle);
+			pthread_mutex_unlock(&p->lock);
+		}
 	}
-	pthread_mutex_unlock(&p->lock);
 	return NULL;
 }
 
@@ -84,29 +132,40 @@ static uint32_t thread_pool_n_workers(const struct pool *base)
 static void thread_pool_run(struct pool *base, uint32_t n_tasks, pool_task_fn fn, void *ctx)
 {
 	struct thread_pool *p = (struct thread_pool *)base;
+	uint64_t deadline;
 
 	if (n_tasks == 0)
 		return;
 	if (p->n_started == 0 || n_tasks == 1) {
-		/* nothing to share: skip the wake-ups */
+		/* nothing to share: skip the hand-off */
 		for (uint32_t t = 0; t < n_tasks; t++)
 			fn(ctx, t, 0);
 		return;
 	}
-	pthread_mutex_lock(&p->lock);
 	p->fn = fn;
 	p->ctx = ctx;
 	p->n_tasks = n_tasks;
 	atomic_store_explicit(&p->next_task, 0, memory_order_relaxed);
-	p->n_busy = p->n_started;
-	p->generation++;
+	atomic_store_explicit(&p->n_busy, p->n_started, memory_order_relaxed);
+	pthread_mutex_lock(&p->lock);
+	/* R1: publishes the job; pairs with A1 in wait_generation() */
+	atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
 	pthread_cond_broadcast(&p->wake);
 	pthread_mutex_unlock(&p->lock);
 
 	claim_tasks(p, 0);
 
+	deadline = now_ns() + SPIN_NS;
+	for (unsigned i = 0;; i++) {
+		/* A2: pairs with R2 in worker_main(): the workers' results are visible */
+		if (atomic_load_explicit(&p->n_busy, memory_order_acquire) == 0)
+			return;
+		if ((i & 63) == 63 && now_ns() > deadline)
+			break;
+		cpu_relax();
+	}
 	pthread_mutex_lock(&p->lock);
-	while (p->n_busy > 0)
+	while (atomic_load_explicit(&p->n_busy, memory_order_acquire) > 0)
 		pthread_cond_wait(&p->idle, &p->lock);
 	pthread_mutex_unlock(&p->lock);
 }
@@ -116,7 +175,7 @@ static void thread_pool_free(struct pool *base)
 	struct thread_pool *p = (struct thread_pool *)base;
 
 	pthread_mutex_lock(&p->lock);
-	p->stopping = true;
+	atomic_store_explicit(&p->stopping, true, memory_order_relaxed);
 	pthread_cond_broadcast(&p->wake);
 	pthread_mutex_unlock(&p->lock);
 	for (uint32_t i = 0; i < p->n_started; i++)

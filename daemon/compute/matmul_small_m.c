@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * matmul_small_m: y = x·Wᵀ for an expert that received a few tokens (2 to
+ * matmul_small_m_max()), streaming each weight row from memory once for all of
+ * them. The body (matmul_small_m_body.h) is instantiated for AVX-512, for
+ * AVX2 with FMA and for baseline x86-64, and the widest one the CPU runs is
+ * picked at first use: portable binaries, the speed of the machine they run
+ * on, as OpenBLAS picks its own kernels at run time.
+ */
+#include "matmul.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+
+/*
+ * Floats of k per pass over a block of weight rows: 4 rows x 2048 floats =
+ * 32 KiB stay in L1/L2 while every token block passes over them. Shorter
+ * chunks cost more in horizontal sums than they save (bench_matmul_kernels:
+ * 256 ran m = 2..16 at 0.6-0.7x of 1024 or more).
+ */
+#define SMALLM_K_CHUNK 2048
+
+/* GCC warns that AVX vector arguments change the ABI: every function below
+ * that takes one is static and inlined into its instantiation. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+static bool cpu_has_baseline(void)
+{
+	return true;
+}
+
+#if defined(__x86_64__)
+static bool cpu_has_avx512(void)
+{
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+}
+
+static bool cpu_has_avx2(void)
+{
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+#define SMALLM_NAME small_m_avx512
+#define SMALLM_TARGET __attribute__((target("avx512f,fma")))
+#define SMALLM_LANES 16
+#define SMALLM_ROWS 4
+#define SMALLM_COLS 4
+#include "matmul_small_m_body.h"
+#undef SMALLM_NAME
+#undef SMALLM_TARGET
+#undef SMALLM_LANES
+#undef SMALLM_ROWS
+#undef SMALLM_COLS
+
+#define SMALLM_NAME small_m_avx2
+#define SMALLM_TARGET __attribute__((target("avx2,fma")))
+#define SMALLM_LANES 8
+#define SMALLM_ROWS 4
+#define SMALLM_COLS 2
+#include "matmul_small_m_body.h"
+#undef SMALLM_NAME
+#undef SMALLM_TARGET
+#undef SMALLM_LANES
+#undef SMALLM_ROWS
+#undef SMALLM_COLS
+#endif
+
+/* Baseline: SSE2 on x86-64, whatever the compiler targets elsewhere. */
+#define SMALLM_NAME small_m_generic
+#define SMALLM_TARGET
+#define SMALLM_LANES 4
+#define SMALLM_ROWS 4
+#define SMALLM_COLS 2
+#include "matmul_small_m_body.h"
+#undef SMALLM_NAME
+#undef SMALLM_TARGET
+#undef SMALLM_LANES
+#undef SMALLM_ROWS
+#undef SMALLM_COLS
+
+typedef void (*small_m_fn)(const float *x, size_t ldx, uint32_t m, uint32_t k, const float *w,
+			   size_t ldw, uint32_t n, float *y, size_t ldy);
+
+/*
+ * The instantiations, widest first, each with the largest m for which it
+ * beat OpenBLAS's sgemm (one thread, weights from memory) on both expert
+ * shapes of bench_matmul_kernels (--variant), measured on a Zen 5 machine
+ * where OpenBLAS 0.3.21 runs its Haswell kernels:
+ * - avx512 (4x4 blocks of 16 lanes): ahead at every m measured, up to 64
+ *   (1.2-1.5x there, 2.1-2.2x at m = 2).
+ * - avx2 (4x2 blocks of 8 lanes): ahead up to 32 (1.04-1.3x), 0.98x at 48;
+ *   kept to 24 for a margin on CPUs where sgemm runs closer to its peak.
+ * - generic (SSE2, 4 lanes): ahead up to 4 (1.04x), 0.7x at 8.
+ */
+static const struct small_m_variant {
+	const char *name;
+	small_m_fn fn;
+	uint32_t max_m;
+	bool (*supported)(void);
+} variants[] = {
+#if defined(__x86_64__)
+	{ "avx512", small_m_avx512, 64, cpu_has_avx512 },
+	{ "avx2", small_m_avx2, 24, cpu_has_avx2 },
+#endif
+	{ "generic", small_m_generic, 4, cpu_has_baseline },
+};
+
+#define N_VARIANTS (sizeof(variants) / sizeof(variants[0]))
+
+/* Chosen once; a race between first callers is benign: all store the same value. */
+static _Atomic(const struct small_m_variant *) chosen;
+
+static const struct small_m_variant *variant_get(void)
+{
+	const struct small_m_variant *v = atomic_load_explicit(&chosen, memory_order_relaxed);
+
+	if (v)
+		return v;
+	for (size_t i = 0; i < N_VARIANTS; i++) {
+		if (variants[i].supported()) {
+			v = &variants[i];
+			break;
+		}
+	}
+	atomic_store_explicit(&chosen, v, memory_order_relaxed);
+	return v;
+}
+
+const char *matmul_small_m_variant(void)
+{
+	return variant_get()->name;
+}
+
+uint32_t matmul_small_m_max(void)
+{
+	return variant_get()->max_m;
+}
+
+int matmul_small_m_force(const char *name)
+{
+	for (size_t i = 0; i < N_VARIANTS; i++) {
+		if (strcmp(variants[i].name, name) != 0)
+			continue;
+		if (!variants[i].supported())
+			return -EOPNOTSUPP;
+		atomic_store_explicit(&chosen, &variants[i], memory_order_relaxed);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+void matmul_small_m(const float *x, size_t ldx, uint32_t m, uint32_t k, const float *w,
+		    size_t ldw, uint32_t n, float *y, size_t ldy)
+{
+	variant_get()->fn(x, ldx, m, k, w, ldw, n, y, ldy);
+}

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * matmul_small_m_body.h: the small-m kernel, instantiated once per vector
+ * width by matmul_small_m.c. Define before including:
+ *   SMALLM_NAME   the function's name
+ *   SMALLM_TARGET its target attribute (may be empty)
+ *   SMALLM_LANES  floats per vector (8: AVX2, 16: AVX-512)
+ *   SMALLM_ROWS   weight rows per register block
+ *   SMALLM_COLS   token rows per register block
+ * Registers: SMALLM_ROWS * SMALLM_COLS accumulators plus ROWS + COLS loaded
+ * vectors must fit the register file (16 for AVX2: 4x2 -> 14; 32 for
+ * AVX-512: 4x4 -> 24), or the accumulators spill and the kernel becomes
+ * load-bound.
+ */
+
+#define SMALLM_CAT2(a, b) a##b
+#define SMALLM_CAT(a, b) SMALLM_CAT2(a, b)
+#define SMALLM_VEC SMALLM_CAT(smallm_vf, SMALLM_LANES)
+#define SMALLM_BLOCK SMALLM_CAT(SMALLM_NAME, _block)
+
+typedef float SMALLM_VEC __attribute__((vector_size(SMALLM_LANES * 4)));
+
+/*
+ * y[c][r] += Σ_{i in [k0, k1)} w[r][i] · x[c][i] for an R x C block; k0 and
+ * k1 - k0 are multiples of the lane count except at the end of a row,
+ * where the scalar tail finishes.
+ */
+static inline __attribute__((always_inline)) SMALLM_TARGET void
+SMALLM_BLOCK(const float *x, size_t ldx, const float *w, size_t ldw, uint32_t k0, uint32_t k1,
+	     float *y, size_t ldy, const int R, const int C)
+{
+	SMALLM_VEC acc[SMALLM_ROWS][SMALLM_COLS];
+	uint32_t i = k0;
+
+#pragma GCC unroll 16
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 16
+		for (int c = 0; c < C; c++)
+			acc[r][c] = (SMALLM_VEC){ 0 };
+	for (; i + SMALLM_LANES <= k1; i += SMALLM_LANES) {
+		SMALLM_VEC wv[SMALLM_ROWS], xv[SMALLM_COLS];
+
+#pragma GCC unroll 16
+		for (int r = 0; r < R; r++)
+			memcpy(&wv[r], w + r * ldw + i, sizeof(SMALLM_VEC));
+#pragma GCC unroll 16
+		for (int c = 0; c < C; c++)
+			memcpy(&xv[c], x + c * ldx + i, sizeof(SMALLM_VEC));
+#pragma GCC unroll 16
+		for (int r = 0; r < R; r++)
+#pragma GCC unroll 16
+			for (int c = 0; c < C; c++)
+				acc[r][c] += wv[r] * xv[c];
+	}
+#pragma GCC unroll 16
+	for (int r = 0; r < R; r++) {
+#pragma GCC unroll 16
+		for (int c = 0; c < C; c++) {
+			float s = 0;
+
+#pragma GCC unroll 16
+			for (int l = 0; l < SMALLM_LANES; l++)
+				s += acc[r][c][l];
+			for (uint32_t j = i; j < k1; j++)
+				s += w[r * ldw + j] * x[c * ldx + j];
+			y[c * ldy + r] += s;
+		}
+	}
+}
+
+static SMALLM_TARGET void SMALLM_NAME(const float *x, size_t ldx, uint32_t m, uint32_t k,
+				      const float *w, size_t ldw, uint32_t n, float *y, size_t ldy)
+{
+	for (uint32_t c = 0; c < m; c++)
+		memset(y + c * ldy, 0, sizeof(float) * n);
+	for (uint32_t r0 = 0; r0 < n; r0 += SMALLM_ROWS) {
+		const uint32_t rows = n - r0 < SMALLM_ROWS ? n - r0 : SMALLM_ROWS;
+
+		/* k in chunks, so the block's weight rows stay in L1 while every
+		 * token block passes over them: the weights come from memory once */
+		for (uint32_t k0 = 0; k0 < k; k0 += SMALLM_K_CHUNK) {
+			const uint32_t k1 = k - k0 < SMALLM_K_CHUNK ? k : k0 + SMALLM_K_CHUNK;
+			const float *wb = w + r0 * ldw;
+			uint32_t c0 = 0;
+
+			if (rows == SMALLM_ROWS) {
+				for (; c0 + SMALLM_COLS <= m; c0 += SMALLM_COLS)
+					SMALLM_BLOCK(x + c0 * ldx, ldx, wb, ldw, k0, k1,
+						     y + c0 * ldy + r0, ldy, SMALLM_ROWS,
+						     SMALLM_COLS);
+				for (; c0 < m; c0++)
+					SMALLM_BLOCK(x + c0 * ldx, ldx, wb, ldw, k0, k1,
+						     y + c0 * ldy + r0, ldy, SMALLM_ROWS, 1);
+			} else {
+				for (uint32_t r = 0; r < rows; r++)
+					for (c0 = 0; c0 < m; c0++)
+						SMALLM_BLOCK(x + c0 * ldx, ldx, wb + r * ldw, ldw,
+							     k0, k1, y + c0 * ldy + r0 + r, ldy, 1,
+							     1);
+			}
+		}
+	}
+}
+
+#undef SMALLM_BLOCK
+#undef SMALLM_VEC
+#undef SMALLM_CAT
+#undef SMALLM_CAT2
