@@ -41,8 +41,10 @@ SMALLM_BLOCK(const float *x, size_t ldx, const float *w, size_t ldw, uint32_t k0
 		SMALLM_VEC wv[SMALLM_ROWS], xv[SMALLM_COLS];
 
 #pragma GCC unroll 16
-		for (int r = 0; r < R; r++)
+		for (int r = 0; r < R; r++) {
 			memcpy(&wv[r], w + r * ldw + i, sizeof(SMALLM_VEC));
+			__builtin_prefetch(w + r * ldw + i + SMALLM_PREFETCH, 0, 0);
+		}
 #pragma GCC unroll 16
 		for (int c = 0; c < C; c++)
 			memcpy(&xv[c], x + c * ldx + i, sizeof(SMALLM_VEC));
