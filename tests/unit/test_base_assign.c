@@ -15,23 +15,14 @@
 #include <stdlib.h>
 
 #include "router/base_assign.h"
+#include "util/rng.h"
 
 /* ---------------------------------------------------------------- helpers */
-
-/* splitmix64: a fixed sequence per seed, the same on every machine. */
-static uint64_t rng_next(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
 
 /* Uniform in [0, 1). */
 static double rng_unit(uint64_t *state)
 {
-	return (double)(rng_next(state) >> 11) * 0x1p-53;
+	return (double)(rng_splitmix64(state) >> 11) * 0x1p-53;
 }
 
 static double rng_normal(uint64_t *state)
@@ -61,7 +52,7 @@ static float *affinity_random(uint32_t n_tokens, uint32_t n_experts, enum dist d
 			a[i] = (float)rng_normal(&st);
 			break;
 		case DIST_INTEGER:
-			a[i] = (float)(rng_next(&st) % 4);
+			a[i] = (float)(rng_splitmix64(&st) % 4);
 			break;
 		case DIST_SKEWED:
 			a[i] = (float)(rng_normal(&st) + (i % n_experts == 0 ? 3.0 : 0.0));
@@ -299,14 +290,14 @@ static void test_small_sweep(void **state)
 
 	(void)state;
 	for (unsigned it = 0; it < 2000; it++) {
-		uint32_t e = 2 + (uint32_t)(rng_next(&st) % 7), t = 2 + (uint32_t)(rng_next(&st) % 40);
+		uint32_t e = 2 + (uint32_t)(rng_splitmix64(&st) % 7), t = 2 + (uint32_t)(rng_splitmix64(&st) % 40);
 		uint32_t tight = (t + e - 1) / e;
-		uint32_t cap = tight + (rng_next(&st) % 2 ? (uint32_t)(rng_next(&st) % (tight + 1)) : 0);
-		unsigned kind = (unsigned)(rng_next(&st) % 3);
-		float *a = affinity_random(t, e, DIST_NORMAL, rng_next(&st));
+		uint32_t cap = tight + (rng_splitmix64(&st) % 2 ? (uint32_t)(rng_splitmix64(&st) % (tight + 1)) : 0);
+		unsigned kind = (unsigned)(rng_splitmix64(&st) % 3);
+		float *a = affinity_random(t, e, DIST_NORMAL, rng_splitmix64(&st));
 
 		for (uint32_t i = 0; kind && i < t * e; i++)
-			a[i] = kind == 1 ? (float)(rng_next(&st) % 3) : (float)(rng_next(&st) % 1000);
+			a[i] = kind == 1 ? (float)(rng_splitmix64(&st) % 3) : (float)(rng_splitmix64(&st) % 1000);
 		solve_and_compare(a, t, e, cap);
 		free(a);
 	}
@@ -396,7 +387,7 @@ static void test_huge_spread(void **state)
 	(void)state;
 	assert_non_null(a);
 	for (uint32_t i = 0; i < t * e; i++) {
-		uint64_t r = rng_next(&st) % 3;
+		uint64_t r = rng_splitmix64(&st) % 3;
 
 		a[i] = r == 0 ? 1e6f : r == 1 ? 1e-6f : (float)(rng_unit(&st) * 1e-6);
 	}
@@ -411,10 +402,10 @@ static void test_huge_spread(void **state)
 	/* The ends of float: the range is near 2 * FLT_MAX, or a few
 	 * subnormals; the double arithmetic inside must cope with both. */
 	for (uint32_t i = 0; i < t * e; i++)
-		a[i] = (float)((double)(rng_next(&st) % 3) - 1.0) * FLT_MAX;
+		a[i] = (float)((double)(rng_splitmix64(&st) % 3) - 1.0) * FLT_MAX;
 	solve_and_compare(a, t, e, t / e);
 	for (uint32_t i = 0; i < t * e; i++)
-		a[i] = (float)(rng_next(&st) % 3) * FLT_TRUE_MIN;
+		a[i] = (float)(rng_splitmix64(&st) % 3) * FLT_TRUE_MIN;
 	solve_and_compare(a, t, e, t / e);
 	free(a);
 }

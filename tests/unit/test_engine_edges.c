@@ -19,6 +19,7 @@
 #include <stdlib.h>
 
 #include "engine/engine.h"
+#include "util/rng.h"
 #include "model/model.h"
 #include "router/router.h"
 
@@ -29,19 +30,10 @@
 
 static struct engine *engine_1, *engine_2, *engine_4;
 
-static uint64_t rng_next(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 static double rng_normal(uint64_t *state)
 {
-	double u = 1.0 - (double)(rng_next(state) >> 11) * 0x1p-53;
-	double v = (double)(rng_next(state) >> 11) * 0x1p-53;
+	double u = 1.0 - (double)(rng_splitmix64(state) >> 11) * 0x1p-53;
+	double v = (double)(rng_splitmix64(state) >> 11) * 0x1p-53;
 
 	return sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v);
 }

@@ -17,24 +17,16 @@
 #include <stdlib.h>
 
 #include "compute/activations.h"
+#include "util/rng.h"
 #include "compute/blas_setup.h"
 #include "compute/matmul.h"
 
 /* ---------------------------------------------------------------- helpers */
 
-static uint64_t rng_next(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 /* Uniform in [-1, 1). */
 static float rng_sym(uint64_t *state)
 {
-	return (float)((double)(rng_next(state) >> 11) * 0x1p-52 - 1.0);
+	return (float)((double)(rng_splitmix64(state) >> 11) * 0x1p-52 - 1.0);
 }
 
 static const float SENTINEL = 12345.0f;

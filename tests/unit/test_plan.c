@@ -15,24 +15,16 @@
 #include <stdlib.h>
 
 #include "dispatch/combine.h"
+#include "util/rng.h"
 #include "dispatch/plan.h"
 #include "router/router.h"
 #include "util/scratch.h"
 
 /* ---------------------------------------------------------------- helpers */
 
-static uint64_t rng_next(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 static uint32_t rng_below(uint64_t *state, uint32_t n)
 {
-	return (uint32_t)(rng_next(state) % n);
+	return (uint32_t)(rng_splitmix64(state) % n);
 }
 
 /* A route_result over caller-owned arrays (only the fields the plan reads). */

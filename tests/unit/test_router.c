@@ -18,6 +18,7 @@
 #include <stdlib.h>
 
 #include "router/router.h"
+#include "util/rng.h"
 #include "router/router_config.h"
 #include "util/scratch.h"
 
@@ -43,19 +44,10 @@ static void id_layer_init(struct id_layer *il, uint32_t n_experts)
 	router_config_init(&il->layer.router);
 }
 
-static uint64_t rng_next(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 /* Uniform in [lo, hi). */
 static float rng_uniform(uint64_t *state, float lo, float hi)
 {
-	return lo + (hi - lo) * (float)((double)(rng_next(state) >> 11) * 0x1p-53);
+	return lo + (hi - lo) * (float)((double)(rng_splitmix64(state) >> 11) * 0x1p-53);
 }
 
 /* Naive softmax of one row of logits, in double. */
