@@ -93,14 +93,16 @@ typedef void (*small_m_fn)(const float *x, size_t ldx, uint32_t m, uint32_t k, c
 			   size_t ldw, uint32_t n, float *y, size_t ldy);
 
 /*
- * The instantiations, widest first, each with the largest m for which it
- * beat OpenBLAS's sgemm (one thread, weights from memory) on both expert
- * shapes of bench_matmul_kernels (--variant), measured on a Zen 5 machine
- * where OpenBLAS 0.3.21 runs its Haswell kernels:
- * - avx512 (4x4 blocks of 16 lanes): ahead at every m measured, up to 64
- *   (1.2-1.5x there, 2.1-2.2x at m = 2).
- * - avx2 (4x2 blocks of 8 lanes): ahead up to 32 (1.04-1.3x), 0.98x at 48;
- *   kept to 24 for a margin on CPUs where sgemm runs closer to its peak.
+ * The instantiations, widest first, each with the largest m that
+ * MATMUL_AUTO gives it, from bench_matmul_kernels (--variant; one thread,
+ * weights from memory, both expert shapes) on a Zen 5 machine. Which sgemm
+ * it races depends on the kernel OpenBLAS picks for the CPU
+ * (OPENBLAS_CORETYPE can force one), so the bounds suit both seen there:
+ * - avx512 (4x4 blocks of 16 lanes): against OpenBLAS's AVX-512 kernel
+ *   (Cooperlake) ahead up to m = 24-32 (1.0-1.1x there, 2.0-2.3x at m = 2),
+ *   0.84-0.99x at 48; against its Haswell kernel ahead up to 64. Bound 32.
+ * - avx2 (4x2 blocks of 8 lanes): against the Haswell kernel ahead up to 32
+ *   (1.04-1.3x), 0.98x at 48; bound 24 for a margin.
  * - generic (SSE2, 4 lanes): ahead up to 4 (1.04x), 0.7x at 8.
  */
 static const struct small_m_variant {
@@ -110,7 +112,7 @@ static const struct small_m_variant {
 	bool (*supported)(void);
 } variants[] = {
 #if defined(__x86_64__)
-	{ "avx512", small_m_avx512, 64, cpu_has_avx512 },
+	{ "avx512", small_m_avx512, 32, cpu_has_avx512 },
 	{ "avx2", small_m_avx2, 24, cpu_has_avx2 },
 #endif
 	{ "generic", small_m_generic, 4, cpu_has_baseline },
