@@ -17,8 +17,32 @@
 #define SMALLM_CAT(a, b) SMALLM_CAT2(a, b)
 #define SMALLM_VEC SMALLM_CAT(smallm_vf, SMALLM_LANES)
 #define SMALLM_BLOCK SMALLM_CAT(SMALLM_NAME, _block)
+#define SMALLM_HSUM SMALLM_CAT(SMALLM_NAME, _hsum)
 
 typedef float SMALLM_VEC __attribute__((vector_size(SMALLM_LANES * 4)));
+
+/*
+ * The sum of a vector's lanes by halving (16 -> 8 -> 4 lanes, then scalars):
+ * a handful of instructions where a lane-by-lane loop compiled to dozens of
+ * extracts, and every block ends with R x C of these.
+ */
+static inline __attribute__((always_inline)) SMALLM_TARGET float
+SMALLM_HSUM(SMALLM_VEC v)
+{
+	typedef float v4 __attribute__((vector_size(16)));
+#if SMALLM_LANES == 16
+	typedef float v8 __attribute__((vector_size(32)));
+	v8 h8 = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+		__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+	v4 h4 = __builtin_shufflevector(h8, h8, 0, 1, 2, 3) +
+		__builtin_shufflevector(h8, h8, 4, 5, 6, 7);
+#elif SMALLM_LANES == 8
+	v4 h4 = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+#else
+	v4 h4 = v;
+#endif
+	return (h4[0] + h4[2]) + (h4[1] + h4[3]);
+}
 
 /*
  * y[c][r] += Σ_{i in [k0, k1)} w[r][i] · x[c][i] for an R x C block; k0 and
@@ -58,11 +82,8 @@ SMALLM_BLOCK(const float *x, size_t ldx, const float *w, size_t ldw, uint32_t k0
 	for (int r = 0; r < R; r++) {
 #pragma GCC unroll 16
 		for (int c = 0; c < C; c++) {
-			float s = 0;
+			float s = SMALLM_HSUM(acc[r][c]);
 
-#pragma GCC unroll 16
-			for (int l = 0; l < SMALLM_LANES; l++)
-				s += acc[r][c][l];
 			for (uint32_t j = i; j < k1; j++)
 				s += w[r * ldw + j] * x[c * ldx + j];
 			y[c * ldy + r] += s;
@@ -105,6 +126,7 @@ static SMALLM_TARGET void SMALLM_NAME(const float *x, size_t ldx, uint32_t m, ui
 }
 
 #undef SMALLM_BLOCK
+#undef SMALLM_HSUM
 #undef SMALLM_VEC
 #undef SMALLM_CAT
 #undef SMALLM_CAT2
