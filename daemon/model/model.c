@@ -155,6 +155,24 @@ static int apply_layout_defaults(const struct moe_model *m, struct router_config
 	if (json_is_string(v))
 		c->score = strcmp(json_string_value(v), "sigmoid") == 0 ? SCORE_SIGMOID
 									  : SCORE_SOFTMAX;
+	/* DeepSeek: group-limited routing and the scale of the routed weights */
+	v = json_object_get(root, "topk_method");
+	if (json_is_string(v) && strcmp(json_string_value(v), "greedy") != 0) {
+		json_t *ng = json_object_get(root, "n_group"), *tg = json_object_get(root, "topk_group");
+
+		if (json_is_integer(ng) && json_integer_value(ng) > 0 &&
+		    json_integer_value(ng) <= 65536 && json_is_integer(tg) &&
+		    json_integer_value(tg) > 0 && json_integer_value(tg) <= 65536) {
+			c->expert_groups = (uint32_t)json_integer_value(ng);
+			c->topk_groups = (uint32_t)json_integer_value(tg);
+			c->group_score = strcmp(json_string_value(v), "noaux_tc") == 0
+						 ? GROUP_SCORE_TOP2
+						 : GROUP_SCORE_MAX;
+		}
+	}
+	v = json_object_get(root, "routed_scaling_factor");
+	if (json_is_number(v) && json_number_value(v) > 0 && json_number_value(v) <= 1e6)
+		c->routed_scaling = json_number_value(v);
 	v = json_object_get(root, "hidden_act");
 	if (json_is_string(v) && strncmp(json_string_value(v), "gelu", 4) == 0)
 		c->activation = ACT_GELU_GATED;
@@ -166,37 +184,23 @@ static int apply_layout_defaults(const struct moe_model *m, struct router_config
 static int apply_settings(const struct moe_model *m, const char *const *overrides,
 			  unsigned n_overrides, struct router_config *c, struct diag *d)
 {
-	static const char *const keys[] = { "router", "top_k", "capacity_factor", "min_capacity",
-					    "drop", "scale", "normalize", "score", "top2_variant",
-					    "second_policy", "second_threshold", "seed",
-					    "base_mode", "base_sublayers", "groups",
-					    "experts_per_group", "priority", "activation",
-					    "nonfinite" };
 	int r;
 
-	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+	/* every option of the router table, as "moed.<name>" */
+	for (size_t i = 0; router_config_key(i); i++) {
 		char key[64];
 		const char *value;
 
-		snprintf(key, sizeof(key), "moed.%s", keys[i]);
+		snprintf(key, sizeof(key), "moed.%s", router_config_key(i));
 		value = st_set_metadata(m->set, key);
 		if (!value)
 			continue;
-		r = router_config_set(c, keys[i], value, d);
+		r = router_config_set(c, router_config_key(i), value, d);
 		if (r < 0)
 			return diag_prefix(d, r, "metadata %s", key);
 	}
 	for (unsigned i = 0; i < n_overrides; i++) {
-		const char *eq = strchr(overrides[i], '=');
-		char key[64];
-
-		if (!eq || (size_t)(eq - overrides[i]) >= sizeof(key))
-			return diag_set(d, -EINVAL, "option '%s' is not key=value", overrides[i]);
-		memcpy(key, overrides[i], (size_t)(eq - overrides[i]));
-		key[eq - overrides[i]] = '\0';
-		r = router_config_set(c, key, eq + 1, d);
-		if (r == -ENOENT)
-			return diag_set(d, -EINVAL, "unknown router option '%s'", key);
+		r = router_config_set_pair(c, overrides[i], d);
 		if (r < 0)
 			return r;
 	}
@@ -337,6 +341,9 @@ static int load_layer(struct moe_model *m, uint32_t li, const char *const *overr
 	if (r >= 0)
 		r = load_weight(m, ROLE_ROUTER_B, li, 0, 0, false, 1,
 				(uint64_t[]){ L->n_experts }, &L->router_b, d);
+	if (r >= 0)
+		r = load_weight(m, ROLE_SELECTION_BIAS, li, 0, 0, false, 1,
+				(uint64_t[]){ L->n_experts }, &L->selection_bias, d);
 	if (r >= 0)
 		r = load_weight(m, ROLE_CENTROIDS, li, 0, 0, false, 2,
 				(uint64_t[]){ L->n_experts, L->d_model }, &L->centroids, d);

@@ -59,6 +59,7 @@ struct moe_layer {
 
 	const float *router_w;  /* [E][d] */
 	const float *router_b;  /* [E] or NULL */
+	const float *selection_bias; /* [E] or NULL: DeepSeek-V3's e_score_correction_bias */
 	const float *centroids; /* BASE: [E][d] */
 	const float *outer_w;   /* hierarchical: [X][d] */
 	const float *inner_w;   /* hierarchical: [X][Y][d] */

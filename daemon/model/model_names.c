@@ -17,6 +17,7 @@ static const char *const patterns[LAYOUT_COUNT][ROLE_SUB_FF2_B + 1] = {
 	[LAYOUT_MOED] = {
 		[ROLE_ROUTER_W] = "layers.%u.router.weight",
 		[ROLE_ROUTER_B] = "layers.%u.router.bias",
+		[ROLE_SELECTION_BIAS] = "layers.%u.router.selection_bias",
 		[ROLE_CENTROIDS] = "layers.%u.router.centroids",
 		[ROLE_OUTER_W] = "layers.%u.router.outer.weight",
 		[ROLE_INNER_W] = "layers.%u.router.inner.weight",
@@ -54,6 +55,7 @@ static const char *const patterns[LAYOUT_COUNT][ROLE_SUB_FF2_B + 1] = {
 	},
 	[LAYOUT_DEEPSEEK] = {
 		[ROLE_ROUTER_W] = "model.layers.%u.mlp.gate.weight",
+		[ROLE_SELECTION_BIAS] = "model.layers.%u.mlp.gate.e_score_correction_bias",
 		[ROLE_EXPERT_W1] = "model.layers.%u.mlp.experts.%u.gate_proj.weight",
 		[ROLE_EXPERT_W2] = "model.layers.%u.mlp.experts.%u.down_proj.weight",
 		[ROLE_EXPERT_W3] = "model.layers.%u.mlp.experts.%u.up_proj.weight",

@@ -21,6 +21,7 @@ enum model_layout {
 enum tensor_role {
 	ROLE_ROUTER_W,
 	ROLE_ROUTER_B,
+	ROLE_SELECTION_BIAS,
 	ROLE_CENTROIDS,
 	ROLE_OUTER_W,
 	ROLE_INNER_W,

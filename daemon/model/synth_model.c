@@ -265,16 +265,7 @@ static int resolve_config(const struct synth_opts *o, struct router_config *c, s
 
 	router_config_init(c);
 	for (unsigned i = 0; i < o->n_settings; i++) {
-		const char *eq = strchr(o->settings[i], '=');
-		char key[64];
-
-		if (!eq || (size_t)(eq - o->settings[i]) >= sizeof(key))
-			return diag_set(d, -EINVAL, "setting '%s' is not key=value", o->settings[i]);
-		memcpy(key, o->settings[i], (size_t)(eq - o->settings[i]));
-		key[eq - o->settings[i]] = '\0';
-		r = router_config_set(c, key, eq + 1, d);
-		if (r == -ENOENT)
-			return diag_set(d, -EINVAL, "unknown router option '%s'", key);
+		r = router_config_set_pair(c, o->settings[i], d);
 		if (r < 0)
 			return r;
 	}

@@ -56,7 +56,7 @@ int router_route(const struct moe_layer *layer, const struct router_config *cfg,
 		else if (cfg->kind == ROUTER_GSHARD)
 			rc = route_gshard(cfg, logits, n_tokens, E, false, s, &r);
 		else
-			rc = route_topk(cfg, logits, n_tokens, E, s, &r);
+			rc = route_topk(cfg, logits, layer->selection_bias, n_tokens, E, s, &r);
 		break;
 	case ROUTER_BASE:
 		if (!layer->centroids)

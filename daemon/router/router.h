@@ -84,8 +84,8 @@ int route_switch(const struct router_config *cfg, const float *logits, uint32_t 
 		 uint32_t n_experts, struct scratch *s, struct route_result *r);
 int route_gshard(const struct router_config *cfg, const float *logits, uint32_t n_tokens,
 		 uint32_t n_experts, bool dropless, struct scratch *s, struct route_result *r);
-int route_topk(const struct router_config *cfg, const float *logits, uint32_t n_tokens,
-	       uint32_t n_experts, struct scratch *s, struct route_result *r);
+int route_topk(const struct router_config *cfg, const float *logits, const float *selection_bias,
+	       uint32_t n_tokens, uint32_t n_experts, struct scratch *s, struct route_result *r);
 int route_base(const struct moe_layer *layer, const struct router_config *cfg, const float *x,
 	       struct scratch *s, struct route_result *r, struct diag *d);
 int route_hierarchical(const struct moe_layer *layer, const struct router_config *cfg,

@@ -25,6 +25,7 @@ static const char *const priority_names[] = { "token", "score", NULL };
 static const char *const activation_names[] = { "relu", "gelu", "gelu_tanh", "silu_gated",
 						 "gelu_gated", NULL };
 static const char *const nonfinite_names[] = { "fail", "sanitize", NULL };
+static const char *const group_score_names[] = { "max", "top2", NULL };
 
 enum option_type {
 	OPT_ENUM,
@@ -74,6 +75,14 @@ static const struct option_row option_rows[] = {
 	    "relu|gelu|gelu_tanh|silu_gated|gelu_gated"),
 	ROW("nonfinite", OPT_ENUM, nonfinite, nonfinite_names, 0, 0,
 	    "fail|sanitize: NaN/inf in a batch fails it, or becomes finite"),
+	ROW("expert_groups", OPT_U32, expert_groups, NULL, 0, 1u << 16,
+	    "topk: DeepSeek expert groups (n_group); 0 = no group limit"),
+	ROW("topk_groups", OPT_U32, topk_groups, NULL, 0, 1u << 16,
+	    "topk: groups a token may use (topk_group)"),
+	ROW("group_score", OPT_ENUM, group_score, group_score_names, 0, 0,
+	    "max|top2: a group's score (DeepSeek-V2 | V3)"),
+	ROW("routed_scaling", OPT_DOUBLE, routed_scaling, NULL, 0, 1e6,
+	    "topk: factor on the routed weights (routed_scaling_factor)"),
 };
 
 #define N_ROWS (sizeof(option_rows) / sizeof(option_rows[0]))
@@ -98,6 +107,10 @@ void router_config_init(struct router_config *c)
 		.priority = PRIORITY_TOKEN,
 		.activation = ACT_RELU,
 		.nonfinite = NONFINITE_FAIL,
+		.expert_groups = 0,
+		.topk_groups = 0,
+		.group_score = GROUP_SCORE_TOP2,
+		.routed_scaling = 1.0,
 	};
 }
 
@@ -164,6 +177,27 @@ int router_config_set(struct router_config *c, const char *key, const char *valu
 	return 0;
 }
 
+int router_config_set_pair(struct router_config *c, const char *pair, struct diag *d)
+{
+	const char *eq = strchr(pair, '=');
+	char key[64];
+	int r;
+
+	if (!eq || (size_t)(eq - pair) >= sizeof(key))
+		return diag_set(d, -EINVAL, "option '%s' is not key=value", pair);
+	memcpy(key, pair, (size_t)(eq - pair));
+	key[eq - pair] = '\0';
+	r = router_config_set(c, key, eq + 1, d);
+	if (r == -ENOENT)
+		return diag_set(d, -EINVAL, "unknown router option '%s'", key);
+	return r;
+}
+
+const char *router_config_key(size_t i)
+{
+	return i < N_ROWS ? option_rows[i].name : NULL;
+}
+
 uint32_t router_config_slots(const struct router_config *c)
 {
 	switch (c->kind) {
@@ -202,6 +236,25 @@ int router_config_validate(const struct router_config *c, uint32_t n_experts, st
 		if (c->top_k < 1 || c->top_k > n_experts)
 			return diag_set(d, -EINVAL, "top_k %u is not within 1..%u experts", c->top_k,
 					n_experts);
+		if (c->kind == ROUTER_TOPK && c->expert_groups > 0) {
+			uint32_t per = n_experts / c->expert_groups;
+
+			if (n_experts % c->expert_groups != 0)
+				return diag_set(d, -EINVAL, "expert_groups %u does not divide %u "
+							    "experts",
+						c->expert_groups, n_experts);
+			if (c->topk_groups < 1 || c->topk_groups > c->expert_groups)
+				return diag_set(d, -EINVAL, "topk_groups %u is not within 1..%u "
+							    "expert groups",
+						c->topk_groups, c->expert_groups);
+			if ((uint64_t)c->topk_groups * per < c->top_k)
+				return diag_set(d, -EINVAL, "topk_groups %u x %u experts per group "
+							    "leave fewer than top_k %u experts",
+						c->topk_groups, per, c->top_k);
+			if (c->group_score == GROUP_SCORE_TOP2 && per < 2)
+				return diag_set(d, -EINVAL, "group_score top2 needs at least 2 "
+							    "experts per group");
+		}
 		break;
 	case ROUTER_HIERARCHICAL:
 		if (c->groups < 2 || c->experts_per_group < 2 ||

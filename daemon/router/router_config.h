@@ -8,6 +8,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -68,6 +69,11 @@ enum activation {
 	ACT_GELU_GATED,
 };
 
+enum group_score {
+	GROUP_SCORE_MAX,  /* DeepSeek-V2 group_limited_greedy: the best expert of the group */
+	GROUP_SCORE_TOP2, /* DeepSeek-V3 noaux_tc: the sum of the group's two best */
+};
+
 enum nonfinite_policy {
 	NONFINITE_FAIL,     /* the batch fails with -EDOM, the engine stays healthy */
 	NONFINITE_SANITIZE, /* NaN -> 0, +-inf -> +-FLT_MAX (torch.nan_to_num, as fairseq) */
@@ -93,6 +99,14 @@ struct router_config {
 	enum priority_mode priority;
 	enum activation activation;
 	enum nonfinite_policy nonfinite;
+	/* DeepSeek's group-limited top-k: the experts form expert_groups equal
+	 * groups, a token first picks its topk_groups best groups, then its
+	 * top_k experts among theirs. 0 groups: off. */
+	uint32_t expert_groups;
+	uint32_t topk_groups;
+	enum group_score group_score;
+	/* DeepSeek's routed_scaling_factor: the top-k weights are multiplied by it. */
+	double routed_scaling;
 };
 
 /* The defaults of the golden generator (top-1 switch-like topk, dropless, relu, ...). */
@@ -108,10 +122,19 @@ int router_config_set(struct router_config *c, const char *key, const char *valu
 		      struct diag *d);
 
 /*
+ * The same for one "key=value" string (a command-line override); an unknown
+ * key is -EINVAL here, with a diag.
+ */
+int router_config_set_pair(struct router_config *c, const char *pair, struct diag *d);
+
+/*
  * Check the options against each other and the layer's shape (E experts):
  * top_k within 1..E (4 for hierarchical), groups * experts_per_group == E, ...
  */
 int router_config_validate(const struct router_config *c, uint32_t n_experts, struct diag *d);
+
+/* The name of option @i of the table (0, 1, ...), NULL past the last. */
+const char *router_config_key(size_t i);
 
 /* Number of slots per token in the routing result (k; 4 for hierarchical). */
 uint32_t router_config_slots(const struct router_config *c);

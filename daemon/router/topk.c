@@ -7,10 +7,21 @@
  * aux = E/(T·k) · ⟨tokens_per_expert, mean_t P⟩ with P the softmax
  * probabilities, or the sigmoid affinities normalised over experts
  * (DeepSeek-V3's balance loss with α = 1).
+ *
+ * DeepSeek's extras: a selection bias (V3's e_score_correction_bias) added
+ * to the scores for choosing experts but not for weighting them, a group
+ * limit (the experts form equal groups; a token first keeps its best
+ * topk_groups groups, scored by their best expert (V2) or the sum of their
+ * two best (V3), and chooses among those only), and a factor on the routed
+ * weights (routed_scaling_factor). Experts outside the kept groups are
+ * excluded outright; the reference code masks their score to 0, which is
+ * the same whenever the kept experts' scores are positive (sigmoid scores,
+ * softmax probabilities).
  */
 #include "router.h"
 
 #include <errno.h>
+#include <math.h>
 
 /* The k largest of v[n] in descending order (the lower index first on a tie). */
 static void select_top_k(const double *v, uint32_t n, uint32_t k, uint32_t *idx)
@@ -30,9 +41,59 @@ static void select_top_k(const double *v, uint32_t n, uint32_t k, uint32_t *idx)
 	}
 }
 
-int route_topk(const struct router_config *cfg, const float *logits, uint32_t n_tokens,
-	       uint32_t n_experts, struct scratch *s, struct route_result *r)
+/* One group's score from the selection scores of its @n experts. */
+static double group_score_of(enum group_score how, const double *sel, uint32_t n)
 {
+	double best = -INFINITY, second = -INFINITY;
+
+	for (uint32_t i = 0; i < n; i++) {
+		if (sel[i] > best) {
+			second = best;
+			best = sel[i];
+		} else if (sel[i] > second) {
+			second = sel[i];
+		}
+	}
+	return how == GROUP_SCORE_MAX ? best : best + second;
+}
+
+/*
+ * Selection scores of one token: score + bias, with the experts outside the
+ * token's best groups at -inf. @gscore and @gidx hold expert_groups entries.
+ */
+static void selection_scores(const struct router_config *cfg, const double *p,
+			     const float *bias, uint32_t n_experts, double *sel, double *gscore,
+			     uint32_t *gidx)
+{
+	const uint32_t G = cfg->expert_groups;
+	uint32_t per;
+
+	for (uint32_t e = 0; e < n_experts; e++)
+		sel[e] = p[e] + (bias ? bias[e] : 0.0);
+	if (G == 0)
+		return;
+	per = n_experts / G;
+	for (uint32_t g = 0; g < G; g++)
+		gscore[g] = group_score_of(cfg->group_score, sel + (size_t)g * per, per);
+	select_top_k(gscore, G, cfg->topk_groups, gidx);
+	for (uint32_t g = 0; g < G; g++) {
+		bool kept = false;
+
+		for (uint32_t j = 0; j < cfg->topk_groups && !kept; j++)
+			kept = gidx[j] == g;
+		if (!kept)
+			for (uint32_t e = g * per; e < (g + 1) * per; e++)
+				sel[e] = -INFINITY;
+	}
+}
+
+int route_topk(const struct router_config *cfg, const float *logits, const float *selection_bias,
+	       uint32_t n_tokens, uint32_t n_experts, struct scratch *s, struct route_result *r)
+{
+	const bool plain = !selection_bias && cfg->expert_groups == 0;
+	double *sel = plain ? NULL : scratch_alloc(s, sizeof(double) * n_experts);
+	double *gscore = scratch_alloc(s, sizeof(double) * (cfg->expert_groups + 1));
+	uint32_t *gidx = scratch_alloc(s, sizeof(uint32_t) * (cfg->topk_groups + 1));
 	const uint32_t k = cfg->top_k;
 	double *score = scratch_alloc(s, sizeof(double) * n_tokens * n_experts);
 	double *softmax = score;
@@ -45,7 +106,8 @@ int route_topk(const struct router_config *cfg, const float *logits, uint32_t n_
 	double aux = 0;
 	int ret;
 
-	if (!score || !choice || !top || !order || !seen || !mean_p)
+	if (!score || !choice || !top || !order || !seen || !mean_p || (!plain && !sel) || !gscore ||
+	    !gidx)
 		return -ENOMEM;
 	if (cfg->score == SCORE_SIGMOID) {
 		gate_sigmoid(logits, n_tokens, n_experts, score);
@@ -59,13 +121,19 @@ int route_topk(const struct router_config *cfg, const float *logits, uint32_t n_
 		uint32_t *c = choice + (size_t)t * k;
 		double sum = 0, norm = 0;
 
-		select_top_k(p, n_experts, k, c);
+		if (plain) {
+			select_top_k(p, n_experts, k, c);
+		} else {
+			selection_scores(cfg, p, selection_bias, n_experts, sel, gscore, gidx);
+			select_top_k(sel, n_experts, k, c);
+		}
+		/* weights from the scores themselves, never from the biased ones */
 		for (uint32_t j = 0; j < k; j++)
 			sum += p[c[j]];
 		for (uint32_t j = 0; j < k; j++) {
 			double w = cfg->normalize ? p[c[j]] / sum : p[c[j]];
 
-			r->weight[(size_t)t * k + j] = (float)w;
+			r->weight[(size_t)t * k + j] = (float)(w * cfg->routed_scaling);
 			r->tokens_per_expert[c[j]]++;
 		}
 		top[t] = p[c[0]];

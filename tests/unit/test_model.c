@@ -454,6 +454,58 @@ static void test_layout_defaults_and_config_json(void **state)
 	free(dir);
 }
 
+/* DeepSeek's config.json: sigmoid scores, group-limited top-k, routed scaling. */
+static void test_deepseek_config_json(void **state)
+{
+	char *dir = path_in("deepseek_cfg"), *file, *cfg;
+	const struct moe_layer *L;
+	struct synth_opts o;
+	struct moe_model *m;
+	FILE *f;
+
+	(void)state;
+	assert_int_equal(mkdir(dir, 0755), 0);
+	if (asprintf(&file, "%s/model.safetensors", dir) < 0 ||
+	    asprintf(&cfg, "%s/config.json", dir) < 0)
+		fail_msg("asprintf");
+	synth_defaults(&o, file);
+	o.layout = LAYOUT_DEEPSEEK;
+	o.shared_d_ff = 8;
+	synth_set(&o, "activation=silu_gated");
+	synth_write_ok(&o);
+	f = fopen(cfg, "w");
+	assert_non_null(f);
+	fputs("{\"num_experts_per_tok\": 2, \"norm_topk_prob\": true, \"scoring_func\": "
+	      "\"sigmoid\", \"topk_method\": \"noaux_tc\", \"n_group\": 2, \"topk_group\": 1, "
+	      "\"routed_scaling_factor\": 2.5}\n",
+	      f);
+	fclose(f);
+
+	m = open_ok(dir, NULL, 0);
+	assert_string_equal(moe_model_layout(m), "deepseek");
+	L = moe_model_layer(m, 0);
+	assert_int_equal(L->router.score, SCORE_SIGMOID);
+	assert_true(L->router.normalize);
+	assert_int_equal(L->router.expert_groups, 2);
+	assert_int_equal(L->router.topk_groups, 1);
+	assert_int_equal(L->router.group_score, GROUP_SCORE_TOP2);
+	ASSERT_CLOSE(L->router.routed_scaling, 2.5, 0, 0);
+	assert_true(L->has_shared);
+	moe_model_free(m);
+
+	/* V2's group_limited_greedy scores a group by its best expert */
+	f = fopen(cfg, "w");
+	assert_non_null(f);
+	fputs("{\"topk_method\": \"group_limited_greedy\", \"n_group\": 2, \"topk_group\": 1}\n", f);
+	fclose(f);
+	m = open_ok(dir, NULL, 0);
+	assert_int_equal(moe_model_layer(m, 1)->router.group_score, GROUP_SCORE_MAX);
+	moe_model_free(m);
+	free(cfg);
+	free(file);
+	free(dir);
+}
+
 static void test_shared_experts(void **state)
 {
 	char *qpath = path_in("qwen2_shared.safetensors"), *dpath = path_in("deepseek_shared");
@@ -833,6 +885,7 @@ int main(void)
 		cmocka_unit_test(test_bad_overrides),
 		cmocka_unit_test(test_layouts),
 		cmocka_unit_test(test_layout_defaults_and_config_json),
+		cmocka_unit_test(test_deepseek_config_json),
 		cmocka_unit_test(test_shared_experts),
 		cmocka_unit_test(test_sharded_equals_single),
 		cmocka_unit_test(test_dtypes),

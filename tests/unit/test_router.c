@@ -1101,9 +1101,75 @@ static void test_z_loss_naive(void **state)
 	scratch_done(&s);
 }
 
+/*
+ * DeepSeek's routing extras on one token with sigmoid scores
+ * s = σ(2, -1, 1.5, 1.4) = (0.881, 0.269, 0.818, 0.802), experts in groups
+ * {0, 1} and {2, 3}: plain top-2 is {0, 2}; keeping the best group by its
+ * two best (V3: 1.150 vs 1.620) gives {2, 3}, by its best (V2: 0.881 vs
+ * 0.818) gives {0, 1}; a selection bias of 0.2 on expert 3 makes it the
+ * first choice while its weight stays its unbiased score.
+ */
+static void test_topk_deepseek_groups_bias_scaling(void **state)
+{
+	static const float x[4] = { 2.0f, -1.0f, 1.5f, 1.4f };
+	const float bias[4] = { 0, 0, 0, 0.2f };
+	struct scratch s = { 0 };
+	struct route_result r;
+	struct id_layer il;
+	struct router_config c;
+	double sg[4];
+
+	(void)state;
+	for (int e = 0; e < 4; e++)
+		sg[e] = 1.0 / (1.0 + exp(-(double)x[e]));
+	id_layer_init(&il, 4);
+	router_config_init(&c);
+	c.kind = ROUTER_TOPK;
+	c.top_k = 2;
+	c.score = SCORE_SIGMOID;
+
+	route_ok(&il.layer, &c, x, 1, NULL, &s, &r);
+	expect_experts(&r, (const int32_t[]){ 0, 2 });
+
+	c.expert_groups = 2;
+	c.topk_groups = 1;
+	c.group_score = GROUP_SCORE_TOP2;
+	c.normalize = true;
+	c.routed_scaling = 2.5;
+	route_ok(&il.layer, &c, x, 1, NULL, &s, &r);
+	expect_experts(&r, (const int32_t[]){ 2, 3 });
+	ASSERT_CLOSE(r.weight[0], 2.5 * sg[2] / (sg[2] + sg[3]), 1e-7, 1e-6);
+	ASSERT_CLOSE(r.weight[1], 2.5 * sg[3] / (sg[2] + sg[3]), 1e-7, 1e-6);
+
+	c.group_score = GROUP_SCORE_MAX;
+	route_ok(&il.layer, &c, x, 1, NULL, &s, &r);
+	expect_experts(&r, (const int32_t[]){ 0, 1 });
+
+	c.expert_groups = 0;
+	c.normalize = false;
+	c.routed_scaling = 1.0;
+	il.layer.selection_bias = bias;
+	route_ok(&il.layer, &c, x, 1, NULL, &s, &r);
+	expect_experts(&r, (const int32_t[]){ 3, 0 });
+	ASSERT_CLOSE(r.weight[0], sg[3], 1e-7, 1e-6);
+	ASSERT_CLOSE(r.weight[1], sg[0], 1e-7, 1e-6);
+	expect_tpe(&r, (const int32_t[]){ 1, 0, 0, 1 });
+
+	/* groups that cannot hold top_k experts, or do not divide E */
+	c.expert_groups = 2;
+	c.topk_groups = 1;
+	c.top_k = 3;
+	ASSERT_ERRNO(router_config_validate(&c, 4, NULL), EINVAL);
+	c.top_k = 2;
+	c.expert_groups = 3;
+	ASSERT_ERRNO(router_config_validate(&c, 4, NULL), EINVAL);
+	scratch_done(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_topk_deepseek_groups_bias_scaling),
 		cmocka_unit_test(test_capacity_of),
 		cmocka_unit_test(test_switch_capacity_one_token_order),
 		cmocka_unit_test(test_switch_priority_score),
