@@ -21,6 +21,16 @@ if(MOE_SANITIZE)
   endif()
 endif()
 
+# With MOE_FUZZ every target gets libFuzzer's coverage instrumentation, so
+# that the fuzzers are guided by the library code they call, not only by
+# their own few lines.
+if(MOE_FUZZ)
+  if(NOT CMAKE_C_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "MOE_FUZZ needs clang (CC=clang): libFuzzer is clang's")
+  endif()
+  list(APPEND MOE_SANITIZE_FLAGS -fsanitize=fuzzer-no-link)
+endif()
+
 function(moed_target_defaults target)
   target_compile_definitions(${target} PRIVATE _GNU_SOURCE)
   target_compile_options(${target} PRIVATE ${MOE_WARNING_FLAGS} ${MOE_HARDEN_FLAGS}

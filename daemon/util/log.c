@@ -20,7 +20,8 @@ void log_set_program(const char *name)
 	program = name;
 }
 
-static void log_va(enum log_level level, int err, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void log_va(enum log_level level, int err,
+							    const char *fmt, va_list ap)
 {
 	static const char *const words[] = { "", "", "", "error", "warning", "notice", "info",
 					     "debug" };

@@ -457,7 +457,7 @@ static void test_layout_defaults_and_config_json(void **state)
 /* DeepSeek's config.json: sigmoid scores, group-limited top-k, routed scaling. */
 static void test_deepseek_config_json(void **state)
 {
-	char *dir = path_in("deepseek_cfg"), *file, *cfg;
+	char *dir = path_in("deepseek_cfg"), *file = NULL, *cfg = NULL;
 	const struct moe_layer *L;
 	struct synth_opts o;
 	struct moe_model *m;
