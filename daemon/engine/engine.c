@@ -199,14 +199,15 @@ static void col_tile(uint32_t cols, uint32_t n, uint32_t i, uint32_t *c0, uint32
 }
 
 /*
- * Tiles of every non-empty bin over its rows and @cols(bin) columns (up: the
- * bin's d_ff, down: d_model). Returns the count; tiles has room for
- * max_tiles (the caller's bound) and empty column tiles are skipped.
+ * Tiles of every non-empty bin over its rows and its columns (up: the bin's
+ * d_ff, down: d_model), into @tiles when it is not NULL. Returns the count,
+ * so a first call with NULL sizes the array exactly: a bound computed apart
+ * from the loop that fills it is a bound that can be wrong.
  */
-static uint32_t build_tiles(const struct forward_ctx *c, bool up, struct ffn_tile *tiles)
+static size_t build_tiles(const struct forward_ctx *c, bool up, struct ffn_tile *tiles)
 {
 	const struct dispatch_plan *p = c->plan;
-	uint32_t n = 0;
+	size_t n = 0;
 
 	for (uint32_t bin = 0; bin < p->n_bins; bin++) {
 		uint32_t rows = p->bin_start[bin + 1] - p->bin_start[bin];
@@ -215,35 +216,26 @@ static uint32_t build_tiles(const struct forward_ctx *c, bool up, struct ffn_til
 		 * read the weights once more for 4 rows */
 		uint32_t n_row = rows <= SMALL_EXPERT_ROWS ? 1 : (rows + ROW_TILE - 1) / ROW_TILE;
 		uint32_t row_tile = rows ? (rows + n_row - 1) / n_row : 0;
-		uint32_t n_col = (cols + COL_TILE - 1) / COL_TILE;
+		uint32_t n_col = (uint32_t)(((uint64_t)cols + COL_TILE - 1) / COL_TILE);
 
 		for (uint32_t r0 = 0; r0 < rows; r0 += row_tile) {
 			for (uint32_t i = 0; i < n_col; i++) {
-				struct ffn_tile *t = &tiles[n];
+				struct ffn_tile t = {
+					.bin = bin,
+					.row0 = p->bin_start[bin] + r0,
+					.rows = rows - r0 < row_tile ? rows - r0 : row_tile,
+				};
 
-				t->bin = bin;
-				t->row0 = p->bin_start[bin] + r0;
-				t->rows = rows - r0 < row_tile ? rows - r0 : row_tile;
-				col_tile(cols, n_col, i, &t->c0, &t->c1);
-				if (t->c1 > t->c0)
-					n++;
+				col_tile(cols, n_col, i, &t.c0, &t.c1);
+				if (t.c1 <= t.c0)
+					continue;
+				if (tiles)
+					tiles[n] = t;
+				n++;
 			}
 		}
 	}
 	return n;
-}
-
-static uint32_t max_tiles(const struct forward_ctx *c)
-{
-	const struct dispatch_plan *p = c->plan;
-	uint32_t cols = c->layer->d_model > c->ldh ? c->layer->d_model : c->ldh;
-	uint64_t n_col = (cols + COL_TILE - 1) / COL_TILE;
-	/* every bin contributes ceil(rows / ROW_TILE) + 1 row tiles at most */
-	uint64_t row_tiles = (uint64_t)p->n_rows / (ROW_TILE < SMALL_EXPERT_ROWS ? ROW_TILE
-										: SMALL_EXPERT_ROWS) +
-			     p->n_bins;
-
-	return (uint32_t)(row_tiles * n_col);
 }
 
 static uint32_t build_base_tiles(const struct dispatch_plan *p, struct ffn_tile *tiles)
@@ -271,6 +263,13 @@ static uint32_t build_base_tiles(const struct dispatch_plan *p, struct ffn_tile 
 static int layer_serves_config(const struct moe_layer *L, const struct router_config *cfg,
 			       struct diag *d)
 {
+	if (cfg->kind == ROUTER_HIERARCHICAL &&
+	    (cfg->groups != L->router.groups || cfg->experts_per_group != L->router.experts_per_group))
+		return diag_set(d, -EINVAL,
+				"layer %u's hierarchical router has %u groups of %u experts, not "
+				"%u of %u",
+				L->index, L->router.groups, L->router.experts_per_group, cfg->groups,
+				cfg->experts_per_group);
 	if (cfg->kind == ROUTER_BASE) {
 		if (cfg->base_sublayers > L->router.base_sublayers || !L->experts[0].sublayers)
 			return diag_set(d, -EINVAL,
@@ -351,7 +350,7 @@ static int run_experts(struct engine *e, struct forward_ctx *c)
 	const struct dispatch_plan *p = c->plan;
 	struct scratch *s = &e->scratch;
 	struct ffn_tile *tiles;
-	uint32_t n;
+	size_t n_up, n_down;
 
 	if (c->cfg->kind == ROUTER_BASE) {
 		c->h = scratch_alloc(s, sizeof(float) * p->n_rows * L->d_ff);
@@ -373,14 +372,19 @@ static int run_experts(struct engine *e, struct forward_ctx *c)
 	c->h = scratch_alloc(s, sizeof(float) * p->n_rows * c->ldh);
 	c->tmp_stride = (size_t)ROW_TILE * (COL_TILE + 8);
 	c->tmp = scratch_alloc(s, sizeof(float) * c->tmp_stride * pool_n_workers(e->pool));
-	tiles = scratch_alloc(s, sizeof(*tiles) * max_tiles(c));
+	n_up = build_tiles(c, true, NULL);
+	n_down = build_tiles(c, false, NULL);
+	/* a pool job counts its tasks in 32 bits */
+	if (n_up > UINT32_MAX || n_down > UINT32_MAX)
+		return -E2BIG;
+	tiles = scratch_calloc(s, n_up > n_down ? n_up : n_down, sizeof(*tiles));
 	if (!c->h || !c->tmp || !tiles)
 		return -ENOMEM;
 	c->tiles = tiles;
-	n = build_tiles(c, true, tiles);
-	pool_run(e->pool, n, task_ffn_up, c);
-	n = build_tiles(c, false, tiles);
-	pool_run(e->pool, n, task_ffn_down, c);
+	build_tiles(c, true, tiles);
+	pool_run(e->pool, (uint32_t)n_up, task_ffn_up, c);
+	build_tiles(c, false, tiles);
+	pool_run(e->pool, (uint32_t)n_down, task_ffn_down, c);
 	return 0;
 }
 
@@ -414,6 +418,8 @@ int engine_forward(struct engine *e, const struct moe_layer *layer,
 	if (b->n_tokens == 0 || b->n_tokens > ENGINE_MAX_TOKENS)
 		return diag_set(d, -EINVAL, "a batch has 1..%u tokens, not %u", ENGINE_MAX_TOKENS,
 				b->n_tokens);
+	/* a fresh message for this batch: diag keeps the first one it is given */
+	diag_clear(d);
 	if (!cfg)
 		cfg = &layer->router;
 	r = layer_serves_config(layer, cfg, d);
@@ -471,6 +477,9 @@ int engine_forward(struct engine *e, const struct moe_layer *layer,
 out:
 	if (r == -ENOMEM)
 		diag_set(d, r, "out of memory for a batch of %u tokens", b->n_tokens);
+	else if (r == -E2BIG)
+		diag_set(d, r, "a batch of %u tokens needs more tiles than a pool job holds",
+			 b->n_tokens);
 	scratch_reset(s);
 	return r;
 }

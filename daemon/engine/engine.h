@@ -27,7 +27,11 @@
 #include "router/router.h"
 #include "util/diag.h"
 
-/* Upper bound on the tokens of one batch: keeps every size computation far from overflow. */
+/*
+ * Upper bound on the tokens of one batch. With the model's own bounds
+ * (MODEL_MAX_WIDTH, MODEL_MAX_EXPERTS, top_k <= 1024) it keeps every row
+ * count within 32 bits and every byte count within size_t.
+ */
 #define ENGINE_MAX_TOKENS (1u << 20)
 
 struct engine_opts {

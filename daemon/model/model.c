@@ -19,8 +19,6 @@
 #include "model/model_names.h"
 #include "util/parse.h"
 
-#define MAX_LAYERS (1u << 16)
-#define MAX_EXPERTS (1u << 16)
 
 struct owned_block {
 	struct owned_block *next;
@@ -125,6 +123,7 @@ static int apply_layout_defaults(const struct moe_model *m, struct router_config
 	char path[PATH_MAX];
 	json_error_t jerr;
 	json_t *root, *v;
+	int r = 0;
 	FILE *f;
 
 	if (m->layout == LAYOUT_MOED)
@@ -152,9 +151,17 @@ static int apply_layout_defaults(const struct moe_model *m, struct router_config
 	if (json_is_boolean(v))
 		c->normalize = json_is_true(v);
 	v = json_object_get(root, "scoring_func");
-	if (json_is_string(v))
-		c->score = strcmp(json_string_value(v), "sigmoid") == 0 ? SCORE_SIGMOID
-									  : SCORE_SOFTMAX;
+	if (json_is_string(v)) {
+		if (strcmp(json_string_value(v), "sigmoid") == 0) {
+			c->score = SCORE_SIGMOID;
+		} else if (strcmp(json_string_value(v), "softmax") == 0) {
+			c->score = SCORE_SOFTMAX;
+		} else {
+			r = diag_set(d, -EINVAL, "%s: scoring_func '%s' is not softmax or sigmoid",
+				     path, json_string_value(v));
+			goto out;
+		}
+	}
 	/* DeepSeek: group-limited routing and the scale of the routed weights */
 	v = json_object_get(root, "topk_method");
 	if (json_is_string(v) && strcmp(json_string_value(v), "greedy") != 0) {
@@ -173,11 +180,25 @@ static int apply_layout_defaults(const struct moe_model *m, struct router_config
 	v = json_object_get(root, "routed_scaling_factor");
 	if (json_is_number(v) && json_number_value(v) > 0 && json_number_value(v) <= 1e6)
 		c->routed_scaling = json_number_value(v);
+	/* exact names: "gelu_pytorch_tanh" is not the erf GELU, and an
+	 * activation moed does not have must not be replaced by one it has */
 	v = json_object_get(root, "hidden_act");
-	if (json_is_string(v) && strncmp(json_string_value(v), "gelu", 4) == 0)
-		c->activation = ACT_GELU_GATED;
+	if (json_is_string(v)) {
+		const char *act = json_string_value(v);
+
+		if (strcmp(act, "silu") == 0 || strcmp(act, "swish") == 0) {
+			c->activation = ACT_SILU_GATED;
+		} else if (strcmp(act, "gelu") == 0) {
+			c->activation = ACT_GELU_GATED;
+		} else {
+			r = diag_set(d, -EINVAL, "%s: hidden_act '%s' is not supported (silu, gelu)",
+				     path, act);
+			goto out;
+		}
+	}
+out:
 	json_decref(root);
-	return 0;
+	return r;
 }
 
 /* "moed.*" metadata, then the caller's "key=value" overrides. */
@@ -231,9 +252,11 @@ static int load_ffn(struct moe_model *m, uint32_t layer, uint32_t expert, bool s
 	int r;
 
 	if (!t || t->ndim != 2 || t->shape[1] != d_model || t->shape[0] == 0 ||
-	    t->shape[0] > UINT32_MAX)
-		return diag_set(d, -EINVAL, "layer %u %s %u: w1 is missing or not [ff][%u]", layer,
-				shared ? "shared expert" : "expert", expert, d_model);
+	    t->shape[0] > MODEL_MAX_WIDTH)
+		return diag_set(d, -EINVAL, "layer %u %s %u: w1 is missing or not [ff][%u] with ff "
+					    "in 1..%u",
+				layer, shared ? "shared expert" : "expert", expert, d_model,
+				MODEL_MAX_WIDTH);
 	f->d_ff = (uint32_t)t->shape[0];
 	r = load_weight(m, w1, layer, expert, 0, true, 2, (uint64_t[]){ f->d_ff, d_model }, &f->w1,
 			d);
@@ -321,9 +344,10 @@ static int load_layer(struct moe_model *m, uint32_t li, const char *const *overr
 	} else {
 		return diag_set(d, -EINVAL, "layer %u: the router tensor is not a matrix", li);
 	}
-	if (L->d_model == 0 || t->shape[1] > UINT32_MAX)
-		return diag_set(d, -EINVAL, "tensor '%s': bad model width", t->name);
-	while (L->n_experts < MAX_EXPERTS &&
+	if (L->d_model == 0 || t->shape[1] > MODEL_MAX_WIDTH)
+		return diag_set(d, -EINVAL, "tensor '%s': model width %llu is not within 1..%u",
+				t->name, (unsigned long long)t->shape[1], MODEL_MAX_WIDTH);
+	while (L->n_experts < MODEL_MAX_EXPERTS &&
 	       (has_tensor(m, ROLE_EXPERT_W1, li, L->n_experts, 0) ||
 		has_tensor(m, ROLE_SUB_NORM_W, li, L->n_experts, 0)))
 		L->n_experts++;
@@ -368,7 +392,7 @@ static int load_layer(struct moe_model *m, uint32_t li, const char *const *overr
 		return -ENOMEM;
 	if (has_tensor(m, ROLE_SUB_NORM_W, li, 0, 0)) {
 		t = find_role(m, ROLE_SUB_FF1_W, li, 0, 0);
-		if (!t || t->ndim != 2 || t->shape[0] == 0 || t->shape[0] > UINT32_MAX)
+		if (!t || t->ndim != 2 || t->shape[0] == 0 || t->shape[0] > MODEL_MAX_WIDTH)
 			return diag_set(d, -EINVAL, "layer %u: BASE expert 0 has no ff1 matrix",
 					li);
 		L->d_ff = (uint32_t)t->shape[0];

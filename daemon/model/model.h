@@ -71,6 +71,15 @@ struct moe_layer {
 	const float *shared_gate; /* [d] or NULL */
 };
 
+/*
+ * Bounds on what a checkpoint may declare, far above real models and low
+ * enough that every size the engine derives from them (rows x width in
+ * bytes, tile counts, BLAS's int dimensions) stays in range.
+ */
+#define MODEL_MAX_WIDTH (1u << 24)   /* d_model, d_ff */
+#define MODEL_MAX_EXPERTS (1u << 16) /* per layer */
+#define MODEL_MAX_LAYERS (1u << 16)
+
 struct moe_model;
 
 /*

@@ -121,7 +121,8 @@ int model_name_router_layer(const char *name, enum model_layout *ret_layout, uin
 		memcpy(number, name + np, n - np - ns);
 		number[n - np - ns] = '\0';
 		/* "0", "12": no sign, no leading zeros, nothing but digits */
-		if ((number[0] == '0' && number[1]) || parse_u32(number, 0, 1u << 20, &layer) < 0)
+		if ((number[0] == '0' && number[1]) ||
+		    parse_u32(number, 0, MODEL_LAYER_INDEX_MAX, &layer) < 0)
 			continue;
 		*ret_layout = router_markers[i].layout;
 		*ret_layer = layer;

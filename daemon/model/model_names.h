@@ -42,6 +42,9 @@ enum tensor_role {
 	ROLE_SUB_FF2_B,
 };
 
+/* The largest layer index a tensor name may carry (model.h's MODEL_MAX_LAYERS - 1). */
+#define MODEL_LAYER_INDEX_MAX ((1u << 16) - 1)
+
 const char *model_layout_name(enum model_layout layout);
 
 /*

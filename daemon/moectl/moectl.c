@@ -45,16 +45,16 @@ int moectl_router_option(int argc, char **argv, int i, char *buf, unsigned size)
 	router_config_init(&probe);
 	if (router_config_set(&probe, key, "", NULL) == -ENOENT)
 		return 0;
-	if (eq) {
-		snprintf(buf, size, "%s=%s", key, eq + 1);
-		return 1;
-	}
-	if (i + 1 >= argc) {
+	if (!eq && i + 1 >= argc) {
 		log_error("option --%s needs a value", key);
 		return -EINVAL;
 	}
-	snprintf(buf, size, "%s=%s", key, argv[i + 1]);
-	return 2;
+	n = (size_t)snprintf(buf, size, "%s=%s", key, eq ? eq + 1 : argv[i + 1]);
+	if (n >= size) {
+		log_error("option --%s: the value is too long", key);
+		return -EINVAL;
+	}
+	return eq ? 1 : 2;
 }
 
 int main(int argc, char **argv)

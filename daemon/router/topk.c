@@ -23,21 +23,27 @@
 #include <errno.h>
 #include <math.h>
 
-/* The k largest of v[n] in descending order (the lower index first on a tie). */
+/*
+ * The k largest of v[n] in descending order (the lower index first on a
+ * tie), by insertion into the sorted prefix idx[0..found): O(n·k) at worst,
+ * O(n) when few values beat the k-th, as with most tokens' scores.
+ */
 static void select_top_k(const double *v, uint32_t n, uint32_t k, uint32_t *idx)
 {
-	for (uint32_t j = 0; j < k; j++) {
-		uint32_t best = UINT32_MAX;
+	uint32_t found = 0;
 
-		for (uint32_t i = 0; i < n; i++) {
-			bool taken = false;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t pos;
 
-			for (uint32_t q = 0; q < j && !taken; q++)
-				taken = idx[q] == i;
-			if (!taken && (best == UINT32_MAX || v[i] > v[best]))
-				best = i;
+		/* strictly greater: an equal value found later ranks after */
+		if (found == k && !(v[i] > v[idx[k - 1]]))
+			continue;
+		pos = found < k ? found++ : k - 1;
+		while (pos > 0 && v[i] > v[idx[pos - 1]]) {
+			idx[pos] = idx[pos - 1];
+			pos--;
 		}
-		idx[j] = best;
+		idx[pos] = i;
 	}
 }
 

@@ -1022,6 +1022,40 @@ static void test_relu_keeps_overflow_visible(void **state)
 	ASSERT_ERRNO(engine_forward(engine_1, &L, NULL, &b, NULL), ERANGE);
 }
 
+/*
+ * A caller's hierarchical shape must be the layer's: groups=4 x 2 on a
+ * layer built as 2 x 4 would read past its outer gate (X rows of [X][d]).
+ */
+static void test_cfg_hierarchical_shape_refused(void **state)
+{
+	enum { D = 2, X = 2, Y = 4, E = X * Y };
+	float outer[X * D] = { 1, 0, 0, 1 }, inner[X * Y * D], w1[D], w2[D];
+	float x[D] = { 0.5f, -0.25f }, y[D];
+	struct moe_expert ex[E];
+	struct moe_layer L = { .d_model = D, .d_ff = 1, .n_experts = E, .outer_w = outer,
+			       .inner_w = inner, .experts = ex };
+	struct engine_batch b = { .x = x, .n_tokens = 1, .output = y };
+	struct router_config c;
+
+	(void)state;
+	for (int i = 0; i < X * Y * D; i++)
+		inner[i] = (float)(i % 5) / 4;
+	for (int i = 0; i < D; i++)
+		w1[i] = w2[i] = 0.5f;
+	for (int e = 0; e < E; e++)
+		ex[e] = (struct moe_expert){ .ffn = { .w1 = w1, .w2 = w2, .d_ff = 1 } };
+	router_config_init(&L.router);
+	L.router.kind = ROUTER_HIERARCHICAL;
+	L.router.top_k = 4;
+	L.router.groups = X;
+	L.router.experts_per_group = Y;
+	ASSERT_OK(engine_forward(engine_1, &L, NULL, &b, NULL));
+	c = L.router;
+	c.groups = 4;
+	c.experts_per_group = 2;
+	ASSERT_ERRNO(engine_forward(engine_1, &L, &c, &b, NULL), EINVAL);
+}
+
 static int group_setup(void **state)
 {
 	struct engine_opts o;
@@ -1072,6 +1106,7 @@ int main(void)
 		cmocka_unit_test(test_cfg_gated_without_w3_refused),
 		cmocka_unit_test(test_cfg_base_sublayers_beyond_layer_refused),
 		cmocka_unit_test(test_relu_keeps_overflow_visible),
+		cmocka_unit_test(test_cfg_hierarchical_shape_refused),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -501,6 +501,18 @@ static void test_deepseek_config_json(void **state)
 	m = open_ok(dir, NULL, 0);
 	assert_int_equal(moe_model_layer(m, 1)->router.group_score, GROUP_SCORE_MAX);
 	moe_model_free(m);
+
+	/* an activation or score moed does not have is refused, not approximated */
+	f = fopen(cfg, "w");
+	assert_non_null(f);
+	fputs("{\"hidden_act\": \"gelu_pytorch_tanh\"}\n", f);
+	fclose(f);
+	open_refused(dir, NULL, 0, EINVAL, "hidden_act");
+	f = fopen(cfg, "w");
+	assert_non_null(f);
+	fputs("{\"scoring_func\": \"softplus\"}\n", f);
+	fclose(f);
+	open_refused(dir, NULL, 0, EINVAL, "scoring_func");
 	free(cfg);
 	free(file);
 	free(dir);
