@@ -29,7 +29,7 @@ int route_base(const struct moe_layer *layer, const struct router_config *cfg, c
 	gate_logits(x, T, layer->d_model, layer->centroids, NULL, E, aff);
 
 	if (cfg->base_mode == BASE_BALANCED) {
-		ret = base_assign_balanced(aff, T, E, (T + E - 1) / E, choice);
+		ret = base_assign_balanced(aff, T, E, (T + E - 1) / E, s, choice);
 		if (ret < 0)
 			return diag_set(d, ret, "base balanced assignment of %u tokens to %u "
 						"experts failed",

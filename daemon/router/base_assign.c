@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+#include "util/scratch.h"
+
 /*
  * Epsilon schedule. The first phase starts at range/8 (Bertsekas suggests a
  * fraction of the value range) and every phase divides by 8. The last phase
@@ -53,21 +55,9 @@ struct auction {
 	uint32_t *queue;   /* [n] ring of unassigned bidders, FIFO for determinism */
 };
 
-static void auction_done(struct auction *a)
-{
-	free(a->queue);
-	free(a->owner);
-	free(a->heap);
-	free(a->min_price);
-	free(a->price);
-	free(a->dummy_row);
-	free(a->value);
-	*a = (struct auction){0};
-}
-
 /* All prices 0, every heap in index order (valid for equal keys). 0 or -ENOMEM. */
 static int auction_init(struct auction *a, const float *affinity, uint32_t n_tokens,
-			uint32_t n_experts, uint32_t cap, float lo, double range)
+			uint32_t n_experts, uint32_t cap, float lo, double range, struct scratch *s)
 {
 	size_t n = (size_t)n_experts * cap;
 	size_t n_values = (size_t)n_tokens * n_experts;
@@ -79,18 +69,17 @@ static int auction_init(struct auction *a, const float *affinity, uint32_t n_tok
 		.n = (uint32_t)n,
 		.range = range,
 	};
-	a->value = malloc(sizeof(*a->value) * n_values);
-	a->dummy_row = calloc(n_experts, sizeof(*a->dummy_row));
-	a->price = calloc(n, sizeof(*a->price));
-	a->min_price = calloc(n_experts, sizeof(*a->min_price));
-	a->heap = malloc(sizeof(*a->heap) * n);
-	a->owner = malloc(sizeof(*a->owner) * n);
-	a->queue = malloc(sizeof(*a->queue) * n);
+	/* from the batch's scratch: a steady stream of batches allocates nothing */
+	a->value = scratch_alloc(s, sizeof(*a->value) * n_values);
+	a->dummy_row = scratch_calloc(s, n_experts, sizeof(*a->dummy_row));
+	a->price = scratch_calloc(s, n, sizeof(*a->price));
+	a->min_price = scratch_calloc(s, n_experts, sizeof(*a->min_price));
+	a->heap = scratch_alloc(s, sizeof(*a->heap) * n);
+	a->owner = scratch_alloc(s, sizeof(*a->owner) * n);
+	a->queue = scratch_alloc(s, sizeof(*a->queue) * n);
 	if (!a->value || !a->dummy_row || !a->price || !a->min_price || !a->heap || !a->owner ||
-	    !a->queue) {
-		auction_done(a);
+	    !a->queue)
 		return -ENOMEM;
-	}
 	/* Shifting by the minimum keeps values and prices on the same scale,
 	 * so value - price loses no more than an ulp of the range even when
 	 * the affinities sit far from 0 (1e6 + tiny differences). */
@@ -266,7 +255,7 @@ static uint32_t row_argmax(const float *row, uint32_t n_experts)
 }
 
 int base_assign_balanced(const float *affinity, uint32_t n_tokens, uint32_t n_experts,
-			 uint32_t capacity, int32_t *ret_expert)
+			 uint32_t capacity, struct scratch *s, int32_t *ret_expert)
 {
 	struct auction a;
 	uint32_t *load, cap;
@@ -298,7 +287,7 @@ int base_assign_balanced(const float *affinity, uint32_t n_tokens, uint32_t n_ex
 	/* If every token's favourite has room, that is the optimum (each
 	 * token at its own maximum); this also covers one expert and
 	 * capacities too loose to bind, without an auction. */
-	load = calloc(n_experts, sizeof(*load));
+	load = scratch_calloc(s, n_experts, sizeof(*load));
 	if (!load)
 		return -ENOMEM;
 	for (uint32_t t = 0; t < n_tokens; t++)
@@ -306,7 +295,6 @@ int base_assign_balanced(const float *affinity, uint32_t n_tokens, uint32_t n_ex
 	fits = true;
 	for (uint32_t e = 0; e < n_experts; e++)
 		fits = fits && load[e] <= capacity;
-	free(load);
 	if (fits) {
 		for (uint32_t t = 0; t < n_tokens; t++)
 			ret_expert[t] = (int32_t)row_argmax(affinity + (size_t)t * n_experts,
@@ -321,18 +309,14 @@ int base_assign_balanced(const float *affinity, uint32_t n_tokens, uint32_t n_ex
 	if ((uint64_t)cap * n_experts >= UINT32_MAX)
 		return -ENOMEM;
 
-	r = auction_init(&a, affinity, n_tokens, n_experts, cap, lo, (double)hi - (double)lo);
+	r = auction_init(&a, affinity, n_tokens, n_experts, cap, lo, (double)hi - (double)lo, s);
 	if (r < 0)
 		return r;
 	r = auction_solve(&a);
 	if (r < 0)
-		goto free_auction;
-
-	for (uint32_t s = 0; s < a.n; s++)
-		if (a.owner[s] < n_tokens)
-			ret_expert[a.owner[s]] = (int32_t)(s / cap);
-	r = 0;
-free_auction:
-	auction_done(&a);
-	return r;
+		return r;
+	for (uint32_t slot = 0; slot < a.n; slot++)
+		if (a.owner[slot] < n_tokens)
+			ret_expert[a.owner[slot]] = (int32_t)(slot / cap);
+	return 0;
 }

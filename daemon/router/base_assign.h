@@ -15,9 +15,12 @@
 
 #include <stdint.h>
 
+#include "util/scratch.h"
+
 /*
  * @affinity: row-major [n_tokens][n_experts], finite values.
  * @capacity: slots per expert; n_tokens <= capacity * n_experts.
+ * @s: where the working set comes from (the batch's scratch; freed with it).
  * On success fills ret_expert[n_tokens] and returns 0. -EINVAL for an
  * infeasible capacity or a non-finite affinity, -ENOMEM, and -EDOM if an
  * auction phase ever exceeded its proven bid bound (a defect, not an input
@@ -25,4 +28,4 @@
  * failure.
  */
 int base_assign_balanced(const float *affinity, uint32_t n_tokens, uint32_t n_experts,
-			 uint32_t capacity, int32_t *ret_expert);
+			 uint32_t capacity, struct scratch *s, int32_t *ret_expert);
