@@ -57,11 +57,6 @@ static bool cpu_has_avx2(void)
 #define SMALLM_ROWS 4
 #define SMALLM_COLS 4
 #include "matmul_small_m_body.h"
-#undef SMALLM_NAME
-#undef SMALLM_TARGET
-#undef SMALLM_LANES
-#undef SMALLM_ROWS
-#undef SMALLM_COLS
 
 #define SMALLM_NAME small_m_avx2
 #define SMALLM_TARGET __attribute__((target("avx2,fma")))
@@ -69,11 +64,6 @@ static bool cpu_has_avx2(void)
 #define SMALLM_ROWS 4
 #define SMALLM_COLS 2
 #include "matmul_small_m_body.h"
-#undef SMALLM_NAME
-#undef SMALLM_TARGET
-#undef SMALLM_LANES
-#undef SMALLM_ROWS
-#undef SMALLM_COLS
 #endif
 
 /* Baseline: SSE2 on x86-64, whatever the compiler targets elsewhere. */
@@ -83,11 +73,6 @@ static bool cpu_has_avx2(void)
 #define SMALLM_ROWS 4
 #define SMALLM_COLS 2
 #include "matmul_small_m_body.h"
-#undef SMALLM_NAME
-#undef SMALLM_TARGET
-#undef SMALLM_LANES
-#undef SMALLM_ROWS
-#undef SMALLM_COLS
 
 typedef void (*small_m_fn)(const float *x, size_t ldx, uint32_t m, uint32_t k, const float *w,
 			   size_t ldw, uint32_t n, float *y, size_t ldy);

@@ -7,6 +7,7 @@
  *   SMALLM_LANES  floats per vector (8: AVX2, 16: AVX-512)
  *   SMALLM_ROWS   weight rows per register block
  *   SMALLM_COLS   token rows per register block
+ * All five are undefined again at the end, ready for the next instantiation.
  * Registers: SMALLM_ROWS * SMALLM_COLS accumulators plus ROWS + COLS loaded
  * vectors must fit the register file (16 for AVX2: 4x2 -> 14; 32 for
  * AVX-512: 4x4 -> 24), or the accumulators spill and the kernel becomes
@@ -130,3 +131,8 @@ static SMALLM_TARGET void SMALLM_NAME(const float *x, size_t ldx, uint32_t m, ui
 #undef SMALLM_VEC
 #undef SMALLM_CAT
 #undef SMALLM_CAT2
+#undef SMALLM_NAME
+#undef SMALLM_TARGET
+#undef SMALLM_LANES
+#undef SMALLM_ROWS
+#undef SMALLM_COLS

@@ -97,15 +97,6 @@ static int load_weight(struct moe_model *m, enum tensor_role role, uint32_t laye
 	return tensor_floats(m, t, ret, d);
 }
 
-static bool has_tensor(const struct moe_model *m, enum tensor_role role, uint32_t layer,
-		       uint32_t expert, uint32_t sub)
-{
-	char name[256];
-
-	return model_tensor_name(m->layout, role, layer, expert, sub, name, sizeof(name)) == 0 &&
-	       st_set_find(m->set, name);
-}
-
 static const struct st_tensor *find_role(const struct moe_model *m, enum tensor_role role,
 					 uint32_t layer, uint32_t expert, uint32_t sub)
 {
@@ -114,6 +105,12 @@ static const struct st_tensor *find_role(const struct moe_model *m, enum tensor_
 	if (model_tensor_name(m->layout, role, layer, expert, sub, name, sizeof(name)) < 0)
 		return NULL;
 	return st_set_find(m->set, name);
+}
+
+static bool has_tensor(const struct moe_model *m, enum tensor_role role, uint32_t layer,
+		       uint32_t expert, uint32_t sub)
+{
+	return find_role(m, role, layer, expert, sub) != NULL;
 }
 
 /* The layout's conventions, then a Hugging Face config.json beside the weights. */

@@ -102,9 +102,8 @@ static void shard_clear(struct shard *s)
 }
 
 /* Add a tensor of @n seeded values (normal * scale + offset) in the model dtype. */
-static int add_random(struct shard *s, const struct synth_opts *o, uint64_t *g,
-		      const char *name, unsigned ndim, const uint64_t *shape, float scale,
-		      float offset, enum st_dtype dtype)
+static int add_random(struct shard *s, uint64_t *g, const char *name, unsigned ndim,
+		      const uint64_t *shape, float scale, float offset, enum st_dtype dtype)
 {
 	uint64_t n = 1;
 	size_t es = st_dtype_size(dtype);
@@ -131,7 +130,6 @@ static int add_random(struct shard *s, const struct synth_opts *o, uint64_t *g,
 		free(buf);
 		return r;
 	}
-	(void)o;
 	return st_writer_add(s->w, name, dtype, ndim, shape, buf);
 }
 
@@ -144,7 +142,7 @@ static int add_role(struct shard *s, const struct synth_opts *o, uint64_t *g,
 
 	if (r < 0)
 		return r;
-	return add_random(s, o, g, name, ndim, shape, scale, offset, o->dtype);
+	return add_random(s, g, name, ndim, shape, scale, offset, o->dtype);
 }
 
 static int add_layer(struct shard *s, const struct synth_opts *o, const struct router_config *c,
@@ -320,7 +318,7 @@ int synth_model_write(const struct synth_opts *o, struct diag *d)
 		for (uint32_t l = l0; l < l1 && r >= 0; l++)
 			r = add_layer(&s, o, &c, l, &g);
 		if (r >= 0 && sh + 1 == o->shards && o->tokens)
-			r = add_random(&s, o, &g, "input", 2,
+			r = add_random(&s, &g, "input", 2,
 				       (uint64_t[]){ o->tokens, o->d_model }, 1.0f, 0, ST_F32);
 		if (r >= 0)
 			r = add_metadata(&s, o);
