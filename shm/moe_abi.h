@@ -110,7 +110,15 @@ enum moe_opcode {
 #define MOE_SQE_F_ROUTE_GIVEN (1u << 0)  /* moed uses the routing in the buffers */
 #define MOE_SQE_F_ROUTE_RETURN (1u << 1) /* moed writes its routing into them */
 #define MOE_SQE_F_NO_MERGE (1u << 2)     /* never merge this batch with others */
-#define MOE_SQE_F_ALL (MOE_SQE_F_ROUTE_GIVEN | MOE_SQE_F_ROUTE_RETURN | MOE_SQE_F_NO_MERGE)
+/*
+ * moed writes int32 tokens_per_expert[max_experts] at counts_off: the tokens
+ * each expert was routed in this batch, before capacity (0 past the layer's
+ * expert count). Implies NO_MERGE: the counts are this batch's alone.
+ */
+#define MOE_SQE_F_COUNTS_RETURN (1u << 3)
+#define MOE_SQE_F_ALL                                                               \
+	(MOE_SQE_F_ROUTE_GIVEN | MOE_SQE_F_ROUTE_RETURN | MOE_SQE_F_NO_MERGE | \
+	 MOE_SQE_F_COUNTS_RETURN)
 
 struct moe_sqe {
 	uint64_t user_data; /* returned untouched in the CQE */
@@ -124,7 +132,7 @@ struct moe_sqe {
 	uint64_t out_off;   /* float y[n_tokens][d_model] in the arena */
 	uint64_t route_off;  /* int32 expert indices (with ROUTE_*), else 0 */
 	uint64_t weight_off; /* float expert weights (with ROUTE_*), else 0 */
-	uint64_t reserved;   /* must be 0 */
+	uint64_t counts_off; /* int32 counts (with COUNTS_RETURN), else 0 */
 };
 
 /* ---- completion queue entry (moed -> client) ---- */
@@ -192,7 +200,7 @@ _Static_assert(offsetof(struct moe_sqe, in_off) == 24, "sqe.in_off");
 _Static_assert(offsetof(struct moe_sqe, out_off) == 32, "sqe.out_off");
 _Static_assert(offsetof(struct moe_sqe, route_off) == 40, "sqe.route_off");
 _Static_assert(offsetof(struct moe_sqe, weight_off) == 48, "sqe.weight_off");
-_Static_assert(offsetof(struct moe_sqe, reserved) == 56, "sqe.reserved");
+_Static_assert(offsetof(struct moe_sqe, counts_off) == 56, "sqe.counts_off");
 _Static_assert(sizeof(struct moe_cqe) == 32, "cqe size");
 _Static_assert(offsetof(struct moe_cqe, status) == 8, "cqe.status");
 _Static_assert(offsetof(struct moe_cqe, flags) == 12, "cqe.flags");

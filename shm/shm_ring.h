@@ -32,8 +32,9 @@ struct shm_ring {
 
 /*
  * Set up @r over @ctl and @entries. @n_entries must be a power of two in
- * [1, 2^31]. @index is the starting index: the value ctl->head/tail had when
- * the ring was created (0 for a new ring). Returns 0 or -EINVAL.
+ * [1, 2^30] (the counts below are returned in an int). @index is the starting
+ * index: the value ctl->head/tail had when the ring was created (0 for a new
+ * ring). Touches no shared memory. Returns 0 or -EINVAL.
  */
 int shm_ring_init(struct shm_ring *r, struct moe_ring_ctl *ctl, void *entries,
 		  uint32_t n_entries, uint32_t entry_size, uint32_t index);

@@ -257,6 +257,18 @@ void synth_opts_init(struct synth_opts *o)
 				  .shards = 1, .seed = 1 };
 }
 
+void synth_opts_default_model(struct synth_opts *o)
+{
+	synth_opts_init(o);
+	o->layout = LAYOUT_MIXTRAL;
+	o->n_layers = 2;
+	o->settings[0] = "router=topk";
+	o->settings[1] = "top_k=2";
+	o->settings[2] = "activation=silu_gated";
+	o->settings[3] = "normalize=true";
+	o->n_settings = 4;
+}
+
 static int resolve_config(const struct synth_opts *o, struct router_config *c, struct diag *d)
 {
 	int r;

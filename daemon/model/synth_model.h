@@ -34,4 +34,10 @@ struct synth_opts {
 };
 
 void synth_opts_init(struct synth_opts *o);
+/*
+ * The default model moed embeds (and `moectl gen-model` writes without
+ * options): 8 experts, top-2 renormalised, SiLU-gated, d_model 256, d_ff 512,
+ * 2 layers, Mixtral names. The caller sets output (and may change tokens).
+ */
+void synth_opts_default_model(struct synth_opts *o);
 int synth_model_write(const struct synth_opts *o, struct diag *d);

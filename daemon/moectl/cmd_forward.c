@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * moectl forward: one batch through one MoE layer with the embedded engine.
+ * moectl forward: one batch through one MoE layer with the embedded engine,
+ * or, with moectl's --socket, through a running moed (cmd_forward_daemon.c).
  *
  *   moectl forward --model MODEL --input IN --output OUT [--layer L]
  *                  [--input-tensor NAME] [--threads N] [--kernel K] [router options]
+ *   moectl --socket PATH forward --input IN --output OUT [--layer L] [--model M]
  *
  * IN holds the batch as tensor `input` [T][d] (a golden case file is both a
  * MODEL and an IN). With --router given, IN also holds `given.expert_index`
@@ -21,6 +23,7 @@
 #include "model/model.h"
 #include "model/safetensors.h"
 #include "moectl.h"
+#include "forward_io.h"
 #include "util/log.h"
 #include "util/parse.h"
 
@@ -101,75 +104,10 @@ static int parse_forward_args(int argc, char **argv, struct forward_args *a)
 			return -EINVAL;
 		}
 	}
-	if (!a->model || !a->input || !a->output) {
-		log_error("--model, --input and --output are required (moectl forward --help)");
+	if (!a->input || !a->output) {
+		log_error("--input and --output are required (moectl forward --help)");
 		return -EINVAL;
 	}
-	return 0;
-}
-
-/* A [rows][cols] tensor of @set converted to float32 (or int32), malloc'd. */
-static int read_matrix(const struct st_set *set, const char *path, const char *name, bool ints,
-		       uint64_t rows, uint64_t cols, void **ret)
-{
-	const struct st_tensor *t = st_set_find(set, name);
-	struct diag d = { { 0 } };
-	void *buf;
-	int r;
-
-	if (!t)
-		return log_errno(-EINVAL, "%s: no tensor '%s'", path, name);
-	if (t->ndim != 2 || (rows && t->shape[0] != rows) || t->shape[1] != cols ||
-	    t->shape[0] == 0 || t->shape[0] > ENGINE_MAX_TOKENS)
-		return log_errno(-EINVAL, "%s: tensor '%s' must be [%s][%llu] with 1..%u rows",
-				 path, name, rows ? "T" : "tokens", (unsigned long long)cols,
-				 ENGINE_MAX_TOKENS);
-	buf = malloc(t->n_elements * 4);
-	if (!buf)
-		return log_errno(-ENOMEM, "out of memory reading '%s'", name);
-	r = ints ? st_tensor_to_i32(t, buf, &d) : st_tensor_to_f32(t, buf, &d);
-	if (r < 0) {
-		free(buf);
-		return log_errno(r, "%s: %s", path, d.msg);
-	}
-	*ret = buf;
-	return (int)t->shape[0];
-}
-
-static int write_result(const char *path, const struct moe_layer *L,
-			const struct router_config *cfg, const struct engine_batch *b, uint32_t k)
-{
-	const uint64_t T = b->n_tokens, E = L->n_experts;
-	float aux = (float)b->aux_loss, z = (float)b->z_loss;
-	struct st_writer *w = NULL;
-	struct diag d = { { 0 } };
-	char dropped[32];
-	int r;
-
-	r = st_writer_new(&w);
-	if (r < 0)
-		return log_errno(r, "cannot create a writer: %m");
-	snprintf(dropped, sizeof(dropped), "%u", b->n_dropped);
-	if ((r = st_writer_add(w, "output", ST_F32, 2, (uint64_t[]){ T, L->d_model }, b->output)) <
-		    0 ||
-	    (r = st_writer_add(w, "expert_index", ST_I32, 2, (uint64_t[]){ T, k },
-			       b->expert_index)) < 0 ||
-	    (r = st_writer_add(w, "expert_weight", ST_F32, 2, (uint64_t[]){ T, k },
-			       b->expert_weight)) < 0 ||
-	    (r = st_writer_add(w, "tokens_per_expert", ST_I32, 1, (uint64_t[]){ E },
-			       b->tokens_per_expert)) < 0 ||
-	    (r = st_writer_add(w, "aux_loss", ST_F32, 1, (uint64_t[]){ 1 }, &aux)) < 0 ||
-	    (b->has_z_loss &&
-	     (r = st_writer_add(w, "z_loss", ST_F32, 1, (uint64_t[]){ 1 }, &z)) < 0) ||
-	    (r = st_writer_set_metadata(w, "moed.router", router_kind_name(cfg->kind))) < 0 ||
-	    (r = st_writer_set_metadata(w, "moed.dropped_slots", dropped)) < 0) {
-		st_writer_free(w);
-		return log_errno(r, "cannot assemble the result: %m");
-	}
-	r = st_writer_write(w, path, &d);
-	st_writer_free(w);
-	if (r < 0)
-		return log_errno(r, "%s", d.msg);
 	return 0;
 }
 
@@ -181,7 +119,7 @@ static double now_seconds(void)
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-int cmd_forward(int argc, char **argv)
+int cmd_forward(int argc, char **argv, const char *socket_path)
 {
 	struct forward_args a;
 	struct moe_model *model = NULL;
@@ -202,6 +140,18 @@ int cmd_forward(int argc, char **argv)
 
 	if (parse_forward_args(argc, argv, &a) < 0)
 		return 2;
+	if (socket_path) {
+		if (a.n_overrides || a.threads || a.kernel != MATMUL_AUTO) {
+			log_error("router options, --threads and --kernel are the daemon's "
+				  "settings; they cannot be given with --socket");
+			return 2;
+		}
+		return forward_via_daemon(socket_path, a.input, a.input_tensor, a.output, a.layer);
+	}
+	if (!a.model) {
+		log_error("--model is required without --socket (moectl forward --help)");
+		return 2;
+	}
 	r = moe_model_open(a.model, a.override_ptrs, a.n_overrides, &model, &d);
 	if (r < 0) {
 		log_errno(r, "%s", d.msg);
@@ -220,15 +170,15 @@ int cmd_forward(int argc, char **argv)
 		log_errno(r, "%s", d.msg);
 		goto out;
 	}
-	r = read_matrix(in, a.input, a.input_tensor, false, 0, L->d_model, (void **)&x);
+	r = forward_read_matrix(in, a.input, a.input_tensor, false, 0, L->d_model, (void **)&x);
 	if (r < 0)
 		goto out;
 	b.n_tokens = (uint32_t)r;
 	b.x = x;
 	if (L->router.kind == ROUTER_GIVEN) {
-		if (read_matrix(in, a.input, "given.expert_index", true, b.n_tokens, k,
+		if (forward_read_matrix(in, a.input, "given.expert_index", true, b.n_tokens, k,
 				(void **)&given_expert) < 0 ||
-		    read_matrix(in, a.input, "given.expert_weight", false, b.n_tokens, k,
+		    forward_read_matrix(in, a.input, "given.expert_weight", false, b.n_tokens, k,
 				(void **)&given_weight) < 0)
 			goto out;
 		given.expert = given_expert;
@@ -267,7 +217,7 @@ int cmd_forward(int argc, char **argv)
 		 "%.3f ms",
 		 a.layer, router_kind_name(L->router.kind), L->n_experts, k, b.n_tokens,
 		 b.n_dropped, b.aux_loss, (now_seconds() - t0) * 1e3);
-	if (write_result(a.output, L, &L->router, &b, k) < 0)
+	if (forward_write_result(a.output, L->d_model, L->n_experts, k, router_kind_name(L->router.kind), &b) < 0)
 		goto out;
 	ret = 0;
 out:

@@ -15,11 +15,16 @@
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: moectl COMMAND [OPTIONS]\n"
+		"usage: moectl [--socket PATH] COMMAND [OPTIONS]\n"
 		"\n"
 		"commands:\n"
-		"  forward     run one batch through an MoE layer in-process\n"
+		"  status      what a running moed is doing (--json for scripts)\n"
+		"  forward     run one batch through an MoE layer: in-process, or in the\n"
+		"              moed at --socket PATH\n"
 		"  gen-model   write a synthetic MoE model (and an input batch)\n"
+		"\n"
+		"--socket PATH: moed's control socket (status: default $MOED_SOCKET, then\n"
+		"/run/moed/moed.sock).\n"
 		"\n"
 		"moectl COMMAND --help shows the options of a command.\n");
 }
@@ -59,7 +64,14 @@ int moectl_router_option(int argc, char **argv, int i, char *buf, unsigned size)
 
 int main(int argc, char **argv)
 {
+	const char *socket_path = NULL;
+
 	log_set_program("moectl");
+	if (argc >= 3 && strcmp(argv[1], "--socket") == 0) {
+		socket_path = argv[2];
+		argc -= 2;
+		argv += 2;
+	}
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
@@ -69,7 +81,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (strcmp(argv[1], "forward") == 0)
-		return cmd_forward(argc - 1, argv + 1);
+		return cmd_forward(argc - 1, argv + 1, socket_path);
+	if (strcmp(argv[1], "status") == 0)
+		return cmd_status(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "gen-model") == 0)
 		return cmd_gen_model(argc - 1, argv + 1);
 	log_error("unknown command '%s'", argv[1]);

@@ -141,6 +141,8 @@ MOE_API void moe_buf_free(struct moe_client *client, void *ptr);
 #define MOE_REQ_ROUTE_GIVEN (1u << 0)  /* use route_expert/route_weight as the routing */
 #define MOE_REQ_ROUTE_RETURN (1u << 1) /* fill route_expert/route_weight with moed's routing */
 #define MOE_REQ_NO_MERGE (1u << 2)     /* never merge with other clients' batches */
+/* fill expert_counts with the tokens routed to each expert (implies NO_MERGE) */
+#define MOE_REQ_COUNTS_RETURN (1u << 3)
 
 struct moe_request {
 	size_t size;          /* sizeof(struct moe_request): set by _init */
@@ -153,6 +155,7 @@ struct moe_request {
 	float *output;        /* arena: [n_tokens][d_model] */
 	int32_t *route_expert; /* arena: [n_tokens][route_k] (ROUTE_* only) */
 	float *route_weight;   /* arena: [n_tokens][route_k] (ROUTE_* only) */
+	int32_t *expert_counts; /* arena: [max_experts] (COUNTS_RETURN only) */
 };
 
 MOE_API void moe_request_init(struct moe_request *req);

@@ -1,0 +1,254 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config: the single table of moed's settings and the code that reads it.
+ * Adding a setting means one row here, one field in struct moed_config and
+ * one documented line in systemd/moed.conf (test_config checks the last).
+ */
+#include "config/config.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine.h"
+#include "util/parse.h"
+
+enum config_type {
+	CONFIG_PATH,
+	CONFIG_U32,
+	CONFIG_U64,
+	CONFIG_MODE,     /* octal permission bits */
+	CONFIG_DOORBELL, /* enum doorbell_mode */
+};
+
+struct config_row {
+	const char *key;
+	enum config_type type;
+	size_t offset;
+	uint64_t min, max; /* numbers */
+	const char *doc;
+};
+
+#define ROW(_key, _type, _field, _min, _max, _doc) \
+	{ _key, _type, offsetof(struct moed_config, _field), _min, _max, _doc }
+
+static const char *const doorbell_names[] = { "auto", "futex", "eventfd", NULL };
+
+static const struct config_row config_table[] = {
+	ROW("socket", CONFIG_PATH, socket, 0, 0, "control socket path"),
+	ROW("socket_mode", CONFIG_MODE, socket_mode, 0, 0777,
+	    "permission bits of the control socket (octal)"),
+	ROW("model", CONFIG_PATH, model, 0, 0,
+	    "safetensors file, index.json or folder; empty: the embedded default model"),
+	ROW("state_dir", CONFIG_PATH, state_dir, 0, 0,
+	    "where moed keeps state (the generated default model)"),
+	ROW("workers", CONFIG_U32, workers, 0, 4096, "engine workers; 0: one per allowed CPU"),
+	ROW("merge_window_us", CONFIG_U32, merge_window_us, 0, 1000000,
+	    "how long a batch waits for same-layer batches of other clients; 0: no merging"),
+	ROW("poll_us", CONFIG_U32, poll_us, 0, 1000000,
+	    "after the last work, poll the rings this long before sleeping"),
+	ROW("max_clients", CONFIG_U32, max_clients, 1, 65536, "connected clients at most"),
+	ROW("max_arena_bytes", CONFIG_U64, max_arena_bytes, 4096, 1ull << 40,
+	    "largest arena a client may ask for"),
+	ROW("max_sq_entries", CONFIG_U32, max_sq_entries, 1, 1u << 16,
+	    "largest submission ring a client may ask for (power of two)"),
+	ROW("max_tokens", CONFIG_U32, max_tokens, 1, ENGINE_MAX_TOKENS, "tokens per batch at most"),
+	ROW("max_merged_tokens", CONFIG_U32, max_merged_tokens, 1, ENGINE_MAX_TOKENS,
+	    "tokens per merged engine run at most"),
+	ROW("hello_timeout_ms", CONFIG_U32, hello_timeout_ms, 1, 600000,
+	    "a new connection that sends nothing for this long is closed"),
+	ROW("doorbell", CONFIG_DOORBELL, doorbell, 0, 0,
+	    "auto | futex (io_uring futex wait) | eventfd"),
+};
+
+#define N_ROWS (sizeof(config_table) / sizeof(config_table[0]))
+
+void moed_config_init(struct moed_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->socket, sizeof(c->socket), "/run/moed/moed.sock");
+	snprintf(c->state_dir, sizeof(c->state_dir), "/var/lib/moed");
+	c->socket_mode = 0660;
+	c->merge_window_us = 200;
+	c->poll_us = 50;
+	c->max_clients = 64;
+	c->max_arena_bytes = 1ull << 30;
+	c->max_sq_entries = 4096;
+	c->max_tokens = 65536;
+	c->max_merged_tokens = 65536;
+	c->hello_timeout_ms = 5000;
+	c->doorbell = DOORBELL_AUTO;
+}
+
+const char *moed_config_key(unsigned i)
+{
+	return i < N_ROWS ? config_table[i].key : NULL;
+}
+
+static const struct config_row *config_row_find(const char *key)
+{
+	for (size_t i = 0; i < N_ROWS; i++)
+		if (strcmp(config_table[i].key, key) == 0)
+			return &config_table[i];
+	return NULL;
+}
+
+int moed_config_set(struct moed_config *c, const char *key, const char *value, struct diag *d)
+{
+	const struct config_row *row = config_row_find(key);
+	uint8_t *field;
+	uint64_t v64;
+	uint32_t v32;
+	char *end;
+	int r;
+
+	if (!row)
+		return diag_set(d, -EINVAL, "unknown setting '%s'", key);
+	field = (uint8_t *)c + row->offset;
+	switch (row->type) {
+	case CONFIG_PATH:
+		if (strlen(value) >= CONFIG_PATH_MAX)
+			return diag_set(d, -ERANGE, "%s: path too long", key);
+		memcpy(field, value, strlen(value) + 1);
+		return 0;
+	case CONFIG_U32:
+		r = parse_u32(value, (uint32_t)row->min, (uint32_t)row->max, &v32);
+		if (r < 0)
+			return diag_set(d, r, "%s: '%s' is not an integer in [%llu, %llu]", key,
+					value, (unsigned long long)row->min,
+					(unsigned long long)row->max);
+		memcpy(field, &v32, sizeof(v32));
+		return 0;
+	case CONFIG_U64:
+		r = parse_u64(value, row->min, row->max, &v64);
+		if (r < 0)
+			return diag_set(d, r, "%s: '%s' is not an integer in [%llu, %llu]", key,
+					value, (unsigned long long)row->min,
+					(unsigned long long)row->max);
+		memcpy(field, &v64, sizeof(v64));
+		return 0;
+	case CONFIG_MODE:
+		/* digits 0-7 only: strtoull alone would take signs and spaces */
+		if (!*value || strspn(value, "01234567") != strlen(value))
+			return diag_set(d, -EINVAL, "%s: '%s' is not an octal mode", key, value);
+		errno = 0;
+		v64 = strtoull(value, &end, 8);
+		if (errno || end == value || *end || v64 > row->max)
+			return diag_set(d, -EINVAL, "%s: '%s' is not an octal mode", key, value);
+		v32 = (uint32_t)v64;
+		memcpy(field, &v32, sizeof(v32));
+		return 0;
+	case CONFIG_DOORBELL:
+		r = parse_name(value, doorbell_names);
+		if (r < 0)
+			return diag_set(d, r, "%s: '%s' is not auto, futex or eventfd", key, value);
+		*(enum doorbell_mode *)(void *)field = (enum doorbell_mode)r;
+		return 0;
+	}
+	return diag_set(d, -EINVAL, "%s: unhandled type", key);
+}
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+		*--e = '\0';
+	return s;
+}
+
+int moed_config_load(struct moed_config *c, const char *path, struct diag *d)
+{
+	char line[2 * CONFIG_PATH_MAX];
+	unsigned lineno = 0;
+	FILE *f;
+	int r = 0;
+
+	f = fopen(path, "re");
+	if (!f)
+		return diag_set(d, -errno, "%s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		char copy[sizeof(line)], *key, *value, *eq;
+
+		lineno++;
+		snprintf(copy, sizeof(copy), "%s", line);
+		if (!strchr(line, '\n') && !feof(f)) {
+			r = diag_set(d, -EINVAL, "%s:%u: line too long", path, lineno);
+			break;
+		}
+		/* a comment is a whole line: '#' inside a value (a path) is kept */
+		key = trim(line);
+		if (!*key || *key == '#')
+			continue;
+		eq = strchr(key, '=');
+		if (!eq) {
+			r = diag_set(d, -EINVAL, "%s:%u: expected 'key = value': %s", path, lineno,
+				     trim(copy));
+			break;
+		}
+		*eq = '\0';
+		value = trim(eq + 1);
+		key = trim(key);
+		r = moed_config_set(c, key, value, d);
+		if (r < 0) {
+			diag_prefix(d, r, "%s:%u: %s", path, lineno, trim(copy));
+			break;
+		}
+	}
+	if (r == 0 && ferror(f))
+		r = diag_set(d, -EIO, "%s: read error", path);
+	fclose(f);
+	return r;
+}
+
+int moed_config_validate(const struct moed_config *c, struct diag *d)
+{
+	if (!c->socket[0])
+		return diag_set(d, -EINVAL, "socket: must not be empty");
+	if (!c->model[0] && !c->state_dir[0])
+		return diag_set(d, -EINVAL, "state_dir: needed for the default model");
+	if (!c->max_sq_entries || (c->max_sq_entries & (c->max_sq_entries - 1)))
+		return diag_set(d, -EINVAL, "max_sq_entries: %u is not a power of two",
+				c->max_sq_entries);
+	if (c->max_merged_tokens < c->max_tokens)
+		return diag_set(d, -EINVAL, "max_merged_tokens (%u) < max_tokens (%u)",
+				c->max_merged_tokens, c->max_tokens);
+	return 0;
+}
+
+void moed_config_dump(const struct moed_config *c, FILE *f)
+{
+	for (size_t i = 0; i < N_ROWS; i++) {
+		const struct config_row *row = &config_table[i];
+		const uint8_t *field = (const uint8_t *)c + row->offset;
+		uint64_t v64;
+		uint32_t v32;
+
+		fprintf(f, "# %s\n%s = ", row->doc, row->key);
+		switch (row->type) {
+		case CONFIG_PATH:
+			fprintf(f, "%s\n", (const char *)field);
+			break;
+		case CONFIG_U32:
+			memcpy(&v32, field, sizeof(v32));
+			fprintf(f, "%u\n", v32);
+			break;
+		case CONFIG_U64:
+			memcpy(&v64, field, sizeof(v64));
+			fprintf(f, "%llu\n", (unsigned long long)v64);
+			break;
+		case CONFIG_MODE:
+			memcpy(&v32, field, sizeof(v32));
+			fprintf(f, "%04o\n", v32);
+			break;
+		case CONFIG_DOORBELL:
+			fprintf(f, "%s\n", doorbell_names[*(const enum doorbell_mode *)(const void *)field]);
+			break;
+		}
+	}
+}

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config: moed's settings, one table (config.c) that parses, validates,
+ * prints (`moed --dump-config`) and documents them; systemd/moed.conf lists
+ * every key, and a test checks that it does.
+ *
+ * File format: `key = value` lines; lines whose first non-blank character
+ * is `#` are comments (a `#` inside a value, such as a path, is kept); blank
+ * lines are ignored. Values lose surrounding blanks. A bad line is a fatal
+ * error that names file:line and the line.
+ * Command-line options (--model, --socket) override the file.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "util/diag.h"
+
+enum doorbell_mode {
+	DOORBELL_AUTO,    /* io_uring futex wait when the probe says yes, else eventfd */
+	DOORBELL_FUTEX,   /* require IORING_OP_FUTEX_WAIT */
+	DOORBELL_EVENTFD, /* always the eventfd fallback */
+};
+
+#define CONFIG_PATH_MAX 4096
+
+struct moed_config {
+	char socket[CONFIG_PATH_MAX];
+	char model[CONFIG_PATH_MAX];     /* empty: the embedded default model */
+	char state_dir[CONFIG_PATH_MAX]; /* where the default model is generated */
+	uint32_t socket_mode;            /* permission bits of the control socket */
+	uint32_t workers;                /* engine workers; 0: one per allowed CPU */
+	uint32_t merge_window_us;        /* 0: never merge batches of several clients */
+	uint32_t poll_us;                /* adaptive polling window after the last work */
+	uint32_t max_clients;
+	uint64_t max_arena_bytes;        /* per client */
+	uint32_t max_sq_entries;
+	uint32_t max_tokens;             /* per batch */
+	uint32_t max_merged_tokens;      /* per merged engine run */
+	uint32_t hello_timeout_ms;       /* a connection must say HELLO/STATUS by then */
+	enum doorbell_mode doorbell;
+};
+
+void moed_config_init(struct moed_config *c);
+
+/* Set one key from its string value. 0, or -EINVAL/-ERANGE with a diag. */
+int moed_config_set(struct moed_config *c, const char *key, const char *value, struct diag *d);
+
+/* Parse the file at @path into @c (on top of what it holds). 0 or -errno + diag. */
+int moed_config_load(struct moed_config *c, const char *path, struct diag *d);
+
+/* Cross-key checks (after all sources are applied). */
+int moed_config_validate(const struct moed_config *c, struct diag *d);
+
+/* Every key with its current value and its documentation, as a config file. */
+void moed_config_dump(const struct moed_config *c, FILE *f);
+
+/* The name of key @i (0, 1, ...), NULL past the last. */
+const char *moed_config_key(unsigned i);

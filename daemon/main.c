@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * moed: the daemon. Reads its settings (config file, then the command line),
+ * opens the model (the embedded default one, generated once into state_dir,
+ * when none is configured), listens on the control socket and runs the
+ * reactor until SIGTERM or SIGINT, which drain in-flight batches and exit 0.
+ *
+ *   moed [--config FILE] [--model PATH] [--socket PATH] [--set KEY=VALUE]...
+ *        [--foreground] [--dump-config]
+ *
+ * Without --foreground moed forks into the background and its first process
+ * exits once the socket listens (0) or start-up failed (1), so a script can
+ * start it and use it on the next line.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "engine/engine.h"
+#include "model/model.h"
+#include "model/synth_model.h"
+#include "reactor/reactor.h"
+#include "util/log.h"
+
+static const char *arg_config;
+static bool arg_foreground;
+static bool arg_dump_config;
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: moed [--config FILE] [--model PATH] [--socket PATH] "
+		   "[--set KEY=VALUE]... [--foreground] [--dump-config]\n");
+}
+
+static int parse_args(int argc, char **argv, struct moed_config *cfg)
+{
+	/* the command line overrides the file: collect, apply after loading it */
+	static const char *sets[256];
+	unsigned n_sets = 0;
+	struct diag d = { { 0 } };
+	int r;
+
+	for (int i = 1; i < argc; i++) {
+		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (strcmp(opt, "--help") == 0) {
+			usage(stdout);
+			exit(0);
+		} else if (strcmp(opt, "--foreground") == 0) {
+			arg_foreground = true;
+		} else if (strcmp(opt, "--dump-config") == 0) {
+			arg_dump_config = true;
+		} else if (val && strcmp(opt, "--config") == 0) {
+			arg_config = val;
+			i++;
+		} else if (val && n_sets + 1 < 256 &&
+			   (strcmp(opt, "--model") == 0 || strcmp(opt, "--socket") == 0 ||
+			    strcmp(opt, "--set") == 0)) {
+			sets[n_sets++] = opt;
+			sets[n_sets++] = val;
+			i++;
+		} else {
+			log_error("unknown option or missing value: %s", opt);
+			usage(stderr);
+			return -EINVAL;
+		}
+	}
+	if (arg_config) {
+		r = moed_config_load(cfg, arg_config, &d);
+		if (r < 0)
+			return log_errno(r, "%s", d.msg);
+	}
+	for (unsigned i = 0; i < n_sets; i += 2) {
+		char key[64];
+		const char *value = sets[i + 1];
+
+		if (strcmp(sets[i], "--set") == 0) {
+			const char *eq = strchr(value, '=');
+
+			if (!eq || (size_t)(eq - value) >= sizeof(key))
+				return log_errno(-EINVAL, "--set %s: expected KEY=VALUE", value);
+			memcpy(key, value, (size_t)(eq - value));
+			key[eq - value] = '\0';
+			value = eq + 1;
+		} else {
+			snprintf(key, sizeof(key), "%s", sets[i] + 2);
+		}
+		r = moed_config_set(cfg, key, value, &d);
+		if (r < 0)
+			return log_errno(r, "%s", d.msg);
+	}
+	r = moed_config_validate(cfg, &d);
+	if (r < 0)
+		return log_errno(r, "%s", d.msg);
+	return 0;
+}
+
+static int mkdir_parents(const char *path, mode_t mode)
+{
+	char buf[CONFIG_PATH_MAX];
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* The embedded default model, generated once into state_dir (atomically). */
+static int default_model_path(const struct moed_config *cfg, char *path, size_t size)
+{
+	char tmp[CONFIG_PATH_MAX + 128];
+	struct synth_opts o;
+	struct diag d = { { 0 } };
+	int r;
+
+	if ((size_t)snprintf(path, size, "%s/default-model.safetensors", cfg->state_dir) >= size)
+		return log_errno(-ENAMETOOLONG, "state_dir too long");
+	if (access(path, R_OK) == 0)
+		return 0;
+	r = mkdir_parents(cfg->state_dir, 0755);
+	if (r < 0)
+		return log_errno(r, "cannot create state_dir %s: %m", cfg->state_dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
+	synth_opts_default_model(&o);
+	o.output = tmp;
+	r = synth_model_write(&o, &d);
+	if (r < 0) {
+		unlink(tmp);
+		return log_errno(r, "cannot write the default model: %s", d.msg);
+	}
+	if (rename(tmp, path) < 0) {
+		r = -errno;
+		unlink(tmp);
+		return log_errno(r, "rename %s: %m", tmp);
+	}
+	log_info("wrote the default model to %s", path);
+	return 0;
+}
+
+/* Bind and listen; a stale socket file (nobody answers) is replaced. */
+static int listen_socket(const struct moed_config *cfg)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char dir[CONFIG_PATH_MAX];
+	int fd, r;
+
+	if (strlen(cfg->socket) >= sizeof(sa.sun_path))
+		return log_errno(-ENAMETOOLONG, "socket path too long: %s", cfg->socket);
+	memcpy(sa.sun_path, cfg->socket, strlen(cfg->socket) + 1);
+	snprintf(dir, sizeof(dir), "%s", cfg->socket);
+	r = mkdir_parents(dirname(dir), 0755);
+	if (r < 0)
+		return log_errno(r, "cannot create the socket's folder: %m");
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return log_errno(-errno, "socket: %m");
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		close(fd);
+		return log_errno(-EADDRINUSE, "another moed already serves %s", cfg->socket);
+	}
+	if (errno == ECONNREFUSED)
+		unlink(cfg->socket);
+	close(fd);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return log_errno(-errno, "socket: %m");
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		r = log_errno(-errno, "bind %s: %m", cfg->socket);
+		goto err;
+	}
+	if (chmod(cfg->socket, cfg->socket_mode) < 0) {
+		r = log_errno(-errno, "chmod %s: %m", cfg->socket);
+		goto err_unlink;
+	}
+	if (listen(fd, 128) < 0) {
+		r = log_errno(-errno, "listen: %m");
+		goto err_unlink;
+	}
+	return fd;
+err_unlink:
+	unlink(cfg->socket);
+err:
+	close(fd);
+	return r;
+}
+
+/*
+ * Fork into the background: the parent waits for the child's "ready" byte
+ * on a pipe (or its end: start-up failed) and exits accordingly.
+ * Returns the write end the child reports on, or -errno.
+ */
+static int daemonize(void)
+{
+	int p[2];
+	pid_t pid;
+	char c;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		close(p[1]);
+		exit(read(p[0], &c, 1) == 1 ? 0 : 1);
+	}
+	close(p[0]);
+	setsid();
+	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull >= 0) {
+		dup2(devnull, STDIN_FILENO);
+		close(devnull);
+	}
+	return p[1];
+}
+
+/*
+ * OpenBLAS's pthread build starts its own threads when the library loads,
+ * before main(), with every signal unblocked: a SIGTERM would be delivered
+ * to one of them and kill moed instead of reaching the reactor's signalfd.
+ * With OPENBLAS_NUM_THREADS=1 in the environment at load time it starts
+ * none, so moed re-executes itself once with it set (the engine runs one
+ * BLAS thread per worker of its own pool anyway).
+ */
+static void reexec_with_serial_blas(char **argv)
+{
+	const char *v = getenv("OPENBLAS_NUM_THREADS");
+
+	if (v && strcmp(v, "1") == 0)
+		return;
+	if (setenv("OPENBLAS_NUM_THREADS", "1", 1) < 0)
+		return;
+	execv("/proc/self/exe", argv);
+	log_warning("cannot re-execute with OPENBLAS_NUM_THREADS=1 (%m); stop signals may "
+		    "kill moed instead of draining it");
+}
+
+int main(int argc, char **argv)
+{
+	struct moed_config cfg;
+	struct engine_opts eo;
+	struct engine *engine = NULL;
+	struct moe_model *model = NULL;
+	struct reactor *reactor = NULL;
+	struct diag d = { { 0 } };
+	char default_path[CONFIG_PATH_MAX + 64];
+	const char *model_path, *model_name;
+	int ready_fd = -1, listen_fd = -1, r;
+	sigset_t mask;
+
+	log_set_program("moed");
+	reexec_with_serial_blas(argv);
+	moed_config_init(&cfg);
+	if (parse_args(argc, argv, &cfg) < 0)
+		return 2;
+	if (arg_dump_config) {
+		moed_config_dump(&cfg, stdout);
+		return 0;
+	}
+	if (!arg_foreground) {
+		ready_fd = daemonize();
+		if (ready_fd < 0)
+			return log_errno(ready_fd, "cannot fork: %m"), 1;
+	}
+	/* block the stop signals before any thread exists: the signalfd takes them */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (cfg.model[0]) {
+		model_path = cfg.model;
+		model_name = cfg.model;
+	} else {
+		r = default_model_path(&cfg, default_path, sizeof(default_path));
+		if (r < 0)
+			goto out;
+		model_path = default_path;
+		model_name = "default";
+	}
+	r = moe_model_open(model_path, NULL, 0, &model, &d);
+	if (r < 0) {
+		log_errno(r, "%s", d.msg);
+		goto out;
+	}
+	engine_opts_init(&eo);
+	eo.n_workers = cfg.workers;
+	r = engine_new(&eo, &engine, &d);
+	if (r < 0) {
+		log_errno(r, "%s", d.msg);
+		goto out;
+	}
+	listen_fd = listen_socket(&cfg);
+	if (listen_fd < 0) {
+		r = listen_fd;
+		goto out;
+	}
+	r = reactor_new(&cfg, listen_fd, model, model_name, engine, &reactor, &d);
+	if (r < 0) {
+		close(listen_fd);
+		unlink(cfg.socket);
+		log_errno(r, "%s", d.msg);
+		goto out;
+	}
+	log_info("serving %s (%u layers) on %s with %u workers", model_path,
+		 moe_model_n_layers(model), cfg.socket, engine_n_workers(engine));
+	if (ready_fd >= 0) {
+		if (write(ready_fd, "1", 1) != 1)
+			log_warning("cannot report readiness to the parent, ignoring");
+		close(ready_fd);
+		ready_fd = -1;
+	}
+	r = reactor_run(reactor);
+	unlink(cfg.socket);
+out:
+	reactor_free(reactor);
+	engine_free(engine);
+	moe_model_free(model);
+	if (ready_fd >= 0)
+		close(ready_fd);
+	return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * moectl status: what a running moed is doing, from its control socket.
+ *
+ *   moectl [--socket PATH] status [--json]
+ *
+ * --json prints the daemon's JSON as it came (for scripts); without it, a
+ * summary: the model, totals, the clients and each layer's expert load.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <moe.h>
+
+#include "moectl.h"
+#include "util/log.h"
+
+static json_int_t get_int(const json_t *o, const char *key)
+{
+	return json_integer_value(json_object_get(o, key));
+}
+
+static const char *get_str(const json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+
+	return s ? s : "?";
+}
+
+static void print_layers(const json_t *layers)
+{
+	size_t i, e;
+	json_t *l, *v;
+
+	json_array_foreach(layers, i, l)
+	{
+		const json_t *tpe = json_object_get(l, "tokens_per_expert");
+		json_int_t max = 0, sum = 0;
+		size_t n = json_array_size(tpe);
+
+		json_array_foreach(tpe, e, v)
+		{
+			sum += json_integer_value(v);
+			if (json_integer_value(v) > max)
+				max = json_integer_value(v);
+		}
+		printf("layer %lld: %lld batches, %lld tokens, %lld dropped; tokens per expert:",
+		       (long long)get_int(l, "layer"), (long long)get_int(l, "batches"),
+		       (long long)get_int(l, "tokens"), (long long)get_int(l, "dropped"));
+		json_array_foreach(tpe, e, v) printf(" %lld", (long long)json_integer_value(v));
+		/* max over mean: 1.0 is perfect balance */
+		if (sum && n)
+			printf(" (imbalance %.2f)", (double)max * (double)n / (double)sum);
+		printf("\n");
+	}
+}
+
+static int print_summary(const char *text)
+{
+	json_error_t err;
+	json_t *root = json_loads(text, 0, &err), *d, *m, *t, *clients, *c;
+	size_t i;
+
+	if (!root)
+		return log_errno(-EPROTO, "the daemon's status is not JSON: %s", err.text);
+	d = json_object_get(root, "daemon");
+	m = json_object_get(root, "model");
+	t = json_object_get(root, "totals");
+	printf("moed pid %lld, up %.1f s, %lld workers, doorbell %s, merge window %lld us\n",
+	       (long long)get_int(d, "pid"), json_real_value(json_object_get(d, "uptime_s")),
+	       (long long)get_int(d, "workers"), get_str(d, "doorbell"),
+	       (long long)get_int(d, "merge_window_us"));
+	printf("model %s: %lld layers, d_model %lld, up to %lld experts, %lld slots per token\n",
+	       get_str(m, "name"), (long long)get_int(m, "layers"), (long long)get_int(m, "d_model"),
+	       (long long)get_int(m, "max_experts"), (long long)get_int(m, "max_slots"));
+	printf("clients: %lld connected, %lld served, %lld refused, %lld disconnected for "
+	       "corrupt rings\n",
+	       (long long)get_int(t, "clients"), (long long)get_int(t, "clients_served"),
+	       (long long)get_int(t, "clients_refused"), (long long)get_int(t, "clients_corrupt"));
+	printf("batches: %lld (%lld failed), %lld tokens, %lld slots dropped, %lld engine runs, "
+	       "%lld batches merged\n",
+	       (long long)get_int(t, "batches"), (long long)get_int(t, "errors"),
+	       (long long)get_int(t, "tokens"), (long long)get_int(t, "dropped"),
+	       (long long)get_int(t, "engine_runs"), (long long)get_int(t, "merged_batches"));
+	clients = json_object_get(root, "clients");
+	json_array_foreach(clients, i, c)
+		printf("  client %lld %s (pid %lld): %lld batches, %lld tokens, %lld failed, "
+		       "%lld merged, %lld queued\n",
+		       (long long)get_int(c, "id"), get_str(c, "name"), (long long)get_int(c, "pid"),
+		       (long long)get_int(c, "batches"), (long long)get_int(c, "tokens"),
+		       (long long)get_int(c, "errors"), (long long)get_int(c, "merged"),
+		       (long long)get_int(c, "queued"));
+	print_layers(json_object_get(root, "layers"));
+	json_decref(root);
+	return 0;
+}
+
+int cmd_status(int argc, char **argv, const char *socket_path)
+{
+	bool json = false;
+	char *text = NULL;
+	int r;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0) {
+			json = true;
+		} else if (strcmp(argv[i], "--help") == 0) {
+			printf("usage: moectl [--socket PATH] status [--json]\n");
+			return 0;
+		} else {
+			log_error("unknown option %s (moectl status --help)", argv[i]);
+			return 2;
+		}
+	}
+	r = moe_daemon_status(socket_path, &text);
+	if (r < 0) {
+		log_error("cannot get the status of moed at %s: %s",
+			  socket_path ? socket_path : "the default socket", moe_strerror(r));
+		return 1;
+	}
+	if (json)
+		printf("%s\n", text);
+	else
+		r = print_summary(text);
+	free(text);
+	return r < 0 ? 1 : 0;
+}

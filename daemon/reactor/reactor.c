@@ -1,0 +1,533 @@
+/* SPDX-License-Identifier: MIT */
+/* reactor: the io_uring loop, adaptive polling and client lifetimes; see reactor.h. */
+#include "reactor/reactor.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "reactor/reactor_internal.h"
+#include "reactor/uring_futex.h"
+#include "router/router_config.h"
+#include "util/log.h"
+
+#define RING_ENTRIES 1024
+#define TICK_NS (100ull * 1000 * 1000) /* the timerfd: lost-wake-up sweep, expiries */
+
+uint64_t reactor_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+struct io_uring_sqe *reactor_get_sqe(struct reactor *r)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+
+	if (!sqe) {
+		/* the submission ring is full: hand what is queued to the kernel */
+		io_uring_submit(&r->ring);
+		sqe = io_uring_get_sqe(&r->ring);
+	}
+	r->needs_submit = true;
+	return sqe;
+}
+
+static void reactor_cancel(struct reactor *r, uint64_t ud)
+{
+	struct io_uring_sqe *sqe = reactor_get_sqe(r);
+
+	if (!sqe)
+		return;
+	io_uring_prep_cancel64(sqe, ud, 0);
+	io_uring_sqe_set_data64(sqe, ud_make(UD_IGNORE, 0, 0));
+}
+
+/*
+ * Whether a layer's routing of a token depends only on that token: then
+ * batches of several clients can run as one engine batch and each gets the
+ * rows it would have got alone. Capacity limits, balanced assignment and
+ * random second experts depend on the whole batch, so those never merge.
+ */
+static bool router_is_per_token(const struct router_config *c)
+{
+	if (c->capacity_factor != 0)
+		return false;
+	switch (c->kind) {
+	case ROUTER_SWITCH:
+	case ROUTER_TOPK:
+	case ROUTER_HIERARCHICAL:
+		return true;
+	case ROUTER_GSHARD:
+		return c->second_policy != SECOND_RANDOM;
+	case ROUTER_BASE:
+		return c->base_mode == BASE_GREEDY;
+	case ROUTER_GIVEN:
+		return false;
+	}
+	return false;
+}
+
+static int reactor_model_tables(struct reactor *r, const char *model_name, struct diag *d)
+{
+	uint32_t n = moe_model_n_layers(r->model);
+	struct moe_region_info *mi = &r->model_info;
+
+	r->layer_slots = calloc(n ? n : 1, sizeof(*r->layer_slots));
+	r->layer_experts = calloc(n ? n : 1, sizeof(*r->layer_experts));
+	r->layer_mergeable = calloc(n ? n : 1, sizeof(*r->layer_mergeable));
+	r->layers = calloc(n ? n : 1, sizeof(*r->layers));
+	if (!r->layer_slots || !r->layer_experts || !r->layer_mergeable || !r->layers)
+		return diag_set(d, -ENOMEM, "out of memory");
+	memset(mi, 0, sizeof(*mi));
+	for (uint32_t l = 0; l < n; l++) {
+		const struct moe_layer *L = moe_model_layer(r->model, l);
+
+		if (!L)
+			continue;
+		r->layer_slots[l] = router_config_slots(&L->router);
+		r->layer_experts[l] = L->n_experts;
+		r->layer_mergeable[l] = router_is_per_token(&L->router);
+		r->layers[l].n_experts = L->n_experts;
+		r->layers[l].tokens_per_expert = calloc(L->n_experts, sizeof(uint64_t));
+		if (!r->layers[l].tokens_per_expert)
+			return diag_set(d, -ENOMEM, "out of memory");
+		mi->d_model = L->d_model;
+		if (L->n_experts > mi->max_experts)
+			mi->max_experts = L->n_experts;
+		if (r->layer_slots[l] > mi->max_slots)
+			mi->max_slots = r->layer_slots[l];
+	}
+	if (!mi->d_model)
+		return diag_set(d, -EINVAL, "the model has no MoE layer");
+	mi->n_layers = n;
+	mi->max_tokens = r->cfg->max_tokens;
+	snprintf(mi->model_name, sizeof(mi->model_name), "%s", model_name);
+
+	r->limits = (struct sqe_limits){ .d_model = mi->d_model, .n_layers = n,
+					 .max_tokens = r->cfg->max_tokens,
+					 .max_experts = mi->max_experts,
+					 .layer_slots = r->layer_slots,
+					 .layer_experts = r->layer_experts };
+	return 0;
+}
+
+static int reactor_setup_fds(struct reactor *r, struct diag *d)
+{
+	struct itimerspec tick = { .it_interval = { 0, (long)TICK_NS },
+				   .it_value = { 0, (long)TICK_NS } };
+	sigset_t mask;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	r->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (r->signal_fd < 0)
+		return diag_set(d, -errno, "signalfd: %s", strerror(errno));
+	r->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (r->timer_fd < 0)
+		return diag_set(d, -errno, "timerfd_create: %s", strerror(errno));
+	if (timerfd_settime(r->timer_fd, 0, &tick, NULL) < 0)
+		return diag_set(d, -errno, "timerfd_settime: %s", strerror(errno));
+	return 0;
+}
+
+static int reactor_arm_read(struct reactor *r, int fd, void *buf, unsigned len, enum ud_kind k)
+{
+	struct io_uring_sqe *sqe = reactor_get_sqe(r);
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_read(sqe, fd, buf, len, 0);
+	io_uring_sqe_set_data64(sqe, ud_make(k, 0, 0));
+	return 0;
+}
+
+int reactor_new(const struct moed_config *cfg, int listen_fd, const struct moe_model *model,
+		const char *model_name, struct engine *engine, struct reactor **ret_reactor,
+		struct diag *d)
+{
+	struct reactor *r;
+	int ret;
+
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return diag_set(d, -ENOMEM, "out of memory");
+	r->cfg = cfg;
+	r->model = model;
+	r->engine = engine;
+	r->listen_fd = -1;
+	r->signal_fd = -1;
+	r->timer_fd = -1;
+	r->n_conns = cfg->max_clients < 64 ? 64 : cfg->max_clients;
+	r->clients = calloc(cfg->max_clients, sizeof(*r->clients));
+	r->conns = calloc(r->n_conns, sizeof(*r->conns));
+	if (!r->clients || !r->conns) {
+		ret = diag_set(d, -ENOMEM, "out of memory");
+		goto err;
+	}
+	for (uint32_t i = 0; i < r->n_conns; i++)
+		r->conns[i].fd = -1;
+	ret = reactor_model_tables(r, model_name, d);
+	if (ret < 0)
+		goto err;
+	ret = io_uring_queue_init(RING_ENTRIES, &r->ring, 0);
+	if (ret < 0) {
+		ret = diag_set(d, ret, "io_uring_queue_init: %s", strerror(-ret));
+		goto err;
+	}
+	r->ring_ready = true;
+	r->futex_doorbells = cfg->doorbell != DOORBELL_EVENTFD && uring_futex_probe(&r->ring);
+	if (cfg->doorbell == DOORBELL_FUTEX && !r->futex_doorbells) {
+		ret = diag_set(d, -EOPNOTSUPP, "doorbell = futex, but this kernel's io_uring has "
+					       "no IORING_OP_FUTEX_WAIT (use auto or eventfd)");
+		goto err;
+	}
+	ret = reactor_setup_fds(r, d);
+	if (ret < 0)
+		goto err;
+	r->listen_fd = listen_fd;
+	r->t_start_ns = reactor_now_ns();
+	*ret_reactor = r;
+	return 0;
+err:
+	reactor_free(r);
+	return ret;
+}
+
+struct reactor *reactor_free(struct reactor *r)
+{
+	if (!r)
+		return NULL;
+	if (r->clients)
+		for (uint32_t i = 0; i < r->cfg->max_clients; i++)
+			r->clients[i].s = session_free(r->clients[i].s);
+	if (r->conns)
+		ctl_close_all_conns(r);
+	if (r->ring_ready)
+		io_uring_queue_exit(&r->ring);
+	if (r->listen_fd >= 0)
+		close(r->listen_fd);
+	if (r->signal_fd >= 0)
+		close(r->signal_fd);
+	if (r->timer_fd >= 0)
+		close(r->timer_fd);
+	if (r->layers)
+		for (uint32_t l = 0; l < moe_model_n_layers(r->model); l++)
+			free(r->layers[l].tokens_per_expert);
+	staging_done(&r->st);
+	free(r->layers);
+	free(r->layer_slots);
+	free(r->layer_experts);
+	free(r->layer_mergeable);
+	free(r->conns);
+	free(r->clients);
+	free(r);
+	return NULL;
+}
+
+int reactor_arm_client_watches(struct reactor *r, uint32_t slot)
+{
+	struct client_slot *cs = &r->clients[slot];
+	struct io_uring_sqe *sqe;
+
+	/* hang-up of the control connection: every kernel, valgrind too */
+	sqe = reactor_get_sqe(r);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_poll_add(sqe, cs->s->sock, POLLRDHUP | POLLHUP | POLLERR | POLLIN);
+	io_uring_sqe_set_data64(sqe, ud_make(UD_HANGUP, slot, cs->gen));
+	if (cs->s->pidfd >= 0) {
+		sqe = reactor_get_sqe(r);
+		if (!sqe)
+			return -EBUSY;
+		io_uring_prep_poll_add(sqe, cs->s->pidfd, POLLIN);
+		io_uring_sqe_set_data64(sqe, ud_make(UD_PIDFD, slot, cs->gen));
+	}
+	return 0;
+}
+
+void reactor_drop_client(struct reactor *r, uint32_t slot, const char *why)
+{
+	struct client_slot *cs = &r->clients[slot];
+	struct session *s = cs->s;
+
+	if (!s)
+		return;
+	log_info("client %u (%s, pid %d) %s: %u batches discarded", s->id, s->name, (int)s->pid,
+		 why, s->pending_count);
+	/*
+	 * Its batches are only queued (the engine runs on this thread, so none is
+	 * half-done): discarding them is all the cancelling needed. The waits in
+	 * io_uring are cancelled, and the generation bump makes any completion
+	 * still on its way look stale.
+	 */
+	reactor_cancel(r, ud_make(UD_DOORBELL, slot, cs->gen));
+	reactor_cancel(r, ud_make(UD_HANGUP, slot, cs->gen));
+	reactor_cancel(r, ud_make(UD_PIDFD, slot, cs->gen));
+	cs->gen++;
+	cs->s = session_free(s);
+	r->n_clients--;
+}
+
+static void reactor_arm_doorbell(struct reactor *r, uint32_t slot, uint32_t futex_val)
+{
+	struct client_slot *cs = &r->clients[slot];
+	struct io_uring_sqe *sqe;
+
+	if (cs->s->doorbell_armed)
+		return;
+	sqe = reactor_get_sqe(r);
+	if (!sqe)
+		return; /* the tick sweeps this client's ring instead */
+	if (cs->s->eventfd >= 0)
+		io_uring_prep_poll_add(sqe, cs->s->eventfd, POLLIN);
+	else
+		uring_prep_futex_wait(sqe, &cs->s->region.sq_ctl->futex, futex_val);
+	io_uring_sqe_set_data64(sqe, ud_make(UD_DOORBELL, slot, cs->gen));
+	cs->s->doorbell_armed = true;
+}
+
+static void reactor_on_signal(struct reactor *r, int res)
+{
+	struct signalfd_siginfo si;
+
+	if (res == (int)sizeof(si)) {
+		memcpy(&si, r->signal_buf, sizeof(si));
+		if (si.ssi_signo == SIGHUP) {
+			log_info("SIGHUP: nothing to reload in this version, ignoring");
+		} else if (!r->stopping) {
+			r->stopping = true;
+			r->stop_signal = (int)si.ssi_signo;
+			log_info("%s: draining %s", strsignal((int)si.ssi_signo),
+				 "in-flight batches, then exiting");
+		}
+	}
+	if (reactor_arm_read(r, r->signal_fd, r->signal_buf, sizeof(struct signalfd_siginfo),
+			     UD_SIGNAL) < 0)
+		log_error("cannot re-arm the signalfd, ignoring");
+}
+
+static void reactor_on_client_event(struct reactor *r, enum ud_kind kind, uint32_t slot,
+				    uint32_t gen, int res)
+{
+	struct client_slot *cs;
+
+	if (slot >= r->cfg->max_clients)
+		return;
+	cs = &r->clients[slot];
+	if (!cs->s || (cs->gen & 0xffffffu) != gen)
+		return; /* the client this was armed for is gone */
+	switch (kind) {
+	case UD_DOORBELL:
+		cs->s->doorbell_armed = false;
+		if (cs->s->eventfd >= 0) {
+			uint64_t v;
+
+			/* drain the counter so the next poll waits for a new write */
+			if (read(cs->s->eventfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				log_warning("client %u: eventfd read: %m, ignoring", cs->s->id);
+		}
+		break;
+	case UD_HANGUP:
+		if (res == -ECANCELED)
+			break;
+		reactor_drop_client(r, slot, "hung up");
+		break;
+	case UD_PIDFD:
+		if (res == -ECANCELED)
+			break;
+		reactor_drop_client(r, slot, "exited");
+		break;
+	default:
+		break;
+	}
+}
+
+static void reactor_handle_cqe(struct reactor *r, const struct io_uring_cqe *cqe)
+{
+	uint64_t ud = cqe->user_data;
+
+	switch (ud_kind(ud)) {
+	case UD_IGNORE:
+		break;
+	case UD_ACCEPT:
+		ctl_on_accept(r, cqe->res);
+		break;
+	case UD_SIGNAL:
+		reactor_on_signal(r, cqe->res);
+		break;
+	case UD_TIMER:
+		ctl_expire_conns(r, reactor_now_ns());
+		if (reactor_arm_read(r, r->timer_fd, &r->timer_buf, sizeof(r->timer_buf),
+				     UD_TIMER) < 0)
+			log_error("cannot re-arm the timerfd, ignoring");
+		break;
+	case UD_CONN_RECV:
+		ctl_on_recv(r, ud_slot(ud), ud_gen(ud), cqe->res);
+		break;
+	case UD_DOORBELL:
+	case UD_HANGUP:
+	case UD_PIDFD:
+		reactor_on_client_event(r, ud_kind(ud), ud_slot(ud), ud_gen(ud), cqe->res);
+		break;
+	}
+}
+
+/* Handle every completion already in the CQ ring: no syscall. */
+static unsigned reactor_handle_ready(struct reactor *r)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	io_uring_for_each_cqe(&r->ring, head, cqe)
+	{
+		reactor_handle_cqe(r, cqe);
+		n++;
+	}
+	io_uring_cq_advance(&r->ring, n);
+	return n;
+}
+
+/* Consume every client's SQ; returns how many SQEs were taken. */
+static int reactor_sweep(struct reactor *r, uint64_t now_ns)
+{
+	int total = 0;
+
+	for (uint32_t i = 0; i < r->cfg->max_clients && !r->stopping; i++) {
+		struct session *s = r->clients[i].s;
+		int n;
+
+		if (!s)
+			continue;
+		n = session_consume(s, &r->limits, now_ns);
+		if (n < 0) {
+			r->totals.clients_dropped_corrupt++;
+			reactor_drop_client(r, i, "corrupted its rings, disconnected");
+			continue;
+		}
+		total += n;
+	}
+	return total;
+}
+
+static void reactor_flush_all(struct reactor *r)
+{
+	for (uint32_t i = 0; i < r->cfg->max_clients; i++)
+		if (r->clients[i].s)
+			session_flush(r->clients[i].s);
+}
+
+static bool reactor_has_pending(const struct reactor *r)
+{
+	for (uint32_t i = 0; i < r->cfg->max_clients; i++)
+		if (r->clients[i].s && r->clients[i].s->pending_count)
+			return true;
+	return false;
+}
+
+/*
+ * Tell every client we are about to sleep and arm its doorbell. False when a
+ * client pushed work in the meantime (then do not sleep).
+ */
+static bool reactor_prepare_sleep(struct reactor *r)
+{
+	bool sleep_ok = true;
+
+	for (uint32_t i = 0; i < r->cfg->max_clients; i++) {
+		struct session *s = r->clients[i].s;
+		uint32_t v;
+
+		if (!s)
+			continue;
+		if (!session_prepare_sleep(s, &v)) {
+			sleep_ok = false;
+			continue;
+		}
+		reactor_arm_doorbell(r, i, v);
+	}
+	return sleep_ok;
+}
+
+static void reactor_clear_sleep(struct reactor *r)
+{
+	for (uint32_t i = 0; i < r->cfg->max_clients; i++)
+		if (r->clients[i].s)
+			session_clear_sleep(r->clients[i].s);
+}
+
+static int reactor_wait(struct reactor *r, uint64_t wait_ns)
+{
+	struct __kernel_timespec ts = { .tv_sec = (long long)(wait_ns / 1000000000ull),
+					.tv_nsec = (long long)(wait_ns % 1000000000ull) };
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, wait_ns ? &ts : NULL, NULL);
+	r->needs_submit = false;
+	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
+		return ret;
+	return 0;
+}
+
+int reactor_run(struct reactor *r)
+{
+	uint64_t poll_ns = (uint64_t)r->cfg->poll_us * 1000;
+	int ret;
+
+	ret = ctl_arm_accept(r);
+	if (ret < 0)
+		return log_errno(ret, "cannot arm accept: %m");
+	if (reactor_arm_read(r, r->signal_fd, r->signal_buf, sizeof(struct signalfd_siginfo),
+			     UD_SIGNAL) < 0 ||
+	    reactor_arm_read(r, r->timer_fd, &r->timer_buf, sizeof(r->timer_buf), UD_TIMER) < 0)
+		return log_errno(-EBUSY, "cannot arm the signalfd and timerfd");
+	log_info("doorbells: %s", r->futex_doorbells ? "io_uring futex wait"
+						     : "eventfd polled by io_uring");
+
+	for (;;) {
+		uint64_t now = reactor_now_ns(), wait_ns = 0;
+		int worked;
+
+		worked = reactor_sweep(r, now);
+		worked += batches_run_ready(r, now, r->stopping, &wait_ns);
+		reactor_flush_all(r);
+		if (r->stopping && !reactor_has_pending(r))
+			break;
+		if (r->needs_submit) {
+			io_uring_submit(&r->ring);
+			r->needs_submit = false;
+		}
+		if (reactor_handle_ready(r))
+			continue;
+		now = reactor_now_ns();
+		if (worked) {
+			r->last_work_ns = now;
+			continue;
+		}
+		/* adaptive polling: right after work, more is likely to follow */
+		if (now - r->last_work_ns < poll_ns || (wait_ns && wait_ns < poll_ns))
+			continue;
+		if (!reactor_prepare_sleep(r)) {
+			reactor_clear_sleep(r);
+			continue;
+		}
+		ret = reactor_wait(r, wait_ns);
+		reactor_clear_sleep(r);
+		if (ret < 0)
+			return log_errno(ret, "io_uring wait: %m");
+		reactor_handle_ready(r);
+	}
+	log_info("drained; %llu batches, %llu tokens served", (unsigned long long)r->totals.batches,
+		 (unsigned long long)r->totals.tokens);
+	return 0;
+}

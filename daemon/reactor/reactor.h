@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * reactor: moed's one I/O thread. A single io_uring carries every wait: the
+ * control socket's accepts, each new connection's first message, each
+ * client's doorbell (an IORING_OP_FUTEX_WAIT on its SQ futex word, or a poll
+ * on its eventfd), each client's pidfd and socket hang-up, a timerfd tick and
+ * a signalfd. Batches run on the engine from this thread; the engine's pool
+ * does the arithmetic.
+ *
+ * The loop, in one picture:
+ *
+ *   for (;;) {
+ *       consume every client's SQ (validate, queue)      <- no syscalls
+ *       run what is ready (merging same-layer batches)    <- engine
+ *       publish CQEs, wake clients that sleep             <- futex_wake only if asked
+ *       handle io_uring completions that are ready        <- no syscall (peek)
+ *       if there was work within poll_us: loop again      <- adaptive polling
+ *       set NEED_WAKEUP on every SQ, re-check, arm doorbells, sleep in io_uring
+ *   }
+ *
+ * SIGTERM and SIGINT stop accepting, run the batches already consumed,
+ * publish their completions and return 0.
+ */
+#pragma once
+
+#include <stdint.h>
+
+#include "config/config.h"
+#include "engine/engine.h"
+#include "model/model.h"
+#include "util/diag.h"
+
+struct reactor;
+
+/*
+ * Set up the reactor over the listening socket @listen_fd (taken over),
+ * serving @model on @engine (both borrowed for the reactor's lifetime).
+ * @model_name is published to clients. SIGTERM/SIGINT/SIGHUP must already
+ * be blocked in every thread (moed blocks them before the engine starts).
+ */
+int reactor_new(const struct moed_config *cfg, int listen_fd, const struct moe_model *model,
+		const char *model_name, struct engine *engine, struct reactor **ret_reactor,
+		struct diag *d);
+
+/* Run until a stop signal; 0 after a clean drain, or -errno. */
+int reactor_run(struct reactor *r);
+
+struct reactor *reactor_free(struct reactor *r);

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/* hello: strict parsing of HELLO and STATUS requests; see hello.h. */
+#include "session/hello.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "moe_abi.h"
+
+static int reject(int r, const char **ret_why, const char *why)
+{
+	if (ret_why)
+		*ret_why = why;
+	return r;
+}
+
+static int is_pow2(uint32_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+static int hello_check(const struct moe_hello *h, const struct hello_limits *lim,
+		       const char **ret_why)
+{
+	if (h->abi_major != MOE_ABI_MAJOR)
+		return reject(-EPROTONOSUPPORT, ret_why, "ABI major version differs");
+	if (h->flags)
+		return reject(-EINVAL, ret_why, "unknown HELLO flags");
+	if (!is_pow2(h->sq_entries) || !is_pow2(h->cq_entries))
+		return reject(-EINVAL, ret_why, "ring sizes must be powers of two");
+	if (h->cq_entries < h->sq_entries)
+		return reject(-EINVAL, ret_why, "cq_entries below sq_entries");
+	if (h->arena_size == 0)
+		return reject(-EINVAL, ret_why, "empty arena");
+	if (h->sq_entries > lim->max_sq_entries || h->cq_entries > 2ull * lim->max_sq_entries)
+		return reject(-E2BIG, ret_why, "rings larger than the daemon allows");
+	if (h->arena_size > lim->max_arena_bytes)
+		return reject(-E2BIG, ret_why, "arena larger than the daemon allows");
+	return 0;
+}
+
+int ctl_request_parse(const void *buf, size_t len, const struct hello_limits *lim,
+		      struct ctl_request *ret, const char **ret_why)
+{
+	struct moe_msg_header hdr;
+	struct ctl_request req;
+	int r;
+
+	if (len < sizeof(hdr))
+		return reject(-EPROTO, ret_why, "message shorter than its header");
+	memcpy(&hdr, buf, sizeof(hdr));
+	if (hdr.magic != MOE_PROTO_MAGIC)
+		return reject(-EPROTO, ret_why, "bad magic");
+	if (hdr.size != len)
+		return reject(-EPROTO, ret_why, "size field differs from the message length");
+	memset(&req, 0, sizeof(req));
+	switch (hdr.type) {
+	case MOE_MSG_HELLO:
+		if (len != sizeof(struct moe_hello))
+			return reject(-EPROTO, ret_why, "HELLO of the wrong size");
+		memcpy(&req.hello, buf, sizeof(req.hello));
+		r = hello_check(&req.hello, lim, ret_why);
+		if (r < 0)
+			return r;
+		req.hello.name[MOE_CLIENT_NAME_MAX - 1] = '\0';
+		req.kind = CTL_REQUEST_HELLO;
+		break;
+	case MOE_MSG_STATUS: {
+		struct moe_status_request s;
+
+		if (len != sizeof(s))
+			return reject(-EPROTO, ret_why, "STATUS of the wrong size");
+		memcpy(&s, buf, sizeof(s));
+		if (s.flags || s.reserved)
+			return reject(-EINVAL, ret_why, "unknown STATUS flags");
+		req.kind = CTL_REQUEST_STATUS;
+		break;
+	}
+	default:
+		return reject(-EPROTO, ret_why, "not a request type");
+	}
+	*ret = req;
+	return 0;
+}

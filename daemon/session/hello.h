@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hello: parsing of the first message on a control connection (moe_proto.h).
+ * Pure, so the fuzzer (fuzz_hello) drives it with arbitrary bytes.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moe_proto.h"
+
+struct hello_limits {
+	uint32_t max_sq_entries;
+	uint64_t max_arena_bytes;
+};
+
+enum ctl_request_kind {
+	CTL_REQUEST_HELLO,
+	CTL_REQUEST_STATUS,
+};
+
+struct ctl_request {
+	enum ctl_request_kind kind;
+	struct moe_hello hello; /* CTL_REQUEST_HELLO: checked, name NUL-terminated */
+};
+
+/*
+ * Parse the @len bytes at @buf. 0 with @ret filled; -EPROTO (not a moed
+ * message: magic, type, size), -EPROTONOSUPPORT (ABI major differs),
+ * -EINVAL (flags, ring sizes not powers of two, cq < sq), -E2BIG (beyond
+ * @lim). @ret_why (static string) says which check failed.
+ */
+int ctl_request_parse(const void *buf, size_t len, const struct hello_limits *lim,
+		      struct ctl_request *ret, const char **ret_why);

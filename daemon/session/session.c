@@ -1,0 +1,249 @@
+/* SPDX-License-Identifier: MIT */
+/* session: one client's region, rings, pending batches and flow control. */
+#include "session/session.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "shm_atomic.h"
+
+/* pidfd_open(2): glibc 2.36 has no wrapper in every configuration, so call it. */
+static int session_pidfd_open(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+	return fd < 0 ? -errno : fd;
+#else
+	(void)pid;
+	return -ENOSYS;
+#endif
+}
+
+int session_new(const struct session_params *p, struct session **ret_session)
+{
+	struct moe_region_info info = *p->model_info;
+	struct session *s;
+	int r;
+
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->sock = -1;
+	s->pidfd = -1;
+	s->eventfd = -1;
+	s->region.info_fd = -1;
+	s->region.ring_fd = -1;
+
+	r = shm_region_layout(p->hello->sq_entries, p->hello->cq_entries, p->hello->arena_size,
+			      &info);
+	if (r < 0)
+		goto err_free;
+	info.client_id = p->id;
+	info.flags = p->eventfd_doorbell ? MOE_REGION_F_EVENTFD_DOORBELL : 0;
+	r = shm_region_create(&info, &s->region);
+	if (r < 0)
+		goto err_free;
+	r = shm_ring_init(&s->sq, s->region.sq_ctl, s->region.sqes, info.sq_entries,
+			  sizeof(struct moe_sqe), 0);
+	if (r < 0)
+		goto err_region;
+	r = shm_ring_init(&s->cq, s->region.cq_ctl, s->region.cqes, info.cq_entries,
+			  sizeof(struct moe_cqe), 0);
+	if (r < 0)
+		goto err_region;
+	s->pending = calloc(info.cq_entries, sizeof(*s->pending));
+	if (!s->pending) {
+		r = -ENOMEM;
+		goto err_region;
+	}
+	if (p->eventfd_doorbell) {
+		s->eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (s->eventfd < 0) {
+			r = -errno;
+			goto err_pending;
+		}
+	}
+	/* a missing pidfd is fine: the socket's hang-up still tells us */
+	r = session_pidfd_open(p->pid);
+	s->pidfd = r >= 0 ? r : -1;
+
+	s->id = p->id;
+	s->pid = p->pid;
+	s->uid = p->uid;
+	memcpy(s->name, p->hello->name, sizeof(s->name));
+	s->name[sizeof(s->name) - 1] = '\0';
+	s->sock = p->sock;
+	*ret_session = s;
+	return 0;
+
+err_pending:
+	free(s->pending);
+err_region:
+	shm_region_done(&s->region);
+err_free:
+	free(s);
+	return r;
+}
+
+struct session *session_free(struct session *s)
+{
+	if (!s)
+		return NULL;
+	shm_region_done(&s->region);
+	if (s->eventfd >= 0)
+		close(s->eventfd);
+	if (s->pidfd >= 0)
+		close(s->pidfd);
+	if (s->sock >= 0)
+		close(s->sock);
+	free(s->pending);
+	free(s);
+	return NULL;
+}
+
+unsigned session_reply_fds(const struct session *s, int fds[3])
+{
+	unsigned n = 0;
+
+	fds[n++] = s->region.info_fd;
+	fds[n++] = s->region.ring_fd;
+	if (s->eventfd >= 0)
+		fds[n++] = s->eventfd;
+	return n;
+}
+
+void session_drop_info_fd(struct session *s)
+{
+	/* the daemon never reads the info page back: its private copy is in region.info */
+	if (s->region.info_fd >= 0) {
+		close(s->region.info_fd);
+		s->region.info_fd = -1;
+	}
+}
+
+/* CQ slots that neither hold an unreaped CQE nor are promised to a batch. */
+static int session_cq_budget(struct session *s)
+{
+	int free_slots = shm_ring_free_slots(&s->cq);
+	uint32_t taken = s->cq_reserved + s->cq_unpublished;
+
+	if (free_slots < 0)
+		return free_slots;
+	/* a client that moves its head backwards only shrinks its own budget */
+	return (uint32_t)free_slots > taken ? (int)((uint32_t)free_slots - taken) : 0;
+}
+
+static void session_complete_at_once(struct session *s, const struct moe_sqe *sqe, int status)
+{
+	struct moe_cqe cqe = { .user_data = sqe->user_data, .status = status };
+
+	session_complete(s, &cqe, false);
+	if (status < 0)
+		s->stats.errors++;
+}
+
+int session_consume(struct session *s, const struct sqe_limits *lim, uint64_t now_ns)
+{
+	int consumed = 0;
+
+	for (;;) {
+		int avail = shm_ring_peek(&s->sq);
+		int budget = session_cq_budget(s);
+		uint32_t n;
+
+		if (avail < 0 || budget < 0) {
+			s->corrupt = true;
+			return -EPROTO;
+		}
+		if (avail == 0)
+			break;
+		n = (uint32_t)(avail < budget ? avail : budget);
+		if (n == 0) {
+			/*
+			 * CQ full: ask the client to ring once it reaps, then look
+			 * again in case it reaped between our check and the flag
+			 * (the same Dekker handshake as NEED_WAKEUP; the client's
+			 * head store and flags load are seq_cst, see moe_abi.h).
+			 */
+			fetch_or_seq_cst(&s->region.cq_ctl->flags, MOE_RING_PRODUCER_WAITING);
+			budget = session_cq_budget(s);
+			if (budget <= 0)
+				break;
+			continue;
+		}
+		for (uint32_t i = 0; i < n; i++) {
+			struct moe_sqe sqe;
+			int r;
+
+			shm_ring_copy_out(&s->sq, i, &sqe);
+			r = sqe_validate(&sqe, lim, NULL);
+			if (r < 0 || sqe.opcode == MOE_OP_NOP) {
+				session_complete_at_once(s, &sqe, r);
+				continue;
+			}
+			struct pending_batch *pb =
+				&s->pending[(s->pending_head + s->pending_count) %
+					    s->cq.n_entries];
+			pb->sqe = sqe;
+			pb->t_consumed_ns = now_ns;
+			s->pending_count++;
+			s->cq_reserved++;
+		}
+		shm_ring_consume_release(&s->sq, n);
+		consumed += (int)n;
+	}
+	return consumed;
+}
+
+struct pending_batch *session_pending_peek(struct session *s)
+{
+	return s->pending_count ? &s->pending[s->pending_head] : NULL;
+}
+
+void session_pending_pop(struct session *s)
+{
+	s->pending_head = (s->pending_head + 1) % s->cq.n_entries;
+	s->pending_count--;
+}
+
+void session_complete(struct session *s, const struct moe_cqe *cqe, bool was_pending)
+{
+	memcpy(shm_ring_slot(&s->cq, s->cq_unpublished), cqe, sizeof(*cqe));
+	s->cq_unpublished++;
+	if (was_pending)
+		s->cq_reserved--;
+}
+
+void session_flush(struct session *s)
+{
+	if (!s->cq_unpublished)
+		return;
+	if (shm_ring_publish(&s->cq, s->cq_unpublished))
+		shm_ring_wake_consumer(&s->cq);
+	s->cq_unpublished = 0;
+}
+
+bool session_prepare_sleep(struct session *s, uint32_t *ret_futex_val)
+{
+	return shm_ring_prepare_sleep(&s->sq, ret_futex_val);
+}
+
+void session_clear_sleep(struct session *s)
+{
+	shm_ring_clear_sleep(&s->sq);
+}
+
+bool session_log_allowed(struct session *s, uint64_t now_ns)
+{
+	/* at most 5 lines per client per 10 s: a hostile client cannot flood the journal */
+	if (now_ns - s->log_window_ns > 10ull * 1000000000ull) {
+		s->log_window_ns = now_ns;
+		s->log_in_window = 0;
+	}
+	return s->log_in_window++ < 5;
+}

@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libFuzzer target for ctl_request_parse(): any bytes a process connecting
+ * to moed's socket might send as its first message. An accepted HELLO must
+ * hold everything moed then relies on when it sizes a region from it.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe_abi.h"
+#include "session/hello.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	const struct hello_limits lim = { .max_sq_entries = 4096, .max_arena_bytes = 1ull << 30 };
+	struct ctl_request req;
+	const char *why = NULL;
+
+	if (ctl_request_parse(data, size, &lim, &req, &why) < 0) {
+		if (!why)
+			abort();
+		return 0;
+	}
+	if (req.kind == CTL_REQUEST_STATUS)
+		return size == sizeof(struct moe_status_request) ? 0 : (abort(), 0);
+	const struct moe_hello *h = &req.hello;
+	if (size != sizeof(*h) || h->abi_major != MOE_ABI_MAJOR)
+		abort();
+	if (!h->sq_entries || (h->sq_entries & (h->sq_entries - 1)) ||
+	    h->sq_entries > lim.max_sq_entries || h->cq_entries < h->sq_entries ||
+	    (h->cq_entries & (h->cq_entries - 1)) || !h->arena_size ||
+	    h->arena_size > lim.max_arena_bytes)
+		abort();
+	if (!memchr(h->name, '\0', sizeof(h->name)))
+		abort();
+	return 0;
+}
