@@ -2,23 +2,38 @@
 # SPDX-License-Identifier: MIT
 #
 # Set up and run moed's main job on a fresh Debian 12 machine: install the
-# packages, build, write the default model (8 experts, top-2, SiLU-gated,
-# Mixtral names, with an input batch) and run a batch through each of its MoE
-# layers with the embedded engine (moectl forward), printing what happened.
-# Later issues put the daemon and a client workload behind this same command.
+# packages, build, start moed on its embedded default model (8 experts,
+# top-2, SiLU-gated, Mixtral names: generated into its state folder on the
+# first start), drive a client workload through libmoe (moectl workload:
+# batches through every layer, a progress line on a terminal), print
+# `moectl status`, and stop moed cleanly (SIGTERM drains it; exit 0).
 set -euo pipefail
 cd "$(dirname "$0")"
 .ci/install-deps.sh
 cmake -S . -B build >/dev/null
 cmake --build build -j "$(nproc)"
+moed=build/daemon/moed
 moectl=build/daemon/moectl
-state=build/state
+state=$PWD/build/state
+socket=$state/moed.sock
 mkdir -p "$state"
-[ -f "$state/default-model.safetensors" ] ||
-	"$moectl" gen-model --output "$state/default-model.safetensors" --tokens 64
-for layer in 0 1; do
-	"$moectl" forward --model "$state/default-model.safetensors" \
-		--input "$state/default-model.safetensors" \
-		--output "$state/result-layer$layer.safetensors" --layer "$layer"
+
+"$moed" --foreground --socket "$socket" --set state_dir="$state" 2>"$state/moed.log" &
+moed_pid=$!
+trap 'kill "$moed_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+	"$moectl" --socket "$socket" status --json >/dev/null 2>&1 && break
+	kill -0 "$moed_pid" 2>/dev/null || { cat "$state/moed.log"; exit 1; }
+	sleep 0.2
 done
-echo "results in $state/result-layer{0,1}.safetensors"
+echo "== moed (pid $moed_pid) serves $socket (log: $state/moed.log)"
+"$moectl" --socket "$socket" workload --batches 400 --tokens 32
+echo "== moectl status"
+"$moectl" --socket "$socket" status
+kill -TERM "$moed_pid"
+status=0
+wait "$moed_pid" || status=$?
+trap - EXIT
+echo "== moed stopped (exit $status)"
+tail -n 3 "$state/moed.log"
+exit "$status"

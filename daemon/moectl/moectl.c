@@ -19,11 +19,12 @@ static void usage(FILE *out)
 		"\n"
 		"commands:\n"
 		"  status      what a running moed is doing (--json for scripts)\n"
+		"  workload    drive a running moed with batches through every layer\n"
 		"  forward     run one batch through an MoE layer: in-process, or in the\n"
 		"              moed at --socket PATH\n"
 		"  gen-model   write a synthetic MoE model (and an input batch)\n"
 		"\n"
-		"--socket PATH: moed's control socket (status: default $MOED_SOCKET, then\n"
+		"--socket PATH: moed's control socket (status, workload: default $MOED_SOCKET, then\n"
 		"/run/moed/moed.sock).\n"
 		"\n"
 		"moectl COMMAND --help shows the options of a command.\n");
@@ -84,6 +85,8 @@ int main(int argc, char **argv)
 		return cmd_forward(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "status") == 0)
 		return cmd_status(argc - 1, argv + 1, socket_path);
+	if (strcmp(argv[1], "workload") == 0)
+		return cmd_workload(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "gen-model") == 0)
 		return cmd_gen_model(argc - 1, argv + 1);
 	log_error("unknown command '%s'", argv[1]);

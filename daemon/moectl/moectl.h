@@ -7,6 +7,7 @@
 /* @socket_path: NULL runs the engine in-process, else the batch goes to that moed. */
 int cmd_forward(int argc, char **argv, const char *socket_path);
 int cmd_status(int argc, char **argv, const char *socket_path);
+int cmd_workload(int argc, char **argv, const char *socket_path);
 int forward_via_daemon(const char *socket_path, const char *input, const char *input_tensor,
 		       const char *output, uint32_t layer);
 int cmd_gen_model(int argc, char **argv);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "shm_atomic.h"
+#include "util/log.h"
 
 /* pidfd_open(2): glibc 2.36 has no wrapper in every configuration, so call it. */
 static int session_pidfd_open(pid_t pid)
@@ -147,9 +148,12 @@ static void session_complete_at_once(struct session *s, const struct moe_sqe *sq
 		s->stats.errors++;
 }
 
-int session_consume(struct session *s, const struct sqe_limits *lim, uint64_t now_ns)
+int session_consume(struct session *s, const struct sqe_limits *model_lim, uint64_t now_ns)
 {
+	struct sqe_limits lim = *model_lim;
 	int consumed = 0;
+
+	lim.arena_size = s->region.info.arena_size; /* the private copy, never the shared page */
 
 	for (;;) {
 		int avail = shm_ring_peek(&s->sq);
@@ -169,6 +173,9 @@ int session_consume(struct session *s, const struct sqe_limits *lim, uint64_t no
 			 * again in case it reaped between our check and the flag
 			 * (the same Dekker handshake as NEED_WAKEUP; the client's
 			 * head store and flags load are seq_cst, see moe_abi.h).
+			 * Our re-read of the head is an acquire load after a
+			 * seq_cst RMW, which x86 and ARMv8 order; were it ever
+			 * missed, the reactor's 100 ms sweep consumes anyway.
 			 */
 			fetch_or_seq_cst(&s->region.cq_ctl->flags, MOE_RING_PRODUCER_WAITING);
 			budget = session_cq_budget(s);
@@ -178,10 +185,14 @@ int session_consume(struct session *s, const struct sqe_limits *lim, uint64_t no
 		}
 		for (uint32_t i = 0; i < n; i++) {
 			struct moe_sqe sqe;
+			const char *why = "";
 			int r;
 
 			shm_ring_copy_out(&s->sq, i, &sqe);
-			r = sqe_validate(&sqe, lim, NULL);
+			r = sqe_validate(&sqe, &lim, &why);
+			if (r < 0 && session_log_allowed(s, now_ns))
+				log_info("client %u: bad SQE (user_data %llu): %s", s->id,
+					 (unsigned long long)sqe.user_data, why);
 			if (r < 0 || sqe.opcode == MOE_OP_NOP) {
 				session_complete_at_once(s, &sqe, r);
 				continue;

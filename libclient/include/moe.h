@@ -96,7 +96,7 @@ struct moe_client_opts {
 MOE_API void moe_client_opts_init(struct moe_client_opts *opts);
 
 /*
- * Connect to moed and map the region it hands out.
+ * Connect to moed and map the region it hands out (@opts NULL: the defaults).
  * -ENOENT/-ECONNREFUSED: no daemon at the socket; -EPROTONOSUPPORT: ABI
  * mismatch; -E2BIG: sizes beyond the daemon's limits; -EINVAL: bad opts.
  */
@@ -110,7 +110,9 @@ MOE_API void moe_close(struct moe_client *client);
  * its addresses, so buffers from moe_buf_alloc() stay valid (their contents
  * are lost: rewrite inputs). Requests that were in flight are gone.
  * -EXDEV when the new daemon's region does not fit the old addresses (then
- * close the client and connect anew).
+ * close the client and connect anew). Until a reconnect succeeds the
+ * arena's addresses stay reserved but inaccessible: touching a buffer then
+ * faults.
  */
 MOE_API int moe_reconnect(struct moe_client *client);
 
@@ -131,8 +133,10 @@ MOE_API int moe_model_info_get(const struct moe_client *client, struct moe_model
 
 /*
  * Buffers in the shared arena: every pointer in a request must point into
- * one (they are named to moed by offset). 64-byte aligned. -ENOMEM when the
- * arena is full. Freeing a buffer a request still uses is the caller's bug.
+ * one (they are named to moed by offset) and be 64-byte aligned, as these
+ * buffers are (so `x + t * d_model` is a valid input only when d_model is a
+ * multiple of 16). -ENOMEM when the arena is full. Freeing a buffer a
+ * request still uses is the caller's bug.
  */
 MOE_API int moe_buf_alloc(struct moe_client *client, size_t bytes, void **ret_ptr);
 MOE_API void moe_buf_free(struct moe_client *client, void *ptr);
