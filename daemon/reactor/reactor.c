@@ -507,13 +507,11 @@ int reactor_run(struct reactor *r)
 			io_uring_submit(&r->ring);
 			r->needs_submit = false;
 		}
-		if (reactor_handle_ready(r))
-			continue;
 		now = reactor_now_ns();
-		if (worked) {
+		if (worked)
 			r->last_work_ns = now;
+		if (reactor_handle_ready(r) || worked)
 			continue;
-		}
 		/* adaptive polling: right after work, more is likely to follow */
 		if (now - r->last_work_ns < poll_ns || (wait_ns && wait_ns < poll_ns))
 			continue;

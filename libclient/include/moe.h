@@ -35,7 +35,9 @@
  *
  * Thread-safety: a struct moe_client is used by one thread at a time (give
  * each thread its own client); different clients are independent. Functions
- * that take no client are thread-safe.
+ * that take no client are thread-safe. A connection belongs to the process
+ * that made it: moed ends it when that process exits, so a child of fork()
+ * connects on its own.
  *
  * The daemon going away (crash, restart) turns every call that needs it into
  * -ECONNRESET, within a bounded time even while waiting; requests in flight

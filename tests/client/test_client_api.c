@@ -36,6 +36,7 @@
 #include "shm_region.h"
 #include "shm_ring.h"
 #include "test_assert.h"
+#include "test_fds.h"
 
 /* ---- the fake daemon ---- */
 
@@ -90,20 +91,6 @@ struct fake_daemon {
 	bool running;
 };
 
-static int fd_count(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
 
 static int64_t mono_ns(void)
 {
@@ -459,7 +446,7 @@ static int setup(void **state)
 	f->opts.sq_entries = 8;
 	f->opts.cq_entries = 16;
 	f->opts.arena_size = 1 << 20;
-	f->fds_before = fd_count();
+	f->fds_before = test_count_open_fds();
 	*state = f;
 	return 0;
 }
@@ -486,7 +473,7 @@ static int teardown(void **state)
 /* Every test ends here: the daemon thread gone, and no fd leaked. */
 static void assert_clean(struct fixture *f)
 {
-	ASSERT_EQ(fd_count(), f->fds_before);
+	ASSERT_EQ(test_count_open_fds(), f->fds_before);
 }
 
 /* Connect to the fake daemon in @mode; the region is set up when this returns. */
@@ -692,8 +679,8 @@ static void test_connect_bogus_replies(void **state)
 				 r, moe_strerror(r), bogus_cases[i].expect);
 		assert_null(c);
 		fake_daemon_stop(&f->d);
-		if (fd_count() != f->fds_before)
-			fail_msg("%s: %d fds, %d before", bogus_cases[i].what, fd_count(),
+		if (test_count_open_fds() != f->fds_before)
+			fail_msg("%s: %d fds, %d before", bogus_cases[i].what, test_count_open_fds(),
 				 f->fds_before);
 	}
 	assert_clean(f);

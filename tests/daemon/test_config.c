@@ -11,6 +11,7 @@
  * close what it opens, on its error paths too.
  */
 #include "test_assert.h"
+#include "test_fds.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -28,38 +29,6 @@ static const char *arg_source_dir;
 
 /* ---------------------------------------------------------------- helpers */
 
-static int count_open_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *de;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((de = readdir(d)))
-		if (de->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
-
-/* Every test runs between these two: no fd may outlive it. */
-static int fd_check_setup(void **state)
-{
-	*state = (void *)(intptr_t)count_open_fds();
-	return 0;
-}
-
-static int fd_check_teardown(void **state)
-{
-	int before = (int)(intptr_t)*state, after = count_open_fds();
-
-	if (before != after) {
-		print_error("fd leak: %d open before the test, %d after\n", before, after);
-		return -1;
-	}
-	return 0;
-}
 
 /* A fresh temp file path in @path (PATH_MAX-sized), created empty; its fd in the return. */
 static int temp_file(char *path, size_t size)
