@@ -68,7 +68,7 @@ int status_json(const struct reactor *r, char **ret_json, size_t *ret_len)
 	root = json_pack(
 		"{s:{s:I, s:f, s:s, s:I, s:I, s:I, s:I}, "
 		"s:{s:s, s:I, s:I, s:I, s:I}, "
-		"s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o*, s:o*}",
+		"s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o*, s:o*}",
 		"daemon", "pid", (json_int_t)getpid(), "uptime_s", uptime, "doorbell",
 		r->futex_doorbells ? "futex" : "eventfd", "merge_window_us",
 		(json_int_t)r->cfg->merge_window_us, "poll_us", (json_int_t)r->cfg->poll_us,
@@ -82,7 +82,7 @@ int status_json(const struct reactor *r, char **ret_json, size_t *ret_len)
 		(json_int_t)t->clients_served, "clients_refused", (json_int_t)t->clients_refused,
 		"clients_corrupt", (json_int_t)t->clients_dropped_corrupt, "batches",
 		(json_int_t)t->batches, "tokens", (json_int_t)t->tokens, "errors",
-		(json_int_t)t->errors, "dropped", (json_int_t)t->dropped, "engine_runs",
+		(json_int_t)t->errors, "rejected", (json_int_t)t->rejected, "dropped", (json_int_t)t->dropped, "engine_runs",
 		(json_int_t)t->engine_runs, "merged_batches", (json_int_t)t->merged_batches,
 		"clients", status_clients(r), "layers", status_layers(r));
 	if (!root)

@@ -81,9 +81,10 @@ static int print_summary(const char *text)
 	       "corrupt rings\n",
 	       (long long)get_int(t, "clients"), (long long)get_int(t, "clients_served"),
 	       (long long)get_int(t, "clients_refused"), (long long)get_int(t, "clients_corrupt"));
-	printf("batches: %lld (%lld failed), %lld tokens, %lld slots dropped, %lld engine runs, "
-	       "%lld batches merged\n",
+	printf("batches: %lld (%lld failed), %lld requests refused, %lld tokens, %lld slots "
+	       "dropped, %lld engine runs, %lld batches merged\n",
 	       (long long)get_int(t, "batches"), (long long)get_int(t, "errors"),
+	       (long long)get_int(t, "rejected"),
 	       (long long)get_int(t, "tokens"), (long long)get_int(t, "dropped"),
 	       (long long)get_int(t, "engine_runs"), (long long)get_int(t, "merged_batches"));
 	clients = json_object_get(root, "clients");

@@ -270,6 +270,7 @@ int batches_run_ready(struct reactor *r, uint64_t now_ns, bool force, uint64_t *
 				group_run(r, group[0].pb.sqe.layer, group, 1);
 				ran++;
 				progress = true;
+				reactor_handle_ready(r);
 				continue;
 			}
 			/* count the clients whose head batch could join this one */
@@ -305,6 +306,8 @@ int batches_run_ready(struct reactor *r, uint64_t now_ns, bool force, uint64_t *
 			group_run(r, layer, group, n);
 			ran += (int)n;
 			progress = true;
+			/* a client that died meanwhile: its queued batches are discarded */
+			reactor_handle_ready(r);
 		}
 	}
 	if (ret_wait_ns)

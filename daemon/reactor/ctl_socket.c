@@ -47,6 +47,13 @@ static void ctl_conn_close(struct reactor *r, uint32_t slot)
 
 	if (c->fd < 0)
 		return;
+	/*
+	 * Its recv may still be pending in io_uring, which holds the socket
+	 * open past close(): shut it down so the peer sees EOF now, and cancel
+	 * the recv so the kernel lets go of it.
+	 */
+	shutdown(c->fd, SHUT_RDWR);
+	reactor_cancel(r, ud_make(UD_CONN_RECV, slot, c->gen));
 	close(c->fd);
 	c->fd = -1;
 	c->gen++;

@@ -41,10 +41,13 @@ struct io_uring_sqe *reactor_get_sqe(struct reactor *r)
 	return sqe;
 }
 
-static void reactor_cancel(struct reactor *r, uint64_t ud)
+void reactor_cancel(struct reactor *r, uint64_t ud)
 {
-	struct io_uring_sqe *sqe = reactor_get_sqe(r);
+	struct io_uring_sqe *sqe;
 
+	if (!r->ring_ready)
+		return;
+	sqe = reactor_get_sqe(r);
 	if (!sqe)
 		return;
 	io_uring_prep_cancel64(sqe, ud, 0);
@@ -383,8 +386,7 @@ static void reactor_handle_cqe(struct reactor *r, const struct io_uring_cqe *cqe
 	}
 }
 
-/* Handle every completion already in the CQ ring: no syscall. */
-static unsigned reactor_handle_ready(struct reactor *r)
+unsigned reactor_handle_ready(struct reactor *r)
 {
 	struct io_uring_cqe *cqe;
 	unsigned head, n = 0;
@@ -405,11 +407,14 @@ static int reactor_sweep(struct reactor *r, uint64_t now_ns)
 
 	for (uint32_t i = 0; i < r->cfg->max_clients && !r->stopping; i++) {
 		struct session *s = r->clients[i].s;
+		uint64_t rejected;
 		int n;
 
 		if (!s)
 			continue;
+		rejected = s->stats.rejected;
 		n = session_consume(s, &r->limits, now_ns);
+		r->totals.rejected += s->stats.rejected - rejected;
 		if (n < 0) {
 			r->totals.clients_dropped_corrupt++;
 			reactor_drop_client(r, i, "corrupted its rings, disconnected");

@@ -63,6 +63,7 @@ struct layer_stats {
 
 struct reactor_totals {
 	uint64_t batches, tokens, errors, dropped;
+	uint64_t rejected; /* SQEs refused by validation (not in batches or errors) */
 	uint64_t engine_runs, merged_runs, merged_batches;
 	uint64_t clients_served, clients_refused, clients_dropped_corrupt;
 };
@@ -111,6 +112,13 @@ struct reactor {
 
 uint64_t reactor_now_ns(void);
 struct io_uring_sqe *reactor_get_sqe(struct reactor *r);
+/* Queue a cancellation of the io_uring op armed with @ud. */
+void reactor_cancel(struct reactor *r, uint64_t ud);
+/*
+ * Handle every completion already in the CQ ring (no syscall). May drop
+ * clients: call it only where no pointer to a session is held.
+ */
+unsigned reactor_handle_ready(struct reactor *r);
 
 /* ctl_socket.c */
 int ctl_arm_accept(struct reactor *r);

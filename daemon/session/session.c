@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -100,8 +101,11 @@ struct session *session_free(struct session *s)
 		close(s->eventfd);
 	if (s->pidfd >= 0)
 		close(s->pidfd);
-	if (s->sock >= 0)
+	if (s->sock >= 0) {
+		/* a poll in io_uring may hold the socket past close(): EOF now */
+		shutdown(s->sock, SHUT_RDWR);
 		close(s->sock);
+	}
 	free(s->pending);
 	free(s);
 	return NULL;
@@ -144,8 +148,10 @@ static void session_complete_at_once(struct session *s, const struct moe_sqe *sq
 	struct moe_cqe cqe = { .user_data = sqe->user_data, .status = status };
 
 	session_complete(s, &cqe, false);
-	if (status < 0)
+	if (status < 0) {
 		s->stats.errors++;
+		s->stats.rejected++;
+	}
 }
 
 int session_consume(struct session *s, const struct sqe_limits *model_lim, uint64_t now_ns)

@@ -32,7 +32,8 @@ struct pending_batch {
 struct session_stats {
 	uint64_t batches;  /* completed FORWARDs, failed or not */
 	uint64_t tokens;
-	uint64_t errors;   /* CQEs with a negative status */
+	uint64_t errors;   /* CQEs with a negative status, rejected SQEs included */
+	uint64_t rejected; /* SQEs refused by validation */
 	uint64_t merged;   /* batches that ran merged with other clients' */
 	uint64_t dropped;
 };

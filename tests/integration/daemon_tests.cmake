@@ -1,0 +1,56 @@
+# SPDX-License-Identifier: MIT
+#
+# Integration tests with a real moed and real client processes
+# (included from tests/CMakeLists.txt). Each test gets the moed (and moectl)
+# binaries on its command line, starts its own daemons on a socket in a
+# private temporary folder (helpers/test_daemon.c) and requires that every
+# daemon exits 0 on SIGTERM (a clean drain). They run serially: each one
+# starts several client processes and loads the machine's cores.
+#
+# Sanitizer builds set MOE_SANITIZE_BUILD, and the tests scale their
+# iteration counts down to stay within about a minute.
+# OPENBLAS_NUM_THREADS=1: the tests' reference engine, like moed, runs BLAS
+# serially (and a pthread OpenBLAS then starts no threads before main(), so
+# the tests can fork client processes freely).
+
+set(_it_dir ${CMAKE_CURRENT_SOURCE_DIR}/integration)
+set(_it_env "OPENBLAS_NUM_THREADS=1")
+if(MOE_SANITIZE)
+  list(APPEND _it_env "MOE_SANITIZE_BUILD=1")
+endif()
+
+# The harness: start/stop a moed, its status JSON, reference results.
+add_library(moe_test_daemon STATIC ${CMAKE_CURRENT_SOURCE_DIR}/helpers/test_daemon.c)
+target_include_directories(moe_test_daemon PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/helpers)
+target_link_libraries(moe_test_daemon PUBLIC moe moe_engine PkgConfig::JANSSON)
+moed_target_defaults(moe_test_daemon)
+
+# moed_daemon_it(NAME [SHM]): tests/integration/NAME.c, a CMocka executable;
+# SHM: it also links moe_shm to speak the ring ABI without libmoe.
+function(moed_daemon_it name)
+  cmake_parse_arguments(ARG "SHM" "" "" ${ARGN})
+  add_executable(${name} ${_it_dir}/${name}.c)
+  target_include_directories(${name} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/helpers
+                                             ${PROJECT_SOURCE_DIR}/shm)
+  target_link_libraries(${name} PRIVATE moe_test_daemon moe moe_engine PkgConfig::CMOCKA
+                                        PkgConfig::JANSSON)
+  if(ARG_SHM)
+    target_link_libraries(${name} PRIVATE moe_shm)
+  endif()
+  moed_target_defaults(${name})
+  add_test(NAME ${name} COMMAND ${name} $<TARGET_FILE:moed> $<TARGET_FILE:moectl>)
+  set_tests_properties(${name} PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 RUN_SERIAL ON
+                                          ENVIRONMENT "${_it_env}")
+endfunction()
+
+moed_daemon_it(it_many_clients)
+moed_daemon_it(it_hostile_client SHM)
+moed_daemon_it(it_client_death)
+moed_daemon_it(it_daemon_restart)
+
+# Every golden case served by a moed started on it, through moectl and check.py.
+add_test(NAME it_daemon_golden
+         COMMAND bash ${_it_dir}/it_daemon_golden.sh $<TARGET_FILE:moed>
+                 $<TARGET_FILE:moectl> ${MOE_GOLDEN_DIR})
+set_tests_properties(it_daemon_golden PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 RUN_SERIAL ON
+                                                 ENVIRONMENT "${_it_env}")

@@ -1,0 +1,120 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# Every golden case served by a real moed: for each case a moed is started
+# on it (--model CASE) on a private socket, `moectl --socket S forward`
+# sends the case's input through libmoe and the shared-memory ring, and the
+# reference checker compares the result file with the case. Each moed must
+# then drain and exit 0 on SIGTERM. New cases in the folder are picked up
+# without a change here.
+#
+# usage: it_daemon_golden.sh MOED MOECTL GOLDEN_DIR
+set -u
+moed=$1
+moectl=$2
+golden=$3
+if [ ! -d "$golden/cases" ] || [ ! -f "$golden/check.py" ]; then
+	echo "skip: no golden cases or check.py in $golden"
+	exit 77
+fi
+# check.py needs numpy from Debian's python3 (a python3 earlier in PATH may lack it)
+if ! /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
+	echo "skip: /usr/bin/python3 has no numpy (apt-get install python3-numpy)"
+	exit 77
+fi
+tmp=$(mktemp -d)
+pid=
+cleanup() {
+	[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+sock=$tmp/moed.sock
+pass=0 fail=0
+
+# start_moed CASE LOG: moed in the background, answering STATUS within 30 s
+# (sanitizer builds start slowly); 0, or 1 with the log printed.
+start_moed() {
+	local case=$1 log=$2 i
+	"$moed" --foreground --model "$case" --socket "$sock" --set "state_dir=$tmp/state" \
+		>"$log" 2>&1 &
+	pid=$!
+	for i in $(seq 300); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			wait "$pid"
+			echo "moed exited with status $? before it served $sock:"
+			cat "$log"
+			pid=
+			return 1
+		fi
+		if "$moectl" --socket "$sock" status --json >"$tmp/status.json" 2>/dev/null &&
+			grep -q "\"pid\": $pid," "$tmp/status.json"; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "moed did not answer STATUS on $sock within 30 s:"
+	cat "$log"
+	kill -9 "$pid"
+	wait "$pid" 2>/dev/null
+	pid=
+	return 1
+}
+
+# stop_moed LOG: SIGTERM, then 0 only if moed exits 0 within 30 s
+stop_moed() {
+	local log=$1 i st
+	kill -TERM "$pid"
+	for i in $(seq 300); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		echo "moed did not exit within 30 s of SIGTERM:"
+		cat "$log"
+		kill -9 "$pid"
+		wait "$pid" 2>/dev/null
+		pid=
+		return 1
+	fi
+	wait "$pid"
+	st=$?
+	pid=
+	if [ "$st" -ne 0 ]; then
+		echo "moed exited with status $st after SIGTERM (0 expected):"
+		cat "$log"
+		return 1
+	fi
+	return 0
+}
+
+for case in "$golden"/cases/*.safetensors; do
+	name=$(basename "$case" .safetensors)
+	log=$tmp/$name.moed.log
+	if ! start_moed "$case" "$log"; then
+		echo "FAIL $name: moed did not start"
+		fail=$((fail + 1))
+		continue
+	fi
+	ok=1
+	if ! "$moectl" --socket "$sock" forward --input "$case" --output "$tmp/$name.out" \
+		>"$tmp/$name.log" 2>&1; then
+		echo "FAIL $name: moectl forward through moed failed:"
+		cat "$tmp/$name.log" "$log"
+		ok=0
+	elif ! /usr/bin/python3 "$golden/check.py" "$case" "$tmp/$name.out"; then
+		echo "FAIL $name: check.py rejected the daemon's result"
+		ok=0
+	fi
+	if ! stop_moed "$log"; then
+		echo "FAIL $name: moed did not drain cleanly"
+		ok=0
+	fi
+	if [ "$ok" -eq 1 ]; then
+		pass=$((pass + 1))
+	else
+		fail=$((fail + 1))
+	fi
+done
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]
