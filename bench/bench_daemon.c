@@ -488,9 +488,10 @@ struct results {
 /* ---- 1 and 2: round trips ---- */
 
 /*
- * @n_rounds rounds of: the futex ping-pong, the embedded engine, moed; each
- * @n timed samples after @warmup. Interleaved so that a disturbance of the
- * shared machine lands on all three alike.
+ * lat_rounds rounds of: the futex ping-pong, the embedded engine, moed; each
+ * lat_iters timed samples after lat_warmup. Interleaved so that a
+ * disturbance of the shared machine lands on all three alike. Then moed
+ * again with its default poll_us, for information.
  */
 static int latency_sleeping(const char *model_path, const struct moe_layer *L, const float *x,
 			    float *y_embedded, struct results *res)
@@ -547,7 +548,7 @@ static int latency_sleeping(const char *model_path, const struct moe_layer *L, c
 	samples_summarize(eng, total, &res->engine2);
 	samples_summarize(rt, total, &res->rt_sleep);
 
-	/* for information: moed's default adaptive polling, same client */
+	/* for information: moed's default adaptive polling, a client as before */
 	r = daemon_proc_start(arg_moed, tmp_dir, model_path, sets_default, 1, -1, &dp);
 	if (r < 0)
 		goto out;
