@@ -63,6 +63,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
 #include "bench_daemon_proc.h"
 #include "engine/engine.h"
 #include "model/model.h"
@@ -183,37 +184,10 @@ struct cpu_mark {
 	double busy, ours, wall; /* ours: this process and its reaped children */
 };
 
-static double machine_busy_s(void)
-{
-	unsigned long long v[8] = { 0 };
-	FILE *f = fopen("/proc/stat", "re");
-	int n;
-
-	if (!f)
-		return -1;
-	/* user nice system idle iowait irq softirq steal */
-	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
-		   &v[4], &v[5], &v[6], &v[7]);
-	fclose(f);
-	if (n < 8)
-		return -1;
-	return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static double rusage_s(int who)
-{
-	struct rusage ru;
-
-	if (getrusage(who, &ru) < 0)
-		return 0;
-	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 +
-	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
-}
-
 static void cpu_mark_take(struct cpu_mark *m)
 {
-	m->busy = machine_busy_s();
-	m->ours = rusage_s(RUSAGE_SELF) + rusage_s(RUSAGE_CHILDREN);
+	m->busy = bench_machine_busy_s();
+	m->ours = bench_rusage_s(RUSAGE_SELF) + bench_rusage_s(RUSAGE_CHILDREN);
 	m->wall = 1e-9 * (double)bench_now_ns();
 }
 
@@ -230,32 +204,6 @@ static double cpu_background(const struct cpu_mark *m)
 	if (m->busy < 0 || now.busy < 0 || now.wall <= m->wall)
 		return -1;
 	return fmax(0.0, ((now.busy - m->busy) - (now.ours - m->ours)) / (now.wall - m->wall));
-}
-
-/* ---- data ---- */
-
-static uint64_t splitmix64(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-/* N(0, 1) by Box-Muller: the hidden states of a batch. */
-static void fill_normal(float *p, size_t n, uint64_t seed)
-{
-	uint64_t s = seed;
-
-	for (size_t i = 0; i < n; i += 2) {
-		double u1 = ((double)(splitmix64(s++) >> 11) + 1.0) * 0x1p-53;
-		double u2 = (double)(splitmix64(s++) >> 11) * 0x1p-53;
-		double r = sqrt(-2.0 * log(u1));
-
-		p[i] = (float)(r * cos(2 * M_PI * u2));
-		if (i + 1 < n)
-			p[i + 1] = (float)(r * sin(2 * M_PI * u2));
-	}
 }
 
 /* A one-layer model of @s in moed's own layout, F32, as moed and the engine both read it. */
@@ -754,7 +702,7 @@ static int bench_latency(struct results *res)
 	if (r < 0)
 		return r;
 	L = moe_model_layer(model, 0);
-	fill_normal(x, shape_tiny.d_model, 11);
+	bench_fill_normal(x, shape_tiny.d_model, 11);
 	r = latency_sleeping(path, L, x, y, res);
 	if (r >= 0)
 		r = latency_placed(path, L, x, y, res);
@@ -870,7 +818,7 @@ static int bench_throughput_shape(const struct shape *s, const char *path, struc
 		r = -ENOMEM;
 		goto out;
 	}
-	fill_normal(x, n_floats, 1000003u * T + s->n_experts);
+	bench_fill_normal(x, n_floats, 1000003u * T + s->n_experts);
 
 	r = daemon_proc_start(arg_moed, tmp_dir, path, sets, 1, -1, &dp);
 	if (r < 0)
@@ -914,7 +862,7 @@ static int bench_throughput_shape(const struct shape *s, const char *path, struc
 
 		for (uint32_t side = 0; side < 2; side++) {
 			const bool embedded = (side + i) % 2 == 0;
-			double c0 = embedded ? rusage_s(RUSAGE_SELF) : proc_cpu_s(dp.pid);
+			double c0 = embedded ? bench_rusage_s(RUSAGE_SELF) : proc_cpu_s(dp.pid);
 			double t0 = 1e-9 * (double)bench_now_ns();
 
 			if (embedded)
@@ -927,7 +875,7 @@ static int bench_throughput_shape(const struct shape *s, const char *path, struc
 				goto out;
 			/* cores the side kept busy: 2 when both of its workers always ran */
 			cores[embedded ? 0 : 1] =
-				((embedded ? rusage_s(RUSAGE_SELF) : proc_cpu_s(dp.pid)) - c0) /
+				((embedded ? bench_rusage_s(RUSAGE_SELF) : proc_cpu_s(dp.pid)) - c0) /
 				(1e-9 * (double)bench_now_ns() - t0);
 		}
 		fprintf(stderr, "#    round %u (%s first): embedded %.2f ms (%.2f cores), moed %.2f ms "
@@ -990,7 +938,7 @@ static void __attribute__((noreturn)) merge_child(struct merge_page *pg, uint32_
 	if (!x)
 		_exit(1);
 	/* each client its own tokens, as different sequences would be */
-	fill_normal(x, n_floats, 7919u * (index + 1));
+	bench_fill_normal(x, n_floats, 7919u * (index + 1));
 	r = client_open(socket_path, 0, d_model, MERGE_TOKENS, x, &cl);
 	free(x);
 	for (int i = 0; r >= 0 && i < 3; i++)

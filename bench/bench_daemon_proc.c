@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
 #include "moe.h"
 
 #define MAX_SETS 16
@@ -49,18 +50,11 @@ static void sleep_ns(uint64_t ns)
 		;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 void samples_summarize(double *samples_ns, uint32_t n, struct sample_stats *ret_stats)
 {
 	uint32_t i99;
 
-	qsort(samples_ns, n, sizeof(samples_ns[0]), cmp_double);
+	qsort(samples_ns, n, sizeof(samples_ns[0]), bench_cmp_double);
 	i99 = (uint32_t)((uint64_t)n * 99 / 100);
 	if (i99 >= n)
 		i99 = n - 1;

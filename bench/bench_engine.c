@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
 #include "compute/blas_setup.h"
 #include "engine/engine.h"
 #include "model/model.h"
@@ -73,46 +74,6 @@ static double now_s(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-/*
- * CPU time the whole machine spent busy (/proc/stat) and this process's own
- * (getrusage). Their difference over a case is what other processes took:
- * on a small shared machine that, not the engine, is the usual reason for an
- * outlier, so each case reports it. Negative on a read failure.
- */
-static double machine_busy_s(void)
-{
-	unsigned long long v[8] = { 0 };
-	FILE *f = fopen("/proc/stat", "re");
-	int n;
-
-	if (!f)
-		return -1;
-	/* user nice system idle iowait irq softirq steal */
-	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
-		   &v[4], &v[5], &v[6], &v[7]);
-	fclose(f);
-	if (n < 8)
-		return -1;
-	return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static double self_cpu_s(void)
-{
-	struct rusage ru;
-
-	if (getrusage(RUSAGE_SELF, &ru) < 0)
-		return 0;
-	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 +
-	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
 }
 
 /* ---- reading memory ---- */
@@ -313,21 +274,11 @@ static void measure(struct timed *f, uint32_t n, double target_s)
 	for (uint32_t j = 0; j < n; j++) {
 		double *t = times[j];
 
-		qsort(t, reps, sizeof(t[0]), cmp_double);
+		qsort(t, reps, sizeof(t[0]), bench_cmp_double);
 		f[j].median_s = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
 		f[j].min_s = t[0];
 		f[j].reps = reps;
 	}
-}
-
-/* ---- random data ---- */
-
-static uint64_t splitmix64(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
 }
 
 /*
@@ -339,7 +290,7 @@ static uint64_t splitmix64(uint64_t x)
 static void fill_uniform(float *p, size_t n, float scale, uint64_t seed)
 {
 	const float mul = scale * 0x1p-31f;
-	uint64_t s = splitmix64(seed) | 1;
+	uint64_t s = bench_splitmix64(seed) | 1;
 	size_t i = 0;
 
 	for (; i + 2 <= n; i += 2) {
@@ -351,22 +302,6 @@ static void fill_uniform(float *p, size_t n, float scale, uint64_t seed)
 	}
 	if (i < n)
 		p[i] = 0.0f;
-}
-
-/* N(0, 1) by Box-Muller: the inputs are small, speed does not matter. */
-static void fill_normal(float *p, size_t n, uint64_t seed)
-{
-	uint64_t s = seed;
-
-	for (size_t i = 0; i < n; i += 2) {
-		double u1 = ((double)(splitmix64(s++) >> 11) + 1.0) * 0x1p-53;
-		double u2 = (double)(splitmix64(s++) >> 11) * 0x1p-53;
-		double r = sqrt(-2.0 * log(u1));
-
-		p[i] = (float)(r * cos(2 * M_PI * u2));
-		if (i + 1 < n)
-			p[i + 1] = (float)(r * sin(2 * M_PI * u2));
-	}
 }
 
 /* ---- the layer ---- */
@@ -655,7 +590,9 @@ static int run_case(struct engine *engine, const struct bench_layer *bl, const s
 	float *x, *y;
 	int32_t *idx;
 	int r = -ENOMEM;
-	const double busy0 = machine_busy_s(), self0 = self_cpu_s(), wall0 = now_s();
+	/* what other processes took meanwhile: the usual cause of an outlier here */
+	const double busy0 = bench_machine_busy_s(), self0 = bench_rusage_s(RUSAGE_SELF);
+	const double wall0 = now_s();
 
 	*res = (struct result){ .shape = s, .T = T, .background = -1 };
 	x = malloc(sizeof(float) * T * d);
@@ -663,7 +600,7 @@ static int run_case(struct engine *engine, const struct bench_layer *bl, const s
 	idx = malloc(sizeof(int32_t) * T * k);
 	if (!x || !y || !idx)
 		goto out;
-	fill_normal(x, (size_t)T * d, 1000003u * T + s->n_experts);
+	bench_fill_normal(x, (size_t)T * d, 1000003u * T + s->n_experts);
 
 	lr.batch = (struct engine_batch){ .x = x, .n_tokens = T, .output = y,
 					  .expert_index = idx };
@@ -711,11 +648,12 @@ static int run_case(struct engine *engine, const struct bench_layer *bl, const s
 
 	grouped_run_done(&g);
 	if (busy0 >= 0) {
-		double busy1 = machine_busy_s();
+		double busy1 = bench_machine_busy_s();
 
 		if (busy1 >= 0)
-			res->background = fmax(0.0, ((busy1 - busy0) - (self_cpu_s() - self0)) /
-							    (now_s() - wall0));
+			res->background =
+				fmax(0.0, ((busy1 - busy0) - (bench_rusage_s(RUSAGE_SELF) - self0)) /
+						  (now_s() - wall0));
 	}
 	r = 0;
 out:

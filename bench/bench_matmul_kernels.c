@@ -23,6 +23,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "bench_common.h"
 #include "compute/blas_setup.h"
 #include "compute/matmul.h"
 
@@ -65,13 +66,6 @@ static double now_s(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
 }
 
 /* U(-scale, scale) from xorshift64, two floats a step: 512 MiB fills in well under a second. */
@@ -128,7 +122,7 @@ static double time_kernel(struct kbench *kb, enum matmul_kernel k, uint32_t m)
 			call_once(kb, k, m);
 		times[r] = (now_s() - t0) / calls;
 	}
-	qsort(times, N_REPS, sizeof(times[0]), cmp_double);
+	qsort(times, N_REPS, sizeof(times[0]), bench_cmp_double);
 	return times[N_REPS / 2];
 }
 

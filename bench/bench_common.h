@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_common: what every benchmark program needs: sorting samples, the
+ * CPU time the machine and this process spent (so a figure can say how much
+ * other processes took meanwhile), and seeded inputs.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* qsort comparator for doubles, ascending. */
+int bench_cmp_double(const void *a, const void *b);
+
+/* CPU seconds the whole machine spent busy (/proc/stat); negative on a read failure. */
+double bench_machine_busy_s(void);
+
+/* User + system CPU seconds of getrusage(@who) (RUSAGE_SELF, RUSAGE_CHILDREN); 0 on failure. */
+double bench_rusage_s(int who);
+
+/* splitmix64's output function of @x (stateless: call it with seed, seed + 1, ...). */
+uint64_t bench_splitmix64(uint64_t x);
+
+/* N(0, 1) by Box-Muller from @seed: hidden states of a batch. */
+void bench_fill_normal(float *p, size_t n, uint64_t seed);
