@@ -10,15 +10,7 @@
 set -u
 moectl=$1
 golden=$2
-if [ ! -d "$golden/cases" ] || [ ! -f "$golden/check.py" ]; then
-	echo "skip: no golden cases or check.py in $golden"
-	exit 77
-fi
-# check.py needs numpy from Debian's python3 (a python3 earlier in PATH may lack it)
-if ! /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
-	echo "skip: /usr/bin/python3 has no numpy (apt-get install python3-numpy)"
-	exit 77
-fi
+. "$(dirname "$0")/golden_prereqs.sh"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 pass=0 fail=0
