@@ -140,21 +140,10 @@ static int client_hello(int sock, const struct client_conf *conf, int *fds, unsi
 	int r;
 
 	memcpy(hello.name, conf->name, sizeof(hello.name));
-	r = ctl_msg_send(sock, &hello, sizeof(hello));
+	r = ctl_call(sock, &hello, sizeof(hello), MOE_MSG_HELLO_REPLY, &reply, sizeof(reply), fds,
+		     CTL_MAX_FDS, &n_fds);
 	if (r < 0)
 		return r;
-	r = ctl_msg_recv(sock, &reply, sizeof(reply), fds, CTL_MAX_FDS, &n_fds);
-	if (r < 0)
-		return r;
-
-	if (reply.hdr.magic != MOE_PROTO_MAGIC || reply.hdr.type != MOE_MSG_HELLO_REPLY ||
-	    reply.hdr.size != sizeof(reply)) {
-		r = -EPROTO;
-		goto close_fds;
-	}
-	r = ctl_reply_status(reply.status);
-	if (r < 0)
-		goto close_fds;
 	if (reply.abi_major != MOE_ABI_MAJOR) {
 		r = -EPROTONOSUPPORT;
 		goto close_fds;

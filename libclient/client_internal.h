@@ -103,7 +103,12 @@ int ctl_msg_recv(int fd, void *buf, size_t size, int *ret_fds, unsigned max_fds,
 void ctl_fds_close(int *fds, unsigned n);
 
 /*
- * The status of a reply (moe_hello_reply.status, moe_status_reply.status):
- * 0, the daemon's -errno when it is a plausible one, else -EPROTO.
+ * One request and its reply: send @req, receive a message of exactly
+ * @reply_size bytes with at most @max_fds fds, and check the reply's header
+ * (magic, @reply_type, size) and its status (the int32 after the header).
+ * 0 with the caller owning @ret_fds[0 .. *@ret_n_fds); the daemon's -errno
+ * when it refused; -EPROTO for a malformed reply; or as ctl_msg_recv(). On
+ * error every received fd is closed.
  */
-int ctl_reply_status(int32_t status);
+int ctl_call(int fd, const void *req, size_t req_size, uint16_t reply_type, void *reply,
+	     size_t reply_size, int *ret_fds, unsigned max_fds, unsigned *ret_n_fds);

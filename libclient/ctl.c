@@ -8,6 +8,7 @@
  * closed on every error path.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -175,7 +176,11 @@ close_fds:
 	return r;
 }
 
-int ctl_reply_status(int32_t status)
+/*
+ * The status of a reply: 0, the daemon's -errno when it is a plausible one,
+ * else -EPROTO.
+ */
+static int ctl_reply_status(int32_t status)
 {
 	if (status == 0)
 		return 0;
@@ -183,4 +188,43 @@ int ctl_reply_status(int32_t status)
 	if (status < 0 && status >= -4095)
 		return status;
 	return -EPROTO;
+}
+
+/* Both replies carry their status right after the header: ctl_call() reads it there. */
+_Static_assert(offsetof(struct moe_hello_reply, status) == sizeof(struct moe_msg_header),
+	       "hello_reply.status");
+_Static_assert(offsetof(struct moe_status_reply, status) == sizeof(struct moe_msg_header),
+	       "status_reply.status");
+
+int ctl_call(int fd, const void *req, size_t req_size, uint16_t reply_type, void *reply,
+	     size_t reply_size, int *ret_fds, unsigned max_fds, unsigned *ret_n_fds)
+{
+	struct moe_msg_header hdr;
+	int fds[CTL_MAX_FDS];
+	unsigned n_fds;
+	int32_t status;
+	int r;
+
+	r = ctl_msg_send(fd, req, req_size);
+	if (r < 0)
+		return r;
+	r = ctl_msg_recv(fd, reply, reply_size, fds, max_fds, &n_fds);
+	if (r < 0)
+		return r;
+	memcpy(&hdr, reply, sizeof(hdr));
+	if (hdr.magic != MOE_PROTO_MAGIC || hdr.type != reply_type || hdr.size != reply_size) {
+		r = -EPROTO;
+		goto close_fds;
+	}
+	memcpy(&status, (const uint8_t *)reply + sizeof(hdr), sizeof(status));
+	r = ctl_reply_status(status);
+	if (r < 0)
+		goto close_fds;
+	memcpy(ret_fds, fds, n_fds * sizeof(int));
+	*ret_n_fds = n_fds;
+	return 0;
+
+close_fds:
+	ctl_fds_close(fds, n_fds);
+	return r;
 }

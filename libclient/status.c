@@ -69,21 +69,10 @@ MOE_API int moe_daemon_status(const char *socket_path, char **ret_json)
 	r = ctl_socket_connect(ctl_socket_path_resolve(socket_path), &sock);
 	if (r < 0)
 		return r;
-	r = ctl_msg_send(sock, &req, sizeof(req));
+	r = ctl_call(sock, &req, sizeof(req), MOE_MSG_STATUS_REPLY, &reply, sizeof(reply), fds, 1,
+		     &n_fds);
 	if (r < 0)
 		goto close_sock;
-	r = ctl_msg_recv(sock, &reply, sizeof(reply), fds, 1, &n_fds);
-	if (r < 0)
-		goto close_sock;
-
-	if (reply.hdr.magic != MOE_PROTO_MAGIC || reply.hdr.type != MOE_MSG_STATUS_REPLY ||
-	    reply.hdr.size != sizeof(reply)) {
-		r = -EPROTO;
-		goto close_fds;
-	}
-	r = ctl_reply_status(reply.status);
-	if (r < 0)
-		goto close_fds;
 	if (n_fds != 1) {
 		r = -EPROTO;
 		goto close_fds;
