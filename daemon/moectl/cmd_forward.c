@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "engine/engine.h"
 #include "model/model.h"
@@ -111,14 +110,6 @@ static int parse_forward_args(int argc, char **argv, struct forward_args *a)
 	return 0;
 }
 
-static double now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 int cmd_forward(int argc, char **argv, const char *socket_path)
 {
 	struct forward_args a;
@@ -207,7 +198,7 @@ int cmd_forward(int argc, char **argv, const char *socket_path)
 	log_info("%s, %d BLAS thread per worker, %u workers", blas->config, blas->threads,
 		 engine_n_workers(engine));
 
-	t0 = now_seconds();
+	t0 = moectl_now_s();
 	r = engine_forward(engine, L, NULL, &b, &d);
 	if (r < 0) {
 		log_errno(r, "layer %u: %s", a.layer, d.msg);
@@ -216,7 +207,7 @@ int cmd_forward(int argc, char **argv, const char *socket_path)
 	log_info("layer %u (%s, %u experts, k=%u): %u tokens, %u slots dropped, aux loss %.6g, "
 		 "%.3f ms",
 		 a.layer, router_kind_name(L->router.kind), L->n_experts, k, b.n_tokens,
-		 b.n_dropped, b.aux_loss, (now_seconds() - t0) * 1e3);
+		 b.n_dropped, b.aux_loss, (moectl_now_s() - t0) * 1e3);
 	if (forward_write_result(a.output, L->d_model, L->n_experts, k, router_kind_name(L->router.kind), &b) < 0)
 		goto out;
 	ret = 0;

@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <moe.h>
@@ -30,14 +29,6 @@ struct workload_args {
 	uint32_t batches, tokens;
 	uint64_t seed;
 };
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int parse_workload_args(int argc, char **argv, struct workload_args *a)
 {
@@ -134,9 +125,9 @@ int cmd_workload(int argc, char **argv, const char *socket_path)
 	rng = a.seed;
 	printf("workload: %u batches of %u tokens through %u layers of %s (d_model %u)\n",
 	       a.batches, a.tokens, mi.n_layers, mi.model_name, mi.d_model);
-	t0 = now_s();
+	t0 = moectl_now_s();
 	for (uint32_t i = 0; i < a.batches; i++) {
-		double tb = now_s(), lat;
+		double tb = moectl_now_s(), lat;
 
 		fill_input(buf[0], (size_t)a.tokens * mi.d_model, &rng);
 		r = run_batch(c, &mi, a.tokens, buf, &dropped);
@@ -146,24 +137,24 @@ int cmd_workload(int argc, char **argv, const char *socket_path)
 			log_error("batch %u failed: %s", i, moe_strerror(r));
 			goto out;
 		}
-		lat = now_s() - tb;
+		lat = moectl_now_s() - tb;
 		if (lat > lat_max)
 			lat_max = lat;
-		if (tty && (now_s() - t_last > 0.1 || i + 1 == a.batches)) {
-			double el = now_s() - t0;
+		if (tty && (moectl_now_s() - t_last > 0.1 || i + 1 == a.batches)) {
+			double el = moectl_now_s() - t0;
 
 			printf("\r  %u/%u batches, %.0f tokens/s, last batch %.2f ms   ", i + 1,
 			       a.batches, (double)(i + 1) * a.tokens / el, lat * 1e3);
 			fflush(stdout);
-			t_last = now_s();
+			t_last = moectl_now_s();
 		}
 	}
 	if (tty)
 		printf("\n");
 	printf("workload: %u batches, %llu tokens in %.2f s: %.0f tokens/s, worst batch %.2f ms, "
 	       "%llu slots dropped\n",
-	       a.batches, (unsigned long long)a.batches * a.tokens, now_s() - t0,
-	       (double)a.batches * a.tokens / (now_s() - t0), lat_max * 1e3,
+	       a.batches, (unsigned long long)a.batches * a.tokens, moectl_now_s() - t0,
+	       (double)a.batches * a.tokens / (moectl_now_s() - t0), lat_max * 1e3,
 	       (unsigned long long)dropped);
 	ret = 0;
 out:

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "moectl.h"
 #include "router/router_config.h"
@@ -28,6 +29,14 @@ static void usage(FILE *out)
 		"/run/moed/moed.sock).\n"
 		"\n"
 		"moectl COMMAND --help shows the options of a command.\n");
+}
+
+double moectl_now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 int moectl_router_option(int argc, char **argv, int i, char *buf, unsigned size)

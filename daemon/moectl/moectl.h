@@ -12,6 +12,9 @@ int forward_via_daemon(const char *socket_path, const char *input, const char *i
 		       const char *output, uint32_t layer);
 int cmd_gen_model(int argc, char **argv);
 
+/* Seconds on the monotonic clock, for timing what a command did. */
+double moectl_now_s(void);
+
 /*
  * Collect a router option given as "--key value" or "--key=value" (dashes in
  * the key read as underscores) into "key=value" for moe_model_open(). Returns

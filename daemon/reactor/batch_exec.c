@@ -119,13 +119,12 @@ static void counts_copy_out(struct session *s, const struct moe_sqe *sqe, const 
 		c[e] = e < n_experts ? counts[e] : 0;
 }
 
-static void log_batch_error(struct reactor *r, struct session *s, const struct moe_sqe *sqe,
-			    int status, const struct diag *d)
+static void log_batch_error(struct session *s, const struct moe_sqe *sqe, int status,
+			    const struct diag *d)
 {
 	if (session_log_allowed(s, reactor_now_ns()))
 		log_info("client %u, layer %u, %u tokens: %s (%s)", s->id, sqe->layer, sqe->n_tokens,
 			 d->msg[0] ? d->msg : "failed", strerror(-status));
-	(void)r;
 }
 
 /*
@@ -225,7 +224,7 @@ complete:
 			cqe.flags = (uint16_t)((n > 1 ? MOE_CQE_F_MERGED : 0) |
 					       (b.has_z_loss ? MOE_CQE_F_Z_LOSS : 0));
 		} else {
-			log_batch_error(r, s, q, ret, &d);
+			log_batch_error(s, q, ret, &d);
 		}
 		session_complete(s, &cqe, true);
 		account(r, s, q, &cqe);

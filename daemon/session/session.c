@@ -166,10 +166,8 @@ int session_consume(struct session *s, const struct sqe_limits *model_lim, uint6
 		int budget = session_cq_budget(s);
 		uint32_t n;
 
-		if (avail < 0 || budget < 0) {
-			s->corrupt = true;
+		if (avail < 0 || budget < 0)
 			return -EPROTO;
-		}
 		if (avail == 0)
 			break;
 		n = (uint32_t)(avail < budget ? avail : budget);

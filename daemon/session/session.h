@@ -58,7 +58,6 @@ struct session {
 	uint32_t cq_unpublished; /* CQEs written into slots, not yet published */
 
 	bool doorbell_armed;
-	bool corrupt;          /* broke the ring protocol: to be disconnected */
 	struct session_stats stats;
 	uint64_t log_window_ns; /* per-client error log rate limit */
 	uint32_t log_in_window;
