@@ -45,6 +45,8 @@ static const struct config_row config_table[] = {
 	ROW("state_dir", CONFIG_PATH, state_dir, 0, 0,
 	    "where moed keeps state (the generated default model)"),
 	ROW("workers", CONFIG_U32, workers, 0, 4096, "engine workers; 0: one per allowed CPU"),
+	ROW("runs_in_flight", CONFIG_U32, runs_in_flight, 1, 64,
+	    "engine runs computing at once (each client has at most one in flight)"),
 	ROW("merge_window_us", CONFIG_U32, merge_window_us, 0, 1000000,
 	    "how long a batch waits for same-layer batches of other clients; 0: no merging"),
 	ROW("poll_us", CONFIG_U32, poll_us, 0, 1000000,
@@ -71,6 +73,7 @@ void moed_config_init(struct moed_config *c)
 	snprintf(c->socket, sizeof(c->socket), "/run/moed/moed.sock");
 	snprintf(c->state_dir, sizeof(c->state_dir), "/var/lib/moed");
 	c->socket_mode = 0660;
+	c->runs_in_flight = 2;
 	c->merge_window_us = 200;
 	c->poll_us = 50;
 	c->max_clients = 64;

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* status: a JSON snapshot of the reactor's counters (jansson). */
+/* status: a JSON snapshot of the daemon's counters (jansson); see status.h. */
 #include "control/status.h"
 
 #include <errno.h>
@@ -8,37 +8,41 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "reactor/reactor_internal.h"
+#include "moe_abi.h"
 
-static json_t *status_clients(const struct reactor *r)
+bool status_may_see(uid_t uid, uid_t client_uid)
+{
+	return uid == 0 || uid == geteuid() || uid == client_uid;
+}
+
+static json_t *status_clients(const struct status_view *v, uid_t uid)
 {
 	json_t *arr = json_array();
 
-	for (uint32_t i = 0; arr && i < r->cfg->max_clients; i++) {
-		const struct session *s = r->clients[i].s;
+	for (uint32_t i = 0; arr && i < v->n_client; i++) {
+		const struct status_client *c = &v->client[i];
 
-		if (!s)
+		if (!status_may_see(uid, c->uid))
 			continue;
 		json_array_append_new(
-			arr, json_pack("{s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-				       "id", (json_int_t)s->id, "name", s->name, "pid",
-				       (json_int_t)s->pid, "uid", (json_int_t)s->uid, "batches",
-				       (json_int_t)s->stats.batches, "tokens",
-				       (json_int_t)s->stats.tokens, "errors",
-				       (json_int_t)s->stats.errors, "merged",
-				       (json_int_t)s->stats.merged, "dropped",
-				       (json_int_t)s->stats.dropped, "queued",
-				       (json_int_t)s->pending_count));
+			arr, json_pack("{s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
+				       "id", (json_int_t)c->id, "name", c->name, "pid",
+				       (json_int_t)c->pid, "uid", (json_int_t)c->uid, "batches",
+				       (json_int_t)c->batches, "tokens", (json_int_t)c->tokens,
+				       "errors", (json_int_t)c->errors, "merged",
+				       (json_int_t)c->merged, "dropped", (json_int_t)c->dropped,
+				       "queued", (json_int_t)c->queued, "in_flight",
+				       (int)c->in_flight));
 	}
 	return arr;
 }
 
-static json_t *status_layers(const struct reactor *r)
+static json_t *status_layers(const struct status_view *v)
 {
 	json_t *arr = json_array();
 
-	for (uint32_t l = 0; arr && l < r->model_info.n_layers; l++) {
-		const struct layer_stats *ls = &r->layers[l];
+	for (uint32_t l = 0; arr && l < v->n_layers; l++) {
+		const struct layer_stats *ls = &v->layers[l];
 		json_t *per_expert;
 
 		if (!ls->tokens_per_expert)
@@ -58,33 +62,31 @@ static json_t *status_layers(const struct reactor *r)
 	return arr;
 }
 
-int status_json(const struct reactor *r, char **ret_json, size_t *ret_len)
+int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t *ret_len)
 {
-	const struct reactor_totals *t = &r->totals;
-	double uptime = (double)(reactor_now_ns() - r->t_start_ns) / 1e9;
 	json_t *root;
 	char *text;
 
 	root = json_pack(
-		"{s:{s:I, s:f, s:s, s:I, s:I, s:I, s:I}, "
+		"{s:{s:I, s:f, s:s, s:I, s:I, s:I, s:I, s:I}, "
 		"s:{s:s, s:I, s:I, s:I, s:I}, "
-		"s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o*, s:o*}",
-		"daemon", "pid", (json_int_t)getpid(), "uptime_s", uptime, "doorbell",
-		r->futex_doorbells ? "futex" : "eventfd", "merge_window_us",
-		(json_int_t)r->cfg->merge_window_us, "poll_us", (json_int_t)r->cfg->poll_us,
-		"workers", (json_int_t)engine_n_workers(r->engine), "abi_major",
-		(json_int_t)MOE_ABI_MAJOR,
-		"model", "name", r->model_info.model_name, "layers",
-		(json_int_t)r->model_info.n_layers, "d_model", (json_int_t)r->model_info.d_model,
-		"max_experts", (json_int_t)r->model_info.max_experts, "max_slots",
-		(json_int_t)r->model_info.max_slots,
-		"totals", "clients", (json_int_t)r->n_clients, "clients_served",
-		(json_int_t)t->clients_served, "clients_refused", (json_int_t)t->clients_refused,
-		"clients_corrupt", (json_int_t)t->clients_dropped_corrupt, "batches",
-		(json_int_t)t->batches, "tokens", (json_int_t)t->tokens, "errors",
-		(json_int_t)t->errors, "rejected", (json_int_t)t->rejected, "dropped", (json_int_t)t->dropped, "engine_runs",
-		(json_int_t)t->engine_runs, "merged_batches", (json_int_t)t->merged_batches,
-		"clients", status_clients(r), "layers", status_layers(r));
+		"s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o*, s:o*}",
+		"daemon", "pid", (json_int_t)getpid(), "uptime_s", v->uptime_s, "doorbell",
+		v->doorbell, "merge_window_us", (json_int_t)v->merge_window_us, "poll_us",
+		(json_int_t)v->poll_us, "workers", (json_int_t)v->workers, "runs_in_flight",
+		(json_int_t)v->runs_in_flight, "abi_major", (json_int_t)MOE_ABI_MAJOR,
+		"model", "name", v->model_name, "layers", (json_int_t)v->n_layers, "d_model",
+		(json_int_t)v->d_model, "max_experts", (json_int_t)v->max_experts, "max_slots",
+		(json_int_t)v->max_slots,
+		"totals", "clients", (json_int_t)v->clients, "clients_served",
+		(json_int_t)v->clients_served, "clients_refused", (json_int_t)v->clients_refused,
+		"clients_corrupt", (json_int_t)v->clients_corrupt, "batches",
+		(json_int_t)v->batches, "tokens", (json_int_t)v->tokens, "errors",
+		(json_int_t)v->errors, "rejected", (json_int_t)v->rejected, "dropped",
+		(json_int_t)v->dropped, "engine_runs", (json_int_t)v->engine_runs,
+		"merged_batches", (json_int_t)v->merged_batches, "runs_active",
+		(json_int_t)v->runs_active,
+		"clients", status_clients(v, uid), "layers", status_layers(v));
 	if (!root)
 		return -ENOMEM;
 	text = json_dumps(root, JSON_INDENT(2));

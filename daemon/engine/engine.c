@@ -344,11 +344,10 @@ static int check_output(const float *y, uint32_t n_tokens, uint32_t d_model, str
 
 /* ---- the forward pass ---- */
 
-static int run_experts(struct engine *e, struct forward_ctx *c)
+static int run_experts(struct engine *e, struct scratch *s, struct forward_ctx *c)
 {
 	const struct moe_layer *L = c->layer;
 	const struct dispatch_plan *p = c->plan;
-	struct scratch *s = &e->scratch;
 	struct ffn_tile *tiles;
 	size_t n_up, n_down;
 
@@ -405,7 +404,12 @@ static float *shared_gate_values(const struct moe_layer *L, const float *x, uint
 int engine_forward(struct engine *e, const struct moe_layer *layer,
 		   const struct router_config *cfg, struct engine_batch *b, struct diag *d)
 {
-	struct scratch *s = &e->scratch;
+	return engine_forward_scratch(e, &e->scratch, layer, cfg, b, d);
+}
+
+int engine_forward_scratch(struct engine *e, struct scratch *s, const struct moe_layer *layer,
+			   const struct router_config *cfg, struct engine_batch *b, struct diag *d)
+{
 	struct route_result route;
 	struct dispatch_plan plan;
 	struct forward_ctx c;
@@ -454,7 +458,7 @@ int engine_forward(struct engine *e, const struct moe_layer *layer,
 	}
 
 	pool_run(e->pool, (plan.n_rows + COPY_BLOCK - 1) / COPY_BLOCK, task_gather, &c);
-	r = run_experts(e, &c);
+	r = run_experts(e, s, &c);
 	if (r < 0)
 		goto out;
 	pool_run(e->pool, (b->n_tokens + COPY_BLOCK - 1) / COPY_BLOCK, task_combine, &c);

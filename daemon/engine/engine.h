@@ -13,8 +13,10 @@
  * router config's `nonfinite` option); a non-finite result (weights that
  * overflow) fails it with -ERANGE. Either way the engine stays usable.
  *
- * Thread-safety: one engine_forward() at a time per engine; an engine can
- * serve any layer of any model.
+ * Thread-safety: one engine_forward() at a time per engine (it uses the
+ * engine's own scratch); engine_forward_scratch() may run on several
+ * threads at once, each with a scratch of its own (the pool takes their
+ * jobs side by side). An engine can serve any layer of any model.
  */
 #pragma once
 
@@ -26,6 +28,7 @@
 #include "model/model.h"
 #include "router/router.h"
 #include "util/diag.h"
+#include "util/scratch.h"
 
 /*
  * Upper bound on the tokens of one batch. With the model's own bounds
@@ -74,3 +77,7 @@ uint32_t engine_n_workers(const struct engine *e);
  */
 int engine_forward(struct engine *e, const struct moe_layer *layer,
 		   const struct router_config *cfg, struct engine_batch *b, struct diag *d);
+
+/* The same with the temporaries in @s (owned by the caller, one per thread). */
+int engine_forward_scratch(struct engine *e, struct scratch *s, const struct moe_layer *layer,
+			   const struct router_config *cfg, struct engine_batch *b, struct diag *d);

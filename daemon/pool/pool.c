@@ -1,15 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pool: the plain thread pool.
+ * pool: the plain thread pool, with several submitters.
  *
- * A job is published by storing its fields, then bumping `generation` with
- * a release store (under the lock, with a broadcast for sleepers). Workers
- * claim tasks from an atomic counter until it passes n_tasks, then decrement
- * `n_busy`; the caller claims tasks too, then waits for n_busy to reach 0.
+ * Each run() is a job on the caller's stack: fn, ctx, n_tasks, a counter of
+ * the next task to claim and a counter of the tasks not finished. The job
+ * joins a FIFO under the pool's lock; the caller then claims its own tasks
+ * (as worker 0) while the pool's threads claim tasks of the oldest job that
+ * still has unclaimed ones. The caller returns when its job's `remaining`
+ * reaches zero and no pool thread still holds the job (`helpers`), which is
+ * the moment the job may leave the caller's stack. No job waits for another
+ * job, and no rendezvous of every worker ends a job.
  *
- * Both waits spin for a short while before they sleep on a condition
- * variable: one forward pass publishes four jobs back to back (gather, two
- * expert phases, combine), and a decode step's jobs take a few hundred
+ * Locking: the FIFO, `helpers` and the sleep counters are under `lock`;
+ * `next` and `remaining` are atomics touched by whoever works on the job.
+ * The lock is taken twice per job by each thread that works on it, never per
+ * task.
+ *
+ * Waits spin for a short while before they sleep on a condition variable:
+ * one forward pass publishes four jobs back to back (gather, two expert
+ * phases, combine), and a decode step's jobs take a few hundred
  * microseconds, so a futex sleep and wake-up per job (tens of microseconds
  * each) would be a visible share of it. An idle pool still sleeps.
  */
@@ -26,6 +35,16 @@
 /* How long a wait spins before it sleeps. */
 #define SPIN_NS 50000
 
+struct pool_job {
+	pool_task_fn fn;
+	void *ctx;
+	uint32_t n_tasks;
+	atomic_uint next;      /* the next task to claim; >= n_tasks: all claimed */
+	atomic_uint remaining; /* tasks not finished; 0: the job's work is done */
+	uint32_t helpers;      /* pool threads holding the job (under lock) */
+	struct pool_job *newer; /* FIFO link (under lock) */
+};
+
 struct thread_pool {
 	struct pool base;
 	uint32_t n_workers;
@@ -33,18 +52,12 @@ struct thread_pool {
 	uint32_t n_started;
 
 	pthread_mutex_t lock;
-	pthread_cond_t wake; /* workers sleep here for a new generation */
-	pthread_cond_t idle; /* the caller sleeps here for n_busy == 0 */
-	atomic_uint_fast64_t generation;
-	atomic_uint n_busy; /* workers still inside the current generation */
+	pthread_cond_t wake; /* pool threads sleep here for a new job */
+	pthread_cond_t done; /* callers sleep here for their job's end */
+	struct pool_job *oldest, *newest; /* jobs whose callers have not returned */
+	uint32_t n_sleeping;              /* pool threads waiting on `wake` */
+	atomic_uint_fast64_t posted;      /* jobs ever posted: what a spinning thread watches */
 	atomic_bool stopping;
-
-	/* the current job: written before generation moves (release), read after
-	 * a worker sees the new generation (acquire) */
-	pool_task_fn fn;
-	void *ctx;
-	uint32_t n_tasks;
-	atomic_uint next_task;
 };
 
 struct worker_arg {
@@ -67,39 +80,52 @@ static inline void cpu_relax(void)
 #endif
 }
 
-static void claim_tasks(struct thread_pool *p, uint32_t worker)
+static void claim_tasks(struct pool_job *j, uint32_t worker)
 {
 	for (;;) {
-		uint32_t t = atomic_fetch_add_explicit(&p->next_task, 1, memory_order_relaxed);
+		uint32_t t = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
 
-		if (t >= p->n_tasks)
+		if (t >= j->n_tasks)
 			return;
-		p->fn(p->ctx, t, worker);
+		j->fn(j->ctx, t, worker);
+		/* R1: the task's writes happen before the caller sees its job
+		 * done; pairs with A1 in thread_pool_run() */
+		atomic_fetch_sub_explicit(&j->remaining, 1, memory_order_acq_rel);
 	}
 }
 
-/* Wait for a generation other than @seen; returns it, or 0 when stopping. */
-static uint64_t wait_generation(struct thread_pool *p, uint64_t seen)
+/* The oldest job with unclaimed tasks, or NULL. Under lock. */
+static struct pool_job *job_to_help(struct thread_pool *p)
 {
-	uint64_t deadline = now_ns() + SPIN_NS, g;
+	for (struct pool_job *j = p->oldest; j; j = j->newer)
+		if (atomic_load_explicit(&j->next, memory_order_relaxed) < j->n_tasks)
+			return j;
+	return NULL;
+}
 
+/* Nothing to do: spin until a job is posted, then sleep. Called and returns under lock. */
+static void worker_idle(struct thread_pool *p)
+{
+	uint64_t seen = atomic_load_explicit(&p->posted, memory_order_relaxed);
+	uint64_t deadline = now_ns() + SPIN_NS;
+
+	pthread_mutex_unlock(&p->lock);
 	for (unsigned i = 0;; i++) {
-		/* A1: pairs with R1 in thread_pool_run(): the job's fields are visible */
-		g = atomic_load_explicit(&p->generation, memory_order_acquire);
-		if (g != seen)
-			return g;
-		if (atomic_load_explicit(&p->stopping, memory_order_relaxed))
-			return 0;
+		if (atomic_load_explicit(&p->posted, memory_order_relaxed) != seen ||
+		    atomic_load_explicit(&p->stopping, memory_order_relaxed))
+			break;
 		if ((i & 63) == 63 && now_ns() > deadline)
 			break;
 		cpu_relax();
 	}
 	pthread_mutex_lock(&p->lock);
-	while (!atomic_load_explicit(&p->stopping, memory_order_relaxed) &&
-	       (g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen)
+	/* `posted` moves under the lock, so this check and the wait are atomic */
+	if (atomic_load_explicit(&p->posted, memory_order_relaxed) == seen &&
+	    !atomic_load_explicit(&p->stopping, memory_order_relaxed)) {
+		p->n_sleeping++;
 		pthread_cond_wait(&p->wake, &p->lock);
-	pthread_mutex_unlock(&p->lock);
-	return atomic_load_explicit(&p->stopping, memory_order_relaxed) ? 0 : g;
+		p->n_sleeping--;
+	}
 }
 
 static void *worker_main(void *arg)
@@ -107,20 +133,25 @@ static void *worker_main(void *arg)
 	struct worker_arg *wa = arg;
 	struct thread_pool *p = wa->pool;
 	uint32_t index = wa->index;
-	uint64_t seen = 0;
 
 	free(wa);
-	while ((seen = wait_generation(p, seen)) != 0) {
-		claim_tasks(p, index);
-		/* R2: the tasks' writes happen before the caller returns; pairs
-		 * with A2 in thread_pool_run() */
-		if (atomic_fetch_sub_explicit(&p->n_busy, 1, memory_order_acq_rel) == 1) {
-			/* under the lock: the caller checks n_busy and sleeps atomically */
-			pthread_mutex_lock(&p->lock);
-			pthread_cond_signal(&p->idle);
-			pthread_mutex_unlock(&p->lock);
+	pthread_mutex_lock(&p->lock);
+	while (!atomic_load_explicit(&p->stopping, memory_order_relaxed)) {
+		struct pool_job *j = job_to_help(p);
+
+		if (!j) {
+			worker_idle(p);
+			continue;
 		}
+		j->helpers++;
+		pthread_mutex_unlock(&p->lock);
+		claim_tasks(j, index);
+		pthread_mutex_lock(&p->lock);
+		/* the last helper to leave a finished job lets its caller go */
+		if (--j->helpers == 0 && atomic_load_explicit(&j->remaining, memory_order_acquire) == 0)
+			pthread_cond_broadcast(&p->done);
 	}
+	pthread_mutex_unlock(&p->lock);
 	return NULL;
 }
 
@@ -129,9 +160,23 @@ static uint32_t thread_pool_n_workers(const struct pool *base)
 	return ((const struct thread_pool *)base)->n_workers;
 }
 
+static void job_unlink(struct thread_pool *p, struct pool_job *j)
+{
+	struct pool_job **link = &p->oldest, *prev = NULL;
+
+	while (*link != j) {
+		prev = *link;
+		link = &(*link)->newer;
+	}
+	*link = j->newer;
+	if (p->newest == j)
+		p->newest = prev;
+}
+
 static void thread_pool_run(struct pool *base, uint32_t n_tasks, pool_task_fn fn, void *ctx)
 {
 	struct thread_pool *p = (struct thread_pool *)base;
+	struct pool_job j = { .fn = fn, .ctx = ctx, .n_tasks = n_tasks };
 	uint64_t deadline;
 
 	if (n_tasks == 0)
@@ -142,31 +187,35 @@ static void thread_pool_run(struct pool *base, uint32_t n_tasks, pool_task_fn fn
 			fn(ctx, t, 0);
 		return;
 	}
-	p->fn = fn;
-	p->ctx = ctx;
-	p->n_tasks = n_tasks;
-	atomic_store_explicit(&p->next_task, 0, memory_order_relaxed);
-	atomic_store_explicit(&p->n_busy, p->n_started, memory_order_relaxed);
+	atomic_init(&j.next, 0);
+	atomic_init(&j.remaining, n_tasks);
 	pthread_mutex_lock(&p->lock);
-	/* R1: publishes the job; pairs with A1 in wait_generation() */
-	atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
-	pthread_cond_broadcast(&p->wake);
+	if (p->newest)
+		p->newest->newer = &j;
+	else
+		p->oldest = &j;
+	p->newest = &j;
+	atomic_fetch_add_explicit(&p->posted, 1, memory_order_relaxed);
+	if (p->n_sleeping)
+		pthread_cond_broadcast(&p->wake);
 	pthread_mutex_unlock(&p->lock);
 
-	claim_tasks(p, 0);
+	claim_tasks(&j, 0);
 
 	deadline = now_ns() + SPIN_NS;
 	for (unsigned i = 0;; i++) {
-		/* A2: pairs with R2 in worker_main(): the workers' results are visible */
-		if (atomic_load_explicit(&p->n_busy, memory_order_acquire) == 0)
-			return;
+		/* A1: pairs with R1 in claim_tasks(): every task's writes are visible */
+		if (atomic_load_explicit(&j.remaining, memory_order_acquire) == 0)
+			break;
 		if ((i & 63) == 63 && now_ns() > deadline)
 			break;
 		cpu_relax();
 	}
 	pthread_mutex_lock(&p->lock);
-	while (atomic_load_explicit(&p->n_busy, memory_order_acquire) > 0)
-		pthread_cond_wait(&p->idle, &p->lock);
+	/* a helper may still be between its last claim and the lock: wait for it */
+	while (atomic_load_explicit(&j.remaining, memory_order_acquire) != 0 || j.helpers != 0)
+		pthread_cond_wait(&p->done, &p->lock);
+	job_unlink(p, &j);
 	pthread_mutex_unlock(&p->lock);
 }
 
@@ -180,7 +229,7 @@ static void thread_pool_free(struct pool *base)
 	pthread_mutex_unlock(&p->lock);
 	for (uint32_t i = 0; i < p->n_started; i++)
 		pthread_join(p->threads[i], NULL);
-	pthread_cond_destroy(&p->idle);
+	pthread_cond_destroy(&p->done);
 	pthread_cond_destroy(&p->wake);
 	pthread_mutex_destroy(&p->lock);
 	free(p->threads);
@@ -218,7 +267,7 @@ int pool_threads_new(uint32_t n_workers, struct pool **ret_pool)
 	p->n_workers = n_workers;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->wake, NULL);
-	pthread_cond_init(&p->idle, NULL);
+	pthread_cond_init(&p->done, NULL);
 	p->threads = calloc(n_workers, sizeof(*p->threads));
 	if (!p->threads) {
 		r = -ENOMEM;

@@ -7,10 +7,15 @@
  * The one operation is a parallel-for: run fn(ctx, task, worker) for every
  * task in [0, n_tasks) on the pool's workers, the calling thread included,
  * and return when all have finished. Tasks are claimed dynamically, so
- * uneven tasks balance; @worker is in [0, n_workers) and unique among the
- * tasks running at one time (for per-worker scratch).
+ * uneven tasks balance. @worker is in [0, n_workers) and unique among the
+ * threads working on one job at one time (for per-job, per-worker scratch);
+ * the caller always works as worker 0 on its own job.
  *
- * Thread-safety: one run() at a time per pool (the engine serialises).
+ * Thread-safety: run() may be called from several threads at once (moed's
+ * executor runs several engine runs in flight). Each call is a job of its
+ * own; the pool's threads help the oldest job that still has unclaimed
+ * tasks, and a call returns as soon as its own job's tasks are done,
+ * whatever the other jobs are doing.
  */
 #pragma once
 
@@ -41,7 +46,7 @@ static inline void pool_run(struct pool *p, uint32_t n_tasks, pool_task_fn fn, v
 	p->ops->run(p, n_tasks, fn, ctx);
 }
 
-/* NULL-safe; returns NULL. */
+/* NULL-safe; returns NULL. Every run() must have returned. */
 static inline struct pool *pool_free(struct pool *p)
 {
 	if (p)
@@ -50,7 +55,8 @@ static inline struct pool *pool_free(struct pool *p)
 }
 
 /*
- * A pool of @n_workers threads counting the caller (so n_workers - 1 are
- * started). 0 means one per CPU the process may run on. -errno on failure.
+ * A pool of @n_workers workers counting the caller of run() (so
+ * n_workers - 1 threads are started). 0 means one per CPU the process may
+ * run on. -errno on failure.
  */
 int pool_threads_new(uint32_t n_workers, struct pool **ret_pool);

@@ -24,7 +24,7 @@ int ctl_arm_accept(struct reactor *r)
 	if (!sqe)
 		return -EBUSY;
 	io_uring_prep_accept(sqe, r->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-	io_uring_sqe_set_data64(sqe, ud_make(UD_ACCEPT, 0, 0));
+	io_uring_sqe_set_data64(sqe, ud_make(r->w.accept, 0, 0));
 	return 0;
 }
 
@@ -37,7 +37,7 @@ static int ctl_arm_recv(struct reactor *r, uint32_t slot)
 		return -EBUSY;
 	/* MSG_TRUNC: the result is the message's real length, so an oversized one is seen */
 	io_uring_prep_recv(sqe, c->fd, c->buf, sizeof(c->buf), MSG_TRUNC);
-	io_uring_sqe_set_data64(sqe, ud_make(UD_CONN_RECV, slot, c->gen));
+	io_uring_sqe_set_data64(sqe, ud_make(r->w.conn_recv, slot, c->gen));
 	return 0;
 }
 
@@ -53,7 +53,7 @@ static void ctl_conn_close(struct reactor *r, uint32_t slot)
 	 * the recv so the kernel lets go of it.
 	 */
 	shutdown(c->fd, SHUT_RDWR);
-	reactor_cancel(r, ud_make(UD_CONN_RECV, slot, c->gen));
+	reactor_cancel(r, ud_make(r->w.conn_recv, slot, c->gen));
 	close(c->fd);
 	c->fd = -1;
 	c->gen++;
@@ -65,10 +65,12 @@ void ctl_close_all_conns(struct reactor *r)
 		ctl_conn_close(r, i);
 }
 
-void ctl_on_accept(struct reactor *r, int res)
+static void ctl_on_accept(struct reactor *r, void *arg, uint32_t unused_slot, uint32_t gen,
+			  int res)
 {
 	uint32_t slot;
 
+	(void)arg, (void)unused_slot, (void)gen;
 	if (res < 0) {
 		if (res != -ECANCELED)
 			log_warning("accept: %s, ignoring", strerror(-res));
@@ -224,18 +226,84 @@ static void ctl_hello(struct reactor *r, int fd, const struct moe_hello *hello)
 		 s->region.info.cq_entries, (unsigned long long)s->region.info.arena_size);
 }
 
-/* Answer STATUS with a sealed memfd holding the JSON; takes @fd over. */
+/* What STATUS shows: the reactor's and the scheduler's counters, every client. */
+static void ctl_status_view(struct reactor *r, struct status_client *cl, struct status_view *v)
+{
+	const struct sched_totals *t = sched_totals(r->sched);
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < r->cfg->max_clients && n < r->n_clients; i++) {
+		const struct session *s = r->clients[i].s;
+
+		if (!s)
+			continue;
+		cl[n++] = (struct status_client){
+			.id = s->id, .name = s->name, .pid = s->pid, .uid = s->uid,
+			.batches = s->stats.batches, .tokens = s->stats.tokens,
+			.errors = s->stats.errors, .merged = s->stats.merged,
+			.dropped = s->stats.dropped, .queued = s->pending_count,
+			.in_flight = s->run_in_flight,
+		};
+	}
+	*v = (struct status_view){
+		.uptime_s = (double)(reactor_now_ns() - r->t_start_ns) / 1e9,
+		.doorbell = r->futex_doorbells ? "futex" : "eventfd",
+		.merge_window_us = r->cfg->merge_window_us,
+		.poll_us = r->cfg->poll_us,
+		.workers = engine_n_workers(r->engine),
+		.runs_in_flight = r->cfg->runs_in_flight,
+		.model_name = r->model_info.model_name,
+		.n_layers = r->model_info.n_layers,
+		.d_model = r->model_info.d_model,
+		.max_experts = r->model_info.max_experts,
+		.max_slots = r->model_info.max_slots,
+		.clients = r->n_clients,
+		.clients_served = r->totals.clients_served,
+		.clients_refused = r->totals.clients_refused,
+		.clients_corrupt = r->totals.clients_dropped_corrupt,
+		.batches = t->batches,
+		.tokens = t->tokens,
+		.errors = t->errors,
+		.rejected = r->totals.rejected,
+		.dropped = t->dropped,
+		.engine_runs = t->engine_runs,
+		.merged_batches = t->merged_batches,
+		.runs_active = sched_in_flight(r->sched),
+		.client = cl,
+		.n_client = n,
+		.layers = sched_layer_stats(r->sched),
+	};
+}
+
+/*
+ * Answer STATUS with a sealed memfd holding the JSON; takes @fd over. The
+ * requester's uid (SO_PEERCRED) decides which clients' details it sees.
+ */
 static void ctl_status(struct reactor *r, int fd)
 {
 	struct moe_status_reply rep = {
 		.hdr = { .magic = MOE_PROTO_MAGIC, .type = MOE_MSG_STATUS_REPLY,
 			 .size = sizeof(rep) },
 	};
+	struct status_view view;
+	struct status_client *clients = NULL;
+	struct ucred cred;
+	socklen_t cred_len = sizeof(cred);
 	char *json = NULL;
 	size_t len = 0;
 	int mfd = -1, ret;
 
-	ret = status_json(r, &json, &len);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) < 0) {
+		ret = -errno;
+		goto reply;
+	}
+	clients = calloc(r->n_clients ? r->n_clients : 1, sizeof(*clients));
+	if (!clients) {
+		ret = -ENOMEM;
+		goto reply;
+	}
+	ctl_status_view(r, clients, &view);
+	ret = status_json(&view, cred.uid, &json, &len);
 	if (ret < 0)
 		goto reply;
 	mfd = memfd_create("moed-status", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -255,11 +323,12 @@ reply:
 		log_info("status reply not delivered, ignoring");
 	if (mfd >= 0)
 		close(mfd);
+	free(clients);
 	free(json);
 	close(fd);
 }
 
-void ctl_on_recv(struct reactor *r, uint32_t slot, uint32_t gen, int res)
+static void ctl_on_recv(struct reactor *r, void *arg, uint32_t slot, uint32_t gen, int res)
 {
 	struct hello_limits lim = { .max_sq_entries = r->cfg->max_sq_entries,
 				    .max_arena_bytes = r->cfg->max_arena_bytes };
@@ -268,6 +337,7 @@ void ctl_on_recv(struct reactor *r, uint32_t slot, uint32_t gen, int res)
 	const char *why = "";
 	int fd, ret;
 
+	(void)arg;
 	if (slot >= r->n_conns)
 		return;
 	c = &r->conns[slot];
@@ -293,4 +363,16 @@ void ctl_on_recv(struct reactor *r, uint32_t slot, uint32_t gen, int res)
 		ctl_status(r, fd);
 	else
 		ctl_hello(r, fd, &req.hello);
+}
+
+int ctl_register(struct reactor *r)
+{
+	int accept_id = reactor_watcher_add(r, "accept", ctl_on_accept, NULL);
+	int recv_id = reactor_watcher_add(r, "conn-recv", ctl_on_recv, NULL);
+
+	if (accept_id < 0 || recv_id < 0)
+		return -ENOSPC;
+	r->w.accept = (uint32_t)accept_id;
+	r->w.conn_recv = (uint32_t)recv_id;
+	return 0;
 }

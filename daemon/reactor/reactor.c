@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* reactor: the io_uring loop, adaptive polling and client lifetimes; see reactor.h. */
+/* reactor: the io_uring loop, watchers, adaptive polling and client lifetimes; see reactor.h. */
 #include "reactor/reactor.h"
 
 #include <errno.h>
@@ -51,32 +51,18 @@ void reactor_cancel(struct reactor *r, uint64_t ud)
 	if (!sqe)
 		return;
 	io_uring_prep_cancel64(sqe, ud, 0);
-	io_uring_sqe_set_data64(sqe, ud_make(UD_IGNORE, 0, 0));
+	io_uring_sqe_set_data64(sqe, ud_make(WATCH_IGNORE, 0, 0));
 }
 
-/*
- * Whether a layer's routing of a token depends only on that token: then
- * batches of several clients can run as one engine batch and each gets the
- * rows it would have got alone. Capacity limits, balanced assignment and
- * random second experts depend on the whole batch, so those never merge.
- */
-static bool router_is_per_token(const struct router_config *c)
+int reactor_watcher_add(struct reactor *r, const char *name, watch_fn fn, void *arg)
 {
-	if (c->capacity_factor != 0)
-		return false;
-	switch (c->kind) {
-	case ROUTER_SWITCH:
-	case ROUTER_TOPK:
-	case ROUTER_HIERARCHICAL:
-		return true;
-	case ROUTER_GSHARD:
-		return c->second_policy != SECOND_RANDOM;
-	case ROUTER_BASE:
-		return c->base_mode == BASE_GREEDY;
-	case ROUTER_GIVEN:
-		return false;
-	}
-	return false;
+	/* id 0 is WATCH_IGNORE */
+	if (r->n_watchers == 0)
+		r->n_watchers = 1;
+	if (r->n_watchers == MAX_WATCHERS)
+		return -ENOSPC;
+	r->watchers[r->n_watchers] = (struct watcher){ .name = name, .fn = fn, .arg = arg };
+	return (int)r->n_watchers++;
 }
 
 static int reactor_model_tables(struct reactor *r, const char *model_name, struct diag *d)
@@ -86,9 +72,7 @@ static int reactor_model_tables(struct reactor *r, const char *model_name, struc
 
 	r->layer_slots = calloc(n ? n : 1, sizeof(*r->layer_slots));
 	r->layer_experts = calloc(n ? n : 1, sizeof(*r->layer_experts));
-	r->layer_mergeable = calloc(n ? n : 1, sizeof(*r->layer_mergeable));
-	r->layers = calloc(n ? n : 1, sizeof(*r->layers));
-	if (!r->layer_slots || !r->layer_experts || !r->layer_mergeable || !r->layers)
+	if (!r->layer_slots || !r->layer_experts)
 		return diag_set(d, -ENOMEM, "out of memory");
 	memset(mi, 0, sizeof(*mi));
 	for (uint32_t l = 0; l < n; l++) {
@@ -98,11 +82,6 @@ static int reactor_model_tables(struct reactor *r, const char *model_name, struc
 			continue;
 		r->layer_slots[l] = router_config_slots(&L->router);
 		r->layer_experts[l] = L->n_experts;
-		r->layer_mergeable[l] = router_is_per_token(&L->router);
-		r->layers[l].n_experts = L->n_experts;
-		r->layers[l].tokens_per_expert = calloc(L->n_experts, sizeof(uint64_t));
-		if (!r->layers[l].tokens_per_expert)
-			return diag_set(d, -ENOMEM, "out of memory");
 		mi->d_model = L->d_model;
 		if (L->n_experts > mi->max_experts)
 			mi->max_experts = L->n_experts;
@@ -144,14 +123,120 @@ static int reactor_setup_fds(struct reactor *r, struct diag *d)
 	return 0;
 }
 
-static int reactor_arm_read(struct reactor *r, int fd, void *buf, unsigned len, enum ud_kind k)
+static int reactor_arm_read(struct reactor *r, int fd, void *buf, unsigned len, uint32_t watcher)
 {
 	struct io_uring_sqe *sqe = reactor_get_sqe(r);
 
 	if (!sqe)
 		return -EBUSY;
 	io_uring_prep_read(sqe, fd, buf, len, 0);
-	io_uring_sqe_set_data64(sqe, ud_make(k, 0, 0));
+	io_uring_sqe_set_data64(sqe, ud_make(watcher, 0, 0));
+	return 0;
+}
+
+/* ---- the reactor's own watchers ---- */
+
+static void reactor_on_signal(struct reactor *r, void *arg, uint32_t slot, uint32_t gen, int res)
+{
+	struct signalfd_siginfo si;
+
+	(void)arg, (void)slot, (void)gen;
+	if (res == (int)sizeof(si)) {
+		memcpy(&si, r->signal_buf, sizeof(si));
+		if (si.ssi_signo == SIGHUP) {
+			log_info("SIGHUP: nothing to reload in this version, ignoring");
+		} else if (!r->stopping) {
+			r->stopping = true;
+			r->stop_signal = (int)si.ssi_signo;
+			log_info("%s: draining %s", strsignal((int)si.ssi_signo),
+				 "in-flight batches, then exiting");
+		}
+	}
+	if (reactor_arm_read(r, r->signal_fd, r->signal_buf, sizeof(struct signalfd_siginfo),
+			     r->w.signal) < 0)
+		log_error("cannot re-arm the signalfd, ignoring");
+}
+
+static void reactor_on_timer(struct reactor *r, void *arg, uint32_t slot, uint32_t gen, int res)
+{
+	(void)arg, (void)slot, (void)gen, (void)res;
+	ctl_expire_conns(r, reactor_now_ns());
+	if (reactor_arm_read(r, r->timer_fd, &r->timer_buf, sizeof(r->timer_buf), r->w.timer) < 0)
+		log_error("cannot re-arm the timerfd, ignoring");
+}
+
+/* The executor finished a run: the loop completes it; only re-arm here. */
+static void reactor_on_run_done(struct reactor *r, void *arg, uint32_t slot, uint32_t gen,
+				int res)
+{
+	(void)arg, (void)slot, (void)gen, (void)res;
+	if (reactor_arm_read(r, sched_event_fd(r->sched), &r->run_done_buf,
+			     sizeof(r->run_done_buf), r->w.run_done) < 0)
+		log_error("cannot re-arm the run-done eventfd, ignoring");
+}
+
+/* The client whose slot and generation an event names, or NULL when it is gone. */
+static struct session *reactor_client(struct reactor *r, uint32_t slot, uint32_t gen)
+{
+	struct client_slot *cs;
+
+	if (slot >= r->cfg->max_clients)
+		return NULL;
+	cs = &r->clients[slot];
+	return cs->s && (cs->gen & 0xffffffu) == gen ? cs->s : NULL;
+}
+
+static void reactor_on_doorbell(struct reactor *r, void *arg, uint32_t slot, uint32_t gen, int res)
+{
+	struct session *s = reactor_client(r, slot, gen);
+
+	(void)arg, (void)res;
+	if (!s)
+		return;
+	s->doorbell_armed = false;
+	if (s->eventfd >= 0) {
+		uint64_t v;
+
+		/* drain the counter so the next poll waits for a new write */
+		if (read(s->eventfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+			log_warning("client %u: eventfd read: %m, ignoring", s->id);
+	}
+}
+
+static void reactor_on_hangup(struct reactor *r, void *arg, uint32_t slot, uint32_t gen, int res)
+{
+	(void)arg;
+	if (res != -ECANCELED && reactor_client(r, slot, gen))
+		reactor_drop_client(r, slot, "hung up");
+}
+
+static void reactor_on_pidfd(struct reactor *r, void *arg, uint32_t slot, uint32_t gen, int res)
+{
+	(void)arg;
+	if (res != -ECANCELED && reactor_client(r, slot, gen))
+		reactor_drop_client(r, slot, "exited");
+}
+
+static int reactor_watch_own(struct reactor *r, const char *name, watch_fn fn, uint32_t *ret_id)
+{
+	int id = reactor_watcher_add(r, name, fn, NULL);
+
+	if (id < 0)
+		return id;
+	*ret_id = (uint32_t)id;
+	return 0;
+}
+
+static int reactor_register_watchers(struct reactor *r, struct diag *d)
+{
+	if (reactor_watch_own(r, "signal", reactor_on_signal, &r->w.signal) < 0 ||
+	    reactor_watch_own(r, "timer", reactor_on_timer, &r->w.timer) < 0 ||
+	    reactor_watch_own(r, "run-done", reactor_on_run_done, &r->w.run_done) < 0 ||
+	    reactor_watch_own(r, "doorbell", reactor_on_doorbell, &r->w.doorbell) < 0 ||
+	    reactor_watch_own(r, "hangup", reactor_on_hangup, &r->w.hangup) < 0 ||
+	    reactor_watch_own(r, "pidfd", reactor_on_pidfd, &r->w.pidfd) < 0 ||
+	    ctl_register(r) < 0)
+		return diag_set(d, -ENOSPC, "the reactor's watcher table is full");
 	return 0;
 }
 
@@ -159,6 +244,7 @@ int reactor_new(const struct moed_config *cfg, int listen_fd, const struct moe_m
 		const char *model_name, struct engine *engine, struct reactor **ret_reactor,
 		struct diag *d)
 {
+	struct sched_params sp;
 	struct reactor *r;
 	int ret;
 
@@ -181,6 +267,15 @@ int reactor_new(const struct moed_config *cfg, int listen_fd, const struct moe_m
 	for (uint32_t i = 0; i < r->n_conns; i++)
 		r->conns[i].fd = -1;
 	ret = reactor_model_tables(r, model_name, d);
+	if (ret < 0)
+		goto err;
+	ret = reactor_register_watchers(r, d);
+	if (ret < 0)
+		goto err;
+	sp = (struct sched_params){ .cfg = cfg, .model = model, .engine = engine,
+				    .clients = r->clients, .layer_slots = r->layer_slots,
+				    .max_experts = r->model_info.max_experts };
+	ret = sched_new(&sp, &r->sched, d);
 	if (ret < 0)
 		goto err;
 	ret = io_uring_queue_init(RING_ENTRIES, &r->ring, 0);
@@ -211,6 +306,8 @@ struct reactor *reactor_free(struct reactor *r)
 {
 	if (!r)
 		return NULL;
+	/* first: runners may still compute; their runs reference no session */
+	sched_free(r->sched);
 	if (r->clients)
 		for (uint32_t i = 0; i < r->cfg->max_clients; i++)
 			r->clients[i].s = session_free(r->clients[i].s);
@@ -224,14 +321,8 @@ struct reactor *reactor_free(struct reactor *r)
 		close(r->signal_fd);
 	if (r->timer_fd >= 0)
 		close(r->timer_fd);
-	if (r->layers)
-		for (uint32_t l = 0; l < moe_model_n_layers(r->model); l++)
-			free(r->layers[l].tokens_per_expert);
-	staging_done(&r->st);
-	free(r->layers);
-	free(r->layer_slots);
 	free(r->layer_experts);
-	free(r->layer_mergeable);
+	free(r->layer_slots);
 	free(r->conns);
 	free(r->clients);
 	free(r);
@@ -248,13 +339,13 @@ int reactor_arm_client_watches(struct reactor *r, uint32_t slot)
 	if (!sqe)
 		return -EBUSY;
 	io_uring_prep_poll_add(sqe, cs->s->sock, POLLRDHUP | POLLHUP | POLLERR | POLLIN);
-	io_uring_sqe_set_data64(sqe, ud_make(UD_HANGUP, slot, cs->gen));
+	io_uring_sqe_set_data64(sqe, ud_make(r->w.hangup, slot, cs->gen));
 	if (cs->s->pidfd >= 0) {
 		sqe = reactor_get_sqe(r);
 		if (!sqe)
 			return -EBUSY;
 		io_uring_prep_poll_add(sqe, cs->s->pidfd, POLLIN);
-		io_uring_sqe_set_data64(sqe, ud_make(UD_PIDFD, slot, cs->gen));
+		io_uring_sqe_set_data64(sqe, ud_make(r->w.pidfd, slot, cs->gen));
 	}
 	return 0;
 }
@@ -266,17 +357,18 @@ void reactor_drop_client(struct reactor *r, uint32_t slot, const char *why)
 
 	if (!s)
 		return;
-	log_info("client %u (%s, pid %d) %s: %u batches discarded", s->id, s->name, (int)s->pid,
-		 why, s->pending_count);
+	log_info("client %u (%s, pid %d) %s: %u batches discarded%s", s->id, s->name, (int)s->pid,
+		 why, s->pending_count, s->run_in_flight ? ", one in flight" : "");
 	/*
-	 * Its batches are only queued (the engine runs on this thread, so none is
-	 * half-done): discarding them is all the cancelling needed. The waits in
-	 * io_uring are cancelled, and the generation bump makes any completion
-	 * still on its way look stale.
+	 * Its queued batches are discarded with the session. A batch in flight
+	 * computes from the run's private copy of its rows and finds the slot's
+	 * generation changed when it completes, so its results go nowhere.
+	 * The waits in io_uring are cancelled, and the generation bump makes
+	 * any completion still on its way look stale.
 	 */
-	reactor_cancel(r, ud_make(UD_DOORBELL, slot, cs->gen));
-	reactor_cancel(r, ud_make(UD_HANGUP, slot, cs->gen));
-	reactor_cancel(r, ud_make(UD_PIDFD, slot, cs->gen));
+	reactor_cancel(r, ud_make(r->w.doorbell, slot, cs->gen));
+	reactor_cancel(r, ud_make(r->w.hangup, slot, cs->gen));
+	reactor_cancel(r, ud_make(r->w.pidfd, slot, cs->gen));
 	cs->gen++;
 	cs->s = session_free(s);
 	r->n_clients--;
@@ -296,97 +388,22 @@ static void reactor_arm_doorbell(struct reactor *r, uint32_t slot, uint32_t fute
 		io_uring_prep_poll_add(sqe, cs->s->eventfd, POLLIN);
 	else
 		uring_prep_futex_wait(sqe, &cs->s->region.sq_ctl->futex, futex_val);
-	io_uring_sqe_set_data64(sqe, ud_make(UD_DOORBELL, slot, cs->gen));
+	io_uring_sqe_set_data64(sqe, ud_make(r->w.doorbell, slot, cs->gen));
 	cs->s->doorbell_armed = true;
-}
-
-static void reactor_on_signal(struct reactor *r, int res)
-{
-	struct signalfd_siginfo si;
-
-	if (res == (int)sizeof(si)) {
-		memcpy(&si, r->signal_buf, sizeof(si));
-		if (si.ssi_signo == SIGHUP) {
-			log_info("SIGHUP: nothing to reload in this version, ignoring");
-		} else if (!r->stopping) {
-			r->stopping = true;
-			r->stop_signal = (int)si.ssi_signo;
-			log_info("%s: draining %s", strsignal((int)si.ssi_signo),
-				 "in-flight batches, then exiting");
-		}
-	}
-	if (reactor_arm_read(r, r->signal_fd, r->signal_buf, sizeof(struct signalfd_siginfo),
-			     UD_SIGNAL) < 0)
-		log_error("cannot re-arm the signalfd, ignoring");
-}
-
-static void reactor_on_client_event(struct reactor *r, enum ud_kind kind, uint32_t slot,
-				    uint32_t gen, int res)
-{
-	struct client_slot *cs;
-
-	if (slot >= r->cfg->max_clients)
-		return;
-	cs = &r->clients[slot];
-	if (!cs->s || (cs->gen & 0xffffffu) != gen)
-		return; /* the client this was armed for is gone */
-	switch (kind) {
-	case UD_DOORBELL:
-		cs->s->doorbell_armed = false;
-		if (cs->s->eventfd >= 0) {
-			uint64_t v;
-
-			/* drain the counter so the next poll waits for a new write */
-			if (read(cs->s->eventfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-				log_warning("client %u: eventfd read: %m, ignoring", cs->s->id);
-		}
-		break;
-	case UD_HANGUP:
-		if (res == -ECANCELED)
-			break;
-		reactor_drop_client(r, slot, "hung up");
-		break;
-	case UD_PIDFD:
-		if (res == -ECANCELED)
-			break;
-		reactor_drop_client(r, slot, "exited");
-		break;
-	default:
-		break;
-	}
 }
 
 static void reactor_handle_cqe(struct reactor *r, const struct io_uring_cqe *cqe)
 {
 	uint64_t ud = cqe->user_data;
+	uint32_t id = ud_watcher(ud);
 
-	switch (ud_kind(ud)) {
-	case UD_IGNORE:
-		break;
-	case UD_ACCEPT:
-		ctl_on_accept(r, cqe->res);
-		break;
-	case UD_SIGNAL:
-		reactor_on_signal(r, cqe->res);
-		break;
-	case UD_TIMER:
-		ctl_expire_conns(r, reactor_now_ns());
-		if (reactor_arm_read(r, r->timer_fd, &r->timer_buf, sizeof(r->timer_buf),
-				     UD_TIMER) < 0)
-			log_error("cannot re-arm the timerfd, ignoring");
-		break;
-	case UD_CONN_RECV:
-		ctl_on_recv(r, ud_slot(ud), ud_gen(ud), cqe->res);
-		break;
-	case UD_DOORBELL:
-	case UD_HANGUP:
-	case UD_PIDFD:
-		reactor_on_client_event(r, ud_kind(ud), ud_slot(ud), ud_gen(ud), cqe->res);
-		break;
-	}
+	if (id == WATCH_IGNORE || id >= r->n_watchers)
+		return;
+	r->watchers[id].fn(r, r->watchers[id].arg, ud_slot(ud), ud_gen(ud), cqe->res);
 }
 
-unsigned reactor_handle_ready(struct reactor *r)
+/* Handle every completion already in the CQ ring (no syscall). May drop clients. */
+static unsigned reactor_handle_ready(struct reactor *r)
 {
 	struct io_uring_cqe *cqe;
 	unsigned head, n = 0;
@@ -484,29 +501,43 @@ static int reactor_wait(struct reactor *r, uint64_t wait_ns)
 	return 0;
 }
 
+static int reactor_arm_own(struct reactor *r)
+{
+	int ret = ctl_arm_accept(r);
+
+	if (ret < 0)
+		return log_errno(ret, "cannot arm accept: %m");
+	if (reactor_arm_read(r, r->signal_fd, r->signal_buf, sizeof(struct signalfd_siginfo),
+			     r->w.signal) < 0 ||
+	    reactor_arm_read(r, r->timer_fd, &r->timer_buf, sizeof(r->timer_buf), r->w.timer) < 0 ||
+	    reactor_arm_read(r, sched_event_fd(r->sched), &r->run_done_buf,
+			     sizeof(r->run_done_buf), r->w.run_done) < 0)
+		return log_errno(-EBUSY, "cannot arm the signalfd, timerfd and run-done eventfd");
+	return 0;
+}
+
 int reactor_run(struct reactor *r)
 {
 	uint64_t poll_ns = (uint64_t)r->cfg->poll_us * 1000;
 	int ret;
 
-	ret = ctl_arm_accept(r);
+	ret = reactor_arm_own(r);
 	if (ret < 0)
-		return log_errno(ret, "cannot arm accept: %m");
-	if (reactor_arm_read(r, r->signal_fd, r->signal_buf, sizeof(struct signalfd_siginfo),
-			     UD_SIGNAL) < 0 ||
-	    reactor_arm_read(r, r->timer_fd, &r->timer_buf, sizeof(r->timer_buf), UD_TIMER) < 0)
-		return log_errno(-EBUSY, "cannot arm the signalfd and timerfd");
-	log_info("doorbells: %s", r->futex_doorbells ? "io_uring futex wait"
-						     : "eventfd polled by io_uring");
+		return ret;
+	log_info("doorbells: %s; %u runs in flight at most",
+		 r->futex_doorbells ? "io_uring futex wait" : "eventfd polled by io_uring",
+		 r->cfg->runs_in_flight);
 
 	for (;;) {
 		uint64_t now = reactor_now_ns(), wait_ns = 0;
 		int worked;
 
+		/* one pass: every client's SQEs, finished runs, new runs, CQEs out */
 		worked = reactor_sweep(r, now);
-		worked += batches_run_ready(r, now, r->stopping, &wait_ns);
+		worked += sched_complete_done(r->sched, now);
+		worked += sched_start_ready(r->sched, r->n_clients, now, r->stopping, &wait_ns);
 		reactor_flush_all(r);
-		if (r->stopping && !reactor_has_pending(r))
+		if (r->stopping && !reactor_has_pending(r) && !sched_in_flight(r->sched))
 			break;
 		if (r->needs_submit) {
 			io_uring_submit(&r->ring);
@@ -530,7 +561,8 @@ int reactor_run(struct reactor *r)
 			return log_errno(ret, "io_uring wait: %m");
 		reactor_handle_ready(r);
 	}
-	log_info("drained; %llu batches, %llu tokens served", (unsigned long long)r->totals.batches,
-		 (unsigned long long)r->totals.tokens);
+	log_info("drained; %llu batches, %llu tokens served",
+		 (unsigned long long)sched_totals(r->sched)->batches,
+		 (unsigned long long)sched_totals(r->sched)->tokens);
 	return 0;
 }

@@ -1,25 +1,30 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * reactor: moed's one I/O thread. A single io_uring carries every wait: the
- * control socket's accepts, each new connection's first message, each
- * client's doorbell (an IORING_OP_FUTEX_WAIT on its SQ futex word, or a poll
- * on its eventfd), each client's pidfd and socket hang-up, a timerfd tick and
- * a signalfd. Batches run on the engine from this thread; the engine's pool
- * does the arithmetic.
+ * reactor: moed's one I/O thread. It never computes. A single io_uring
+ * carries every wait: the control socket's accepts, each new connection's
+ * first message, each client's doorbell (an IORING_OP_FUTEX_WAIT on its SQ
+ * futex word, or a poll on its eventfd), each client's pidfd and socket
+ * hang-up, a timerfd tick, a signalfd, and the executor's eventfd that says
+ * a run finished. Event sources are entries of a watcher table
+ * (reactor_internal.h). Runs compute on the executor's threads (sched.h).
  *
  * The loop, in one picture:
  *
  *   for (;;) {
  *       consume every client's SQ (validate, queue)      <- no syscalls
- *       run what is ready (merging same-layer batches)    <- engine
+ *       complete the runs the executor finished          <- CQEs written
+ *       hand ready batches to the executor               <- fair, merged
  *       publish CQEs, wake clients that sleep             <- futex_wake only if asked
- *       handle io_uring completions that are ready        <- no syscall (peek)
+ *       submit armed ops; handle ready completions        <- no syscall (peek)
  *       if there was work within poll_us: loop again      <- adaptive polling
  *       set NEED_WAKEUP on every SQ, re-check, arm doorbells, sleep in io_uring
  *   }
  *
+ * While a run computes, the reactor goes on accepting, answering HELLO and
+ * STATUS, seeing hang-ups and queuing other clients' SQEs.
+ *
  * SIGTERM and SIGINT stop accepting, run the batches already consumed,
- * publish their completions and return 0.
+ * wait for the runs in flight, publish their completions and return 0.
  */
 #pragma once
 

@@ -58,9 +58,20 @@ struct session {
 	uint32_t cq_unpublished; /* CQEs written into slots, not yet published */
 
 	bool doorbell_armed;
+	bool run_in_flight; /* one of its batches is in an executor run (sched.h) */
 	struct session_stats stats;
 	uint64_t log_window_ns; /* per-client error log rate limit */
 	uint32_t log_in_window;
+};
+
+/*
+ * A slot of the daemon's client table. The generation changes whenever the
+ * occupant goes, so a late io_uring completion or a finished run for a
+ * departed client is recognised and ignored.
+ */
+struct client_slot {
+	struct session *s; /* NULL: free */
+	uint32_t gen;
 };
 
 struct session_params {

@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * layer_stats: what moed counts per MoE layer for `moectl status`: batches,
+ * tokens, dropped tokens and the tokens each expert received.
+ *
+ * Thread-safety: the reactor thread's (runs are counted when they complete).
+ */
+#pragma once
+
+#include <stdint.h>
+
+struct moe_model;
+
+struct layer_stats {
+	uint64_t batches, tokens, dropped;
+	uint64_t *tokens_per_expert; /* [n_experts]; NULL for a layer that is not MoE */
+	uint32_t n_experts;
+};
+
+/* One entry per layer of @model, zeroed. 0 or -ENOMEM. */
+int layer_stats_new(const struct moe_model *model, struct layer_stats **ret_stats);
+/* NULL-safe; returns NULL. */
+struct layer_stats *layer_stats_free(struct layer_stats *stats, uint32_t n_layers);
