@@ -130,7 +130,9 @@ static void log_batch_error(struct session *s, const struct moe_sqe *sqe, int st
 /*
  * Run @n members (all of one layer; more than one only when mergeable) as
  * one engine batch. On an engine error of a merged run, each member runs
- * again alone, so one client's bad rows fail only its own batch.
+ * again alone, so one client's bad rows fail only its own batch. Each member
+ * of a merged run is a segment of the engine batch and gets the statistics
+ * of its own tokens, as if it had run alone.
  */
 static void group_run(struct reactor *r, uint32_t layer_index, struct group_member *m, uint32_t n)
 {
@@ -139,6 +141,8 @@ static void group_run(struct reactor *r, uint32_t layer_index, struct group_memb
 	const struct router_config *cfg = NULL;
 	struct route_given given;
 	struct engine_batch b;
+	uint32_t seg_rows[MAX_GROUP];
+	struct engine_segment_stats seg[MAX_GROUP];
 	struct diag d = { { 0 } };
 	uint32_t d_model = L->d_model, k = r->layer_slots[layer_index], rows = 0;
 	bool want_route = false;
@@ -146,6 +150,7 @@ static void group_run(struct reactor *r, uint32_t layer_index, struct group_memb
 
 	for (uint32_t i = 0; i < n; i++) {
 		m[i].row0 = rows;
+		seg_rows[i] = m[i].pb.sqe.n_tokens;
 		rows += m[i].pb.sqe.n_tokens;
 		want_route |= (m[i].pb.sqe.flags & MOE_SQE_F_ROUTE_RETURN) != 0;
 	}
@@ -179,8 +184,15 @@ static void group_run(struct reactor *r, uint32_t layer_index, struct group_memb
 				   .output = r->st.y,
 				   .expert_index = want_route ? r->st.expert : NULL,
 				   .expert_weight = want_route ? r->st.weight : NULL,
-				   .tokens_per_expert = r->st.tokens_per_expert };
+				   .tokens_per_expert = r->st.tokens_per_expert,
+				   .segment_rows = seg_rows, .n_segments = n > 1 ? n : 0,
+				   .segment_stats = seg };
 	ret = engine_forward(r->engine, L, cfg, &b, &d);
+	if (ret == 0 && n == 1)
+		seg[0] = (struct engine_segment_stats){ .n_dropped = b.n_dropped,
+							.aux_loss = b.aux_loss,
+							.z_loss = b.z_loss,
+							.has_z_loss = b.has_z_loss };
 	r->totals.engine_runs++;
 	if (ret < 0 && n > 1) {
 		for (uint32_t i = 0; i < n; i++)
@@ -217,12 +229,12 @@ complete:
 			if (q->flags & MOE_SQE_F_COUNTS_RETURN)
 				counts_copy_out(s, q, r->st.tokens_per_expert, L->n_experts,
 						r->model_info.max_experts);
-			cqe.n_dropped = b.n_dropped;
+			cqe.n_dropped = seg[i].n_dropped;
 			cqe.n_sanitized = b.n_sanitized;
-			cqe.aux_loss = (float)b.aux_loss;
-			cqe.z_loss = (float)b.z_loss;
+			cqe.aux_loss = (float)seg[i].aux_loss;
+			cqe.z_loss = (float)seg[i].z_loss;
 			cqe.flags = (uint16_t)((n > 1 ? MOE_CQE_F_MERGED : 0) |
-					       (b.has_z_loss ? MOE_CQE_F_Z_LOSS : 0));
+					       (seg[i].has_z_loss ? MOE_CQE_F_Z_LOSS : 0));
 		} else {
 			log_batch_error(s, q, ret, &d);
 		}
