@@ -363,19 +363,25 @@ static int check_segments(const struct router_config *cfg, const struct engine_b
 
 /* Each segment's statistics, over its own tokens, by the code that gave the batch's. */
 static int segment_stats_fill(const struct router_config *cfg, const struct route_result *route,
-			      struct engine_batch *b, struct scratch *s)
+			      uint32_t d_model, struct engine_batch *b, struct scratch *s)
 {
 	uint32_t t0 = 0;
 
 	for (uint32_t i = 0; i < b->n_segments; i++) {
+		const float *x = b->x + (size_t)t0 * d_model;
+		size_t bad = 0;
 		struct route_stats st;
 		int r = router_stats(cfg, route, t0, t0 + b->segment_rows[i], s, &st);
 
 		if (r < 0)
 			return r;
+		/* a second pass over the input only when something was replaced */
+		for (size_t j = 0; b->n_sanitized && j < (size_t)b->segment_rows[i] * d_model; j++)
+			bad += !isfinite(x[j]);
 		b->segment_stats[i] = (struct engine_segment_stats){
-			.n_dropped = st.n_dropped, .aux_loss = st.aux_loss,
-			.z_loss = st.z_loss, .has_z_loss = st.has_z_loss
+			.n_dropped = st.n_dropped,
+			.n_sanitized = (uint32_t)(bad > UINT32_MAX ? UINT32_MAX : bad),
+			.aux_loss = st.aux_loss, .z_loss = st.z_loss, .has_z_loss = st.has_z_loss
 		};
 		t0 += b->segment_rows[i];
 	}
@@ -515,7 +521,7 @@ int engine_forward(struct engine *e, const struct moe_layer *layer,
 	r = check_output(b->output, b->n_tokens, layer->d_model, d);
 	if (r < 0)
 		goto out;
-	r = segment_stats_fill(cfg, &route, b, s);
+	r = segment_stats_fill(cfg, &route, layer->d_model, b, s);
 	if (r < 0)
 		goto out;
 

@@ -44,6 +44,7 @@ struct engine;
 /* The statistics of one segment of a batch (see engine_batch.segment_rows). */
 struct engine_segment_stats {
 	uint32_t n_dropped;
+	uint32_t n_sanitized; /* the segment's non-finite inputs replaced */
 	double aux_loss;
 	double z_loss;
 	bool has_z_loss;

@@ -190,6 +190,7 @@ static void group_run(struct reactor *r, uint32_t layer_index, struct group_memb
 	ret = engine_forward(r->engine, L, cfg, &b, &d);
 	if (ret == 0 && n == 1)
 		seg[0] = (struct engine_segment_stats){ .n_dropped = b.n_dropped,
+							.n_sanitized = b.n_sanitized,
 							.aux_loss = b.aux_loss,
 							.z_loss = b.z_loss,
 							.has_z_loss = b.has_z_loss };
@@ -230,7 +231,7 @@ complete:
 				counts_copy_out(s, q, r->st.tokens_per_expert, L->n_experts,
 						r->model_info.max_experts);
 			cqe.n_dropped = seg[i].n_dropped;
-			cqe.n_sanitized = b.n_sanitized;
+			cqe.n_sanitized = seg[i].n_sanitized;
 			cqe.aux_loss = (float)seg[i].aux_loss;
 			cqe.z_loss = (float)seg[i].z_loss;
 			cqe.flags = (uint16_t)((n > 1 ? MOE_CQE_F_MERGED : 0) |

@@ -830,6 +830,22 @@ static void test_nonfinite_sanitize(void **state)
 	/* the caller's input is not modified */
 	assert_true(isnan(bad[0]) && isnan(bad[3 * D + 7]));
 
+	/* ... and per segment: tokens 0-1, 2, 3-7 hold 1, 0, 2 non-finite values */
+	{
+		const uint32_t rows[3] = { 2, 1, 5 };
+		struct engine_segment_stats seg[3];
+
+		bt.b.segment_rows = rows;
+		bt.b.n_segments = 3;
+		bt.b.segment_stats = seg;
+		forward_ok(engine_2, &m->L, &c, &bt);
+		assert_int_equal(bt.b.n_sanitized, 3);
+		assert_int_equal(seg[0].n_sanitized, 1);
+		assert_int_equal(seg[1].n_sanitized, 0);
+		assert_int_equal(seg[2].n_sanitized, 2);
+		bt.b.n_segments = 0;
+	}
+
 	/* the count is per batch */
 	bt.b.x = x;
 	forward_ok(engine_2, &m->L, &c, &bt);
@@ -1086,7 +1102,8 @@ static void expect_stats_bitwise(const char *what, uint32_t seg,
 				 const struct engine_segment_stats *got,
 				 const struct engine_batch *alone)
 {
-	if (got->n_dropped != alone->n_dropped || got->has_z_loss != alone->has_z_loss ||
+	if (got->n_dropped != alone->n_dropped || got->n_sanitized != alone->n_sanitized ||
+	    got->has_z_loss != alone->has_z_loss ||
 	    memcmp(&got->aux_loss, &alone->aux_loss, sizeof(double)) ||
 	    (alone->has_z_loss && memcmp(&got->z_loss, &alone->z_loss, sizeof(double))))
 		fail_msg("%s, segment %u: dropped %u aux %a z %a (%d), alone dropped %u aux %a "
