@@ -137,8 +137,8 @@ struct moe_sqe {
 
 /* ---- completion queue entry (moed -> client) ---- */
 
-#define MOE_CQE_F_MERGED (1u << 0) /* ran merged with other clients' batches: */
-				   /* aux_loss is the merged batch's */
+#define MOE_CQE_F_MERGED (1u << 0) /* ran merged with other clients' batches; */
+				   /* the statistics are still this batch's own */
 #define MOE_CQE_F_Z_LOSS (1u << 1) /* z_loss is valid */
 
 struct moe_cqe {

@@ -331,6 +331,63 @@ static int check_input(const struct router_config *cfg, struct engine_batch *b,
 	return 0;
 }
 
+/*
+ * Segments must tile the batch exactly and the routing must be per token:
+ * with capacity or a balanced assignment a segment's routing, and so its
+ * statistics, would depend on the other segments' tokens.
+ */
+static int check_segments(const struct router_config *cfg, const struct engine_batch *b,
+			  struct diag *d)
+{
+	uint64_t sum = 0;
+
+	if (!b->n_segments)
+		return 0;
+	if (!b->segment_rows || !b->segment_stats)
+		return diag_set(d, -EINVAL, "%u segments without their rows or statistics",
+				b->n_segments);
+	if (!router_config_per_token(cfg))
+		return diag_set(d, -EINVAL, "router %s with these settings is not per token: its "
+					    "statistics cannot be split into segments",
+				router_kind_name(cfg->kind));
+	for (uint32_t i = 0; i < b->n_segments; i++) {
+		if (!b->segment_rows[i])
+			return diag_set(d, -EINVAL, "segment %u is empty", i);
+		sum += b->segment_rows[i];
+	}
+	if (sum != b->n_tokens)
+		return diag_set(d, -EINVAL, "segments hold %llu tokens, the batch %u",
+				(unsigned long long)sum, b->n_tokens);
+	return 0;
+}
+
+/* Each segment's statistics, over its own tokens, by the code that gave the batch's. */
+static int segment_stats_fill(const struct router_config *cfg, const struct route_result *route,
+			      uint32_t d_model, struct engine_batch *b, struct scratch *s)
+{
+	uint32_t t0 = 0;
+
+	for (uint32_t i = 0; i < b->n_segments; i++) {
+		const float *x = b->x + (size_t)t0 * d_model;
+		size_t bad = 0;
+		struct route_stats st;
+		int r = router_stats(cfg, route, t0, t0 + b->segment_rows[i], s, &st);
+
+		if (r < 0)
+			return r;
+		/* a second pass over the input only when something was replaced */
+		for (size_t j = 0; b->n_sanitized && j < (size_t)b->segment_rows[i] * d_model; j++)
+			bad += !isfinite(x[j]);
+		b->segment_stats[i] = (struct engine_segment_stats){
+			.n_dropped = st.n_dropped,
+			.n_sanitized = (uint32_t)(bad > UINT32_MAX ? UINT32_MAX : bad),
+			.aux_loss = st.aux_loss, .z_loss = st.z_loss, .has_z_loss = st.has_z_loss
+		};
+		t0 += b->segment_rows[i];
+	}
+	return 0;
+}
+
 static int check_output(const float *y, uint32_t n_tokens, uint32_t d_model, struct diag *d)
 {
 	for (size_t i = 0; i < (size_t)n_tokens * d_model; i++)
@@ -429,6 +486,9 @@ int engine_forward_scratch(struct engine *e, struct scratch *s, const struct moe
 	r = layer_serves_config(layer, cfg, d);
 	if (r < 0)
 		return r;
+	r = check_segments(cfg, b, d);
+	if (r < 0)
+		return r;
 	scratch_reset(s);
 
 	r = check_input(cfg, b, layer->d_model, s, &x, d);
@@ -463,6 +523,9 @@ int engine_forward_scratch(struct engine *e, struct scratch *s, const struct moe
 		goto out;
 	pool_run(e->pool, (b->n_tokens + COPY_BLOCK - 1) / COPY_BLOCK, task_combine, &c);
 	r = check_output(b->output, b->n_tokens, layer->d_model, d);
+	if (r < 0)
+		goto out;
+	r = segment_stats_fill(cfg, &route, layer->d_model, b, s);
 	if (r < 0)
 		goto out;
 

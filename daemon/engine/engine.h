@@ -44,11 +44,32 @@ struct engine_opts {
 
 struct engine;
 
+/* The statistics of one segment of a batch (see engine_batch.segment_rows). */
+struct engine_segment_stats {
+	uint32_t n_dropped;
+	uint32_t n_sanitized; /* the segment's non-finite inputs replaced */
+	double aux_loss;
+	double z_loss;
+	bool has_z_loss;
+};
+
 struct engine_batch {
 	/* in */
 	const float *x; /* [T][d_model] */
 	uint32_t n_tokens;
 	const struct route_given *given; /* ROUTER_GIVEN only */
+	/*
+	 * Optional segments: the batch is n_segments runs of consecutive tokens
+	 * (several clients' batches merged into one run), segment_rows[i] tokens
+	 * each, in order, every one > 0, summing to n_tokens. segment_stats[i]
+	 * then receives the statistics of segment i's tokens alone, bitwise those
+	 * of running that segment as a batch of its own. Only for per-token
+	 * routing (router_config_per_token()): -EINVAL otherwise. n_segments 0:
+	 * no segments; the batch's own statistics below are filled either way.
+	 */
+	const uint32_t *segment_rows;               /* [n_segments] */
+	uint32_t n_segments;
+	struct engine_segment_stats *segment_stats; /* [n_segments], out */
 	/* out: output is required, the rest may be NULL */
 	float *output;              /* [T][d_model] */
 	int32_t *expert_index;      /* [T][k], k = router_config_slots() */
@@ -72,8 +93,9 @@ uint32_t engine_n_workers(const struct engine *e);
 
 /*
  * Run @layer on @b with the router settings @cfg (NULL: the layer's own).
- * 0 on success; -EINVAL (bad sizes or settings, diag says which), -EDOM
- * (non-finite input), -ERANGE (non-finite output), -ENOMEM.
+ * 0 on success; -EINVAL (bad sizes or settings, segments that do not add
+ * up to the batch or with a router that is not per token; diag says which),
+ * -EDOM (non-finite input), -ERANGE (non-finite output), -ENOMEM.
  */
 int engine_forward(struct engine *e, const struct moe_layer *layer,
 		   const struct router_config *cfg, struct engine_batch *b, struct diag *d);

@@ -49,6 +49,5 @@ int route_base(const struct moe_layer *layer, const struct router_config *cfg, c
 		r->tokens_per_expert[e]++;
 		r->base_mix[t] = (float)(1.0 / (1.0 + exp(-(double)aff[(size_t)t * E + e])));
 	}
-	r->aux_loss = 0;
 	return 0;
 }

@@ -46,11 +46,10 @@ int route_given(const struct moe_layer *layer, const struct router_config *cfg,
 				r->expert[slot] = e;
 				r->weight[slot] = given->weight[slot];
 			} else {
-				r->n_dropped++;
+				r->token_dropped[t]++;
 			}
 		}
 		r->passthrough_scale[t] = cfg->scale == SCALE_NONE ? 1.0f : top;
 	}
-	r->aux_loss = 0;
 	return 0;
 }

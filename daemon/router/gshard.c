@@ -46,15 +46,12 @@ int route_gshard(const struct router_config *cfg, const float *logits, uint32_t 
 	bool *use2 = scratch_alloc(s, sizeof(bool) * n_tokens);
 	double *top = scratch_alloc(s, sizeof(double) * n_tokens);
 	uint32_t *order = scratch_alloc(s, sizeof(uint32_t) * n_tokens);
-	uint32_t *first_count = scratch_calloc(s, n_experts, sizeof(uint32_t));
 	uint32_t *seen = scratch_calloc(s, n_experts, sizeof(uint32_t));
-	double *mean_prob = scratch_calloc(s, n_experts, sizeof(double));
 	uint64_t rng = cfg->seed;
 	uint32_t cap;
-	double aux = 0;
 	int ret;
 
-	if (!prob || !i1 || !i2 || !use2 || !top || !order || !first_count || !seen || !mean_prob)
+	if (!prob || !i1 || !i2 || !use2 || !top || !order || !seen)
 		return -ENOMEM;
 	gate_softmax(logits, n_tokens, n_experts, prob);
 
@@ -70,9 +67,6 @@ int route_gshard(const struct router_config *cfg, const float *logits, uint32_t 
 		g2 = p[i2[t]];
 		top[t] = g1;
 		r->passthrough_scale[t] = cfg->scale == SCALE_NONE ? 1.0f : (float)g1;
-		first_count[i1[t]]++;
-		for (uint32_t e = 0; e < n_experts; e++)
-			mean_prob[e] += p[e];
 		if (fairscale) {
 			use2[t] = true;
 			continue;
@@ -82,10 +76,11 @@ int route_gshard(const struct router_config *cfg, const float *logits, uint32_t 
 		r->weight[(size_t)t * 2 + 1] = (float)(g2 / den);
 		use2[t] = second_kept_by_policy(cfg, g2 / den, &rng);
 	}
-	for (uint32_t e = 0; e < n_experts; e++)
-		aux += mean_prob[e] / n_tokens * ((double)first_count[e] / n_tokens);
-	aux /= n_experts;
-	r->aux_loss = fairscale ? aux : aux * n_experts * n_experts;
+	/* the aux loss needs the probabilities and the first choices (stats.c) */
+	r->prob = prob;
+	r->n_prob = n_experts;
+	r->choice = i1;
+	r->n_choice = 1;
 	for (uint32_t t = 0; t < n_tokens; t++) {
 		r->tokens_per_expert[i1[t]]++;
 		if (use2[t])
@@ -105,7 +100,7 @@ int route_gshard(const struct router_config *cfg, const float *logits, uint32_t 
 		if (seen[i1[t]]++ < cap)
 			r->expert[(size_t)t * 2] = (int32_t)i1[t];
 		else
-			r->n_dropped++;
+			r->token_dropped[t]++;
 	}
 	/* Second choices queue behind the first: behind every first choice
 	 * (fairscale), or only behind the survivors (mesh-tf). */
@@ -120,7 +115,7 @@ int route_gshard(const struct router_config *cfg, const float *logits, uint32_t 
 		if (seen[i2[t]]++ < cap)
 			r->expert[(size_t)t * 2 + 1] = (int32_t)i2[t];
 		else
-			r->n_dropped++;
+			r->token_dropped[t]++;
 	}
 
 	for (uint32_t t = 0; t < n_tokens; t++) {

@@ -12,7 +12,6 @@
 #include "router.h"
 
 #include <errno.h>
-#include <string.h>
 
 int route_hierarchical(const struct moe_layer *layer, const struct router_config *cfg,
 		       const float *x, struct scratch *s, struct route_result *r)
@@ -22,18 +21,19 @@ int route_hierarchical(const struct moe_layer *layer, const struct router_config
 	struct route_result outer = { .n_tokens = T, .k = 2, .n_experts = X };
 	float *outer_logits = scratch_alloc(s, sizeof(float) * T * X);
 	float *inner_logits = scratch_alloc(s, sizeof(float) * T * X * Y);
-	double *inner_prob = scratch_alloc(s, sizeof(double) * Y);
-	double *importance_sum = scratch_alloc(s, sizeof(double) * Y);
-	uint32_t *first_count = scratch_alloc(s, sizeof(uint32_t) * Y);
-	double inner_aux = 0;
+	double *second_prob = scratch_alloc(s, sizeof(double) * Y);
+	double *first_prob = scratch_alloc(s, sizeof(double) * T * Y);
+	uint32_t *first_choice = scratch_alloc(s, sizeof(uint32_t) * T);
 	int ret;
 
 	outer.expert = scratch_alloc(s, sizeof(int32_t) * T * 2);
 	outer.weight = scratch_calloc(s, (size_t)T * 2, sizeof(float));
 	outer.tokens_per_expert = scratch_calloc(s, X, sizeof(int32_t));
 	outer.passthrough_scale = scratch_alloc(s, sizeof(float) * T);
-	if (!outer_logits || !inner_logits || !inner_prob || !importance_sum || !first_count ||
-	    !outer.expert || !outer.weight || !outer.tokens_per_expert || !outer.passthrough_scale)
+	outer.token_dropped = scratch_calloc(s, T, sizeof(uint32_t));
+	if (!outer_logits || !inner_logits || !second_prob || !first_prob || !first_choice ||
+	    !outer.expert || !outer.weight || !outer.tokens_per_expert || !outer.passthrough_scale ||
+	    !outer.token_dropped)
 		return -ENOMEM;
 	for (size_t i = 0; i < (size_t)T * 2; i++)
 		outer.expert[i] = -1;
@@ -48,14 +48,11 @@ int route_hierarchical(const struct moe_layer *layer, const struct router_config
 	gate_logits(x, T, layer->d_model, layer->inner_w, NULL, X * Y, inner_logits);
 
 	for (uint32_t g = 0; g < X; g++) {
-		double aux_g = 0;
-
-		memset(importance_sum, 0, sizeof(double) * Y);
-		memset(first_count, 0, sizeof(uint32_t) * Y);
 		for (uint32_t t = 0; t < T; t++) {
 			uint32_t slot;
 			uint32_t i1, i2;
 			double g1, g2, den;
+			double *inner_prob;
 			bool first;
 
 			if (outer.expert[(size_t)t * 2] == (int32_t)g)
@@ -65,6 +62,8 @@ int route_hierarchical(const struct moe_layer *layer, const struct router_config
 			else
 				continue;
 			first = slot == 0;
+			/* the first group's inner probabilities stay for the aux loss */
+			inner_prob = first ? first_prob + (size_t)t * Y : second_prob;
 			gate_softmax(inner_logits + ((size_t)t * X + g) * Y, 1, Y, inner_prob);
 			i1 = gate_argmax(inner_prob, Y, -1);
 			/* A second-choice token has no first inner expert: its
@@ -74,9 +73,7 @@ int route_hierarchical(const struct moe_layer *layer, const struct router_config
 			g2 = inner_prob[i2];
 			den = g1 + g2 + 1e-9;
 			if (first) {
-				first_count[i1]++;
-				for (uint32_t y = 0; y < Y; y++)
-					importance_sum[y] += inner_prob[y];
+				first_choice[t] = i1;
 				r->expert[(size_t)t * 4 + 2 * slot] = (int32_t)(g * Y + i1);
 				r->weight[(size_t)t * 4 + 2 * slot] =
 					(float)(outer.weight[(size_t)t * 2 + slot] * (g1 / den));
@@ -87,12 +84,14 @@ int route_hierarchical(const struct moe_layer *layer, const struct router_config
 				(float)(outer.weight[(size_t)t * 2 + slot] * (g2 / den));
 			r->tokens_per_expert[g * Y + i2]++;
 		}
-		/* mesh-tf averages over the group's buffer of T slots, empty
-		 * ones included, then scales by Y². */
-		for (uint32_t y = 0; y < Y; y++)
-			aux_g += importance_sum[y] / T * ((double)first_count[y] / T);
-		inner_aux += aux_g / Y * Y * Y;
 	}
-	r->aux_loss = outer.aux_loss + inner_aux / X;
+	/* stats.c: the outer gate's aux from its probabilities and first
+	 * choices, each group's inner aux from its first-choice tokens */
+	r->prob = outer.prob;
+	r->n_prob = X;
+	r->choice = outer.choice;
+	r->n_choice = outer.n_choice;
+	r->inner_prob = first_prob;
+	r->inner_choice = first_choice;
 	return 0;
 }

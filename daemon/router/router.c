@@ -12,7 +12,9 @@ static int route_result_init(struct route_result *r, uint32_t n_tokens, uint32_t
 	r->weight = scratch_calloc(s, (size_t)n_tokens * k, sizeof(float));
 	r->tokens_per_expert = scratch_calloc(s, n_experts, sizeof(int32_t));
 	r->passthrough_scale = scratch_alloc(s, sizeof(float) * n_tokens);
-	if (!r->expert || !r->weight || !r->tokens_per_expert || !r->passthrough_scale)
+	r->token_dropped = scratch_calloc(s, n_tokens, sizeof(uint32_t));
+	if (!r->expert || !r->weight || !r->tokens_per_expert || !r->passthrough_scale ||
+	    !r->token_dropped)
 		return -ENOMEM;
 	for (size_t i = 0; i < (size_t)n_tokens * k; i++)
 		r->expert[i] = -1;
@@ -27,6 +29,7 @@ int router_route(const struct moe_layer *layer, const struct router_config *cfg,
 {
 	const uint32_t E = layer->n_experts;
 	struct route_result r;
+	struct route_stats st;
 	float *logits = NULL;
 	int rc;
 
@@ -49,8 +52,7 @@ int router_route(const struct moe_layer *layer, const struct router_config *cfg,
 			return -ENOMEM;
 		gate_logits(x, n_tokens, layer->d_model, layer->router_w, layer->router_b, E,
 			    logits);
-		r.z_loss = gate_z_loss(logits, n_tokens, E);
-		r.has_z_loss = true;
+		r.logits = logits;
 		if (cfg->kind == ROUTER_SWITCH)
 			rc = route_switch(cfg, logits, n_tokens, E, s, &r);
 		else if (cfg->kind == ROUTER_GSHARD)
@@ -83,6 +85,13 @@ int router_route(const struct moe_layer *layer, const struct router_config *cfg,
 	}
 	if (rc < 0)
 		return rc;
+	rc = router_stats(cfg, &r, 0, n_tokens, s, &st);
+	if (rc < 0)
+		return rc;
+	r.n_dropped = st.n_dropped;
+	r.aux_loss = st.aux_loss;
+	r.z_loss = st.z_loss;
+	r.has_z_loss = st.has_z_loss;
 	*ret = r;
 	return 0;
 }

@@ -7,6 +7,15 @@
  * the tokens routed to each expert (after a second-expert policy, before
  * capacity), and the statistics of the family (aux loss, router z-loss).
  *
+ * Statistics over a run of tokens. A family does not compute its losses
+ * itself: it keeps the per-token values they are made of (logits,
+ * probabilities, choices, drops) and router_stats() computes them over any
+ * range [t0, t1) of tokens, the whole batch included. A merged run of
+ * several clients' batches thus gives each client the statistics of its own
+ * tokens from the same code, in the same summation order, on the same values
+ * as its batch alone: bitwise equal whenever the routing is per token
+ * (router_config_per_token()).
+ *
  * Numerics: the gate GEMM runs in float32 (OpenBLAS); softmax, normalisation
  * and the losses run in double, so the golden cases' 1e-5 weight tolerance
  * holds with room to spare.
@@ -36,6 +45,22 @@ struct route_result {
 	double aux_loss;
 	double z_loss;
 	bool has_z_loss;
+	/* What router_stats() reads; pointers are NULL where the family has none. */
+	uint32_t *token_dropped;      /* [T]: the token's slots dropped by capacity */
+	const float *logits;          /* [T][E]: gate logits, for the z-loss */
+	const double *prob;           /* [T][n_prob]: softmax probabilities or sigmoid scores */
+	const uint32_t *choice;       /* [T][n_choice]: chosen experts, before capacity */
+	uint32_t n_prob, n_choice;    /* gshard, hierarchical's outer gate: first choice only */
+	const double *inner_prob;     /* hierarchical: [T][Y], inner gate of the first group */
+	const uint32_t *inner_choice; /* hierarchical: [T], that gate's top expert */
+};
+
+/* A batch's statistics, or those of a run of its tokens. */
+struct route_stats {
+	uint32_t n_dropped;
+	double aux_loss;
+	double z_loss;
+	bool has_z_loss;
 };
 
 /* Client-supplied routing for ROUTER_GIVEN: [T][k] each. */
@@ -52,6 +77,19 @@ struct route_given {
 int router_route(const struct moe_layer *layer, const struct router_config *cfg, const float *x,
 		 uint32_t n_tokens, const struct route_given *given, struct scratch *s,
 		 struct route_result *ret, struct diag *d);
+
+/*
+ * The statistics of tokens [@t0, @t1) of @r, routed with @cfg, computed as
+ * for a batch of exactly those tokens: router_route() fills the batch's own
+ * with this function over [0, T). For a per-token router
+ * (router_config_per_token()) the result is bitwise that of routing the
+ * range alone; for others it describes the range's share of the batch's
+ * routing (capacity and balanced assignment depend on the whole batch).
+ * Temporaries come from @s. 0; -EINVAL for an empty or out-of-bounds range;
+ * -ENOMEM. @ret is untouched on failure.
+ */
+int router_stats(const struct router_config *cfg, const struct route_result *r, uint32_t t0,
+		 uint32_t t1, struct scratch *s, struct route_stats *ret);
 
 /* ---- pieces shared by the families (router_internal) ---- */
 

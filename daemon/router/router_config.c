@@ -198,6 +198,28 @@ const char *router_config_key(size_t i)
 	return i < N_ROWS ? option_rows[i].name : NULL;
 }
 
+bool router_config_per_token(const struct router_config *c)
+{
+	/* capacity is a share of the batch's tokens: a token's slot depends on
+	 * how many came before it */
+	if (c->capacity_factor != 0)
+		return false;
+	switch (c->kind) {
+	case ROUTER_SWITCH:
+	case ROUTER_TOPK:
+	case ROUTER_HIERARCHICAL:
+		return true;
+	case ROUTER_GSHARD:
+		/* one random stream over the batch: a token's draw depends on its position */
+		return c->second_policy != SECOND_RANDOM;
+	case ROUTER_BASE:
+		return c->base_mode == BASE_GREEDY;
+	case ROUTER_GIVEN:
+		return false;
+	}
+	return false;
+}
+
 uint32_t router_config_slots(const struct router_config *c)
 {
 	switch (c->kind) {

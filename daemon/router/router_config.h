@@ -139,6 +139,14 @@ const char *router_config_key(size_t i);
 /* Number of slots per token in the routing result (k; 4 for hierarchical). */
 uint32_t router_config_slots(const struct router_config *c);
 
+/*
+ * Does a token's routing depend on that token alone? True without capacity,
+ * balanced assignment, a random second expert or client-given routing: then
+ * batches may run merged, and each one's statistics are computable alone
+ * (router_stats()).
+ */
+bool router_config_per_token(const struct router_config *c);
+
 /* Names for printing, e.g. in moectl's output metadata. */
 const char *router_kind_name(enum router_kind k);
 const char *activation_name(enum activation a);

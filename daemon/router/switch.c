@@ -2,7 +2,7 @@
 /*
  * switch: Switch Transformer top-1 routing (labml's SwitchFeedForward, with
  * token-order priority instead of labml's random drops, so that a server gives
- * the same answer twice). aux = E · Σ_i f_i · P_i.
+ * the same answer twice). aux = E · Σ_i f_i · P_i (computed in stats.c).
  */
 #include "router.h"
 
@@ -16,12 +16,10 @@ int route_switch(const struct router_config *cfg, const float *logits, uint32_t 
 	uint32_t *choice = scratch_alloc(s, sizeof(uint32_t) * n_tokens);
 	uint32_t *order = scratch_alloc(s, sizeof(uint32_t) * n_tokens);
 	uint32_t *seen = scratch_calloc(s, n_experts, sizeof(uint32_t));
-	double *mean_prob = scratch_calloc(s, n_experts, sizeof(double));
 	uint32_t cap;
-	double aux = 0;
 	int ret;
 
-	if (!prob || !top || !choice || !order || !seen || !mean_prob)
+	if (!prob || !top || !choice || !order || !seen)
 		return -ENOMEM;
 	gate_softmax(logits, n_tokens, n_experts, prob);
 	for (uint32_t t = 0; t < n_tokens; t++) {
@@ -31,12 +29,11 @@ int route_switch(const struct router_config *cfg, const float *logits, uint32_t 
 		top[t] = p[choice[t]];
 		r->tokens_per_expert[choice[t]]++;
 		r->passthrough_scale[t] = cfg->scale == SCALE_NONE ? 1.0f : (float)top[t];
-		for (uint32_t e = 0; e < n_experts; e++)
-			mean_prob[e] += p[e];
 	}
-	for (uint32_t e = 0; e < n_experts; e++)
-		aux += (double)r->tokens_per_expert[e] / n_tokens * (mean_prob[e] / n_tokens);
-	r->aux_loss = n_experts * aux;
+	r->prob = prob;
+	r->n_prob = n_experts;
+	r->choice = choice;
+	r->n_choice = 1;
 
 	cap = capacity_of(cfg->capacity_factor, 1, n_tokens, n_experts, cfg->min_capacity);
 	ret = capacity_priority_order(cfg->priority, top, n_tokens, s, order);
@@ -49,7 +46,7 @@ int route_switch(const struct router_config *cfg, const float *logits, uint32_t 
 			r->expert[t] = (int32_t)e;
 			r->weight[t] = (float)top[t];
 		} else {
-			r->n_dropped++;
+			r->token_dropped[t]++;
 		}
 	}
 	return 0;

@@ -6,7 +6,7 @@
  * priority in flattened (token, slot) order, as after its stable sort).
  * aux = E/(T·k) · ⟨tokens_per_expert, mean_t P⟩ with P the softmax
  * probabilities, or the sigmoid affinities normalised over experts
- * (DeepSeek-V3's balance loss with α = 1).
+ * (DeepSeek-V3's balance loss with α = 1); stats.c computes it.
  *
  * DeepSeek's extras: a selection bias (V3's e_score_correction_bias) added
  * to the scores for choosing experts but not for weighting them, a group
@@ -107,13 +107,10 @@ int route_topk(const struct router_config *cfg, const float *logits, const float
 	double *top = scratch_alloc(s, sizeof(double) * n_tokens);
 	uint32_t *order = scratch_alloc(s, sizeof(uint32_t) * n_tokens);
 	uint32_t *seen = scratch_calloc(s, n_experts, sizeof(uint32_t));
-	double *mean_p = scratch_calloc(s, n_experts, sizeof(double));
 	uint32_t cap;
-	double aux = 0;
 	int ret;
 
-	if (!score || !choice || !top || !order || !seen || !mean_p || (!plain && !sel) || !gscore ||
-	    !gidx)
+	if (!score || !choice || !top || !order || !seen || (!plain && !sel) || !gscore || !gidx)
 		return -ENOMEM;
 	if (cfg->score == SCORE_SIGMOID) {
 		gate_sigmoid(logits, n_tokens, n_experts, score);
@@ -125,7 +122,7 @@ int route_topk(const struct router_config *cfg, const float *logits, const float
 	for (uint32_t t = 0; t < n_tokens; t++) {
 		const double *p = score + (size_t)t * n_experts;
 		uint32_t *c = choice + (size_t)t * k;
-		double sum = 0, norm = 0;
+		double sum = 0;
 
 		if (plain) {
 			select_top_k(p, n_experts, k, c);
@@ -147,14 +144,11 @@ int route_topk(const struct router_config *cfg, const float *logits, const float
 		 * validation refuses passthrough with sigmoid scores unless unscaled) */
 		r->passthrough_scale[t] =
 			cfg->scale == SCALE_NONE || !softmax ? 1.0f : (float)p[c[0]];
-		for (uint32_t e = 0; e < n_experts; e++)
-			norm += p[e];
-		for (uint32_t e = 0; e < n_experts; e++)
-			mean_p[e] += softmax ? p[e] : p[e] / norm;
 	}
-	for (uint32_t e = 0; e < n_experts; e++)
-		aux += r->tokens_per_expert[e] * (mean_p[e] / n_tokens);
-	r->aux_loss = (double)n_experts / ((double)n_tokens * k) * aux;
+	r->prob = score;
+	r->n_prob = n_experts;
+	r->choice = choice;
+	r->n_choice = k;
 
 	cap = capacity_of(cfg->capacity_factor, k, n_tokens, n_experts, cfg->min_capacity);
 	ret = capacity_priority_order(cfg->priority, top, n_tokens, s, order);
@@ -171,7 +165,7 @@ int route_topk(const struct router_config *cfg, const float *logits, const float
 				r->expert[slot] = (int32_t)e;
 			} else {
 				r->weight[slot] = 0;
-				r->n_dropped++;
+				r->token_dropped[t]++;
 			}
 		}
 	}

@@ -68,9 +68,12 @@ void run_done(struct run *run)
 	run->cap_rows = run->cap_route = run->cap_experts = 0;
 }
 
-/* One engine call over rows [row0, row0 + rows) of the staging buffers. */
-static int run_engine_call(struct run *run, uint32_t row0, uint32_t rows, struct engine_batch *b,
-			   struct diag *d)
+/*
+ * One engine call over rows [row0, row0 + rows) of the staging buffers;
+ * with @segmented, one segment per member (the whole run).
+ */
+static int run_engine_call(struct run *run, uint32_t row0, uint32_t rows, bool segmented,
+			   struct engine_batch *b, struct diag *d)
 {
 	const size_t dm = run->layer->d_model, k = run->k;
 	struct route_given given = { .expert = run->expert + row0 * k,
@@ -85,6 +88,9 @@ static int run_engine_call(struct run *run, uint32_t row0, uint32_t rows, struct
 		.expert_index = run->want_route ? run->expert + row0 * k : NULL,
 		.expert_weight = run->want_route ? run->weight + row0 * k : NULL,
 		.tokens_per_expert = run->counts,
+		.segment_rows = segmented ? run->segment_rows : NULL,
+		.n_segments = segmented ? run->n_members : 0,
+		.segment_stats = segmented ? run->segment_stats : NULL,
 	};
 	ret = engine_forward_scratch(run->engine, &run->scratch, run->layer,
 				     run->given ? &run->given_cfg : NULL, b, d);
@@ -95,15 +101,24 @@ static int run_engine_call(struct run *run, uint32_t row0, uint32_t rows, struct
 	return ret;
 }
 
+/* @seg: the member's own statistics in a merged call, NULL when it ran alone (@b's). */
 static void member_set_result(struct run_member *m, int status, const struct engine_batch *b,
-			      const struct diag *d, bool merged)
+			      const struct engine_segment_stats *seg, const struct diag *d)
 {
 	m->status = status;
-	m->merged = merged;
+	m->merged = seg != NULL;
 	if (status < 0) {
 		/* the message may be cut: a log line, not a contract */
 		snprintf(m->why, sizeof(m->why), "%.*s", (int)sizeof(m->why) - 1,
 			 d->msg[0] ? d->msg : "failed");
+		return;
+	}
+	if (seg) {
+		m->n_dropped = seg->n_dropped;
+		m->n_sanitized = seg->n_sanitized;
+		m->aux_loss = seg->aux_loss;
+		m->z_loss = seg->z_loss;
+		m->has_z_loss = seg->has_z_loss;
 		return;
 	}
 	m->n_dropped = b->n_dropped;
@@ -118,16 +133,20 @@ void run_execute(struct exec_item *item)
 	struct run *run = (struct run *)item;
 	struct engine_batch b;
 	struct diag d = { { 0 } };
+	bool merged = run->n_members > 1;
 	int ret;
 
 	run->engine_calls = 0;
 	run->merged_ok = false;
 	memset(run->counts_total, 0, sizeof(uint64_t) * run->layer->n_experts);
-	ret = run_engine_call(run, 0, run->rows, &b, &d);
-	if (ret == 0 || run->n_members == 1) {
-		run->merged_ok = ret == 0 && run->n_members > 1;
+	for (uint32_t i = 0; i < run->n_members; i++)
+		run->segment_rows[i] = run->members[i].sqe.n_tokens;
+	ret = run_engine_call(run, 0, run->rows, merged, &b, &d);
+	if (ret == 0 || !merged) {
+		run->merged_ok = ret == 0 && merged;
 		for (uint32_t i = 0; i < run->n_members; i++)
-			member_set_result(&run->members[i], ret, &b, &d, run->n_members > 1);
+			member_set_result(&run->members[i], ret, &b,
+					  merged ? &run->segment_stats[i] : NULL, &d);
 		return;
 	}
 	/* a merged call failed: each batch again on its own, into its own rows */
@@ -135,7 +154,7 @@ void run_execute(struct exec_item *item)
 		struct run_member *m = &run->members[i];
 
 		diag_clear(&d);
-		ret = run_engine_call(run, m->row0, m->sqe.n_tokens, &b, &d);
-		member_set_result(m, ret, &b, &d, false);
+		ret = run_engine_call(run, m->row0, m->sqe.n_tokens, false, &b, &d);
+		member_set_result(m, ret, &b, NULL, &d);
 	}
 }

@@ -32,31 +32,6 @@ struct sched {
 	struct layer_stats *layers;
 };
 
-/*
- * Whether a layer's routing of a token depends only on that token: then
- * batches of several clients can run as one engine batch and each gets the
- * rows it would have got alone. Capacity limits, balanced assignment and
- * random second experts depend on the whole batch, so those never merge.
- */
-static bool router_is_per_token(const struct router_config *c)
-{
-	if (c->capacity_factor != 0)
-		return false;
-	switch (c->kind) {
-	case ROUTER_SWITCH:
-	case ROUTER_TOPK:
-	case ROUTER_HIERARCHICAL:
-		return true;
-	case ROUTER_GSHARD:
-		return c->second_policy != SECOND_RANDOM;
-	case ROUTER_BASE:
-		return c->base_mode == BASE_GREEDY;
-	case ROUTER_GIVEN:
-		return false;
-	}
-	return false;
-}
-
 int sched_new(const struct sched_params *p, struct sched **ret_sched, struct diag *d)
 {
 	struct sched *s;
@@ -83,7 +58,7 @@ int sched_new(const struct sched_params *p, struct sched **ret_sched, struct dia
 	for (uint32_t l = 0; l < s->n_layers; l++) {
 		const struct moe_layer *L = moe_model_layer(p->model, l);
 
-		s->layer_mergeable[l] = L && router_is_per_token(&L->router);
+		s->layer_mergeable[l] = L && router_config_per_token(&L->router);
 	}
 	r = layer_stats_new(p->model, &s->layers);
 	if (r < 0) {

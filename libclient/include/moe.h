@@ -173,11 +173,11 @@ struct moe_completion {
 	uint32_t n_dropped;   /* token slots over an expert's capacity */
 	uint32_t n_sanitized; /* non-finite inputs replaced by the daemon's policy */
 	uint32_t route_k;     /* slots written with MOE_REQ_ROUTE_RETURN */
-	float aux_loss;       /* load-balancing loss of the batch */
+	float aux_loss;       /* load-balancing loss of the batch's own tokens, merged or not */
 	float z_loss;         /* router z-loss (MOE_COMPLETION_Z_LOSS) */
 };
 
-#define MOE_COMPLETION_MERGED (1u << 0) /* ran merged: aux_loss is the merged batch's */
+#define MOE_COMPLETION_MERGED (1u << 0) /* ran merged; the statistics are still this batch's own */
 #define MOE_COMPLETION_Z_LOSS (1u << 1)
 
 /*

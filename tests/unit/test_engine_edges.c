@@ -8,8 +8,9 @@
  * capacity above T and far below it, every token to one expert (so the others
  * receive nothing), row and column tiling of large experts, the result on 1,
  * 2 and 4 workers and with every matmul kernel, non-finite input (fail and
- * sanitize) with the engine usable afterwards, weights that overflow, and
- * refused arguments.
+ * sanitize) with the engine usable afterwards, weights that overflow,
+ * refused arguments, and the statistics of the segments of a merged batch
+ * against each segment's batch alone (bitwise, every mergeable router).
  */
 #include "test_assert.h"
 
@@ -829,6 +830,22 @@ static void test_nonfinite_sanitize(void **state)
 	/* the caller's input is not modified */
 	assert_true(isnan(bad[0]) && isnan(bad[3 * D + 7]));
 
+	/* ... and per segment: tokens 0-1, 2, 3-7 hold 1, 0, 2 non-finite values */
+	{
+		const uint32_t rows[3] = { 2, 1, 5 };
+		struct engine_segment_stats seg[3];
+
+		bt.b.segment_rows = rows;
+		bt.b.n_segments = 3;
+		bt.b.segment_stats = seg;
+		forward_ok(engine_2, &m->L, &c, &bt);
+		assert_int_equal(bt.b.n_sanitized, 3);
+		assert_int_equal(seg[0].n_sanitized, 1);
+		assert_int_equal(seg[1].n_sanitized, 0);
+		assert_int_equal(seg[2].n_sanitized, 2);
+		bt.b.n_segments = 0;
+	}
+
 	/* the count is per batch */
 	bt.b.x = x;
 	forward_ok(engine_2, &m->L, &c, &bt);
@@ -1056,6 +1073,207 @@ static void test_cfg_hierarchical_shape_refused(void **state)
 	ASSERT_ERRNO(engine_forward(engine_1, &L, &c, &b, NULL), EINVAL);
 }
 
+/* ------------------------------------------------------------- segments */
+
+/*
+ * Merged runs: three batches of different sizes and inputs, each alone, then
+ * as one batch with a segment per batch. Each segment's statistics must be
+ * bitwise its batch's alone (memcmp on the doubles), for every router that
+ * may be merged; the merged batch's own statistics must differ from a
+ * segment's, or the test could not tell a segment from the whole.
+ */
+enum { SEG_N = 3, SEG_D = 16, SEG_X = 2, SEG_Y = 4, SEG_E = SEG_X * SEG_Y };
+static const uint32_t seg_rows[SEG_N] = { 5, 1, 7 };
+
+static struct mem_layer *segment_layer(void)
+{
+	struct layer_spec sp = { .d = SEG_D, .ff = 8, .E = SEG_E, .bias = true, .seed = 91 };
+	struct mem_layer *m = mem_layer_new(&sp);
+	uint64_t seed = 17;
+
+	m->L.outer_w = mem_randn(m, (size_t)SEG_X * SEG_D, 1, &seed);
+	m->L.inner_w = mem_randn(m, (size_t)SEG_X * SEG_Y * SEG_D, 1, &seed);
+	m->L.router.groups = SEG_X;
+	m->L.router.experts_per_group = SEG_Y;
+	return m;
+}
+
+static void expect_stats_bitwise(const char *what, uint32_t seg,
+				 const struct engine_segment_stats *got,
+				 const struct engine_batch *alone)
+{
+	if (got->n_dropped != alone->n_dropped || got->n_sanitized != alone->n_sanitized ||
+	    got->has_z_loss != alone->has_z_loss ||
+	    memcmp(&got->aux_loss, &alone->aux_loss, sizeof(double)) ||
+	    (alone->has_z_loss && memcmp(&got->z_loss, &alone->z_loss, sizeof(double))))
+		fail_msg("%s, segment %u: dropped %u aux %a z %a (%d), alone dropped %u aux %a "
+			 "z %a (%d)",
+			 what, seg, got->n_dropped, got->aux_loss, got->z_loss, got->has_z_loss,
+			 alone->n_dropped, alone->aux_loss, alone->z_loss, alone->has_z_loss);
+}
+
+/* Run the three batches alone and merged with @c; compare. */
+static void segments_vs_alone(const char *what, const struct moe_layer *L,
+			      const struct router_config *c)
+{
+	uint32_t T = 0, k = router_config_slots(c);
+	struct batch alone[SEG_N], merged;
+	struct engine_segment_stats seg[SEG_N];
+	float *x[SEG_N], *all;
+	bool whole_differs = false;
+
+	for (uint32_t i = 0; i < SEG_N; i++)
+		T += seg_rows[i];
+	all = malloc(sizeof(float) * T * SEG_D);
+	assert_non_null(all);
+	for (uint32_t i = 0, t0 = 0; i < SEG_N; t0 += seg_rows[i], i++) {
+		x[i] = input_new(seg_rows[i], SEG_D, 1000 + i);
+		memcpy(all + (size_t)t0 * SEG_D, x[i], sizeof(float) * seg_rows[i] * SEG_D);
+		batch_init(&alone[i], x[i], seg_rows[i], SEG_D, k, SEG_E);
+		forward_ok(engine_1, L, c, &alone[i]);
+	}
+	batch_init(&merged, all, T, SEG_D, k, SEG_E);
+	/* NaN garbage: a segment the engine skips cannot match */
+	memset(seg, 0xff, sizeof(seg));
+	merged.b.segment_rows = seg_rows;
+	merged.b.n_segments = SEG_N;
+	merged.b.segment_stats = seg;
+	forward_ok(engine_2, L, c, &merged);
+	for (uint32_t i = 0; i < SEG_N; i++) {
+		expect_stats_bitwise(what, i, &seg[i], &alone[i].b);
+		whole_differs |= merged.b.aux_loss != alone[i].b.aux_loss ||
+				 (merged.b.has_z_loss && merged.b.z_loss != alone[i].b.z_loss);
+	}
+	if (!whole_differs)
+		fail_msg("%s: the merged batch's statistics equal a segment's; the test proves "
+			 "nothing",
+			 what);
+	for (uint32_t i = 0; i < SEG_N; i++) {
+		batch_done(&alone[i]);
+		free(x[i]);
+	}
+	batch_done(&merged);
+	free(all);
+}
+
+static void test_segments_every_mergeable_router(void **state)
+{
+	struct mem_layer *m = segment_layer();
+	float bias[SEG_E];
+	struct router_config c;
+
+	(void)state;
+	for (uint32_t k = 1; k <= 3; k++) {
+		for (int sigmoid = 0; sigmoid < 2; sigmoid++) {
+			for (int norm = 0; norm < 2; norm++) {
+				char what[64];
+
+				c = topk_config(k, norm, ACT_RELU);
+				c.score = sigmoid ? SCORE_SIGMOID : SCORE_SOFTMAX;
+				if (sigmoid)
+					c.scale = SCALE_NONE;
+				snprintf(what, sizeof(what), "topk k=%u %s%s", k,
+					 sigmoid ? "sigmoid" : "softmax", norm ? " normalized" : "");
+				segments_vs_alone(what, &m->L, &c);
+			}
+		}
+	}
+	/* DeepSeek-V3: sigmoid, groups, a selection bias, a routed scaling factor */
+	for (uint32_t e = 0; e < SEG_E; e++)
+		bias[e] = (float)e * 0.01f;
+	m->L.selection_bias = bias;
+	c = topk_config(2, true, ACT_RELU);
+	c.score = SCORE_SIGMOID;
+	c.scale = SCALE_NONE;
+	c.expert_groups = 4;
+	c.topk_groups = 2;
+	c.routed_scaling = 2.5;
+	segments_vs_alone("topk deepseek", &m->L, &c);
+	m->L.selection_bias = NULL;
+
+	c = topk_config(1, false, ACT_RELU);
+	c.kind = ROUTER_SWITCH;
+	segments_vs_alone("switch dropless", &m->L, &c);
+
+	c.kind = ROUTER_GSHARD;
+	c.top_k = 2;
+	c.top2_variant = TOP2_MESHTF;
+	c.second_policy = SECOND_ALL;
+	segments_vs_alone("gshard meshtf all", &m->L, &c);
+	c.second_policy = SECOND_NONE;
+	segments_vs_alone("gshard meshtf none", &m->L, &c);
+	c.second_policy = SECOND_THRESHOLD;
+	c.second_threshold = 0.2;
+	segments_vs_alone("gshard meshtf threshold", &m->L, &c);
+	c.top2_variant = TOP2_FAIRSCALE;
+	c.second_policy = SECOND_ALL;
+	segments_vs_alone("gshard fairscale", &m->L, &c);
+
+	c = m->L.router;
+	c.kind = ROUTER_HIERARCHICAL;
+	c.top_k = 4;
+	segments_vs_alone("hierarchical 2x4", &m->L, &c);
+	mem_layer_free(m);
+}
+
+/* One segment is the whole batch: its statistics are the batch's, bitwise. */
+static void test_segment_of_whole_batch(void **state)
+{
+	struct mem_layer *m = segment_layer();
+	struct router_config c = topk_config(2, true, ACT_RELU);
+	float *x = input_new(9, SEG_D, 5);
+	uint32_t rows = 9;
+	struct engine_segment_stats st;
+	struct batch bt;
+
+	(void)state;
+	batch_init(&bt, x, 9, SEG_D, 2, SEG_E);
+	bt.b.segment_rows = &rows;
+	bt.b.n_segments = 1;
+	bt.b.segment_stats = &st;
+	forward_ok(engine_1, &m->L, &c, &bt);
+	expect_stats_bitwise("whole", 0, &st, &bt.b);
+	batch_done(&bt);
+	free(x);
+	mem_layer_free(m);
+}
+
+static void test_segments_refused(void **state)
+{
+	struct mem_layer *m = segment_layer();
+	struct router_config c = topk_config(2, true, ACT_RELU);
+	float *x = input_new(6, SEG_D, 5), y[6 * SEG_D];
+	struct engine_segment_stats st[3];
+	uint32_t rows[3] = { 2, 4, 0 };
+	struct engine_batch b = { .x = x, .n_tokens = 6, .output = y, .segment_rows = rows,
+				  .n_segments = 2, .segment_stats = st };
+	struct diag d = { { 0 } };
+
+	(void)state;
+	ASSERT_OK(engine_forward(engine_1, &m->L, &c, &b, &d));
+	/* capacity makes a token's slot depend on the tokens before it */
+	c.capacity_factor = 1.0;
+	ASSERT_ERRNO(engine_forward(engine_1, &m->L, &c, &b, &d), EINVAL);
+	assert_non_null(strstr(d.msg, "per token"));
+	c.capacity_factor = 0;
+	c.kind = ROUTER_GSHARD;
+	c.second_policy = SECOND_RANDOM;
+	ASSERT_ERRNO(engine_forward(engine_1, &m->L, &c, &b, &d), EINVAL);
+	c = topk_config(2, true, ACT_RELU);
+	rows[1] = 3; /* 5 of 6 tokens */
+	ASSERT_ERRNO(engine_forward(engine_1, &m->L, &c, &b, &d), EINVAL);
+	rows[1] = 4;
+	b.n_segments = 3; /* an empty segment */
+	ASSERT_ERRNO(engine_forward(engine_1, &m->L, &c, &b, &d), EINVAL);
+	b.n_segments = 2;
+	b.segment_stats = NULL;
+	ASSERT_ERRNO(engine_forward(engine_1, &m->L, &c, &b, &d), EINVAL);
+	b.segment_stats = st;
+	ASSERT_OK(engine_forward(engine_1, &m->L, &c, &b, &d));
+	free(x);
+	mem_layer_free(m);
+}
+
 static int group_setup(void **state)
 {
 	struct engine_opts o;
@@ -1107,6 +1325,9 @@ int main(void)
 		cmocka_unit_test(test_cfg_base_sublayers_beyond_layer_refused),
 		cmocka_unit_test(test_relu_keeps_overflow_visible),
 		cmocka_unit_test(test_cfg_hierarchical_shape_refused),
+		cmocka_unit_test(test_segments_every_mergeable_router),
+		cmocka_unit_test(test_segment_of_whole_batch),
+		cmocka_unit_test(test_segments_refused),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -7,8 +7,9 @@
  * capacity_of() at its boundaries, switch with a capacity of one (token-order
  * and score priority), top-k with k = E, renormalisation and sigmoid scores,
  * the two GShard variants under a tight capacity and its second-expert
- * policies, client-given routing and its refusals, the option table, and the
- * router z-loss.
+ * policies, client-given routing and its refusals, the option table, the
+ * router z-loss, and router_stats() over runs of tokens against those runs
+ * routed alone (bitwise, every per-token router).
  */
 #include "test_assert.h"
 
@@ -1166,10 +1167,138 @@ static void test_topk_deepseek_groups_bias_scaling(void **state)
 	scratch_done(&s);
 }
 
+/* ----------------------------------------------------- statistics by range */
+
+enum { RS_E = 8, RS_X = 2, RS_Y = 4, RS_T = 12 };
+
+/* Route each of three runs of x alone, then all of x: router_stats() of each
+ * run within the whole must be bitwise the run's own statistics. */
+static void expect_ranges_as_alone(const char *what, const struct moe_layer *L,
+				   const struct router_config *c, const float *x)
+{
+	static const uint32_t bounds[] = { 0, 4, 5, 12 };
+	struct scratch s = { 0 };
+	struct route_result r;
+	struct route_stats alone[3], st;
+
+	for (uint32_t i = 0; i < 3; i++) {
+		route_ok(L, c, x + (size_t)bounds[i] * RS_E, bounds[i + 1] - bounds[i], NULL, &s,
+			 &r);
+		alone[i] = (struct route_stats){ .n_dropped = r.n_dropped, .aux_loss = r.aux_loss,
+						 .z_loss = r.z_loss, .has_z_loss = r.has_z_loss };
+		scratch_reset(&s);
+	}
+	route_ok(L, c, x, RS_T, NULL, &s, &r);
+	for (uint32_t i = 0; i < 3; i++) {
+		ASSERT_OK(router_stats(c, &r, bounds[i], bounds[i + 1], &s, &st));
+		if (st.n_dropped != alone[i].n_dropped || st.has_z_loss != alone[i].has_z_loss ||
+		    memcmp(&st.aux_loss, &alone[i].aux_loss, sizeof(double)) ||
+		    memcmp(&st.z_loss, &alone[i].z_loss, sizeof(double)))
+			fail_msg("%s, tokens [%u, %u): aux %a z %a, alone aux %a z %a", what,
+				 bounds[i], bounds[i + 1], st.aux_loss, st.z_loss,
+				 alone[i].aux_loss, alone[i].z_loss);
+	}
+	/* the whole batch's own statistics are router_stats() over [0, T) */
+	ASSERT_OK(router_stats(c, &r, 0, RS_T, &s, &st));
+	assert_memory_equal(&st.aux_loss, &r.aux_loss, sizeof(double));
+	assert_memory_equal(&st.z_loss, &r.z_loss, sizeof(double));
+	ASSERT_ERRNO(router_stats(c, &r, 3, 3, &s, &st), EINVAL);
+	ASSERT_ERRNO(router_stats(c, &r, 0, RS_T + 1, &s, &st), EINVAL);
+	scratch_done(&s);
+}
+
+static void test_stats_ranges_per_token_routers(void **state)
+{
+	struct id_layer il;
+	struct base_sublayer sub = { 0 };
+	struct moe_expert ex[RS_E] = { { .sublayers = &sub } };
+	float x[RS_T * RS_E], outer[RS_X * RS_E], inner[RS_X * RS_Y * RS_E];
+	struct router_config c;
+	uint64_t seed = 7;
+
+	(void)state;
+	id_layer_init(&il, RS_E);
+	for (size_t i = 0; i < RS_T * RS_E; i++)
+		x[i] = rng_uniform(&seed, -2, 2);
+	for (size_t i = 0; i < RS_X * RS_E; i++)
+		outer[i] = rng_uniform(&seed, -1, 1);
+	for (size_t i = 0; i < RS_X * RS_Y * RS_E; i++)
+		inner[i] = rng_uniform(&seed, -1, 1);
+	il.layer.outer_w = outer;
+	il.layer.inner_w = inner;
+	il.layer.centroids = il.w;
+	il.layer.experts = ex;
+
+	c = il.layer.router;
+	c.kind = ROUTER_SWITCH;
+	c.top_k = 1;
+	expect_ranges_as_alone("switch", &il.layer, &c, x);
+	c.kind = ROUTER_TOPK;
+	c.top_k = 3;
+	expect_ranges_as_alone("topk softmax", &il.layer, &c, x);
+	c.score = SCORE_SIGMOID;
+	c.scale = SCALE_NONE;
+	c.normalize = true;
+	expect_ranges_as_alone("topk sigmoid", &il.layer, &c, x);
+	c = il.layer.router;
+	c.kind = ROUTER_GSHARD;
+	c.top_k = 2;
+	c.top2_variant = TOP2_MESHTF;
+	c.second_policy = SECOND_THRESHOLD;
+	c.second_threshold = 0.3;
+	expect_ranges_as_alone("gshard meshtf", &il.layer, &c, x);
+	c.top2_variant = TOP2_FAIRSCALE;
+	c.second_policy = SECOND_ALL;
+	expect_ranges_as_alone("gshard fairscale", &il.layer, &c, x);
+	c = il.layer.router;
+	c.kind = ROUTER_HIERARCHICAL;
+	c.top_k = 4;
+	c.groups = RS_X;
+	c.experts_per_group = RS_Y;
+	expect_ranges_as_alone("hierarchical", &il.layer, &c, x);
+	c = il.layer.router;
+	c.kind = ROUTER_BASE;
+	c.base_mode = BASE_GREEDY;
+	expect_ranges_as_alone("base greedy", &il.layer, &c, x);
+}
+
+/* A range's drops are the drops of its tokens within the batch's routing. */
+static void test_stats_range_drops(void **state)
+{
+	struct id_layer il;
+	struct router_config c;
+	struct scratch s = { 0 };
+	struct route_result r;
+	struct route_stats st;
+	uint32_t total = 0;
+
+	(void)state;
+	id_layer_init(&il, 4);
+	c = il.layer.router;
+	c.kind = ROUTER_SWITCH;
+	c.top_k = 1;
+	c.capacity_factor = 1.0; /* capacity 1: expert 2 keeps token 0, drops the rest */
+	assert_false(router_config_per_token(&c));
+	route_ok(&il.layer, &c, &all_to_two[0][0], 5, NULL, &s, &r);
+	for (uint32_t t = 0; t < 5; t++) {
+		ASSERT_OK(router_stats(&c, &r, t, t + 1, &s, &st));
+		total += st.n_dropped;
+	}
+	ASSERT_EQ(total, r.n_dropped);
+	ASSERT_EQ(r.n_dropped, 4);
+	ASSERT_OK(router_stats(&c, &r, 0, 1, &s, &st));
+	ASSERT_EQ(st.n_dropped, 0);
+	ASSERT_OK(router_stats(&c, &r, 1, 3, &s, &st));
+	ASSERT_EQ(st.n_dropped, 2);
+	scratch_done(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_topk_deepseek_groups_bias_scaling),
+		cmocka_unit_test(test_stats_ranges_per_token_routers),
+		cmocka_unit_test(test_stats_range_drops),
 		cmocka_unit_test(test_capacity_of),
 		cmocka_unit_test(test_switch_capacity_one_token_order),
 		cmocka_unit_test(test_switch_priority_score),
