@@ -276,15 +276,16 @@ static void batches_expect_done(struct client *cl, float **x, float **y, unsigne
 
 			assert_true(k < n);
 			ASSERT_EQ(done[i].status, 0);
-			ASSERT_OK(test_ref_forward(&cl->ref, 0, x[k], 16, NULL, NULL, 0, cl->ry, NULL,
-			                           NULL, NULL));
+			ASSERT_OK(test_ref_forward(&cl->ref, 0, x[k], 16, NULL, NULL, 0, cl->ry,
+			                           NULL, NULL, NULL));
 			for (uint32_t t = 0; t < 16; t++)
-				if (test_ref_route_margin(
-				        &cl->ref, 0, x[k] + (size_t)t * cl->mi.d_model) >= TIE_MARGIN)
+				if (test_ref_route_margin(&cl->ref, 0,
+				                          x[k] + (size_t)t * cl->mi.d_model) >=
+				    TIE_MARGIN)
 					bad += test_count_mismatches(
 					    what, y[k] + (size_t)t * cl->mi.d_model,
-					    cl->ry + (size_t)t * cl->mi.d_model, cl->mi.d_model, ATOL,
-					    RTOL);
+					    cl->ry + (size_t)t * cl->mi.d_model, cl->mi.d_model,
+					    ATOL, RTOL);
 			ASSERT_EQ(bad, 0);
 		}
 		got += (unsigned)r;
@@ -370,8 +371,9 @@ static void test_sigterm_drains(void **state)
 	for (attempt = 0; attempt < attempts; attempt++) {
 		if (batches_submit_queued(&cl, x, y, n, 100 + 10 * attempt, 800ll * 1000000))
 			break;
-		fprintf(stderr, "test: attempt %u: the batches were not all seen queued within "
-		                "0.8 s; letting the merge window run them, then again\n",
+		fprintf(stderr,
+		        "test: attempt %u: the batches were not all seen queued within "
+		        "0.8 s; letting the merge window run them, then again\n",
 		        attempt + 1);
 		batches_expect_done(&cl, x, y, n, "output run by the merge window");
 	}
