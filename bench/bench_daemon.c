@@ -1075,33 +1075,63 @@ out:
 	return r;
 }
 
+/*
+ * merge_speedup from runs in ABBA order (on, off, off, on), MERGE_ABBA_ROUNDS
+ * times, so that a drift of the machine's speed during the phase (memory
+ * bandwidth moves by half within a minute on a shared host) falls on both
+ * settings alike: the speedup is the ratio of the median tokens/s of each
+ * setting; moed's counters are the mean per run.
+ */
+#define MERGE_ABBA_ROUNDS 2
+#define MERGE_RUNS        (2 * MERGE_ABBA_ROUNDS) /* per setting */
+
+static double merge_median(double *v, uint32_t n)
+{
+	qsort(v, n, sizeof(v[0]), bench_cmp_double);
+	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 static int bench_merge(const struct shape *s, const char *path, struct results *res)
 {
-	char *json_on = NULL, *json_off = NULL;
-	uint64_t merged_off;
+	double tps[2][MERGE_RUNS];
+	uint64_t merged_window[2] = { 0 }, totals[2][3] = { { 0 } };
+	static const char *const keys[3] = { "batches", "engine_runs", "merged_batches" };
+	uint32_t n[2] = { 0 };
 	struct cpu_mark mark;
-	int r;
+	int r = 0;
 
 	cpu_mark_take(&mark);
-	fprintf(stderr, "# 4. merging: %u clients x T=%u of %s, %.1f s per run\n", MERGE_CLIENTS,
-		MERGE_TOKENS, s->tag, merge_seconds);
-	r = merge_run(path, s->d_model, MERGE_WINDOW_ON, &res->merge_on_tps,
-		      &res->merged_in_window, &json_on);
-	if (r >= 0)
-		r = merge_run(path, s->d_model, MERGE_WINDOW_OFF, &res->merge_off_tps, &merged_off,
-			      &json_off);
+	fprintf(stderr, "# 4. merging: %u clients x T=%u of %s, %.1f s per run, %u runs per "
+		"setting in ABBA order\n", MERGE_CLIENTS, MERGE_TOKENS, s->tag, merge_seconds,
+		MERGE_RUNS);
+	for (uint32_t i = 0; i < 4 * MERGE_ABBA_ROUNDS && r >= 0; i++) {
+		const uint32_t on = i % 4 == 0 || i % 4 == 3 ? 0 : 1; /* 0: on, 1: off */
+		char *json = NULL;
+		uint64_t merged;
+
+		r = merge_run(path, s->d_model, on == 0 ? MERGE_WINDOW_ON : MERGE_WINDOW_OFF,
+			      &tps[on][n[on]], &merged, &json);
+		if (r < 0)
+			break;
+		merged_window[on] += merged;
+		for (uint32_t k = 0; k < 3; k++)
+			totals[on][k] += status_total(json, keys[k]);
+		n[on]++;
+		free(json);
+	}
 	if (r >= 0) {
-		res->merged_batches = status_total(json_on, "merged_batches");
-		res->batches_on = status_total(json_on, "batches");
-		res->engine_runs_on = status_total(json_on, "engine_runs");
-		res->batches_off = status_total(json_off, "batches");
-		res->engine_runs_off = status_total(json_off, "engine_runs");
+		res->merge_on_tps = merge_median(tps[0], n[0]);
+		res->merge_off_tps = merge_median(tps[1], n[1]);
+		res->merged_in_window = merged_window[0] / n[0];
+		res->batches_on = totals[0][0] / n[0];
+		res->engine_runs_on = totals[0][1] / n[0];
+		res->merged_batches = totals[0][2] / n[0];
+		res->batches_off = totals[1][0] / n[1];
+		res->engine_runs_off = totals[1][1] / n[1];
 		res->merge_speedup = res->merge_on_tps / res->merge_off_tps;
 		res->have_merge = true;
 	}
 	res->background_merge = cpu_background(&mark);
-	free(json_on);
-	free(json_off);
 	return r;
 }
 

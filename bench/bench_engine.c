@@ -5,7 +5,8 @@
  * batches the bound is compute: the "grouped GEMMs" baseline runs the same
  * expert GEMMs (W1, W3, W2 of every active expert) on rows that are already
  * grouped by expert, with OpenBLAS's own threading and no routing, gather,
- * activation or combine; efficiency = baseline time / layer time. For decode
+ * activation or combine; efficiency = baseline time / layer time (the two
+ * alternate in ABBA blocks, medians taken: see measure_abba). For decode
  * batches (T <= 16) the bound is memory: reading the active experts' weights
  * once with plain vector loads on the same number of threads; vs_weight_read =
  * layer time / read time. The layer is built in memory (Mixtral-like and
@@ -581,6 +582,84 @@ static void blas_back_to_one(void)
 	usleep(300 * 1000);
 }
 
+/*
+ * The layer and the grouped-GEMM baseline run in blocks of their own: the
+ * engine needs OpenBLAS at one thread and the baseline at N, and every
+ * switch back costs the wait in blas_back_to_one(). So that both still see
+ * the same memory bandwidth (it drifts by half within a minute on a shared
+ * host), the blocks alternate A B B A (A: the layer, with the weight read
+ * for decode batches, B: the baseline), ABBA_ROUNDS times, each block
+ * measure()d for its share of @target_s; a function's figure is the median
+ * of its block medians (and the least of its minima). ABBA order costs one
+ * thread switch each way per round, and cancels a linear drift.
+ */
+#define ABBA_ROUNDS 2
+#define ABBA_BLOCKS (2 * ABBA_ROUNDS) /* per function */
+
+/* @out from the @n blocks of one function: median of medians, least minimum, reps summed. */
+static void timed_fold(struct timed *out, const struct timed *blocks, uint32_t n)
+{
+	double med[ABBA_BLOCKS];
+
+	*out = blocks[0];
+	out->reps = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		med[i] = blocks[i].median_s;
+		out->min_s = fmin(out->min_s, blocks[i].min_s);
+		out->reps += blocks[i].reps;
+	}
+	qsort(med, n, sizeof(med[0]), bench_cmp_double);
+	out->median_s = n % 2 ? med[n / 2] : 0.5 * (med[n / 2 - 1] + med[n / 2]);
+}
+
+static int measure_abba(struct layer_run *lr, struct grouped_run *g, const struct bench_layer *bl,
+			const struct shape *s, uint32_t T, double target_s, struct result *res)
+{
+	struct read_run rr = { .run_floats = expert_floats(s), .n_runs = g->n_active,
+			       .n_threads = arg_threads };
+	const uint32_t n_a = T <= DECODE_MAX_TOKENS ? 2 : 1; /* the layer, and the read */
+	struct timed blocks[3][ABBA_BLOCKS];
+	const double block_s = target_s / ABBA_BLOCKS;
+
+	if (n_a == 2) {
+		rr.runs = calloc(g->n_active, sizeof(*rr.runs));
+		if (!rr.runs)
+			return -ENOMEM;
+		for (uint32_t a = 0; a < g->n_active; a++)
+			rr.runs[a] = bl->L.experts[g->active[a]].ffn.w1;
+	}
+	for (uint32_t round = 0; round < ABBA_ROUNDS; round++) {
+		for (uint32_t pos = 0; pos < 4; pos++) {
+			/* A0 B0 B1 A1: each function's first, then second block of the round */
+			uint32_t i = 2 * round + (pos == 0 || pos == 1 ? 0 : 1);
+
+			if (pos == 1 || pos == 2) {
+				struct timed *b = &blocks[2][i];
+
+				if (pos == 1)
+					blas_set_threads((int)arg_threads);
+				*b = (struct timed){ .fn = run_grouped, .ctx = g };
+				measure(b, 1, block_s);
+				if (pos == 2)
+					blas_back_to_one();
+			} else {
+				struct timed f[2] = { { .fn = run_layer, .ctx = lr },
+						      { .fn = run_read, .ctx = &rr } };
+
+				measure(f, n_a, block_s);
+				blocks[0][i] = f[0];
+				blocks[1][i] = f[1];
+			}
+		}
+	}
+	timed_fold(&res->layer, blocks[0], ABBA_BLOCKS);
+	if (n_a == 2)
+		timed_fold(&res->read, blocks[1], ABBA_BLOCKS);
+	timed_fold(&res->grouped, blocks[2], ABBA_BLOCKS);
+	free(rr.runs);
+	return 0;
+}
+
 static int run_case(struct engine *engine, const struct bench_layer *bl, const struct shape *s,
 		    uint32_t T, double target_s, struct result *res)
 {
@@ -611,40 +690,11 @@ static int run_case(struct engine *engine, const struct bench_layer *bl, const s
 		goto out;
 	res->n_active = g.n_active;
 
-	if (T <= DECODE_MAX_TOKENS) {
-		struct read_run rr = { .run_floats = expert_floats(s), .n_runs = g.n_active,
-				       .n_threads = arg_threads };
-		struct timed f[2] = { { .fn = run_layer, .ctx = &lr },
-				      { .fn = run_read, .ctx = &rr } };
-
-		rr.runs = calloc(g.n_active, sizeof(*rr.runs));
-		if (!rr.runs) {
-			grouped_run_done(&g);
-			r = -ENOMEM;
-			goto out;
-		}
-		for (uint32_t a = 0; a < g.n_active; a++)
-			rr.runs[a] = bl->L.experts[g.active[a]].ffn.w1;
-		measure(f, 2, target_s);
-		free(rr.runs);
-		res->layer = f[0];
-		res->read = f[1];
-	} else {
-		struct timed f = { .fn = run_layer, .ctx = &lr };
-
-		measure(&f, 1, target_s);
-		res->layer = f;
+	r = measure_abba(&lr, &g, bl, s, T, target_s, res);
+	if (r < 0) {
+		grouped_run_done(&g);
+		goto out;
 	}
-
-	/*
-	 * The baseline runs in a block of its own: the engine needs OpenBLAS at
-	 * one thread and the baseline at N, and every switch back costs the
-	 * wait in blas_back_to_one().
-	 */
-	blas_set_threads((int)arg_threads);
-	res->grouped = (struct timed){ .fn = run_grouped, .ctx = &g };
-	measure(&res->grouped, 1, target_s);
-	blas_back_to_one();
 
 	grouped_run_done(&g);
 	if (busy0 >= 0) {

@@ -5,8 +5,9 @@
  * and refused at its edges, and a refusal leaves the field as it was; a file
  * with comments, blank lines and stray whitespace loads, and a bad line is
  * reported as "file:line"; the cross-key checks of validate; the dump loads
- * back into exactly the same struct; and systemd/moed.conf (found through
- * the source tree passed as argv[1]) documents every key of the table.
+ * back into exactly the same struct; and systemd/moed.conf (in the source
+ * tree passed as argv[1], or the one built from) documents every key of the
+ * table with its doc string and default, and loads.
  * Every test runs between an fd-count setup and teardown: the loader must
  * close what it opens, on its error paths too.
  */
@@ -24,7 +25,7 @@
 #include "config/config.h"
 #include "util/diag.h"
 
-/* The source tree (argv[1]), where systemd/moed.conf lives; NULL if not given. */
+/* The source tree where systemd/moed.conf lives: argv[1], or the one built from. */
 static const char *arg_source_dir;
 
 /* ---------------------------------------------------------------- helpers */
@@ -643,24 +644,16 @@ static bool conf_documents_key(const char *text, const char *key)
 	return false;
 }
 
-static void test_moed_conf_documents_every_key(void **state)
+/* The text of systemd/moed.conf (malloc'd); a missing file fails: it is part of the tree. */
+static char *moed_conf_read(char *path, size_t path_size)
 {
-	char path[PATH_MAX], *text;
+	char *text;
 	size_t n;
 	long size;
 	FILE *f;
 
-	(void)state;
-	if (!arg_source_dir) {
-		print_message("no source directory given (argv[1]): skipping\n");
-		skip();
-	}
-	snprintf(path, sizeof(path), "%s/systemd/moed.conf", arg_source_dir);
+	snprintf(path, path_size, "%s/systemd/moed.conf", arg_source_dir);
 	f = fopen(path, "re");
-	if (!f && errno == ENOENT) {
-		print_message("%s does not exist yet: skipping\n", path);
-		skip();
-	}
 	if (!f)
 		fail_msg("%s: %s", path, strerror(errno));
 	ASSERT_EQ(fseek(f, 0, SEEK_END), 0);
@@ -672,11 +665,62 @@ static void test_moed_conf_documents_every_key(void **state)
 	n = fread(text, 1, (size_t)size, f);
 	ASSERT_EQ(n, size);
 	ASSERT_EQ(fclose(f), 0);
+	return text;
+}
 
+static void test_moed_conf_documents_every_key(void **state)
+{
+	char path[PATH_MAX], *text;
+
+	(void)state;
+	text = moed_conf_read(path, sizeof(path));
 	for (unsigned i = 0; moed_config_key(i); i++)
 		if (!conf_documents_key(text, moed_config_key(i)))
 			fail_msg("%s does not document key '%s' (no \"%s =\" or \"#%s =\" line)",
 				 path, moed_config_key(i), moed_config_key(i), moed_config_key(i));
+	free(text);
+}
+
+/*
+ * Each key of the dump of the defaults ("# doc\nkey = value") appears in
+ * moed.conf commented out with the same doc line and value ("# doc\n#key =
+ * value"), so the file shows the true defaults; and the file loads as is.
+ */
+static void test_moed_conf_shows_docs_and_defaults(void **state)
+{
+	char path[PATH_MAX], *text, *dump = NULL, *save = NULL;
+	struct moed_config c, loaded;
+	struct diag d = { { 0 } };
+	size_t size = 0;
+	FILE *f;
+
+	(void)state;
+	text = moed_conf_read(path, sizeof(path));
+	moed_config_init(&c);
+	f = open_memstream(&dump, &size);
+	assert_non_null(f);
+	moed_config_dump(&c, f);
+	ASSERT_EQ(fclose(f), 0);
+
+	for (char *doc = strtok_r(dump, "\n", &save); doc; doc = strtok_r(NULL, "\n", &save)) {
+		char *entry = strtok_r(NULL, "\n", &save), want[1024];
+		size_t len;
+
+		assert_non_null(entry);
+		len = strlen(entry);
+		while (len && entry[len - 1] == ' ') /* "model = " with an empty default */
+			entry[--len] = '\0';
+		snprintf(want, sizeof(want), "\n%s\n#%s\n", doc, entry);
+		if (!strstr(text, want))
+			fail_msg("%s lacks the documented default (the lines of `moed --dump-config`, "
+				 "the key commented out):\n%s\n#%s", path, doc, entry);
+	}
+
+	moed_config_init(&loaded);
+	ASSERT_OK(moed_config_load(&loaded, path, &d));
+	if (memcmp(&loaded, &c, sizeof(c)) != 0)
+		fail_msg("%s sets a key: its entries should be commented-out defaults", path);
+	free(dump);
 	free(text);
 }
 
@@ -713,8 +757,9 @@ int main(int argc, char **argv)
 		T(test_dump_of_every_key_changed_loads_back_identical),
 		T(test_dump_names_every_key),
 		T(test_moed_conf_documents_every_key),
+		T(test_moed_conf_shows_docs_and_defaults),
 	};
 
-	arg_source_dir = argc > 1 ? argv[1] : NULL;
+	arg_source_dir = argc > 1 ? argv[1] : MOE_SOURCE_DIR;
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

@@ -8,7 +8,8 @@
  *   - killed with eight big batches queued (more than moed can run before it
  *     notices the death);
  *   - killed while it sleeps in moe_wait() on big batches (the test waits
- *     until the process is in state S, then SIGKILLs it);
+ *     until the process is in state S, then SIGKILLs it; never reaching S
+ *     within 10 s fails the test);
  *   - killed with its rings full: sq 8 / cq 8, 16 requests submitted and
  *     none reaped, so moed has raised MOE_RING_PRODUCER_WAITING for it.
  *
@@ -168,6 +169,32 @@ static void expect_killed(pid_t pid)
 		         test_wait_status_str(status, buf, sizeof(buf)));
 }
 
+/*
+ * Wait until child @pid sleeps (/proc state 'S': blocked in moe_wait, its
+ * only blocking call after it wrote its byte), polling every millisecond;
+ * fail, after SIGKILLing and reaping it, if that is not seen within
+ * @timeout_ms (or the child exits first).
+ */
+static void expect_asleep(pid_t pid, unsigned timeout_ms)
+{
+	int64_t t0 = test_now_ns();
+	char state = test_proc_state(pid);
+	int status;
+
+	while (state != 'S' && test_now_ns() - t0 < (int64_t)timeout_ms * 1000000) {
+		if (state == 'Z' || state == '?')
+			break;
+		test_sleep_ms(1);
+		state = test_proc_state(pid);
+	}
+	if (state == 'S')
+		return;
+	kill(pid, SIGKILL);
+	test_child_wait(pid, 60000, &status);
+	fail_msg("the client in moe_wait never slept within %u ms (last /proc state '%c')",
+	         timeout_ms, state);
+}
+
 /* A forward of @T tokens by @c, checked against @ref. */
 static void forward_checked(struct moe_client *c, struct test_ref *ref, uint32_t layer, uint32_t T,
                             uint64_t seed)
@@ -241,10 +268,7 @@ static void test_client_death(void **state)
 		if (pid == 0)
 			die_in_wait(pipefd[1]);
 		wait_byte(pipefd[0]);
-		for (int i = 0; i < 200 && test_proc_state(pid) != 'S'; i++)
-			test_sleep_ms(1);
-		fprintf(stderr, "test: killing the waiting client in state %c\n",
-		        test_proc_state(pid));
+		expect_asleep(pid, test_scale(10000, 30000));
 		kill(pid, SIGKILL);
 		expect_killed(pid);
 

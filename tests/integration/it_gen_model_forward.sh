@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 #
 # moectl gen-model in every layout and dtype, one file and sharded, then
-# moectl forward on each, and the failures a user meets: a truncated model,
+# moectl forward on each, with outputs compared bitwise across layouts and
+# against F32 copies of the BF16/F16 values, and the failures a user meets: a truncated model,
 # a header that lies, a wrong input width, NaN in the input, a bad option.
 # Each must fail with exit status 1 (2 for usage) and a message naming the
 # file, never a crash.
@@ -34,15 +35,58 @@ expect() {
 	fi
 }
 
-for layout in moed mixtral qwen2_moe deepseek; do
-	for dtype in f32 bf16 f16; do
-		m="$tmp/$layout-$dtype.safetensors"
-		extra=()
-		[ "$layout" = qwen2_moe ] || [ "$layout" = deepseek ] && extra=(--shared-d-ff 96)
-		expect 0 "" "$moectl" gen-model --output "$m" --layout "$layout" --dtype "$dtype" \
-			--d-model 64 --d-ff 128 --experts 8 --layers 2 --tokens 9 "${extra[@]}"
-		expect 0 "9 tokens" "$moectl" forward --model "$m" --input "$m" \
-			--output "$tmp/out.safetensors" --layer 1
+# Outputs, not only exit codes. With one seed and shape, gen-model writes the
+# same values whatever the layout, so moectl forward must give bitwise-equal
+# outputs (every tensor: output, routing, aux loss) under moed-native,
+# Mixtral, Qwen2-MoE and DeepSeek names; with a shared expert (not in
+# Mixtral; Qwen2-MoE adds its gate, so it is compared with its own values
+# renamed to moed-native names) likewise. A BF16 or F16 file must give the
+# same bits as an F32 file holding its values widened (st_tool.py widen).
+if ! /usr/bin/python3 -c 'import json, re, struct' 2>/dev/null; then
+	[ "${CI:-}" = true ] && { echo "FAIL: /usr/bin/python3 is needed under CI"; exit 1; }
+	echo "SKIP: no /usr/bin/python3 to compare outputs"
+	exit 77
+fi
+st() { /usr/bin/python3 "$(dirname "$0")/st_tool.py" "$@"; }
+# same A B WHAT: the forward outputs A and B are bitwise equal
+same() {
+	if st same "$1" "$2" >"$tmp/cmp" 2>&1; then
+		ok
+	else
+		bad "$3"
+		cat "$tmp/cmp"
+	fi
+}
+# fwd MODEL OUT: forward layer 1 of MODEL on its own input
+fwd() {
+	expect 0 "9 tokens" "$moectl" forward --model "$1" --input "$1" --output "$2" --layer 1
+}
+
+for shared in 0 96; do
+	extra=()
+	[ "$shared" = 0 ] || extra=(--shared-d-ff "$shared")
+	for layout in moed mixtral qwen2_moe deepseek; do
+		[ "$shared" != 0 ] && [ "$layout" = mixtral ] && continue
+		for dtype in f32 bf16 f16; do
+			m="$tmp/$layout-$shared-$dtype"
+			expect 0 "" "$moectl" gen-model --output "$m.safetensors" --layout "$layout" \
+				--dtype "$dtype" --d-model 64 --d-ff 128 --experts 8 --layers 2 \
+				--tokens 9 --seed 5 "${extra[@]}"
+			fwd "$m.safetensors" "$m.out"
+			[ "$dtype" = f32 ] && continue
+			st widen "$m.safetensors" "$m-widened.safetensors" || bad "widen $m"
+			fwd "$m-widened.safetensors" "$m-widened.out"
+			same "$m.out" "$m-widened.out" "$layout $dtype: output differs from F32 of the same values"
+		done
+		m="$tmp/$layout-$shared-f32"
+		if [ "$layout" != moed ]; then
+			st to-moed "$m.safetensors" "$m-renamed.safetensors" || bad "rename $m"
+			fwd "$m-renamed.safetensors" "$m-renamed.out"
+			same "$m.out" "$m-renamed.out" "$layout: output differs under moed-native names"
+		fi
+		[ "$shared" != 0 ] && [ "$layout" = qwen2_moe ] && continue
+		same "$tmp/moed-$shared-f32.out" "$m.out" \
+			"$layout (shared d_ff $shared): output differs from moed-native's"
 	done
 done
 

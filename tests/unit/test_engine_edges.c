@@ -1018,8 +1018,10 @@ static void test_cfg_base_sublayers_beyond_layer_refused(void **state)
 /*
  * ReLU must keep NaN (as torch.relu does): an overflow inside an expert
  * (x·W1 summing +inf and -inf) then reaches the output check and fails the
- * batch with -ERANGE instead of vanishing into a finite, wrong output.
- * Input x = (1e20, 1e20), W1 = [[1e20, -1e20]].
+ * batch with -ERANGE instead of vanishing into a finite, wrong output. So
+ * must GELU (erf of NaN is NaN). Input x = (1e20, 1e20), W1 = [[1e20, -1e20]];
+ * ReLU set explicitly, then GELU, then the layer's own config (NULL), whose
+ * default activation is ReLU.
  */
 static void test_relu_keeps_overflow_visible(void **state)
 {
@@ -1033,7 +1035,10 @@ static void test_relu_keeps_overflow_visible(void **state)
 
 	(void)state;
 	router_config_init(&L.router);
+	ASSERT_EQ(L.router.activation, ACT_RELU);
 	c = L.router;
+	c.activation = ACT_RELU;
+	ASSERT_ERRNO(engine_forward(engine_1, &L, &c, &b, NULL), ERANGE);
 	c.activation = ACT_GELU;
 	ASSERT_ERRNO(engine_forward(engine_1, &L, &c, &b, NULL), ERANGE);
 	ASSERT_ERRNO(engine_forward(engine_1, &L, NULL, &b, NULL), ERANGE);

@@ -5,8 +5,9 @@
  * over a grid of shapes (m 1..40, odd and even, across the small-m limit; k
  * and n around the 8-wide vector and 4-row blocks) with row strides wider
  * than the rows, whose padding holds NaN on the inputs and a sentinel on the
- * output so a stride bug shows; and activation_apply against libm's double
- * formulas, large |x| included.
+ * output so a stride bug shows; every small-m variant this CPU runs (the
+ * test prints which ran and which the CPU lacks); and activation_apply
+ * against libm's double formulas, large |x| included.
  */
 #include "test_assert.h"
 
@@ -174,6 +175,7 @@ static void test_matmul_small_m_every_variant(void **state)
 	static const uint32_t ks[] = { 15, 16, 2048, 2049, 4100 };
 	static const uint32_t ns[] = { 1, 4, 7, 9 };
 	const char *original = matmul_small_m_variant();
+	char ran[64] = "", skipped[64] = "";
 	unsigned tested = 0;
 	uint64_t seed = 4;
 
@@ -181,9 +183,13 @@ static void test_matmul_small_m_every_variant(void **state)
 	for (size_t v = 0; v < sizeof(names) / sizeof(names[0]); v++) {
 		int r = matmul_small_m_force(names[v]);
 
-		if (r == -EOPNOTSUPP)
+		if (r == -EOPNOTSUPP) {
+			snprintf(skipped + strlen(skipped), sizeof(skipped) - strlen(skipped),
+				 " %s", names[v]);
 			continue;
+		}
 		ASSERT_OK(r);
+		snprintf(ran + strlen(ran), sizeof(ran) - strlen(ran), " %s", names[v]);
 		tested++;
 		for (size_t a = 0; a < sizeof(ms) / sizeof(ms[0]); a++)
 			for (size_t b = 0; b < sizeof(ks) / sizeof(ks[0]); b++)
@@ -193,6 +199,9 @@ static void test_matmul_small_m_every_variant(void **state)
 	}
 	ASSERT_ERRNO(matmul_small_m_force("sse9"), EINVAL);
 	ASSERT_OK(matmul_small_m_force(original));
+	/* on stdout, so that ctest -V and the CI log say what this machine checked */
+	printf("small-m kernel variants tested:%s; skipped, no CPU support:%s (default: %s)\n",
+	       ran, *skipped ? skipped : " none", original);
 	assert_true(tested >= 1); /* generic runs everywhere */
 }
 

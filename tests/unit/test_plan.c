@@ -6,7 +6,7 @@
  * the degenerate routings (experts that receive nothing, every token to one
  * expert, every slot dropped, one token), the shared-expert bin, and gather
  * and combine on a small example worked out by hand for every scale mode and
- * both drop policies.
+ * both drop policies, and the combine's summation order, pinned bitwise.
  */
 #include "test_assert.h"
 
@@ -21,6 +21,14 @@
 #include "util/scratch.h"
 
 /* ---------------------------------------------------------------- helpers */
+
+static uint32_t float_bits(float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, sizeof(u));
+	return u;
+}
 
 static uint32_t rng_below(uint64_t *state, uint32_t n)
 {
@@ -320,6 +328,113 @@ static void test_combine(void **state)
 }
 
 /*
+ * The combine order is pinned: y[t] = Σ_j g[t,j] · ys[row(t,j)] summed in
+ * float32 from +0 in slot order j = 0..k-1, then the shared expert (DESIGN
+ * "Combine", combine.h). The values make the order visible: every product is
+ * exact (gates 0.5, 1, 2 times values of ±2e8, ±1e8, 1, 2), but 1e8 + 1
+ * rounds back to 1e8 in float32, so 1e8 - 1e8 + 1 = 1 while 1 + 1e8 - 1e8 = 0.
+ * The expected result is computed here in the documented order and compared
+ * bitwise; the test also checks that reversing the slots, or adding the
+ * shared expert first, gives other bits, so that it would catch either.
+ */
+enum { CO_T = 3, CO_K = 3, CO_E = 3, CO_D = 2 };
+
+/* token t: slot j's expert (-1 dropped), gate and expert output; shared gate and output */
+static const int32_t co_expert[CO_T][CO_K] = { { 0, 1, 2 }, { 2, -1, 0 }, { 1, 2, 0 } };
+static const float co_gate[CO_T][CO_K] = { { 0.5f, 0.5f, 1 }, { 1, 0, 2 }, { 1, 1, 2 } };
+static const float co_out[CO_T][CO_K][CO_D] = {
+	{ { 2e8f, 2 }, { -2e8f, 2e8f }, { 1, -1e8f } },
+	{ { 1e8f, 1e8f }, { 0, 0 }, { 0.5f, -5e7f } },
+	{ { 1, 1e8f }, { 1e8f, 1 }, { -5e7f, 0.5f } },
+};
+static const float co_shared_gate[CO_T] = { 1, 0.5f, 2 };
+static const float co_shared_out[CO_T][CO_D] = { { 0, 0 }, { -2e8f, 2 }, { 1, -1e8f } };
+
+enum co_order { CO_DOCUMENTED, CO_SLOTS_REVERSED, CO_SHARED_FIRST };
+
+/* y[t] summed in @order, in float32 as combine does (every product is exact). */
+static void combine_order_reference(enum co_order order, float y[CO_T][CO_D])
+{
+	for (uint32_t t = 0; t < CO_T; t++) {
+		for (uint32_t c = 0; c < CO_D; c++) {
+			float acc = 0.0f, shared = co_shared_gate[t] * co_shared_out[t][c];
+
+			if (order == CO_SHARED_FIRST)
+				acc += shared;
+			for (uint32_t i = 0; i < CO_K; i++) {
+				uint32_t j = order == CO_SLOTS_REVERSED ? CO_K - 1 - i : i;
+
+				if (co_expert[t][j] >= 0)
+					acc += co_gate[t][j] * co_out[t][j][c];
+			}
+			if (order != CO_SHARED_FIRST)
+				acc += shared;
+			y[t][c] = acc;
+		}
+	}
+}
+
+static void test_combine_order_pinned(void **state)
+{
+	struct scratch s = { 0 };
+	struct route_result r;
+	struct dispatch_plan p;
+	int32_t expert[CO_T * CO_K];
+	float weight[CO_T * CO_K], pass[CO_T] = { 0 }, x[CO_T * CO_D] = { 0 };
+	float want[CO_T][CO_D], other[CO_T][CO_D], y[CO_T * CO_D], *ys;
+
+	(void)state;
+	memcpy(expert, co_expert, sizeof(expert));
+	memcpy(weight, co_gate, sizeof(weight));
+	r = route_of(CO_T, CO_K, CO_E, expert, weight, pass);
+	ASSERT_OK(dispatch_plan_build(&r, true, &s, &p));
+	ys = calloc(p.n_rows, sizeof(float) * CO_D);
+	assert_non_null(ys);
+	for (uint32_t t = 0; t < CO_T; t++) {
+		for (uint32_t j = 0; j < CO_K; j++) {
+			uint32_t row = p.slot_row[t * CO_K + j];
+
+			if (co_expert[t][j] < 0) {
+				ASSERT_EQ(row, PLAN_NO_ROW);
+				continue;
+			}
+			memcpy(ys + (size_t)row * CO_D, co_out[t][j], sizeof(float) * CO_D);
+		}
+		memcpy(ys + ((size_t)p.bin_start[p.n_bins - 1] + t) * CO_D, co_shared_out[t],
+		       sizeof(float) * CO_D);
+	}
+
+	combine_order_reference(CO_DOCUMENTED, want);
+	/* the example can tell the orders apart (1 where another order gives 0) */
+	assert_true(want[0][0] == 1.0f && want[0][1] == 0.0f);
+	combine_order_reference(CO_SLOTS_REVERSED, other);
+	assert_true(memcmp(want, other, sizeof(want)) != 0);
+	combine_order_reference(CO_SHARED_FIRST, other);
+	assert_true(memcmp(want, other, sizeof(want)) != 0);
+
+	/* in one range, and split in two as two workers would: same bits */
+	for (int split = 0; split < 2; split++) {
+		memset(y, 0xff, sizeof(y));
+		if (split) {
+			dispatch_combine(&p, &r, SCALE_OUTPUT, DROP_ZERO, x, ys, co_shared_gate,
+					 CO_D, 0, 1, y);
+			dispatch_combine(&p, &r, SCALE_OUTPUT, DROP_ZERO, x, ys, co_shared_gate,
+					 CO_D, 1, CO_T, y);
+		} else {
+			dispatch_combine(&p, &r, SCALE_OUTPUT, DROP_ZERO, x, ys, co_shared_gate,
+					 CO_D, 0, CO_T, y);
+		}
+		for (uint32_t i = 0; i < CO_T * CO_D; i++)
+			if (memcmp(&y[i], &want[i / CO_D][i % CO_D], sizeof(float)) != 0)
+				fail_msg("token %u col %u: %.9g (0x%08x), the documented order "
+					 "(slots 0..k-1, then shared) gives %.9g", i / CO_D,
+					 i % CO_D, y[i], float_bits(y[i]), want[i / CO_D][i % CO_D]);
+	}
+	free(ys);
+	scratch_done(&s);
+}
+
+/*
  * Gather, an identity "expert" and combine on a random routing: with scale
  * none, y[t] = (number of kept slots) * x[t]; with scale output,
  * y[t] = (sum of kept weights) * x[t]; with input, the same.
@@ -385,6 +500,7 @@ int main(void)
 		cmocka_unit_test(test_gather),
 		cmocka_unit_test(test_combine),
 		cmocka_unit_test(test_gather_combine_roundtrip),
+		cmocka_unit_test(test_combine_order_pinned),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
