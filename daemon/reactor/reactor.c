@@ -180,6 +180,10 @@ int reactor_new(const struct moed_config *cfg, int listen_fd, const struct moe_m
 	}
 	for (uint32_t i = 0; i < r->n_conns; i++)
 		r->conns[i].fd = -1;
+	if (ctl_admission_init(r) < 0) {
+		ret = diag_set(d, -ENOMEM, "out of memory");
+		goto err;
+	}
 	ret = reactor_model_tables(r, model_name, d);
 	if (ret < 0)
 		goto err;
@@ -233,6 +237,7 @@ struct reactor *reactor_free(struct reactor *r)
 	free(r->layer_experts);
 	free(r->layer_mergeable);
 	free(r->conns);
+	free(r->conn_peers);
 	free(r->clients);
 	free(r);
 	return NULL;
@@ -370,7 +375,7 @@ static void reactor_handle_cqe(struct reactor *r, const struct io_uring_cqe *cqe
 		reactor_on_signal(r, cqe->res);
 		break;
 	case UD_TIMER:
-		ctl_expire_conns(r, reactor_now_ns());
+		ctl_on_tick(r, reactor_now_ns());
 		if (reactor_arm_read(r, r->timer_fd, &r->timer_buf, sizeof(r->timer_buf),
 				     UD_TIMER) < 0)
 			log_error("cannot re-arm the timerfd, ignoring");
