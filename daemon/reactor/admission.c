@@ -5,17 +5,17 @@
 #include <errno.h>
 
 void adm_limits_init(struct adm_limits *l, uint32_t n_pending, uint32_t clients_per_pid,
-		     uint32_t clients_per_uid, uid_t self_uid)
+                     uint32_t clients_per_uid, uid_t self_uid)
 {
 	*l = (struct adm_limits){
-		.pending_per_pid = ADM_PENDING_PER_PID,
-		.pending_per_uid = ADM_PENDING_PER_UID,
-		/* a tiny table still leaves unprivileged peers half of it */
-		.pending_reserved = ADM_PENDING_RESERVED < n_pending / 2 ? ADM_PENDING_RESERVED
-									 : n_pending / 2,
-		.clients_per_pid = clients_per_pid,
-		.clients_per_uid = clients_per_uid,
-		.self_uid = self_uid,
+	    .pending_per_pid = ADM_PENDING_PER_PID,
+	    .pending_per_uid = ADM_PENDING_PER_UID,
+	    /* a tiny table still leaves unprivileged peers half of it */
+	    .pending_reserved =
+	        ADM_PENDING_RESERVED < n_pending / 2 ? ADM_PENDING_RESERVED : n_pending / 2,
+	    .clients_per_pid = clients_per_pid,
+	    .clients_per_uid = clients_per_uid,
+	    .self_uid = self_uid,
 	};
 }
 
@@ -35,7 +35,7 @@ static int adm_older(const struct adm_peer *table, int a, int b)
 }
 
 int adm_pending_place(const struct adm_limits *l, const struct adm_peer *table, uint32_t n,
-		      pid_t pid, uid_t uid, enum adm_place *ret_how)
+                      pid_t pid, uid_t uid, enum adm_place *ret_how)
 {
 	bool priv = adm_privileged(l, uid);
 	int first_free = -1, oldest_pid = -1, oldest_uid = -1, oldest_unpriv = -1;
@@ -89,7 +89,7 @@ int adm_pending_place(const struct adm_limits *l, const struct adm_peer *table, 
 }
 
 int adm_client_check(const struct adm_limits *l, uid_t uid, uint32_t n_pid, uint32_t n_uid,
-		     const char **ret_why)
+                     const char **ret_why)
 {
 	if (n_pid >= l->clients_per_pid) {
 		*ret_why = "max_clients_per_process";

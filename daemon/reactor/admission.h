@@ -56,17 +56,17 @@ struct adm_peer {
  * moed running as @self_uid. The reserve is capped at half the table.
  */
 void adm_limits_init(struct adm_limits *l, uint32_t n_pending, uint32_t clients_per_pid,
-		     uint32_t clients_per_uid, uid_t self_uid);
+                     uint32_t clients_per_uid, uid_t self_uid);
 
 /* Root or moed's own uid. */
 bool adm_privileged(const struct adm_limits *l, uid_t uid);
 
 /* Why adm_pending_place() chose its slot: for the log line. */
 enum adm_place {
-	ADM_PLACE_FREE,          /* a free entry, nobody evicted */
-	ADM_PLACE_EVICT_PID,     /* the peer's process was at its limit: its oldest goes */
-	ADM_PLACE_EVICT_UID,     /* the peer's uid was at its limit: its oldest goes */
-	ADM_PLACE_EVICT_OLDEST,  /* the table (or its unprivileged share) was full */
+	ADM_PLACE_FREE,         /* a free entry, nobody evicted */
+	ADM_PLACE_EVICT_PID,    /* the peer's process was at its limit: its oldest goes */
+	ADM_PLACE_EVICT_UID,    /* the peer's uid was at its limit: its oldest goes */
+	ADM_PLACE_EVICT_OLDEST, /* the table (or its unprivileged share) was full */
 };
 
 /*
@@ -77,7 +77,7 @@ enum adm_place {
  * closes the new connection. @table is not changed.
  */
 int adm_pending_place(const struct adm_limits *l, const struct adm_peer *table, uint32_t n,
-		      pid_t pid, uid_t uid, enum adm_place *ret_how);
+                      pid_t pid, uid_t uid, enum adm_place *ret_how);
 
 /*
  * May (@pid, @uid), which holds @n_pid sessions from its process and @n_uid
@@ -85,4 +85,4 @@ int adm_pending_place(const struct adm_limits *l, const struct adm_peer *table, 
  * ("max_clients_per_process" or "max_clients_per_uid").
  */
 int adm_client_check(const struct adm_limits *l, uid_t uid, uint32_t n_pid, uint32_t n_uid,
-		     const char **ret_why);
+                     const char **ret_why);

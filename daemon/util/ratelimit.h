@@ -21,7 +21,10 @@ struct ratelimit {
 	unsigned suppressed;      /* events refused in the current window */
 };
 
-#define RATELIMIT_INIT(_interval_ns, _burst) { .interval_ns = (_interval_ns), .burst = (_burst) }
+#define RATELIMIT_INIT(_interval_ns, _burst)                                                       \
+	{                                                                                          \
+		.interval_ns = (_interval_ns), .burst = (_burst)                                   \
+	}
 
 /*
  * Count one event at @now_ns; true when it may be logged. When it opens a
