@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -232,6 +233,61 @@ static int daemonize(void)
 }
 
 /*
+ * File descriptors moed needs, estimated from the settings:
+ *
+ *   MOED_FDS_BASE (64): stdio, the listening socket, signalfd, timerfd,
+ *     the io_uring, the model's files while they are opened, the status
+ *     reply's memfd, the engine's and BLAS's own, and headroom;
+ *   one per pending connection (max(64, max_clients) of them, ctl_socket);
+ *   MOED_FDS_PER_CLIENT (5) per client: its socket, its pidfd, its ring
+ *     memfd, its eventfd (eventfd doorbells), and its info memfd while the
+ *     HELLO reply is sent.
+ *
+ * With the defaults (max_clients 64): 64 + 64 + 5 * 64 = 448, under the
+ * usual soft limit of 1024; max_clients = 1024 needs 6208.
+ */
+#define MOED_FDS_BASE       64u
+#define MOED_FDS_PER_CLIENT 5u
+
+static uint64_t fds_needed(const struct moed_config *cfg)
+{
+	uint64_t pending = cfg->max_clients < 64 ? 64 : cfg->max_clients;
+
+	return MOED_FDS_BASE + pending + (uint64_t)MOED_FDS_PER_CLIENT * cfg->max_clients;
+}
+
+/*
+ * Raise the soft RLIMIT_NOFILE to the hard one (moed's fds grow with its
+ * clients; select() is not used, so large fd numbers are fine), and refuse
+ * a max_clients that cannot fit: running out of fds later refuses clients
+ * at random instead of at max_clients. 0 or -EMFILE (logged).
+ */
+static int raise_fd_limit(const struct moed_config *cfg)
+{
+	uint64_t need = fds_needed(cfg);
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return log_errno(-errno, "getrlimit(RLIMIT_NOFILE): %m");
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warning("cannot raise the fd limit to %llu (%m), ignoring",
+				    (unsigned long long)rl.rlim_max);
+		else if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+			return log_errno(-errno, "getrlimit(RLIMIT_NOFILE): %m");
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+		return log_errno(-EMFILE,
+				 "max_clients = %u needs about %llu file descriptors (%u + %u per "
+				 "client + one per waiting connection), but RLIMIT_NOFILE is %llu: "
+				 "lower max_clients or raise the limit (LimitNOFILE= in the unit)",
+				 cfg->max_clients, (unsigned long long)need, MOED_FDS_BASE,
+				 MOED_FDS_PER_CLIENT, (unsigned long long)rl.rlim_cur);
+	return 0;
+}
+
+/*
  * OpenBLAS's pthread build starts its own threads when the library loads,
  * before main(), with every signal unblocked: a SIGTERM would be delivered
  * to one of them and kill moed instead of reaching the reactor's signalfd.
@@ -274,6 +330,8 @@ int main(int argc, char **argv)
 		moed_config_dump(&cfg, stdout);
 		return 0;
 	}
+	if (raise_fd_limit(&cfg) < 0)
+		return 2;
 	if (!arg_foreground) {
 		ready_fd = daemonize();
 		if (ready_fd < 0)

@@ -52,6 +52,11 @@ static const struct config_row config_table[] = {
 	ROW("poll_us", CONFIG_U32, poll_us, 0, 1000000,
 	    "after the last work, poll the rings this long before sleeping"),
 	ROW("max_clients", CONFIG_U32, max_clients, 1, 65536, "connected clients at most"),
+	ROW("max_clients_per_process", CONFIG_U32, max_clients_per_process, 0, 65536,
+	    "connected clients of one process at most (root's too); 0: max(1, max_clients / 4)"),
+	ROW("max_clients_per_uid", CONFIG_U32, max_clients_per_uid, 0, 65536,
+	    "connected clients of one uid at most (root and moed's uid exempt); "
+	    "0: max(1, max_clients / 2)"),
 	ROW("max_arena_bytes", CONFIG_U64, max_arena_bytes, 4096, 1ull << 40,
 	    "largest arena a client may ask for"),
 	ROW("max_sq_entries", CONFIG_U32, max_sq_entries, 1, 1u << 16,
@@ -218,10 +223,32 @@ int moed_config_validate(const struct moed_config *c, struct diag *d)
 	if (!c->max_sq_entries || (c->max_sq_entries & (c->max_sq_entries - 1)))
 		return diag_set(d, -EINVAL, "max_sq_entries: %u is not a power of two",
 				c->max_sq_entries);
+	if (c->max_clients_per_process > c->max_clients)
+		return diag_set(d, -EINVAL, "max_clients_per_process (%u) > max_clients (%u)",
+				c->max_clients_per_process, c->max_clients);
+	if (c->max_clients_per_uid > c->max_clients)
+		return diag_set(d, -EINVAL, "max_clients_per_uid (%u) > max_clients (%u)",
+				c->max_clients_per_uid, c->max_clients);
 	if (c->max_merged_tokens < c->max_tokens)
 		return diag_set(d, -EINVAL, "max_merged_tokens (%u) < max_tokens (%u)",
 				c->max_merged_tokens, c->max_tokens);
 	return 0;
+}
+
+uint32_t moed_config_clients_per_process(const struct moed_config *c)
+{
+	/* a quarter: one process cannot take the daemon, a few tenants fit side by side */
+	if (c->max_clients_per_process)
+		return c->max_clients_per_process;
+	return c->max_clients / 4 ? c->max_clients / 4 : 1;
+}
+
+uint32_t moed_config_clients_per_uid(const struct moed_config *c)
+{
+	/* half: a single uid never takes every slot, whoever else waits */
+	if (c->max_clients_per_uid)
+		return c->max_clients_per_uid;
+	return c->max_clients / 2 ? c->max_clients / 2 : 1;
 }
 
 void moed_config_dump(const struct moed_config *c, FILE *f)

@@ -36,6 +36,8 @@ struct moed_config {
 	uint32_t merge_window_us;        /* 0: never merge batches of several clients */
 	uint32_t poll_us;                /* adaptive polling window after the last work */
 	uint32_t max_clients;
+	uint32_t max_clients_per_process; /* 0: derived, see moed_config_clients_per_process() */
+	uint32_t max_clients_per_uid;     /* 0: derived, see moed_config_clients_per_uid() */
 	uint64_t max_arena_bytes;        /* per client */
 	uint32_t max_sq_entries;
 	uint32_t max_tokens;             /* per batch */
@@ -57,6 +59,13 @@ int moed_config_validate(const struct moed_config *c, struct diag *d);
 
 /* Every key with its current value and its documentation, as a config file. */
 void moed_config_dump(const struct moed_config *c, FILE *f);
+
+/*
+ * The session limits in force: the configured value, or when it is 0
+ * max(1, max_clients / 4) per process and max(1, max_clients / 2) per uid.
+ */
+uint32_t moed_config_clients_per_process(const struct moed_config *c);
+uint32_t moed_config_clients_per_uid(const struct moed_config *c);
 
 /* The name of key @i (0, 1, ...), NULL past the last. */
 const char *moed_config_key(unsigned i);

@@ -2,10 +2,15 @@
 /*
  * ctl_socket: the control socket's side of the reactor: accepting, reading
  * each connection's first message, answering HELLO (a session and its
- * region) and STATUS (a JSON snapshot in a sealed memfd).
+ * region) and STATUS (a JSON snapshot in a sealed memfd). Who may wait and
+ * who may hold a session is decided by admission.c; this file applies it,
+ * rate-limits every line a peer can provoke, and stops accepting while moed
+ * is out of fds instead of spinning on the error.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -16,6 +21,51 @@
 #include "reactor/reactor_internal.h"
 #include "session/hello.h"
 #include "util/log.h"
+
+/* At most 5 lines about refused or closed connections per 10 s, over all peers. */
+#define CONN_LOG_INTERVAL_NS (10ull * 1000000000ull)
+#define CONN_LOG_BURST       5
+
+int ctl_admission_init(struct reactor *r)
+{
+	r->conn_peers = calloc(r->n_conns, sizeof(*r->conn_peers));
+	if (!r->conn_peers)
+		return -ENOMEM;
+	adm_limits_init(&r->adm, r->n_conns, moed_config_clients_per_process(r->cfg),
+			moed_config_clients_per_uid(r->cfg), geteuid());
+	r->conn_log_rl = (struct ratelimit)RATELIMIT_INIT(CONN_LOG_INTERVAL_NS, CONN_LOG_BURST);
+	return 0;
+}
+
+static void ctl_log_suppressed(unsigned n)
+{
+	if (n)
+		log_warning("%u more lines about refused or closed connections suppressed", n);
+}
+
+/*
+ * A line about a refused or closed connection: any peer can provoke these
+ * as fast as it can connect, so they share one global rate limit (a
+ * per-peer one would not hold against many peers).
+ */
+__attribute__((format(printf, 3, 4))) static void ctl_log_conn(struct reactor *r,
+								 enum log_level level,
+								 const char *fmt, ...)
+{
+	char line[512];
+	unsigned suppressed;
+	bool allowed;
+	va_list ap;
+
+	allowed = ratelimit_below(&r->conn_log_rl, reactor_now_ns(), &suppressed);
+	ctl_log_suppressed(suppressed);
+	if (!allowed)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log_emit(level, "%s", line);
+}
 
 int ctl_arm_accept(struct reactor *r)
 {
@@ -57,6 +107,7 @@ static void ctl_conn_close(struct reactor *r, uint32_t slot)
 	close(c->fd);
 	c->fd = -1;
 	c->gen++;
+	r->conn_peers[slot].used = false;
 }
 
 void ctl_close_all_conns(struct reactor *r)
@@ -65,32 +116,100 @@ void ctl_close_all_conns(struct reactor *r)
 		ctl_conn_close(r, i);
 }
 
-static void ctl_on_accept(struct reactor *r, void *arg, uint32_t unused_slot, uint32_t gen,
-			  int res)
-{
-	uint32_t slot;
+static const char *const adm_place_why[] = {
+	[ADM_PLACE_FREE] = "",
+	[ADM_PLACE_EVICT_PID] = "its process has",
+	[ADM_PLACE_EVICT_UID] = "its uid has",
+	[ADM_PLACE_EVICT_OLDEST] = "all peers have",
+};
 
-	(void)arg, (void)unused_slot, (void)gen;
+/* A new connection @fd waits for its first message, if admission finds it a place. */
+static void ctl_conn_admit(struct reactor *r, int fd)
+{
+	struct ucred cred;
+	socklen_t cred_len = sizeof(cred);
+	enum adm_place how;
+	struct adm_peer *victim;
+	int slot;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) < 0) {
+		ctl_log_conn(r, LOG_LEVEL_WARNING, "SO_PEERCRED on a new connection: %s; closing it",
+			     strerror(errno));
+		close(fd);
+		return;
+	}
+	slot = adm_pending_place(&r->adm, r->conn_peers, r->n_conns, cred.pid, cred.uid, &how);
+	if (slot < 0) {
+		ctl_log_conn(r, LOG_LEVEL_WARNING,
+			     "connection of pid %d (uid %d) closed: every waiting slot left is "
+			     "reserved for root and moed's uid", (int)cred.pid, (int)cred.uid);
+		close(fd);
+		return;
+	}
+	if (how != ADM_PLACE_FREE) {
+		victim = &r->conn_peers[slot];
+		ctl_log_conn(r, LOG_LEVEL_INFO,
+			     "pid %d (uid %d) connects while %s too many silent connections: "
+			     "closing the oldest, of pid %d (uid %d)", (int)cred.pid, (int)cred.uid,
+			     adm_place_why[how], (int)victim->pid, (int)victim->uid);
+		ctl_conn_close(r, (uint32_t)slot);
+	}
+	r->conns[slot].fd = fd;
+	r->conns[slot].t_accepted_ns = reactor_now_ns();
+	r->conn_peers[slot] = (struct adm_peer){ .used = true, .pid = cred.pid, .uid = cred.uid,
+						 .t_ns = r->conns[slot].t_accepted_ns };
+	if (ctl_arm_recv(r, (uint32_t)slot) < 0)
+		ctl_conn_close(r, (uint32_t)slot);
+}
+
+/*
+ * accept failed for want of fds or memory: the next connection in the
+ * backlog would fail the same way at once, so re-arming now spins a core
+ * (and logs) until something frees. Stop accepting; the tick re-arms every
+ * 100 ms (ctl_on_tick). Logged once per episode; the episode ends with the
+ * first accept that succeeds.
+ */
+static bool ctl_accept_starved(int res)
+{
+	return res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM;
+}
+
+static void ctl_accept_pause(struct reactor *r, int res)
+{
+	r->accept_paused = true;
+	r->accept_failures++;
+	if (r->accept_starved)
+		return;
+	r->accept_starved = true;
+	log_warning("accept: %s: not accepting connections until resources free up (retrying "
+		    "every 100 ms)", strerror(-res));
+}
+
+static void ctl_on_accept(struct reactor *r, void *arg, uint32_t slot, uint32_t gen, int res)
+{
+	(void)arg, (void)slot, (void)gen;
+	if (res < 0 && ctl_accept_starved(res) && !r->stopping) {
+		ctl_accept_pause(r, res);
+		return;
+	}
 	if (res < 0) {
 		if (res != -ECANCELED)
-			log_warning("accept: %s, ignoring", strerror(-res));
+			ctl_log_conn(r, LOG_LEVEL_WARNING, "accept: %s, ignoring", strerror(-res));
 	} else if (r->stopping) {
 		close(res);
 	} else {
-		for (slot = 0; slot < r->n_conns && r->conns[slot].fd >= 0; slot++)
-			;
-		if (slot == r->n_conns) {
-			log_warning("too many connections waiting to say HELLO, closing one");
-			close(res);
-		} else {
-			r->conns[slot].fd = res;
-			r->conns[slot].t_accepted_ns = reactor_now_ns();
-			if (ctl_arm_recv(r, slot) < 0)
-				ctl_conn_close(r, slot);
+		if (r->accept_starved) {
+			log_info("accepting connections again after %llu failed attempts",
+				 (unsigned long long)r->accept_failures);
+			r->accept_starved = false;
+			r->accept_failures = 0;
 		}
+		ctl_conn_admit(r, res);
 	}
-	if (!r->stopping && ctl_arm_accept(r) < 0)
-		log_error("cannot re-arm accept; no new clients will be served");
+	if (!r->stopping && ctl_arm_accept(r) < 0) {
+		log_warning("cannot re-arm accept now; retrying from the tick");
+		r->accept_paused = true;
+	}
 }
 
 void ctl_expire_conns(struct reactor *r, uint64_t now_ns)
@@ -99,10 +218,20 @@ void ctl_expire_conns(struct reactor *r, uint64_t now_ns)
 
 	for (uint32_t i = 0; i < r->n_conns; i++)
 		if (r->conns[i].fd >= 0 && now_ns - r->conns[i].t_accepted_ns > limit) {
-			log_info("connection said nothing for %u ms, closing",
-				 r->cfg->hello_timeout_ms);
+			ctl_log_conn(r, LOG_LEVEL_INFO,
+				     "connection of pid %d said nothing for %u ms, closing",
+				     (int)r->conn_peers[i].pid, r->cfg->hello_timeout_ms);
 			ctl_conn_close(r, i); /* its recv completes with an error: stale */
 		}
+}
+
+void ctl_on_tick(struct reactor *r, uint64_t now_ns)
+{
+	ctl_expire_conns(r, now_ns);
+	/* a flood that stopped still gets its "suppressed" line */
+	ctl_log_suppressed(ratelimit_take_suppressed(&r->conn_log_rl, now_ns));
+	if (r->accept_paused && !r->stopping && ctl_arm_accept(r) == 0)
+		r->accept_paused = false;
 }
 
 static int ctl_send_with_fds(int fd, void *msg, size_t len, const int *fds, unsigned n_fds)
@@ -151,6 +280,30 @@ static void ctl_refuse(struct reactor *r, int fd, int status)
 	(void)ctl_send_with_fds(fd, &rep, sizeof(rep), NULL, 0);
 }
 
+/* Per-process and per-uid session limits for a HELLO from @cred. 0 or -EUSERS. */
+static int ctl_client_admit(struct reactor *r, const struct ucred *cred)
+{
+	uint32_t n_pid = 0, n_uid = 0;
+	const char *why = "";
+	int ret;
+
+	for (uint32_t i = 0; i < r->cfg->max_clients; i++) {
+		const struct session *s = r->clients[i].s;
+
+		if (!s)
+			continue;
+		n_pid += s->pid == cred->pid;
+		n_uid += s->uid == cred->uid;
+	}
+	ret = adm_client_check(&r->adm, cred->uid, n_pid, n_uid, &why);
+	if (ret < 0)
+		ctl_log_conn(r, LOG_LEVEL_WARNING, "client pid %d (uid %d) refused: %s (%u) reached",
+			     (int)cred->pid, (int)cred->uid, why,
+			     strcmp(why, "max_clients_per_uid") == 0 ? r->adm.clients_per_uid
+								      : r->adm.clients_per_pid);
+	return ret;
+}
+
 static int ctl_free_client_slot(const struct reactor *r)
 {
 	for (uint32_t i = 0; i < r->cfg->max_clients; i++)
@@ -179,15 +332,22 @@ static void ctl_hello(struct reactor *r, int fd, const struct moe_hello *hello)
 	unsigned n_fds;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) < 0) {
-		log_warning("SO_PEERCRED: %m; refusing the client");
+		ctl_log_conn(r, LOG_LEVEL_WARNING, "SO_PEERCRED: %s; refusing the client",
+			     strerror(errno));
 		ctl_refuse(r, fd, -EACCES);
+		close(fd);
+		return;
+	}
+	slot = ctl_client_admit(r, &cred);
+	if (slot < 0) {
+		ctl_refuse(r, fd, slot);
 		close(fd);
 		return;
 	}
 	slot = ctl_free_client_slot(r);
 	if (slot < 0) {
-		log_warning("client pid %d refused: max_clients (%u) reached", (int)cred.pid,
-			    r->cfg->max_clients);
+		ctl_log_conn(r, LOG_LEVEL_WARNING, "client pid %d refused: max_clients (%u) reached",
+			     (int)cred.pid, r->cfg->max_clients);
 		ctl_refuse(r, fd, slot);
 		close(fd);
 		return;
@@ -198,8 +358,8 @@ static void ctl_hello(struct reactor *r, int fd, const struct moe_hello *hello)
 				     .model_info = &r->model_info };
 	ret = session_new(&p, &s);
 	if (ret < 0) {
-		log_warning("client pid %d refused: cannot create its region: %s", (int)cred.pid,
-			    strerror(-ret));
+		ctl_log_conn(r, LOG_LEVEL_WARNING, "client pid %d refused: cannot create its region: %s",
+			     (int)cred.pid, strerror(-ret));
 		ctl_refuse(r, fd, ret);
 		close(fd);
 		return;
@@ -210,7 +370,8 @@ static void ctl_hello(struct reactor *r, int fd, const struct moe_hello *hello)
 	ret = ctl_send_with_fds(fd, &rep, sizeof(rep), fds, n_fds);
 	session_drop_info_fd(s);
 	if (ret < 0) {
-		log_warning("client pid %d: HELLO reply failed: %s", (int)cred.pid, strerror(-ret));
+		ctl_log_conn(r, LOG_LEVEL_WARNING, "client pid %d: HELLO reply failed: %s",
+			     (int)cred.pid, strerror(-ret));
 		session_free(s); /* closes fd */
 		return;
 	}
@@ -320,7 +481,7 @@ static void ctl_status(struct reactor *r, int fd)
 reply:
 	rep.status = ret < 0 ? ret : 0;
 	if (ctl_send_with_fds(fd, &rep, sizeof(rep), &mfd, ret < 0 ? 0 : 1) < 0)
-		log_info("status reply not delivered, ignoring");
+		ctl_log_conn(r, LOG_LEVEL_INFO, "status reply not delivered, ignoring");
 	if (mfd >= 0)
 		close(mfd);
 	free(clients);
@@ -346,6 +507,7 @@ static void ctl_on_recv(struct reactor *r, void *arg, uint32_t slot, uint32_t ge
 	fd = c->fd;
 	c->fd = -1; /* the connection leaves the waiting list in every case */
 	c->gen++;
+	r->conn_peers[slot].used = false;
 	if (res <= 0 || r->stopping) {
 		close(fd);
 		return;
@@ -353,7 +515,8 @@ static void ctl_on_recv(struct reactor *r, void *arg, uint32_t slot, uint32_t ge
 	ret = ctl_request_parse(c->buf, res > CONN_BUF_SIZE ? (size_t)-1 : (size_t)res, &lim,
 				&req, &why);
 	if (ret < 0) {
-		log_info("refusing a connection: %s (%s)", why, strerror(-ret));
+		ctl_log_conn(r, LOG_LEVEL_INFO, "refusing a connection: %s (%s)", why,
+			     strerror(-ret));
 		if (ret != -EPROTO)
 			ctl_refuse(r, fd, ret);
 		close(fd);

@@ -160,7 +160,7 @@ static void reactor_on_signal(struct reactor *r, void *arg, uint32_t slot, uint3
 static void reactor_on_timer(struct reactor *r, void *arg, uint32_t slot, uint32_t gen, int res)
 {
 	(void)arg, (void)slot, (void)gen, (void)res;
-	ctl_expire_conns(r, reactor_now_ns());
+	ctl_on_tick(r, reactor_now_ns());
 	if (reactor_arm_read(r, r->timer_fd, &r->timer_buf, sizeof(r->timer_buf), r->w.timer) < 0)
 		log_error("cannot re-arm the timerfd, ignoring");
 }
@@ -266,6 +266,10 @@ int reactor_new(const struct moed_config *cfg, int listen_fd, const struct moe_m
 	}
 	for (uint32_t i = 0; i < r->n_conns; i++)
 		r->conns[i].fd = -1;
+	if (ctl_admission_init(r) < 0) {
+		ret = diag_set(d, -ENOMEM, "out of memory");
+		goto err;
+	}
 	ret = reactor_model_tables(r, model_name, d);
 	if (ret < 0)
 		goto err;
@@ -324,6 +328,7 @@ struct reactor *reactor_free(struct reactor *r)
 	free(r->layer_experts);
 	free(r->layer_slots);
 	free(r->conns);
+	free(r->conn_peers);
 	free(r->clients);
 	free(r);
 	return NULL;

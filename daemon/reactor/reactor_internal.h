@@ -13,9 +13,11 @@
 #include "config/config.h"
 #include "engine/engine.h"
 #include "model/model.h"
+#include "reactor/admission.h"
 #include "sched/sched.h"
 #include "session/session.h"
 #include "session/sqe_validate.h"
+#include "util/ratelimit.h"
 
 struct reactor;
 
@@ -97,6 +99,13 @@ struct reactor {
 	uint32_t next_client_id;
 	struct pending_conn *conns; /* [n_conns] */
 	uint32_t n_conns;
+	/* admission (ctl_socket.c, admission.h): who holds conns[i], per-peer limits */
+	struct adm_peer *conn_peers; /* [n_conns], parallel to conns */
+	struct adm_limits adm;
+	struct ratelimit conn_log_rl; /* every line about a refused or closed connection */
+	bool accept_paused;          /* out of fds: no accept armed until the next tick */
+	bool accept_starved;         /* an out-of-fds episode is on (logged once) */
+	uint64_t accept_failures;    /* accepts that failed in this episode */
 
 	struct moe_region_info model_info; /* model fields for every client's region */
 	struct sqe_limits limits;
@@ -119,6 +128,10 @@ void reactor_cancel(struct reactor *r, uint64_t ud);
 int ctl_register(struct reactor *r);
 int ctl_arm_accept(struct reactor *r);
 void ctl_expire_conns(struct reactor *r, uint64_t now_ns);
+/* The 100 ms tick: expire silent connections, resume a paused accept. */
+void ctl_on_tick(struct reactor *r, uint64_t now_ns);
+/* Fill the admission state (r->cfg and r->n_conns set). 0 or -ENOMEM. */
+int ctl_admission_init(struct reactor *r);
 void ctl_close_all_conns(struct reactor *r);
 
 /* reactor.c: a client leaves (hang-up, pidfd, corruption, shutdown) */

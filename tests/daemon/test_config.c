@@ -488,6 +488,37 @@ static void test_validate_merged_tokens_below_max_tokens_refused(void **state)
 	ASSERT_OK(moed_config_validate(&c, NULL));
 }
 
+/* The per-peer session limits: 0 derives from max_clients; above max_clients is refused. */
+static void test_clients_per_peer_derived_and_validated(void **state)
+{
+	struct moed_config c;
+	struct diag d = { { 0 } }, d2 = { { 0 } };
+
+	(void)state;
+	moed_config_init(&c);
+	ASSERT_EQ(c.max_clients_per_process, 0);
+	ASSERT_EQ(c.max_clients_per_uid, 0);
+	ASSERT_EQ(moed_config_clients_per_process(&c), 16); /* 64 / 4 */
+	ASSERT_EQ(moed_config_clients_per_uid(&c), 32);     /* 64 / 2 */
+	ASSERT_OK(moed_config_set(&c, "max_clients", "1", NULL));
+	ASSERT_EQ(moed_config_clients_per_process(&c), 1); /* never 0 */
+	ASSERT_EQ(moed_config_clients_per_uid(&c), 1);
+	ASSERT_OK(moed_config_validate(&c, NULL));
+	ASSERT_OK(moed_config_set(&c, "max_clients", "8", NULL));
+	ASSERT_OK(moed_config_set(&c, "max_clients_per_process", "3", NULL));
+	ASSERT_OK(moed_config_set(&c, "max_clients_per_uid", "8", NULL));
+	ASSERT_EQ(moed_config_clients_per_process(&c), 3);
+	ASSERT_EQ(moed_config_clients_per_uid(&c), 8);
+	ASSERT_OK(moed_config_validate(&c, NULL));
+	ASSERT_OK(moed_config_set(&c, "max_clients_per_process", "9", NULL));
+	ASSERT_ERRNO(moed_config_validate(&c, &d), EINVAL);
+	EXPECT_DIAG(&d, "max_clients_per_process");
+	ASSERT_OK(moed_config_set(&c, "max_clients_per_process", "0", NULL));
+	ASSERT_OK(moed_config_set(&c, "max_clients_per_uid", "9", NULL));
+	ASSERT_ERRNO(moed_config_validate(&c, &d2), EINVAL);
+	EXPECT_DIAG(&d2, "max_clients_per_uid");
+}
+
 static void test_validate_empty_socket_or_state_dir_refused(void **state)
 {
 	struct moed_config c;
@@ -554,6 +585,8 @@ static void test_dump_of_every_key_changed_loads_back_identical(void **state)
 		{ "merge_window_us", "0" },
 		{ "poll_us", "1000000" },
 		{ "max_clients", "7" },
+		{ "max_clients_per_process", "2" },
+		{ "max_clients_per_uid", "5" },
 		{ "max_arena_bytes", "1099511627776" },
 		{ "max_sq_entries", "256" },
 		{ "max_tokens", "4096" },
@@ -752,6 +785,7 @@ int main(int argc, char **argv)
 		T(test_load_missing_file_refused),
 		T(test_validate_non_power_of_two_sq_entries_refused),
 		T(test_validate_merged_tokens_below_max_tokens_refused),
+		T(test_clients_per_peer_derived_and_validated),
 		T(test_validate_empty_socket_or_state_dir_refused),
 		T(test_dump_of_defaults_loads_back_identical),
 		T(test_dump_of_every_key_changed_loads_back_identical),

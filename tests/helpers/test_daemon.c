@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -172,6 +173,36 @@ int test_daemon_init(struct test_daemon *d, const char *moed)
 	return 0;
 }
 
+int test_daemon_log_to_file(struct test_daemon *d, const char *name)
+{
+	int fd;
+
+	if ((size_t)snprintf(d->log_path, sizeof(d->log_path), "%s/%s", d->dir, name) >=
+	    sizeof(d->log_path))
+		return -ENAMETOOLONG;
+	fd = open(d->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	close(fd);
+	return 0;
+}
+
+int test_daemon_log_count(const struct test_daemon *d, const char *needle)
+{
+	char line[4096];
+	FILE *f;
+	int n = 0;
+
+	f = fopen(d->log_path, "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f))
+		if (!needle || strstr(line, needle))
+			n++;
+	fclose(f);
+	return n;
+}
+
 bool test_daemon_alive(struct test_daemon *d)
 {
 	siginfo_t si = {0};
@@ -244,6 +275,19 @@ int test_daemon_start(struct test_daemon *d, const char *const *extra)
 			_exit(127);
 		/* as under systemd: moed re-executes itself with serial OpenBLAS */
 		unsetenv("OPENBLAS_NUM_THREADS");
+		if (d->log_path[0]) {
+			int lfd = open(d->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+
+			if (lfd < 0 || dup2(lfd, STDERR_FILENO) < 0)
+				_exit(127);
+			close(lfd);
+		}
+		if (d->nofile) {
+			struct rlimit rl = {.rlim_cur = d->nofile, .rlim_max = d->nofile};
+
+			if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+				_exit(127);
+		}
 		/* execv's prototype predates const; it does not write the strings */
 		union {
 			const char **c;

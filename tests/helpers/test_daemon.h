@@ -9,7 +9,8 @@
  *     *that* process (the pid in the status JSON), stop sends SIGTERM and
  *     returns the exit status (0 = a clean drain), with SIGKILL after a
  *     timeout. moed's log goes to the test's stderr (ctest shows it when a
- *     test fails).
+ *     test fails), or to a file (log_path) that a test counts lines in;
+ *     nofile starts moed under a given RLIMIT_NOFILE.
  *   - The status JSON, parsed (jansson), and polling it until a counter
  *     reaches a value.
  *   - Reference results: the embedded engine on the same model file,
@@ -50,6 +51,9 @@ struct test_daemon {
 	char model_path[192]; /* state_dir/default-model.safetensors */
 	pid_t pid;            /* > 0 while running */
 	unsigned starts;      /* how many times started (for messages) */
+	/* Set between init and start (init clears them): */
+	char log_path[128];     /* non-empty: moed's stderr is appended to this file */
+	unsigned long nofile;   /* non-zero: moed's soft and hard RLIMIT_NOFILE */
 };
 
 /*
@@ -80,6 +84,15 @@ int test_daemon_kill(struct test_daemon *d, int sig);
 
 /* Without waiting: is moed still running (not exited, not reaped)? */
 bool test_daemon_alive(struct test_daemon *d);
+
+/*
+ * Use @name in d->dir as moed's log file from the next start on (emptied
+ * now). 0 or -errno.
+ */
+int test_daemon_log_to_file(struct test_daemon *d, const char *name);
+
+/* The number of lines of moed's log file containing @needle (NULL: all), or -errno. */
+int test_daemon_log_count(const struct test_daemon *d, const char *needle);
 
 /* SIGKILL moed if it still runs, remove the temp folder. Idempotent. */
 void test_daemon_done(struct test_daemon *d);

@@ -48,6 +48,7 @@ moed_daemon_it(it_hostile_client SHM)
 moed_daemon_it(it_client_death)
 moed_daemon_it(it_daemon_restart)
 moed_daemon_it(it_merged_stats)
+moed_daemon_it(it_admission)
 
 # Every golden case served by a moed started on it, through moectl and check.py.
 add_test(NAME it_daemon_golden

@@ -636,10 +636,15 @@ static void test_backpressure(void **state)
 	ASSERT_EQ(test_daemon_stop(&daemon_), 0);
 }
 
-/* max_clients: one more is refused with -EUSERS, and served once a slot frees up. */
+/*
+ * max_clients: one more is refused with -EUSERS, and served once a slot frees
+ * up. All three clients are this process: max_clients_per_process must let
+ * it have both slots (derived, it would be 1).
+ */
 static void test_max_clients(void **state)
 {
-	const char *extra[] = {"--set", "max_clients=2", NULL};
+	const char *extra[] = {"--set", "max_clients=2", "--set", "max_clients_per_process=2",
+	                       NULL};
 	struct moe_client_opts o;
 	struct moe_client *a, *b, *c = NULL;
 	json_t *st;
