@@ -86,9 +86,11 @@ static int reactor_model_tables(struct reactor *r, const char *model_name, struc
 
 	r->layer_slots = calloc(n ? n : 1, sizeof(*r->layer_slots));
 	r->layer_experts = calloc(n ? n : 1, sizeof(*r->layer_experts));
+	r->layer_d_model = calloc(n ? n : 1, sizeof(*r->layer_d_model));
 	r->layer_mergeable = calloc(n ? n : 1, sizeof(*r->layer_mergeable));
 	r->layers = calloc(n ? n : 1, sizeof(*r->layers));
-	if (!r->layer_slots || !r->layer_experts || !r->layer_mergeable || !r->layers)
+	if (!r->layer_slots || !r->layer_experts || !r->layer_d_model || !r->layer_mergeable ||
+	    !r->layers)
 		return diag_set(d, -ENOMEM, "out of memory");
 	memset(mi, 0, sizeof(*mi));
 	for (uint32_t l = 0; l < n; l++) {
@@ -98,6 +100,7 @@ static int reactor_model_tables(struct reactor *r, const char *model_name, struc
 			continue;
 		r->layer_slots[l] = router_config_slots(&L->router);
 		r->layer_experts[l] = L->n_experts;
+		r->layer_d_model[l] = L->d_model;
 		r->layer_mergeable[l] = router_is_per_token(&L->router);
 		r->layers[l].n_experts = L->n_experts;
 		r->layers[l].tokens_per_expert = calloc(L->n_experts, sizeof(uint64_t));
@@ -115,11 +118,12 @@ static int reactor_model_tables(struct reactor *r, const char *model_name, struc
 	mi->max_tokens = r->cfg->max_tokens;
 	snprintf(mi->model_name, sizeof(mi->model_name), "%s", model_name);
 
-	r->limits = (struct sqe_limits){ .d_model = mi->d_model, .n_layers = n,
+	r->limits = (struct sqe_limits){ .n_layers = n,
 					 .max_tokens = r->cfg->max_tokens,
 					 .max_experts = mi->max_experts,
 					 .layer_slots = r->layer_slots,
-					 .layer_experts = r->layer_experts };
+					 .layer_experts = r->layer_experts,
+					 .layer_d_model = r->layer_d_model };
 	return 0;
 }
 
@@ -231,6 +235,7 @@ struct reactor *reactor_free(struct reactor *r)
 	free(r->layers);
 	free(r->layer_slots);
 	free(r->layer_experts);
+	free(r->layer_d_model);
 	free(r->layer_mergeable);
 	free(r->conns);
 	free(r->clients);

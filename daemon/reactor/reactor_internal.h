@@ -98,7 +98,7 @@ struct reactor {
 
 	struct moe_region_info model_info; /* model fields for every client's region */
 	struct sqe_limits limits;
-	uint32_t *layer_slots, *layer_experts;
+	uint32_t *layer_slots, *layer_experts, *layer_d_model;
 	bool *layer_mergeable;
 
 	struct staging st;
