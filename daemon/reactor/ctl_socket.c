@@ -209,7 +209,7 @@ static void ctl_hello(struct reactor *r, int fd, const struct moe_hello *hello)
 	session_drop_info_fd(s);
 	if (ret < 0) {
 		log_warning("client pid %d: HELLO reply failed: %s", (int)cred.pid, strerror(-ret));
-		session_free(s); /* closes fd */
+		session_end(s); /* closes fd */
 		return;
 	}
 	r->clients[slot].s = s;

@@ -283,7 +283,7 @@ void reactor_drop_client(struct reactor *r, uint32_t slot, const char *why)
 	reactor_cancel(r, ud_make(UD_HANGUP, slot, cs->gen));
 	reactor_cancel(r, ud_make(UD_PIDFD, slot, cs->gen));
 	cs->gen++;
-	cs->s = session_free(s);
+	cs->s = session_end(s);
 	r->n_clients--;
 }
 
