@@ -156,6 +156,43 @@ static int default_model_path(const struct moed_config *cfg, char *path, size_t 
 }
 
 /* Bind and listen; a stale socket file (nobody answers) is replaced. */
+/*
+ * Make way for our socket at @sa: nothing there is fine; a socket nobody
+ * answers on is a previous moed's leftover and is removed; a live socket is
+ * another moed (-EADDRINUSE). Anything else at the path (a regular file, a
+ * link, a folder) is not ours to delete: a mistyped --socket must not cost
+ * the operator a file, so moed refuses to start with -EEXIST. The window
+ * between lstat and unlink matters only if someone swaps the path in the
+ * socket's own folder meanwhile, which is as privileged as moed itself.
+ */
+static int socket_path_clear(const struct sockaddr_un *sa)
+{
+	struct stat st;
+	int fd;
+
+	if (lstat(sa->sun_path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		return log_errno(-errno, "cannot inspect %s: %m", sa->sun_path);
+	}
+	if (!S_ISSOCK(st.st_mode))
+		return log_errno(-EEXIST, "%s exists and is not a socket; refusing to replace it",
+				 sa->sun_path);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return log_errno(-errno, "socket: %m");
+	if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0) {
+		close(fd);
+		return log_errno(-EADDRINUSE, "another moed already serves %s", sa->sun_path);
+	}
+	if (errno == ECONNREFUSED && unlink(sa->sun_path) < 0 && errno != ENOENT) {
+		close(fd);
+		return log_errno(-errno, "cannot remove the stale socket %s: %m", sa->sun_path);
+	}
+	close(fd);
+	return 0;
+}
+
 static int listen_socket(const struct moed_config *cfg)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -169,16 +206,9 @@ static int listen_socket(const struct moed_config *cfg)
 	r = mkdir_parents(dirname(dir), 0755);
 	if (r < 0)
 		return log_errno(r, "cannot create the socket's folder: %m");
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return log_errno(-errno, "socket: %m");
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-		close(fd);
-		return log_errno(-EADDRINUSE, "another moed already serves %s", cfg->socket);
-	}
-	if (errno == ECONNREFUSED)
-		unlink(cfg->socket);
-	close(fd);
+	r = socket_path_clear(&sa);
+	if (r < 0)
+		return r;
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return log_errno(-errno, "socket: %m");

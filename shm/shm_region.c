@@ -31,6 +31,10 @@
 
 #define REGION_CTL_SIZE ((uint64_t)sizeof(struct moe_ring_ctl))
 
+/* The seals the attaching side requires (create adds F_SEAL_SEAL to both). */
+#define SHM_REGION_INFO_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+#define SHM_REGION_RING_SEALS (F_SEAL_SHRINK | F_SEAL_GROW)
+
 static uint64_t region_page_size(void)
 {
 	long page = sysconf(_SC_PAGESIZE);
@@ -208,7 +212,7 @@ int shm_region_create(const struct moe_region_info *info, struct shm_region *ret
 		goto close_info;
 	}
 	/* Never mapped writable here, so F_SEAL_WRITE cannot fail with EBUSY. */
-	if (fcntl(info_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) <
+	if (fcntl(info_fd, F_ADD_SEALS, SHM_REGION_INFO_SEALS | F_SEAL_SEAL) <
 	    0) {
 		r = -errno;
 		goto close_info;
@@ -225,7 +229,7 @@ int shm_region_create(const struct moe_region_info *info, struct shm_region *ret
 		goto close_ring;
 	}
 	/* Sealed before it is mapped: the same result, one cleanup step less. */
-	if (fcntl(ring_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+	if (fcntl(ring_fd, F_ADD_SEALS, SHM_REGION_RING_SEALS | F_SEAL_SEAL) < 0) {
 		r = -errno;
 		goto close_ring;
 	}
@@ -291,13 +295,22 @@ int shm_region_attach(int info_fd, int ring_fd, void *fixed_addr,
 	    info_st.st_size < (off_t)sizeof(info) || ring_st.st_size <= 0)
 		return -EPROTO;
 	/*
-	 * Only a ring memfd that can never shrink is safe to keep mapped: a
-	 * shrink would turn our next access to the rings into SIGBUS.
+	 * Only memfds that can never shrink are safe to map: a shrink would
+	 * turn our next access into SIGBUS, the info page's while we copy it
+	 * out. So we insist on the seals shm_region_create() sets: the info
+	 * memfd's fixed size and contents (what we check is what stays), the
+	 * ring memfd's fixed size. Seals cannot be removed, so checking them
+	 * once is enough; with them, the fstat sizes above stay true.
 	 */
-	seals = fcntl(ring_fd, F_GET_SEALS);
+	seals = fcntl(info_fd, F_GET_SEALS);
 	if (seals < 0)
 		return errno == EINVAL ? -EPROTO : -errno; /* EINVAL: not a memfd */
-	if (!(seals & F_SEAL_SHRINK))
+	if ((seals & SHM_REGION_INFO_SEALS) != SHM_REGION_INFO_SEALS)
+		return -EPROTO;
+	seals = fcntl(ring_fd, F_GET_SEALS);
+	if (seals < 0)
+		return errno == EINVAL ? -EPROTO : -errno;
+	if ((seals & SHM_REGION_RING_SEALS) != SHM_REGION_RING_SEALS)
 		return -EPROTO;
 
 	/* Read once, into private memory: everything below uses the copy. */

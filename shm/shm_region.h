@@ -46,12 +46,15 @@ int shm_region_layout(uint32_t sq_entries, uint32_t cq_entries, uint64_t arena_s
 int shm_region_create(const struct moe_region_info *info, struct shm_region *ret_region);
 
 /*
- * libmoe: map the info memfd read-only, validate it (magic, major version,
- * every offset and size inside ring memfd's real size, ring alignment), map
- * the ring memfd. With @fixed_addr non-NULL the ring is mapped there with
- * MAP_FIXED (a reconnect keeps the arena's addresses; the old mapping must
- * have the same ring_size, else -EXDEV). Takes ownership of both fds on
- * success only. 0, -EPROTO (bad info), -EXDEV, or -errno.
+ * libmoe: check the seals (the info memfd's against shrink, grow and write,
+ * the ring memfd's against shrink and grow: without them a peer could make
+ * our mappings fault with SIGBUS), map the info memfd read-only, validate it
+ * (magic, major version, every offset and size inside ring memfd's real
+ * size, ring alignment), map the ring memfd. With @fixed_addr non-NULL the
+ * ring is mapped there with MAP_FIXED (a reconnect keeps the arena's
+ * addresses; the old mapping must have the same ring_size, else -EXDEV).
+ * Takes ownership of both fds on success only. 0, -EPROTO (bad info, a seal
+ * missing, not memfds), -EXDEV, or -errno.
  */
 int shm_region_attach(int info_fd, int ring_fd, void *fixed_addr,
 		      struct shm_region *ret_region);

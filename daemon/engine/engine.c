@@ -297,37 +297,72 @@ static int layer_serves_config(const struct moe_layer *L, const struct router_co
 	return 0;
 }
 
-static int check_input(const struct router_config *cfg, struct engine_batch *b,
-		       uint32_t d_model, struct scratch *s, const float **ret_x, struct diag *d)
+/*
+ * The magnitude bound is applied to the client's own finite values only,
+ * before sanitising: with nonfinite=sanitize an infinity becomes ±FLT_MAX
+ * (torch.nan_to_num's semantics, kept as they were), and refusing that value
+ * would make sanitize mean fail. Such a batch may still overflow in the
+ * experts and fail with -ERANGE after the computation, as before; a client
+ * that asks for sanitising accepts that. A finite value above 2^64 was never
+ * meant as an activation: it is refused up front so that it cannot sink a
+ * merged run.
+ */
+int engine_check_input(const struct router_config *cfg, const float *x, uint32_t n_tokens,
+		       uint32_t d_model, struct diag *d)
 {
-	const size_t n = (size_t)b->n_tokens * d_model;
-	size_t bad = 0, first = 0;
-	float *copy;
+	const size_t n = (size_t)n_tokens * d_model;
+	size_t bad = 0, first = 0, huge_at = SIZE_MAX;
 
-	for (size_t i = 0; i < n; i++)
-		if (!isfinite(b->x[i]) && bad++ == 0)
-			first = i;
-	b->n_sanitized = 0;
-	if (!bad) {
-		*ret_x = b->x;
-		return 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!isfinite(x[i])) {
+			if (bad++ == 0)
+				first = i;
+		} else if (fabsf(x[i]) > ENGINE_INPUT_MAX_ABS && huge_at == SIZE_MAX) {
+			huge_at = i;
+		}
 	}
-	if (cfg->nonfinite == NONFINITE_FAIL)
+	if (bad && cfg->nonfinite == NONFINITE_FAIL)
 		return diag_set(d, -EDOM,
 				"the batch has %zu non-finite activations (first at token %zu, "
 				"column %zu)",
 				bad, first / d_model, first % d_model);
-	/* torch.nan_to_num, as fairseq does: NaN -> 0, ±inf -> ±FLT_MAX */
-	copy = scratch_alloc(s, sizeof(float) * n);
-	if (!copy)
-		return -ENOMEM;
+	if (huge_at != SIZE_MAX)
+		return diag_set(d, -ERANGE,
+				"activation %g at token %zu, column %zu exceeds 2^64 in magnitude "
+				"(products of two such values overflow float32)",
+				(double)x[huge_at], huge_at / d_model, huge_at % d_model);
+	return 0;
+}
+
+static int check_input(const struct router_config *cfg, struct engine_batch *b,
+		       uint32_t d_model, struct scratch *s, const float **ret_x, struct diag *d)
+{
+	const size_t n = (size_t)b->n_tokens * d_model;
+	size_t bad = 0;
+	float *copy = NULL;
+	int r;
+
+	b->n_sanitized = 0;
+	r = engine_check_input(cfg, b->x, b->n_tokens, d_model, d);
+	if (r < 0)
+		return r;
+	/* torch.nan_to_num, as fairseq does: NaN -> 0, ±inf -> ±FLT_MAX; copy only if needed */
 	for (size_t i = 0; i < n; i++) {
 		float v = b->x[i];
 
-		copy[i] = isnan(v) ? 0.0f : isinf(v) ? (v > 0 ? FLT_MAX : -FLT_MAX) : v;
+		if (isfinite(v))
+			continue;
+		if (!copy) {
+			copy = scratch_alloc(s, sizeof(float) * n);
+			if (!copy)
+				return -ENOMEM;
+			memcpy(copy, b->x, sizeof(float) * n);
+		}
+		copy[i] = isnan(v) ? 0.0f : (v > 0 ? FLT_MAX : -FLT_MAX);
+		bad++;
 	}
 	b->n_sanitized = (uint32_t)(bad > UINT32_MAX ? UINT32_MAX : bad);
-	*ret_x = copy;
+	*ret_x = copy ? copy : b->x;
 	return 0;
 }
 

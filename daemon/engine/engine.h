@@ -10,8 +10,10 @@
  * by exactly one task, in an order fixed by the plan.
  *
  * Non-finite input fails the batch with -EDOM (or is sanitised, per the
- * router config's `nonfinite` option); a non-finite result (weights that
- * overflow) fails it with -ERANGE. Either way the engine stays usable.
+ * router config's `nonfinite` option); a finite input above 2^64 in
+ * magnitude fails it with -ERANGE before routing; a non-finite result
+ * (weights that overflow) fails it with -ERANGE. Either way the engine stays
+ * usable.
  *
  * Thread-safety: one engine_forward() at a time per engine (it uses the
  * engine's own scratch); engine_forward_scratch() may run on several
@@ -36,6 +38,13 @@
  * count within 32 bits and every byte count within size_t.
  */
 #define ENGINE_MAX_TOKENS (1u << 20)
+
+/*
+ * The largest magnitude of an input activation: 2^64, about sqrt(FLT_MAX),
+ * so that no product of two inputs overflows float32. Larger finite values
+ * fail the batch with -ERANGE before routing.
+ */
+#define ENGINE_INPUT_MAX_ABS 0x1p64f
 
 struct engine_opts {
 	uint32_t n_workers;         /* 0: one per allowed CPU */
@@ -92,10 +101,25 @@ const struct blas_info *engine_blas_info(const struct engine *e);
 uint32_t engine_n_workers(const struct engine *e);
 
 /*
+ * The input checks of engine_forward() on their own, so that the daemon can
+ * check each client's batch before merging several into one run (a batch
+ * that fails after the computation forces every member of the run to be
+ * re-run). @x is [@n_tokens][@d_model]; @cfg is the router config the
+ * forward pass will use (only `nonfinite` matters). Returns 0, -EDOM
+ * (non-finite value with nonfinite=fail) or -ERANGE (a finite value above
+ * ENGINE_INPUT_MAX_ABS in magnitude; with nonfinite=sanitize only this), with
+ * token and column in @d; exactly what engine_forward() would return for the
+ * same input. Pure: reads @x, writes only @d; callable from any thread.
+ */
+int engine_check_input(const struct router_config *cfg, const float *x, uint32_t n_tokens,
+		       uint32_t d_model, struct diag *d);
+
+/*
  * Run @layer on @b with the router settings @cfg (NULL: the layer's own).
  * 0 on success; -EINVAL (bad sizes or settings, segments that do not add
  * up to the batch or with a router that is not per token; diag says which),
- * -EDOM (non-finite input), -ERANGE (non-finite output), -ENOMEM.
+ * -EDOM (non-finite input), -ERANGE (an input above ENGINE_INPUT_MAX_ABS,
+ * before routing, or a non-finite output), -ENOMEM.
  */
 int engine_forward(struct engine *e, const struct moe_layer *layer,
 		   const struct router_config *cfg, struct engine_batch *b, struct diag *d);

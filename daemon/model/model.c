@@ -311,6 +311,32 @@ static int load_base_expert(struct moe_model *m, struct moe_layer *L, uint32_t e
 	return r;
 }
 
+/*
+ * A transformer's hidden size is the same in every layer, and moed serves one
+ * d_model: its clients' info page, the SQE bounds and the staging of merged
+ * batches all use one width. A model whose layers differ would have a client
+ * size its rows by one layer and moed copy them by another's, so it is
+ * refused here, naming both layers. Layers load in order, so the first one
+ * already loaded is the reference.
+ */
+static int layer_width_matches(const struct moe_model *m, const struct moe_layer *L,
+			       struct diag *d)
+{
+	for (uint32_t j = 0; j < L->index; j++) {
+		const struct moe_layer *ref = m->layers[j];
+
+		if (!ref)
+			continue;
+		if (ref->d_model == L->d_model)
+			return 0;
+		return diag_set(d, -EINVAL,
+				"layer %u has width (d_model) %u but layer %u has %u: every layer "
+				"of a model must have the same hidden size",
+				L->index, L->d_model, ref->index, ref->d_model);
+	}
+	return 0;
+}
+
 static int load_layer(struct moe_model *m, uint32_t li, const char *const *overrides,
 		      unsigned n_overrides, struct diag *d)
 {
@@ -350,7 +376,9 @@ static int load_layer(struct moe_model *m, uint32_t li, const char *const *overr
 		L->n_experts++;
 	if (L->n_experts == 0)
 		return diag_set(d, -EINVAL, "layer %u has a router but no experts", li);
-	r = metadata_matches(m, "moed.n_experts", L->n_experts, d);
+	r = layer_width_matches(m, L, d);
+	if (r >= 0)
+		r = metadata_matches(m, "moed.n_experts", L->n_experts, d);
 	if (r >= 0)
 		r = metadata_matches(m, "moed.d_model", L->d_model, d);
 	if (r < 0)

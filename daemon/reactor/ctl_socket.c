@@ -372,7 +372,7 @@ static void ctl_hello(struct reactor *r, int fd, const struct moe_hello *hello)
 	if (ret < 0) {
 		ctl_log_conn(r, LOG_LEVEL_WARNING, "client pid %d: HELLO reply failed: %s",
 			     (int)cred.pid, strerror(-ret));
-		session_free(s); /* closes fd */
+		session_end(s); /* closes fd */
 		return;
 	}
 	r->clients[slot].s = s;

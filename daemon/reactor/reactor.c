@@ -72,7 +72,8 @@ static int reactor_model_tables(struct reactor *r, const char *model_name, struc
 
 	r->layer_slots = calloc(n ? n : 1, sizeof(*r->layer_slots));
 	r->layer_experts = calloc(n ? n : 1, sizeof(*r->layer_experts));
-	if (!r->layer_slots || !r->layer_experts)
+	r->layer_d_model = calloc(n ? n : 1, sizeof(*r->layer_d_model));
+	if (!r->layer_slots || !r->layer_experts || !r->layer_d_model)
 		return diag_set(d, -ENOMEM, "out of memory");
 	memset(mi, 0, sizeof(*mi));
 	for (uint32_t l = 0; l < n; l++) {
@@ -82,6 +83,7 @@ static int reactor_model_tables(struct reactor *r, const char *model_name, struc
 			continue;
 		r->layer_slots[l] = router_config_slots(&L->router);
 		r->layer_experts[l] = L->n_experts;
+		r->layer_d_model[l] = L->d_model;
 		mi->d_model = L->d_model;
 		if (L->n_experts > mi->max_experts)
 			mi->max_experts = L->n_experts;
@@ -94,11 +96,12 @@ static int reactor_model_tables(struct reactor *r, const char *model_name, struc
 	mi->max_tokens = r->cfg->max_tokens;
 	snprintf(mi->model_name, sizeof(mi->model_name), "%s", model_name);
 
-	r->limits = (struct sqe_limits){ .d_model = mi->d_model, .n_layers = n,
+	r->limits = (struct sqe_limits){ .n_layers = n,
 					 .max_tokens = r->cfg->max_tokens,
 					 .max_experts = mi->max_experts,
 					 .layer_slots = r->layer_slots,
-					 .layer_experts = r->layer_experts };
+					 .layer_experts = r->layer_experts,
+					 .layer_d_model = r->layer_d_model };
 	return 0;
 }
 
@@ -327,6 +330,7 @@ struct reactor *reactor_free(struct reactor *r)
 		close(r->timer_fd);
 	free(r->layer_experts);
 	free(r->layer_slots);
+	free(r->layer_d_model);
 	free(r->conns);
 	free(r->conn_peers);
 	free(r->clients);
@@ -375,7 +379,7 @@ void reactor_drop_client(struct reactor *r, uint32_t slot, const char *why)
 	reactor_cancel(r, ud_make(r->w.hangup, slot, cs->gen));
 	reactor_cancel(r, ud_make(r->w.pidfd, slot, cs->gen));
 	cs->gen++;
-	cs->s = session_free(s);
+	cs->s = session_end(s);
 	r->n_clients--;
 }
 

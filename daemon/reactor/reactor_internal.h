@@ -109,7 +109,7 @@ struct reactor {
 
 	struct moe_region_info model_info; /* model fields for every client's region */
 	struct sqe_limits limits;
-	uint32_t *layer_slots, *layer_experts; /* [n_layers], for sqe_validate */
+	uint32_t *layer_slots, *layer_experts, *layer_d_model; /* [n_layers], for sqe_validate */
 
 	struct reactor_totals totals;
 	uint64_t t_start_ns;

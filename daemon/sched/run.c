@@ -89,7 +89,7 @@ static int run_engine_call(struct run *run, uint32_t row0, uint32_t rows, bool s
 		.expert_weight = run->want_route ? run->weight + row0 * k : NULL,
 		.tokens_per_expert = run->counts,
 		.segment_rows = segmented ? run->segment_rows : NULL,
-		.n_segments = segmented ? run->n_members : 0,
+		.n_segments = segmented ? run->n_live : 0,
 		.segment_stats = segmented ? run->segment_stats : NULL,
 	};
 	ret = engine_forward_scratch(run->engine, &run->scratch, run->layer,
@@ -128,30 +128,67 @@ static void member_set_result(struct run_member *m, int status, const struct eng
 	m->has_z_loss = b->has_z_loss;
 }
 
+/*
+ * Check each member's rows before they share an engine call: the failing
+ * ones get their status now, the others are closed up in the staging rows
+ * (x only: routing is given only to runs of one) and listed in run->live.
+ */
+static void run_check_members(struct run *run)
+{
+	const size_t dm = run->layer->d_model;
+	const struct router_config *cfg = run->given ? &run->given_cfg : &run->layer->router;
+	uint32_t rows = 0;
+
+	run->n_live = 0;
+	for (uint32_t i = 0; i < run->n_members; i++) {
+		struct run_member *m = &run->members[i];
+		struct diag d = { { 0 } };
+		int ret = 0;
+
+		if (run->n_members > 1)
+			ret = engine_check_input(cfg, run->x + m->row0 * dm, m->sqe.n_tokens,
+						 (uint32_t)dm, &d);
+		if (ret < 0) {
+			member_set_result(m, ret, NULL, NULL, &d);
+			continue;
+		}
+		if (m->row0 != rows)
+			memmove(run->x + (size_t)rows * dm, run->x + (size_t)m->row0 * dm,
+				sizeof(float) * m->sqe.n_tokens * dm);
+		m->row0 = rows;
+		rows += m->sqe.n_tokens;
+		run->segment_rows[run->n_live] = m->sqe.n_tokens;
+		run->live[run->n_live++] = i;
+	}
+	run->rows = rows;
+}
+
 void run_execute(struct exec_item *item)
 {
 	struct run *run = (struct run *)item;
 	struct engine_batch b;
 	struct diag d = { { 0 } };
-	bool merged = run->n_members > 1;
+	bool merged;
 	int ret;
 
 	run->engine_calls = 0;
 	run->merged_ok = false;
 	memset(run->counts_total, 0, sizeof(uint64_t) * run->layer->n_experts);
-	for (uint32_t i = 0; i < run->n_members; i++)
-		run->segment_rows[i] = run->members[i].sqe.n_tokens;
+	run_check_members(run);
+	if (run->n_live == 0)
+		return;
+	merged = run->n_live > 1;
 	ret = run_engine_call(run, 0, run->rows, merged, &b, &d);
 	if (ret == 0 || !merged) {
 		run->merged_ok = ret == 0 && merged;
-		for (uint32_t i = 0; i < run->n_members; i++)
-			member_set_result(&run->members[i], ret, &b,
-					  merged ? &run->segment_stats[i] : NULL, &d);
+		for (uint32_t j = 0; j < run->n_live; j++)
+			member_set_result(&run->members[run->live[j]], ret, &b,
+					  merged ? &run->segment_stats[j] : NULL, &d);
 		return;
 	}
 	/* a merged call failed: each batch again on its own, into its own rows */
-	for (uint32_t i = 0; i < run->n_members; i++) {
-		struct run_member *m = &run->members[i];
+	for (uint32_t j = 0; j < run->n_live; j++) {
+		struct run_member *m = &run->members[run->live[j]];
 
 		diag_clear(&d);
 		ret = run_engine_call(run, m->row0, m->sqe.n_tokens, false, &b, &d);

@@ -51,7 +51,12 @@ struct run {
 
 	struct run_member members[RUN_MAX_MEMBERS];
 	uint32_t n_members;
-	/* a merged call's segments (one per member) and their statistics */
+	/*
+	 * A merged call's segments (one per member whose input passed the
+	 * check: members[live[j]] is segment j) and their statistics.
+	 */
+	uint32_t live[RUN_MAX_MEMBERS];
+	uint32_t n_live;
 	uint32_t segment_rows[RUN_MAX_MEMBERS];
 	struct engine_segment_stats segment_stats[RUN_MAX_MEMBERS];
 	uint32_t rows;
@@ -80,10 +85,13 @@ int run_reserve(struct run *run, size_t rows, size_t d, size_t route, size_t exp
 void run_done(struct run *run);
 
 /*
- * The executor's entry point (item.run): compute every member. Each member
- * of a merged call is a segment of the engine batch and gets the statistics
- * of its own tokens, as if it had run alone. A merged engine call that
- * fails is repeated member by member, so one client's bad rows fail only
- * its own batch.
+ * The executor's entry point (item.run): compute every member. Before a
+ * merged call each member's rows are checked on their own (engine_check_input):
+ * a batch with non-finite or oversized activations fails alone and leaves
+ * the run, whose other rows close up. Each member of a merged call is a
+ * segment of the engine batch and gets the statistics of its own tokens, as
+ * if it had run alone. A merged engine call that still fails (an overflow
+ * inside an expert) is repeated member by member, so one client's bad rows
+ * fail only its own batch.
  */
 void run_execute(struct exec_item *item);

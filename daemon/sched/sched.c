@@ -391,7 +391,7 @@ static void run_count(struct sched *s, struct run *run)
 	s->totals.engine_runs += run->engine_calls;
 	if (run->merged_ok) {
 		s->totals.merged_runs++;
-		s->totals.merged_batches += run->n_members;
+		s->totals.merged_batches += run->n_live;
 	}
 }
 

@@ -3,6 +3,7 @@
 #include "session/hello.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "moe_abi.h"
@@ -12,6 +13,47 @@ static int reject(int r, const char **ret_why, const char *why)
 	if (ret_why)
 		*ret_why = why;
 	return r;
+}
+
+/* Append @piece to @out (holding *@len chars) only if all of it and a NUL fit. */
+static bool name_append(char *out, size_t out_size, size_t *len, const char *piece, size_t n)
+{
+	if (*len + n >= out_size)
+		return false;
+	memcpy(out + *len, piece, n);
+	*len += n;
+	return true;
+}
+
+void client_name_escape(const char *raw, size_t raw_len, char *out, size_t out_size)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t len = 0;
+
+	if (out_size == 0)
+		return;
+	for (size_t i = 0; i < raw_len && raw[i]; i++) {
+		unsigned char c = (unsigned char)raw[i];
+		char piece[4];
+		size_t n;
+
+		if (c == '\\') {
+			piece[0] = piece[1] = '\\';
+			n = 2;
+		} else if (c >= 0x20 && c < 0x7f) {
+			piece[0] = (char)c;
+			n = 1;
+		} else {
+			piece[0] = '\\';
+			piece[1] = 'x';
+			piece[2] = hex[c >> 4];
+			piece[3] = hex[c & 0xf];
+			n = 4;
+		}
+		if (!name_append(out, out_size, &len, piece, n))
+			break;
+	}
+	out[len] = '\0';
 }
 
 static int is_pow2(uint32_t v)
@@ -44,6 +86,7 @@ int ctl_request_parse(const void *buf, size_t len, const struct hello_limits *li
 {
 	struct moe_msg_header hdr;
 	struct ctl_request req;
+	char raw_name[MOE_CLIENT_NAME_MAX];
 	int r;
 
 	if (len < sizeof(hdr))
@@ -62,7 +105,14 @@ int ctl_request_parse(const void *buf, size_t len, const struct hello_limits *li
 		r = hello_check(&req.hello, lim, ret_why);
 		if (r < 0)
 			return r;
-		req.hello.name[MOE_CLIENT_NAME_MAX - 1] = '\0';
+		/*
+		 * The name reaches moed's log (a newline and "<0>" would forge
+		 * a journal line), terminals through moectl, and the status
+		 * JSON (which cannot hold invalid UTF-8): keep it escaped.
+		 */
+		memcpy(raw_name, req.hello.name, sizeof(raw_name));
+		client_name_escape(raw_name, sizeof(raw_name), req.hello.name,
+				   sizeof(req.hello.name));
 		req.kind = CTL_REQUEST_HELLO;
 		break;
 	case MOE_MSG_STATUS: {

@@ -22,8 +22,18 @@ enum ctl_request_kind {
 
 struct ctl_request {
 	enum ctl_request_kind kind;
-	struct moe_hello hello; /* CTL_REQUEST_HELLO: checked, name NUL-terminated */
+	struct moe_hello hello; /* CTL_REQUEST_HELLO: checked, name escaped (below) */
 };
+
+/*
+ * Write the client name @raw (at most @raw_len bytes, up to its first NUL)
+ * into @out (@out_size bytes, always NUL-terminated when @out_size > 0) in a
+ * form safe for logs, terminals and JSON: printable ASCII stays, a backslash
+ * becomes "\\", every other byte (control characters, DEL, anything >= 0x80,
+ * so also all UTF-8) becomes "\xNN" (lowercase hex). What does not fit is
+ * cut before the escape that would not fit, never inside one. Pure.
+ */
+void client_name_escape(const char *raw, size_t raw_len, char *out, size_t out_size);
 
 /*
  * Parse the @len bytes at @buf. 0 with @ret filled; -EPROTO (not a moed

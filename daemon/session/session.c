@@ -3,6 +3,7 @@
 #include "session/session.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -90,6 +91,36 @@ err_region:
 err_free:
 	free(s);
 	return r;
+}
+
+/*
+ * Free the pages of the client's ring memfd before closing our fd. Pages
+ * that moed's output writes faulted in are charged to moed's memory cgroup,
+ * and a client that hangs up but keeps its fd would otherwise keep them
+ * alive (and charged to us) for as long as it likes. The session is over,
+ * so the client reading zeros from its mapping afterwards is fine. Not at
+ * daemon shutdown, though (session_free without this): clients may still
+ * read the results of the batches the drain completed. The ring
+ * memfd is sealed against F_ADD_SEALS, so no client can have added
+ * F_SEAL_WRITE to make the punch fail; should it fail anyway, we log and
+ * close as before.
+ */
+static void session_ring_punch(struct session *s)
+{
+	if (!s->region.sq_ctl || s->region.ring_fd < 0)
+		return;
+	if (fallocate(s->region.ring_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+		      (off_t)s->region.info.ring_size) < 0)
+		log_warning("client %u: cannot free its ring memfd's pages: %s, ignoring", s->id,
+			    strerror(errno));
+}
+
+struct session *session_end(struct session *s)
+{
+	if (!s)
+		return NULL;
+	session_ring_punch(s);
+	return session_free(s);
 }
 
 struct session *session_free(struct session *s)

@@ -91,8 +91,21 @@ struct session_params {
  */
 int session_new(const struct session_params *p, struct session **ret_session);
 
-/* Unmap and close everything; NULL-safe. Returns NULL. */
+/*
+ * Unmap and close everything; NULL-safe. Returns NULL. The pages of the ring
+ * memfd stay as they are: at daemon shutdown a client may still read the
+ * results of the batches moed drained.
+ */
 struct session *session_free(struct session *s);
+
+/*
+ * The client's session is over (it hung up, exited, was disconnected or its
+ * HELLO failed): free every page of its ring memfd, then session_free(). A
+ * client that keeps its ring fd would otherwise keep the pages moed's output
+ * writes faulted in, charged to moed's memory cgroup; it reads zeros
+ * instead. NULL-safe. Returns NULL.
+ */
+struct session *session_end(struct session *s);
 
 /* The fds to pass in the HELLO reply: info, ring[, eventfd]; returns how many. */
 unsigned session_reply_fds(const struct session *s, int fds[3]);

@@ -68,7 +68,7 @@ int sqe_validate(const struct moe_sqe *sqe, const struct sqe_limits *lim, const 
 	if (sqe->n_tokens == 0 || sqe->n_tokens > lim->max_tokens)
 		return reject(ret_why, "token count out of range");
 	/* at most 2^20 tokens x 2^24 floats x 4 bytes: no overflow in 64 bits */
-	bytes = (uint64_t)sqe->n_tokens * lim->d_model * sizeof(float);
+	bytes = (uint64_t)sqe->n_tokens * lim->layer_d_model[sqe->layer] * sizeof(float);
 	if (!arena_range_ok(sqe->in_off, bytes, lim->arena_size))
 		return reject(ret_why, "in_off outside the arena or misaligned");
 	if (!arena_range_ok(sqe->out_off, bytes, lim->arena_size))

@@ -15,12 +15,19 @@
 
 struct sqe_limits {
 	uint64_t arena_size;
-	uint32_t d_model;
 	uint32_t n_layers;
 	uint32_t max_tokens;
 	uint32_t max_experts;          /* entries of a counts buffer */
 	const uint32_t *layer_slots;   /* [n_layers]: route_k a layer writes; 0: no MoE block */
 	const uint32_t *layer_experts; /* [n_layers] */
+	/*
+	 * [n_layers]: the width of a row of that layer. The rows of an SQE are
+	 * bounded by its own layer's width, the one the batch copies with, not
+	 * by the width the info page publishes: a model whose widths differ is
+	 * refused at load, and this keeps the arena bounds right were one to
+	 * slip through.
+	 */
+	const uint32_t *layer_d_model;
 };
 
 /* The most slots per token a routing buffer may have (the routers' own top-k bound). */

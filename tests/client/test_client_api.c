@@ -14,6 +14,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -59,6 +60,11 @@ enum fake_mode {
 	FAKE_STATUS,          /* STATUS: a JSON memfd */
 	FAKE_STATUS_SHORT,    /* STATUS: json_size beyond the memfd's size */
 	FAKE_STATUS_REFUSED,  /* STATUS: status -EPERM */
+	/* a hand-built, well-formed region whose memfds lack a seal (or not: control) */
+	FAKE_INFO_UNSEALED,   /* info memfd without any seal */
+	FAKE_INFO_WRITABLE,   /* info memfd sealed against shrink and grow, not write */
+	FAKE_RING_GROWABLE,   /* ring memfd sealed against shrink only */
+	FAKE_HAND_SEALED,     /* both sealed as moed seals them */
 };
 
 #define FAKE_D_MODEL 16
@@ -295,6 +301,44 @@ static void fake_serve_status(struct fake_daemon *d, int conn)
 	close(mfd);
 }
 
+/*
+ * A region built by hand rather than by shm_region_create(), with the given
+ * seals, so that a fake daemon can hand out memfds it could later shrink or
+ * rewrite under the client. Everything else is as moed lays it out.
+ */
+static void fake_serve_hand_region(struct fake_daemon *d, int conn, int info_seals,
+				   int ring_seals)
+{
+	struct moe_region_info info = {0};
+	struct moe_hello_reply rep;
+	int fds[2];
+
+	if (shm_region_layout(d->hello.sq_entries, d->hello.cq_entries, d->hello.arena_size,
+			      &info) < 0)
+		return;
+	info.client_id = FAKE_CLIENT_ID;
+	info.max_tokens = FAKE_MAX_TOKENS;
+	info.d_model = FAKE_D_MODEL;
+	info.n_layers = FAKE_N_LAYERS;
+	info.max_experts = 8;
+	info.max_slots = 2;
+	snprintf(info.model_name, sizeof(info.model_name), "fake-model");
+	fds[0] = memfd_create("moe-region-info", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	fds[1] = memfd_create("moe-region-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fds[0] >= 0 && fds[1] >= 0 &&
+	    pwrite(fds[0], &info, sizeof(info), 0) == (ssize_t)sizeof(info) &&
+	    ftruncate(fds[1], (off_t)info.ring_size) == 0 &&
+	    (!info_seals || fcntl(fds[0], F_ADD_SEALS, info_seals) == 0) &&
+	    (!ring_seals || fcntl(fds[1], F_ADD_SEALS, ring_seals) == 0)) {
+		reply_init(&rep, 2);
+		send_with_fds(conn, &rep, sizeof(rep), fds, 2);
+	}
+	if (fds[0] >= 0)
+		close(fds[0]);
+	if (fds[1] >= 0)
+		close(fds[1]);
+}
+
 static void fake_serve(struct fake_daemon *d, int conn, unsigned conn_no)
 {
 	struct moe_hello_reply rep;
@@ -359,6 +403,21 @@ static void fake_serve(struct fake_daemon *d, int conn, unsigned conn_no)
 		/* A real region without the EVENTFD flag, but three fds. */
 		d->extra_fd = true;
 		fake_serve_region(d, conn, conn_no);
+		break;
+	case FAKE_INFO_UNSEALED:
+		fake_serve_hand_region(d, conn, 0, F_SEAL_SHRINK | F_SEAL_GROW);
+		break;
+	case FAKE_INFO_WRITABLE:
+		fake_serve_hand_region(d, conn, F_SEAL_SHRINK | F_SEAL_GROW,
+				       F_SEAL_SHRINK | F_SEAL_GROW);
+		break;
+	case FAKE_RING_GROWABLE:
+		fake_serve_hand_region(d, conn, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE,
+				       F_SEAL_SHRINK);
+		break;
+	case FAKE_HAND_SEALED:
+		fake_serve_hand_region(d, conn, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE,
+				       F_SEAL_SHRINK | F_SEAL_GROW);
 		break;
 	case FAKE_AUTO:
 	case FAKE_MANUAL:
@@ -658,6 +717,10 @@ static const struct {
 	{FAKE_POSITIVE_STATUS, -EPROTO, "positive status"},
 	{FAKE_REFUSED, -E2BIG, "refused"},
 	{FAKE_BOGUS_REGION, -EPROTO, "empty memfds"},
+	/* the daemon could shrink or rewrite them under our mappings (SIGBUS) */
+	{FAKE_INFO_UNSEALED, -EPROTO, "unsealed info memfd"},
+	{FAKE_INFO_WRITABLE, -EPROTO, "info memfd without F_SEAL_WRITE"},
+	{FAKE_RING_GROWABLE, -EPROTO, "ring memfd without F_SEAL_GROW"},
 };
 
 static void test_connect_bogus_replies(void **state)
@@ -683,6 +746,24 @@ static void test_connect_bogus_replies(void **state)
 			fail_msg("%s: %d fds, %d before", bogus_cases[i].what, test_count_open_fds(),
 				 f->fds_before);
 	}
+	assert_clean(f);
+}
+
+/*
+ * The control for the seal cases of test_connect_bogus_replies: the same
+ * hand-built region with moed's seals is accepted, so those refusals are
+ * about the seals and nothing else.
+ */
+static void test_connect_hand_sealed_region(void **state)
+{
+	struct fixture *f = *state;
+	struct moe_client *c = NULL;
+
+	fake_daemon_start(&f->d, FAKE_HAND_SEALED, 1);
+	ASSERT_OK(moe_connect(&f->opts, &c));
+	assert_non_null(c);
+	moe_close(c);
+	fake_daemon_stop(&f->d);
 	assert_clean(f);
 }
 
@@ -1340,6 +1421,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_connect_nonexistent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connect_bad_opts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connect_bogus_replies, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connect_hand_sealed_region, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hello_contents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_model_info, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_submit_validation, setup, teardown),

@@ -3,7 +3,7 @@
  * Unit tests of ctl_request_parse(), the parser of the first message any
  * process connecting to moed's control socket sends. A valid HELLO and
  * STATUS are accepted (the client name comes back NUL-terminated even when
- * the client filled all its bytes); every framing error (length, magic,
+ * the client filled all its bytes, and escaped: printable ASCII only); every framing error (length, magic,
  * size field, type) is -EPROTO, an ABI major mismatch -EPROTONOSUPPORT, a
  * bad field -EINVAL and a request beyond the daemon's limits -E2BIG, each
  * with a reason, and a refused request leaves the output untouched. The
@@ -132,6 +132,80 @@ static void test_hello_full_name_is_nul_terminated(void **state)
 	ASSERT_EQ(req.hello.name[MOE_CLIENT_NAME_MAX - 1], '\0');
 	ASSERT_EQ(strlen(req.hello.name), MOE_CLIENT_NAME_MAX - 1);
 	ASSERT_EQ(req.hello.name[0], 'A');
+}
+
+/* The name as ctl_request_parse() stores it, from @raw_len raw bytes. */
+static void expect_name_at(const char *raw, size_t raw_len, const char *want, int line)
+{
+	struct moe_hello h = valid_hello();
+	struct ctl_request req;
+
+	memset(h.name, 0, sizeof(h.name));
+	memcpy(h.name, raw, raw_len);
+	ASSERT_OK(ctl_request_parse(&h, sizeof(h), &t_lim, &req, NULL));
+	if (strcmp(req.hello.name, want) != 0)
+		fail_msg("line %d: name stored as \"%s\", expected \"%s\"", line, req.hello.name,
+			 want);
+}
+
+#define EXPECT_NAME(_raw, _want) expect_name_at(_raw, sizeof(_raw) - 1, _want, __LINE__)
+
+/*
+ * Names reach the log, terminals and the status JSON: a newline and "<0>"
+ * would forge a priority-0 journal line, an ESC would drive the operator's
+ * terminal, invalid UTF-8 would make the client vanish from the JSON. Only
+ * printable ASCII stays as it is.
+ */
+static void test_hello_name_escaped(void **state)
+{
+	(void)state;
+	EXPECT_NAME("plain name-1.2_x", "plain name-1.2_x");
+	EXPECT_NAME("ok\n<0>forged", "ok\\x0a<0>forged");
+	EXPECT_NAME("\x1b[2J\x07", "\\x1b[2J\\x07");
+	EXPECT_NAME("a\\b", "a\\\\b");
+	EXPECT_NAME("\x7f\x80\xff", "\\x7f\\x80\\xff");
+	/* valid UTF-8 is escaped byte by byte too; invalid UTF-8 all the more */
+	EXPECT_NAME("caf\xc3\xa9", "caf\\xc3\\xa9");
+	EXPECT_NAME("\xc3(", "\\xc3(");
+	EXPECT_NAME("\r\t", "\\x0d\\x09");
+}
+
+/* Escapes are never cut in half: what does not fit whole is left out. */
+static void test_hello_name_escape_truncated_whole(void **state)
+{
+	char raw[MOE_CLIENT_NAME_MAX], want[MOE_CLIENT_NAME_MAX];
+	char out[8];
+
+	(void)state;
+	/* 29 letters then a newline: "\x0a" needs 4 of the 2 bytes left */
+	memset(raw, 'a', 29);
+	raw[29] = '\n';
+	memset(want, 'a', 29);
+	want[29] = '\0';
+	expect_name_at(raw, 30, want, __LINE__);
+	/* 30 letters and a backslash: "\\" needs 2 of the 1 byte left */
+	memset(raw, 'a', 30);
+	raw[30] = '\\';
+	memset(want, 'a', 30);
+	want[30] = '\0';
+	expect_name_at(raw, 31, want, __LINE__);
+	/* 27 letters and a control byte: "\x01" fits exactly */
+	memset(raw, 'a', 27);
+	raw[27] = 0x01;
+	expect_name_at(raw, 28, "aaaaaaaaaaaaaaaaaaaaaaaaaaa\\x01", __LINE__);
+
+	/* the function itself: a small buffer, and nothing at all */
+	client_name_escape("ab\x01", 3, out, 5);
+	assert_string_equal(out, "ab");
+	client_name_escape("ab\x01", 3, out, 6);
+	assert_string_equal(out, "ab");
+	client_name_escape("ab\x01", 3, out, 7);
+	assert_string_equal(out, "ab\\x01");
+	client_name_escape("", 0, out, sizeof(out));
+	assert_string_equal(out, "");
+	out[0] = 'z';
+	client_name_escape("ab", 2, out, 0);
+	ASSERT_EQ(out[0], 'z');
 }
 
 static void test_hello_other_abi_minor_accepted(void **state)
@@ -398,6 +472,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_valid_hello_accepted_and_copied),
 		cmocka_unit_test(test_hello_full_name_is_nul_terminated),
+		cmocka_unit_test(test_hello_name_escaped),
+		cmocka_unit_test(test_hello_name_escape_truncated_whole),
 		cmocka_unit_test(test_hello_other_abi_minor_accepted),
 		cmocka_unit_test(test_hello_at_the_limits_accepted),
 		cmocka_unit_test(test_hello_in_unaligned_buffer_accepted),

@@ -21,8 +21,10 @@
 
 /*
  * The model under test: 3 layers, layer 1 dense (no MoE block). A token row
- * is 16 floats = 64 bytes, so n_tokens rows stay aligned; a counts buffer is
- * 16 int32 = 64 bytes.
+ * of layers 0 and 1 is 16 floats = 64 bytes, so n_tokens rows stay aligned; a
+ * counts buffer is 16 int32 = 64 bytes. Layer 2 is four times as wide
+ * (t_width): moed refuses such a model at load, but the validator must still
+ * bound each SQE by its own layer's width (test_rows_bounded_by_own_layer).
  */
 #define T_ARENA	     (1ull << 20)
 #define T_D_MODEL    16u
@@ -34,17 +36,18 @@
 
 static const uint32_t t_slots[] = { 2, 0, 4 };
 static const uint32_t t_experts[] = { 8, 0, 4 };
+static const uint32_t t_width[] = { T_D_MODEL, T_D_MODEL, 4 * T_D_MODEL };
 
 static struct sqe_limits limits(void)
 {
 	return (struct sqe_limits){
 		.arena_size = T_ARENA,
-		.d_model = T_D_MODEL,
 		.n_layers = 3,
 		.max_tokens = T_MAX_TOKENS,
 		.max_experts = T_MAX_EXP,
 		.layer_slots = t_slots,
 		.layer_experts = t_experts,
+		.layer_d_model = t_width,
 	};
 }
 
@@ -337,6 +340,38 @@ static void test_io_range_one_byte_past_arena_rejected(void **state)
 }
 
 /*
+ * Layer 2's rows are 4 x T_ROW_BYTES: the range that ends exactly at the
+ * arena's end for layer 0 leaves it by three quarters for layer 2, and the
+ * one that ends there for layer 2 is accepted. With one model-wide width the
+ * narrow layer's bound would let a wide layer write past the arena.
+ */
+static void test_rows_bounded_by_own_layer(void **state)
+{
+	const uint64_t wide_bytes = T_TOKENS * 4 * T_ROW_BYTES;
+	struct sqe_limits lim = limits();
+	struct moe_sqe s = forward_sqe();
+
+	(void)state;
+	s.layer = 2;
+	s.in_off = T_ARENA - T_IO_BYTES;
+	EXPECT_REJECT(&s, &lim, "in_off");
+	s.in_off = T_ARENA - wide_bytes;
+	EXPECT_ACCEPT(&s, &lim);
+	s.out_off = T_ARENA - T_IO_BYTES;
+	EXPECT_REJECT(&s, &lim, "out_off");
+	s.out_off = T_ARENA - wide_bytes;
+	EXPECT_ACCEPT(&s, &lim);
+
+	/* the narrow layer keeps its own, smaller bound */
+	s.layer = 0;
+	s.in_off = T_ARENA - T_IO_BYTES;
+	s.out_off = 0;
+	EXPECT_ACCEPT(&s, &lim);
+	s.in_off = T_ARENA - T_IO_BYTES + MOE_ARENA_ALIGN;
+	EXPECT_REJECT(&s, &lim, "in_off");
+}
+
+/*
  * Aligned offsets whose naive off + len wraps around 2^64 to a small number
  * that would pass `off + len <= arena_size`.
  */
@@ -574,6 +609,7 @@ int main(void)
 		cmocka_unit_test(test_out_off_misaligned_rejected),
 		cmocka_unit_test(test_io_range_ending_at_arena_end_accepted),
 		cmocka_unit_test(test_io_range_one_byte_past_arena_rejected),
+		cmocka_unit_test(test_rows_bounded_by_own_layer),
 		cmocka_unit_test(test_io_offsets_near_uint64_max_rejected),
 		cmocka_unit_test(test_buffer_offsets_near_uint64_max_rejected),
 		cmocka_unit_test(test_route_given_and_return_together_rejected),

@@ -26,11 +26,16 @@
  * result again. Both daemons' SIGTERM exits are 0, and the process ends
  * with as many fds as it started with.
  *
+ *   - test_socket_path_holds_a_file: a regular file at the socket path is
+ *     not a stale socket: moed must refuse to start (exit non-zero) and
+ *     leave the file as it was (only a socket is ever removed there).
+ *
  * usage: it_daemon_restart MOED [MOECTL]
  */
 #include "test_assert.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -392,6 +397,41 @@ static void test_sigterm_drains(void **state)
 	client_close(&cl);
 }
 
+static void test_socket_path_holds_a_file(void **state)
+{
+	static const char content[] = "an operator's file, not a socket\n";
+	char state_set[sizeof(daemon_.state_dir) + 16], got[sizeof(content)], buf[64];
+	int fd, status;
+	pid_t pid;
+
+	(void)state;
+	fd = open(daemon_.socket, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	ASSERT_EQ(write(fd, content, sizeof(content) - 1), (ssize_t)sizeof(content) - 1);
+	close(fd);
+
+	snprintf(state_set, sizeof(state_set), "state_dir=%s", daemon_.state_dir);
+	pid = test_fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		execl(arg_moed, arg_moed, "--foreground", "--socket", daemon_.socket, "--set",
+		      state_set, (char *)NULL);
+		_exit(127);
+	}
+	ASSERT_OK(test_child_wait(pid, TEST_DAEMON_START_TIMEOUT_MS, &status));
+	fprintf(stderr, "test: moed with a file at its socket path: %s\n",
+		test_wait_status_str(status, buf, sizeof(buf)));
+	assert_true(WIFEXITED(status));
+	assert_true(WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 127);
+
+	fd = open(daemon_.socket, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	ASSERT_EQ(read(fd, got, sizeof(got)), (ssize_t)sizeof(content) - 1);
+	close(fd);
+	assert_memory_equal(got, content, sizeof(content) - 1);
+	ASSERT_OK(unlink(daemon_.socket));
+}
+
 static int test_setup(void **state)
 {
 	return fd_check_setup(state);
@@ -423,6 +463,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_sigterm_restart, test_setup, test_teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_restart, test_setup, test_teardown),
 	    cmocka_unit_test_setup_teardown(test_sigterm_drains, test_setup, test_teardown),
+	    cmocka_unit_test_setup_teardown(test_socket_path_holds_a_file, test_setup,
+					    test_teardown),
 	};
 
 	if (argc < 2) {

@@ -33,6 +33,11 @@
  * connection that never says HELLO is closed after hello_timeout_ms (the
  * client sees EOF) and moed goes on serving.
  *
+ * And a hostile name: a raw client whose HELLO name holds a newline and
+ * "<0>", an ESC sequence and a byte that is not UTF-8. moed's status JSON
+ * lists it under the escaped name, and moed's log (captured in a file for
+ * this case) has no forged priority-0 line and no raw ESC byte.
+ *
  * usage: it_hostile_client MOED [MOECTL]
  */
 #include "test_assert.h"
@@ -818,6 +823,64 @@ static void test_hello_timeout(void **state)
 	ASSERT_EQ(test_daemon_stop(&daemon_), 0);
 }
 
+#define HOSTILE_NAME "ok\n<0>forged\x1b[2J\xff"
+#define ESCAPED_NAME "ok\\x0a<0>forged\\x1b[2J\\xff"
+
+/* Start moed with its stderr (its log) going to @log_path. */
+static void daemon_start_logged(const char *log_path)
+{
+	int saved = dup(STDERR_FILENO);
+	int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int r;
+
+	assert_true(saved >= 0 && fd >= 0);
+	fflush(stderr);
+	ASSERT_EQ(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+	r = test_daemon_start(&daemon_, NULL);
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	close(fd);
+	ASSERT_OK(r);
+}
+
+static void test_hostile_name(void **state)
+{
+	char log_path[sizeof(daemon_.dir) + 16], line[1024];
+	struct raw_client rc;
+	bool named = false;
+	json_t *st;
+	FILE *log;
+
+	(void)state;
+	snprintf(log_path, sizeof(log_path), "%s/moed.log", daemon_.dir);
+	daemon_start_logged(log_path);
+	raw_connect(&rc, HOSTILE_NAME);
+	st = test_status_get(daemon_.socket);
+	assert_non_null(st);
+	if (!test_status_client(st, ESCAPED_NAME))
+		fail_msg("status --json does not list the client as \"%s\"", ESCAPED_NAME);
+	ASSERT_EQ(test_json_int(st, "totals.clients"), 1);
+	json_decref(st);
+	raw_close(&rc);
+	ASSERT_OK(test_status_wait_int(daemon_.socket, "totals.clients", 0, HANGUP_TIMEOUT_MS));
+	ASSERT_EQ(test_daemon_stop(&daemon_), 0);
+
+	log = fopen(log_path, "r");
+	assert_non_null(log);
+	while (fgets(line, sizeof(line), log)) {
+		fprintf(stderr, "moed log: %s", line);
+		if (strncmp(line, "<0>", 3) == 0)
+			fail_msg("a forged priority-0 line in moed's log: %s", line);
+		if (strchr(line, '\x1b'))
+			fail_msg("a raw ESC in moed's log: %s", line);
+		named |= strstr(line, ESCAPED_NAME) != NULL;
+	}
+	fclose(log);
+	unlink(log_path);
+	assert_true(named);
+}
+
 static void test_hostile_futex(void **state)
 {
 	(void)state;
@@ -854,6 +917,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_hostile_futex, test_setup, test_teardown),
 	    cmocka_unit_test_setup_teardown(test_hostile_eventfd, test_setup, test_teardown),
 	    cmocka_unit_test_setup_teardown(test_hello_timeout, test_setup, test_teardown),
+	    cmocka_unit_test_setup_teardown(test_hostile_name, test_setup, test_teardown),
 	};
 
 	if (argc < 2) {

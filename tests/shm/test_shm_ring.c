@@ -636,6 +636,8 @@ static void test_region_attach_rejects(void **state)
 	expect_attach_fails("ring without F_SEAL_SHRINK", &good, page, good.ring_size,
 			    F_SEAL_GROW, EPROTO);
 	expect_attach_fails("ring without seals", &good, page, good.ring_size, 0, EPROTO);
+	expect_attach_fails("ring without F_SEAL_GROW", &good, page, good.ring_size,
+			    F_SEAL_SHRINK, EPROTO);
 
 	/* fds that are no memfds at all */
 	ASSERT_EQ(pipe(pipefd), 0);

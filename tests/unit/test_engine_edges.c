@@ -857,6 +857,76 @@ static void test_nonfinite_sanitize(void **state)
 	mem_layer_free(m);
 }
 
+/*
+ * A finite activation above 2^64 fails the batch with -ERANGE before routing
+ * (the message names token and column and is the input check's, not the
+ * output check's), both through engine_forward() and engine_check_input(),
+ * which must agree. 2^64 itself passes. Under nonfinite=fail a non-finite
+ * value is reported first (-EDOM); under nonfinite=sanitize an infinity,
+ * which becomes ±FLT_MAX, is not refused by the bound, but a finite 1e30 is.
+ */
+static void test_input_magnitude_bound(void **state)
+{
+	enum { T = 8, D = 12 };
+	struct layer_spec sp = { .d = D, .ff = 16, .E = 4, .bias = true, .seed = 141 };
+	struct router_config c = topk_config(2, true, ACT_RELU);
+	struct mem_layer *m = mem_layer_new(&sp);
+	float *x = input_new(T, D, 142), *in = malloc(sizeof(float) * T * D);
+	const float above = nextafterf(ENGINE_INPUT_MAX_ABS, INFINITY);
+	struct batch bt;
+	struct diag d = { { 0 } };
+
+	(void)state;
+	assert_non_null(in);
+	memcpy(in, x, sizeof(float) * T * D);
+	batch_init(&bt, in, T, D, 2, 4);
+
+	/* exactly 2^64 is an activation like any other */
+	in[3 * D + 5] = -ENGINE_INPUT_MAX_ABS;
+	ASSERT_OK(engine_check_input(&c, in, T, D, &d));
+	in[3 * D + 5] = above;
+	ASSERT_ERRNO(engine_check_input(&c, in, T, D, &d), ERANGE);
+	assert_non_null(strstr(d.msg, "token 3, column 5"));
+	diag_clear(&d);
+	ASSERT_ERRNO(engine_forward(engine_2, &m->L, &c, &bt.b, &d), ERANGE);
+	assert_non_null(strstr(d.msg, "token 3, column 5"));
+	assert_non_null(strstr(d.msg, "exceeds 2^64"));
+	in[3 * D + 5] = -FLT_MAX;
+	diag_clear(&d);
+	ASSERT_ERRNO(engine_forward(engine_2, &m->L, &c, &bt.b, &d), ERANGE);
+	assert_non_null(strstr(d.msg, "token 3, column 5"));
+
+	/* nonfinite=fail: a NaN later in the batch is still -EDOM, as before */
+	in[6 * D] = NAN;
+	diag_clear(&d);
+	ASSERT_ERRNO(engine_check_input(&c, in, T, D, &d), EDOM);
+	diag_clear(&d);
+	ASSERT_ERRNO(engine_forward(engine_2, &m->L, &c, &bt.b, &d), EDOM);
+
+	/* nonfinite=sanitize: only the finite value is refused */
+	c.nonfinite = NONFINITE_SANITIZE;
+	diag_clear(&d);
+	ASSERT_ERRNO(engine_check_input(&c, in, T, D, &d), ERANGE);
+	diag_clear(&d);
+	ASSERT_ERRNO(engine_forward(engine_2, &m->L, &c, &bt.b, &d), ERANGE);
+	assert_non_null(strstr(d.msg, "token 3, column 5"));
+	in[3 * D + 5] = x[3 * D + 5];
+	in[6 * D] = INFINITY; /* sanitised to FLT_MAX, which the bound must not refuse */
+	ASSERT_OK(engine_check_input(&c, in, T, D, NULL));
+	in[6 * D] = NAN;
+	ASSERT_OK(engine_check_input(&c, in, T, D, NULL));
+	forward_ok(engine_2, &m->L, &c, &bt);
+	assert_int_equal(bt.b.n_sanitized, 1);
+
+	/* and a clean batch passes both */
+	c.nonfinite = NONFINITE_FAIL;
+	ASSERT_OK(engine_check_input(&c, x, T, D, NULL));
+	batch_done(&bt);
+	free(in);
+	free(x);
+	mem_layer_free(m);
+}
+
 static void test_overflowing_weights(void **state)
 {
 	enum { T = 4, D = 8, FF = 8, E = 2 };
@@ -1019,14 +1089,14 @@ static void test_cfg_base_sublayers_beyond_layer_refused(void **state)
  * ReLU must keep NaN (as torch.relu does): an overflow inside an expert
  * (x·W1 summing +inf and -inf) then reaches the output check and fails the
  * batch with -ERANGE instead of vanishing into a finite, wrong output. So
- * must GELU (erf of NaN is NaN). Input x = (1e20, 1e20), W1 = [[1e20, -1e20]];
- * ReLU set explicitly, then GELU, then the layer's own config (NULL), whose
- * default activation is ReLU.
+ * must GELU (erf of NaN is NaN). Input x = (1e19, 1e19) (below the 2^64
+ * input bound), W1 = [[1e20, -1e20]]; ReLU set explicitly, then GELU, then
+ * the layer's own config (NULL), whose default activation is ReLU.
  */
 static void test_relu_keeps_overflow_visible(void **state)
 {
 	float rw[2] = { 0.5f, 0.5f }, w1[2] = { 1e20f, -1e20f }, w2[2] = { 1, 1 };
-	float x[2] = { 1e20f, 1e20f }, y[2];
+	float x[2] = { 1e19f, 1e19f }, y[2];
 	struct moe_expert ex[1] = { { .ffn = { .w1 = w1, .w2 = w2, .d_ff = 1 } } };
 	struct moe_layer L = { .d_model = 2, .d_ff = 1, .n_experts = 1, .router_w = rw,
 			       .experts = ex };
@@ -1324,6 +1394,7 @@ int main(void)
 		cmocka_unit_test(test_client_given_routing),
 		cmocka_unit_test(test_nonfinite_input_fails),
 		cmocka_unit_test(test_nonfinite_sanitize),
+		cmocka_unit_test(test_input_magnitude_bound),
 		cmocka_unit_test(test_overflowing_weights),
 		cmocka_unit_test(test_bad_arguments),
 		cmocka_unit_test(test_cfg_gated_without_w3_refused),

@@ -847,6 +847,47 @@ static void test_metadata_disagrees(void **state)
 	refused_with("meta_setting.safetensors", DEFECT_META_SETTING, "moed.top_k");
 }
 
+/*
+ * Two layers of widths 1024 and 64 (and no moed.d_model to compare with):
+ * moed serves one d_model, so such a model must be refused at load, with a
+ * message naming both layers and widths. Before the check, a 16-token batch
+ * on the narrow layer made moed write 60 KiB past the client's arena.
+ */
+static void test_layer_widths_differ(void **state)
+{
+	static const uint32_t width[2] = { 1024, 64 };
+	char *path = path_in("widths_differ.safetensors");
+	struct st_writer *w;
+	struct diag d = { { 0 } };
+	char name[128];
+	float *data = calloc((size_t)HFF * 1024, sizeof(float));
+	int r;
+
+	(void)state;
+	assert_non_null(data);
+	ASSERT_OK(st_writer_new(&w));
+	for (uint32_t l = 0; l < 2; l++) {
+		uint64_t dm = width[l];
+
+		snprintf(name, sizeof(name), "layers.%u.router.weight", l);
+		ASSERT_OK(st_writer_add(w, name, ST_F32, 2, (uint64_t[]){ HE, dm }, data));
+		for (uint32_t e = 0; e < HE; e++) {
+			snprintf(name, sizeof(name), "layers.%u.experts.%u.w1", l, e);
+			ASSERT_OK(st_writer_add(w, name, ST_F32, 2, (uint64_t[]){ HFF, dm }, data));
+			snprintf(name, sizeof(name), "layers.%u.experts.%u.w2", l, e);
+			ASSERT_OK(st_writer_add(w, name, ST_F32, 2, (uint64_t[]){ dm, HFF }, data));
+		}
+	}
+	ASSERT_OK(st_writer_set_metadata(w, "moed.router", "topk"));
+	r = st_writer_write(w, path, &d);
+	if (r < 0)
+		fail_msg("st_writer_write: %s", d.msg);
+	st_writer_free(w);
+	open_refused(path, NULL, 0, EINVAL, "layer 1 has width (d_model) 64 but layer 0 has 1024");
+	free(data);
+	free(path);
+}
+
 static void test_open_errors(void **state)
 {
 	char *missing = path_in("does_not_exist.safetensors");
@@ -905,6 +946,7 @@ int main(void)
 		cmocka_unit_test(test_wrong_shapes),
 		cmocka_unit_test(test_missing_tensors),
 		cmocka_unit_test(test_metadata_disagrees),
+		cmocka_unit_test(test_layer_widths_differ),
 		cmocka_unit_test(test_open_errors),
 	};
 
