@@ -21,7 +21,6 @@
 
 #include "client_internal.h"
 #include "moe_abi.h"
-#include "shm_atomic.h"
 #include "shm_futex.h"
 
 #define COMPLETE_SLICE_NS (50ll * 1000 * 1000)
@@ -60,33 +59,12 @@ static void complete_from_cqe(const struct moe_cqe *cqe, struct moe_completion *
 
 /*
  * After releasing CQ slots: if moed stopped consuming the SQ because the CQ
- * was full (MOE_RING_PRODUCER_WAITING), clear the bit and ring the SQ doorbell.
- *
- * Another Dekker handshake, mirrored: moed raises the bit (seq_cst RMW) and
- * then re-reads our CQ head (seq_cst) before it sleeps; we publish the head
- * and then read the bit. shm_ring_consume_release() publishes the head with
- * a release store only, which may pass our later load of flags (store->load
- * reordering), and then both sides miss each other and deadlock. So:
- *
- * S5: the head once more, seq_cst, same value; pairs with moed's seq_cst
- *     load of the CQ head after it raised PRODUCER_WAITING.
- * S6: the bit, seq_cst, after S5; pairs with moed's seq_cst fetch_or of
- *     PRODUCER_WAITING. Either moed's head load sees the freed slots, or
- *     this load sees the bit. A load, not an RMW, so that the usual case
- *     (bit clear) leaves the flags' cache line shared.
- * S7: clear the bit with an RMW: the same word holds our NEED_WAKEUP,
- *     which a plain store could lose. Ring only if we were the ones who
- *     cleared it.
+ * was full (MOE_RING_PRODUCER_WAITING), the bit is cleared and the SQ
+ * doorbell rung (shm_ring_consumer_resume() holds the handshake's ordering).
  */
 static void complete_producer_resume(struct moe_client *c)
 {
-	struct shm_ring *cq = &c->session.cq;
-
-	store_seq_cst(&cq->ctl->head, cq->index);
-	if (!(load_seq_cst(&cq->ctl->flags) & MOE_RING_PRODUCER_WAITING))
-		return;
-	if (fetch_and_seq_cst(&cq->ctl->flags, ~MOE_RING_PRODUCER_WAITING) &
-	    MOE_RING_PRODUCER_WAITING)
+	if (shm_ring_consumer_resume(&c->session.cq))
 		client_doorbell_ring(c);
 }
 

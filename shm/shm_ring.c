@@ -9,7 +9,7 @@
  * The atomics of one ring and their partners:
  *
  *   producer                                consumer
- *   A1 load_acquire(head)  <-- pairs -->    R2 store_release(head)
+ *   A1 load_acquire(head)  <-- pairs -->    R2 store_seq_cst(head)
  *      (the consumer is done reading          (after copying the slots out)
  *       the slots we are about to reuse)
  *   R1 store_seq_cst(tail) <-- pairs -->    A2 load_acquire(tail)
@@ -19,6 +19,11 @@
  *   R3 fetch_add_release(futex) <-- pairs -> A3 load_acquire(futex)
  *                                              (before S2; futex_wait on it)
  *                                           S4 fetch_and_seq_cst(flags)
+ *
+ *   a full ring (PRODUCER_WAITING):
+ *   P1 fetch_or_seq_cst(flags) <-- Dekker --> R2 store_seq_cst(head)
+ *   P2 load_seq_cst(head) after P1             C1 load_seq_cst(flags) after R2
+ *                                              C2 fetch_and_seq_cst(flags)
  *
  * Index arithmetic, written once: indices are free-running uint32_t and
  * n_entries is a power of two <= 2^31, so 2^32 is a multiple of n_entries and
@@ -136,13 +141,54 @@ void shm_ring_consume_release(struct shm_ring *r, uint32_t n)
 	r->index += n;
 	/*
 	 * R2: returns the slots to the producer; pairs with A1 in
-	 * shm_ring_free_slots(). Release: our copies out of them are complete
-	 * before the producer can see the slots free. Sequentially consistent
-	 * as well, because it is one half of the PRODUCER_WAITING handshake
-	 * (moe_abi.h): moed sets the flag and re-reads this head, the client
-	 * stores the head and then reads the flag with load_seq_cst.
+	 * shm_ring_free_slots() and with P2 in shm_ring_producer_wait().
+	 * Release: our copies out of them are complete before the producer
+	 * can see the slots free. Sequentially consistent as well: it is the
+	 * first half of the consumer's side of the PRODUCER_WAITING handshake
+	 * (C1 in shm_ring_consumer_resume() follows it).
 	 */
 	store_seq_cst(&r->ctl->head, r->index);
+}
+
+/* ---- a full ring ---- */
+
+int shm_ring_producer_wait(struct shm_ring *r)
+{
+	uint32_t head, used;
+
+	/*
+	 * P1: ask to be told; pairs with C1 in shm_ring_consumer_resume()
+	 * (Dekker). An RMW: the consumer owns other bits of flags
+	 * (MOE_RING_NEED_WAKEUP).
+	 */
+	fetch_or_seq_cst(&r->ctl->flags, MOE_RING_PRODUCER_WAITING);
+	/*
+	 * P2: after P1 in the single seq_cst order; pairs with R2. A consumer
+	 * that released slots before our bit became visible to it is seen here.
+	 * Acquire as well (seq_cst loads are), like A1.
+	 */
+	head = load_seq_cst(&r->ctl->head);
+	used = r->index - head;
+	if (used > r->n_entries)
+		return -EPROTO;
+	return (int)(r->n_entries - used);
+}
+
+bool shm_ring_consumer_resume(struct shm_ring *r)
+{
+	/*
+	 * C1: after R2 (the caller's shm_ring_consume_release()) in the single
+	 * seq_cst order; pairs with P1. A load, not an RMW, so that the usual
+	 * case (bit clear) leaves the flags' cache line shared.
+	 */
+	if (!(load_seq_cst(&r->ctl->flags) & MOE_RING_PRODUCER_WAITING))
+		return false;
+	/*
+	 * C2: clear it with an RMW (the same word holds our NEED_WAKEUP, which
+	 * a plain store could lose); only the caller that cleared it rings.
+	 */
+	return (fetch_and_seq_cst(&r->ctl->flags, ~MOE_RING_PRODUCER_WAITING) &
+		MOE_RING_PRODUCER_WAITING) != 0;
 }
 
 /* ---- sleeping and waking ---- */

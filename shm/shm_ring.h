@@ -74,8 +74,33 @@ int shm_ring_peek(const struct shm_ring *r);
  */
 void shm_ring_copy_out(const struct shm_ring *r, uint32_t i, void *out);
 
-/* Release @n consumed slots (R2: store_release of the head). */
+/*
+ * Release @n consumed slots (R2: store_seq_cst of the head: release for A1,
+ * sequentially consistent as the first half of the consumer's side of the
+ * PRODUCER_WAITING handshake below).
+ */
 void shm_ring_consume_release(struct shm_ring *r, uint32_t n);
+
+/* ---- a full ring: the PRODUCER_WAITING handshake (moe_abi.h) ---- */
+
+/*
+ * Producer, its ring full (moed's CQ): raise MOE_RING_PRODUCER_WAITING
+ * (P1: fetch_or_seq_cst), then read the consumer's head again (P2:
+ * load_seq_cst) and return the free slots it shows, 0..n_entries, or
+ * -EPROTO. If 0, the producer may stop: the consumer's next
+ * shm_ring_consumer_resume() sees the bit and rings the producer's doorbell.
+ */
+int shm_ring_producer_wait(struct shm_ring *r);
+
+/*
+ * Consumer, right after shm_ring_consume_release(): if the producer waits
+ * for room, clear the bit (C2: fetch_and_seq_cst) and return true: the
+ * caller then rings the producer's doorbell. C1 (load_seq_cst of the flags)
+ * follows R2 in the single seq_cst order: either the producer's P2 sees the
+ * slots R2 freed, or C1 sees the bit P1 raised (a Dekker handshake; with a
+ * release store and an acquire load both sides could miss each other).
+ */
+bool shm_ring_consumer_resume(struct shm_ring *r);
 
 /* ---- sleeping and waking (moe_abi.h, "Sleeping and waking") ---- */
 
@@ -89,6 +114,16 @@ bool shm_ring_prepare_sleep(struct shm_ring *r, uint32_t *ret_futex_val);
 
 /* Consumer, awake: clear MOE_RING_NEED_WAKEUP. */
 void shm_ring_clear_sleep(struct shm_ring *r);
+
+/*
+ * The futex word the consumer sleeps on, for a wait armed elsewhere (moed
+ * arms it in io_uring with the value shm_ring_prepare_sleep() returned).
+ * Only its address leaves: the word is read and written here.
+ */
+static inline uint32_t *shm_ring_futex_word(const struct shm_ring *r)
+{
+	return &r->ctl->futex;
+}
 
 /* Producer: bump the futex counter and FUTEX_WAKE its sleepers (one syscall). */
 void shm_ring_wake_consumer(struct shm_ring *r);

@@ -396,7 +396,7 @@ static void reactor_arm_doorbell(struct reactor *r, uint32_t slot, uint32_t fute
 	if (cs->s->eventfd >= 0)
 		io_uring_prep_poll_add(sqe, cs->s->eventfd, POLLIN);
 	else
-		uring_prep_futex_wait(sqe, &cs->s->region.sq_ctl->futex, futex_val);
+		uring_prep_futex_wait(sqe, shm_ring_futex_word(&cs->s->sq), futex_val);
 	io_uring_sqe_set_data64(sqe, ud_make(r->w.doorbell, slot, cs->gen));
 	cs->s->doorbell_armed = true;
 }

@@ -11,7 +11,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "shm_atomic.h"
 #include "util/log.h"
 
 /* pidfd_open(2): glibc 2.36 has no wrapper in every configuration, so call it. */
@@ -162,16 +161,21 @@ void session_drop_info_fd(struct session *s)
 	}
 }
 
-/* CQ slots that neither hold an unreaped CQE nor are promised to a batch. */
-static int session_cq_budget(struct session *s)
+/* Of @free_slots CQ slots, those not promised to a batch or holding an unpublished CQE. */
+static int session_cq_budget_after(const struct session *s, int free_slots)
 {
-	int free_slots = shm_ring_free_slots(&s->cq);
 	uint32_t taken = s->cq_reserved + s->cq_unpublished;
 
 	if (free_slots < 0)
 		return free_slots;
 	/* a client that moves its head backwards only shrinks its own budget */
 	return (uint32_t)free_slots > taken ? (int)((uint32_t)free_slots - taken) : 0;
+}
+
+/* CQ slots that neither hold an unreaped CQE nor are promised to a batch. */
+static int session_cq_budget(const struct session *s)
+{
+	return session_cq_budget_after(s, shm_ring_free_slots(&s->cq));
 }
 
 static void session_complete_at_once(struct session *s, const struct moe_sqe *sqe, int status)
@@ -204,17 +208,15 @@ int session_consume(struct session *s, const struct sqe_limits *model_lim, uint6
 		n = (uint32_t)(avail < budget ? avail : budget);
 		if (n == 0) {
 			/*
-			 * CQ full: ask the client to ring once it reaps, then look
-			 * again in case it reaped between our check and the flag
-			 * (the same Dekker handshake as NEED_WAKEUP; the client's
-			 * head store and flags load are seq_cst, see moe_abi.h).
-			 * Our re-read of the head is an acquire load after a
-			 * seq_cst RMW, which x86 and ARMv8 order; were it ever
-			 * missed, the reactor's 100 ms sweep consumes anyway.
+			 * CQ full: ask the client to ring once it reaps, and look
+			 * again in case it reaped before it could see the request
+			 * (shm_ring_producer_wait(): the handshake's both halves
+			 * are sequentially consistent).
 			 */
-			fetch_or_seq_cst(&s->region.cq_ctl->flags, MOE_RING_PRODUCER_WAITING);
-			budget = session_cq_budget(s);
-			if (budget <= 0)
+			budget = session_cq_budget_after(s, shm_ring_producer_wait(&s->cq));
+			if (budget < 0)
+				return -EPROTO;
+			if (budget == 0)
 				break;
 			continue;
 		}
