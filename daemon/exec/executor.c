@@ -18,8 +18,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "util/spin.h"
 
 #define SPIN_NS 50000
 #define MAX_RUNNERS 64
@@ -39,21 +40,6 @@ struct executor {
 	atomic_bool stopping;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#endif
-}
-
 /* Wait for an item or the stop; returns it (NULL: stopping). Called and returns under lock. */
 static struct exec_item *runner_next(struct executor *ex)
 {
@@ -71,13 +57,13 @@ static struct exec_item *runner_next(struct executor *ex)
 			return it;
 		}
 		pthread_mutex_unlock(&ex->lock);
-		deadline = now_ns() + SPIN_NS;
+		deadline = spin_now_ns() + SPIN_NS;
 		for (unsigned i = 0; !atomic_load_explicit(&ex->n_queued, memory_order_relaxed) &&
 				     !atomic_load_explicit(&ex->stopping, memory_order_relaxed);
 		     i++) {
-			if ((i & 63) == 63 && now_ns() > deadline)
+			if ((i & 63) == 63 && spin_now_ns() > deadline)
 				break;
-			cpu_relax();
+			spin_pause();
 		}
 		pthread_mutex_lock(&ex->lock);
 		if (!ex->queued_head && !atomic_load_explicit(&ex->stopping, memory_order_relaxed)) {

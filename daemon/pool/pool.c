@@ -30,7 +30,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
-#include <time.h>
+
+#include "util/spin.h"
 
 /* How long a wait spins before it sleeps. */
 #define SPIN_NS 50000
@@ -65,21 +66,6 @@ struct worker_arg {
 	uint32_t index;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#endif
-}
-
 static void claim_tasks(struct pool_job *j, uint32_t worker)
 {
 	for (;;) {
@@ -107,16 +93,16 @@ static struct pool_job *job_to_help(struct thread_pool *p)
 static void worker_idle(struct thread_pool *p)
 {
 	uint64_t seen = atomic_load_explicit(&p->posted, memory_order_relaxed);
-	uint64_t deadline = now_ns() + SPIN_NS;
+	uint64_t deadline = spin_now_ns() + SPIN_NS;
 
 	pthread_mutex_unlock(&p->lock);
 	for (unsigned i = 0;; i++) {
 		if (atomic_load_explicit(&p->posted, memory_order_relaxed) != seen ||
 		    atomic_load_explicit(&p->stopping, memory_order_relaxed))
 			break;
-		if ((i & 63) == 63 && now_ns() > deadline)
+		if ((i & 63) == 63 && spin_now_ns() > deadline)
 			break;
-		cpu_relax();
+		spin_pause();
 	}
 	pthread_mutex_lock(&p->lock);
 	/* `posted` moves under the lock, so this check and the wait are atomic */
@@ -202,14 +188,14 @@ static void thread_pool_run(struct pool *base, uint32_t n_tasks, pool_task_fn fn
 
 	claim_tasks(&j, 0);
 
-	deadline = now_ns() + SPIN_NS;
+	deadline = spin_now_ns() + SPIN_NS;
 	for (unsigned i = 0;; i++) {
 		/* A1: pairs with R1 in claim_tasks(): every task's writes are visible */
 		if (atomic_load_explicit(&j.remaining, memory_order_acquire) == 0)
 			break;
-		if ((i & 63) == 63 && now_ns() > deadline)
+		if ((i & 63) == 63 && spin_now_ns() > deadline)
 			break;
-		cpu_relax();
+		spin_pause();
 	}
 	pthread_mutex_lock(&p->lock);
 	/* a helper may still be between its last claim and the lock: wait for it */
