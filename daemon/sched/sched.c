@@ -229,8 +229,10 @@ int sched_start_ready(struct sched *s, uint32_t n_clients, uint64_t now_ns, bool
 	uint32_t first = s->cursor;
 	int started = 0;
 
-	/* the next pass starts one client further: nobody is always first */
-	s->cursor = (s->cursor + 1) % n;
+	/*
+	 * Round robin: a pass starts from the client after the last one that
+	 * got a run, so when runs are scarce they go to every client in turn.
+	 */
 	for (uint32_t step = 0; step < n && s->in_flight < s->n_runs; step++) {
 		uint32_t i = (first + step) % n, layer, partners = 0;
 		struct pending_batch *head = ready_head(s, i);
@@ -246,6 +248,7 @@ int sched_start_ready(struct sched *s, uint32_t n_clients, uint64_t now_ns, bool
 			run_add_member(s, run, i);
 			run_start(s, run, now_ns);
 			started++;
+			s->cursor = (i + 1) % n;
 			continue;
 		}
 		/* count the clients whose head batch could join this one */
@@ -278,6 +281,7 @@ int sched_start_ready(struct sched *s, uint32_t n_clients, uint64_t now_ns, bool
 		}
 		started += (int)run->n_members;
 		run_start(s, run, now_ns);
+		s->cursor = (i + 1) % n;
 	}
 	if (ret_wait_ns)
 		*ret_wait_ns = wait_ns;

@@ -4,10 +4,10 @@
  * validates SQEs into each session's pending FIFO) and the executor (which
  * computes runs off the reactor thread).
  *
- * Fairness. A client has at most one run in flight, and each pass starts
- * runs for clients in round-robin order from a cursor that moves every
- * pass; so a client's backlog delays another client's batch by at most
- * about one run (its own in flight), never by the backlog. The reactor
+ * Fairness. A client has at most one run in flight, and runs go to clients
+ * in round-robin order (a pass starts from the client after the last one
+ * that got a run); so a client's backlog delays another client's batch by
+ * at most about one run (its own in flight), never by the backlog. The reactor
  * stays free while runs compute: it accepts, answers HELLO and STATUS,
  * sees hang-ups and queues SQEs.
  *
