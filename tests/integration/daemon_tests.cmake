@@ -50,6 +50,7 @@ moed_daemon_it(it_daemon_restart)
 moed_daemon_it(it_merged_stats)
 moed_daemon_it(it_admission)
 moed_daemon_it(it_session_memory)
+moed_daemon_it(it_fairness)
 
 # Every golden case served by a moed started on it, through moectl and check.py.
 add_test(NAME it_daemon_golden
