@@ -191,24 +191,6 @@ static int moectl_status(void)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
-/* Poll the status until A has at least @want batches queued; returns the last count. */
-static int64_t a_wait_queued(int64_t want)
-{
-	int64_t deadline = test_now_ns() + (int64_t)DEEP_TIMEOUT_MS * 1000000, queued = -1;
-
-	while (test_now_ns() < deadline) {
-		json_t *st = test_status_get(daemon_.socket);
-		json_t *a = st ? test_status_client(st, "fair-a") : NULL;
-
-		queued = a ? (int64_t)json_integer_value(json_object_get(a, "queued")) : -1;
-		json_decref(st);
-		if (queued >= want)
-			break;
-		test_sleep_ms(2);
-	}
-	return queued;
-}
-
 /* A's completed count at this moment; it must not have reached n_a. */
 static unsigned a_expect_backlog(const char *event)
 {
@@ -219,6 +201,28 @@ static unsigned a_expect_backlog(const char *event)
 		fail_msg("%s happened only after A's whole backlog (%u batches) had completed",
 		         event, n_a);
 	return done;
+}
+
+/*
+ * Poll the status until A has at least @want batches queued; returns the
+ * last count. Each answer must come while A's backlog lasts.
+ */
+static int64_t a_wait_queued(int64_t want)
+{
+	int64_t deadline = test_now_ns() + (int64_t)DEEP_TIMEOUT_MS * 1000000, queued = -1;
+
+	while (test_now_ns() < deadline) {
+		json_t *st = test_status_get(daemon_.socket);
+		json_t *a = st ? test_status_client(st, "fair-a") : NULL;
+
+		a_expect_backlog("a status answer");
+		queued = a ? (int64_t)json_integer_value(json_object_get(a, "queued")) : -1;
+		json_decref(st);
+		if (queued >= want)
+			break;
+		test_sleep_ms(2);
+	}
+	return queued;
 }
 
 static void test_backlog_blocks_nobody(void **state)
