@@ -51,6 +51,7 @@ moed_daemon_it(it_merged_stats)
 moed_daemon_it(it_admission)
 moed_daemon_it(it_session_memory)
 moed_daemon_it(it_fairness)
+moed_daemon_it(it_status_privacy)
 
 # Every golden case served by a moed started on it, through moectl and check.py.
 add_test(NAME it_daemon_golden
