@@ -52,6 +52,7 @@ moed_daemon_it(it_admission)
 moed_daemon_it(it_session_memory)
 moed_daemon_it(it_fairness)
 moed_daemon_it(it_status_privacy)
+moed_daemon_it(it_merge_precheck)
 
 # Every golden case served by a moed started on it, through moectl and check.py.
 add_test(NAME it_daemon_golden
