@@ -431,7 +431,7 @@ static void run_flippers(const char *doorbell)
 		snprintf(name, sizeof(name), "flipper-%u", i);
 		hostile_connect(&hs[i], name);
 		hs[i].seed = 0x1234 + i;
-		hs[i].iters = test_scale(3000, 400);
+		hs[i].iters = test_scale(3000, 1000);
 		hostile_fill_input(&hs[i], &hs[i].seed);
 	}
 	for (unsigned i = 0; i < N_HOSTILE; i++) {
