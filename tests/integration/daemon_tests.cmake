@@ -50,6 +50,11 @@ moed_daemon_it(it_daemon_restart)
 moed_daemon_it(it_merged_stats)
 moed_daemon_it(it_admission)
 moed_daemon_it(it_session_memory)
+moed_daemon_it(it_fairness)
+moed_daemon_it(it_status_privacy)
+moed_daemon_it(it_merge_precheck)
+moed_daemon_it(it_flipper SHM)
+target_link_libraries(it_flipper PRIVATE Threads::Threads)
 
 # Every golden case served by a moed started on it, through moectl and check.py.
 add_test(NAME it_daemon_golden
