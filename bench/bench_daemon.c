@@ -34,6 +34,21 @@
  *     time, total tokens/s with merge_window_us = 2000 over
  *     merge_window_us = 0 (moed restarted between them). merge_speedup
  *     (expected >= 1.5).
+ *  5. Head-of-line blocking: one client process streams T = 1024 batches of
+ *     the first shape (3 in flight, MOE_REQ_NO_MERGE) while this process
+ *     submits T = 1 batches one at a time, 1 ms apart, and times each
+ *     (bench_daemon_victim.c). victim_latency_ratio = p99 of those over the
+ *     median time of one T = 1024 batch through the same moed alone
+ *     (target <= 1.5).
+ *
+ * With section 1 goes a harness that times the reactor's hand-off of a run
+ * to moed's executor on the executor itself, in this process, with a run
+ * that computes nothing (bench_daemon_handoff.c): handoff_us, a part of
+ * section 1's overhead isolated, not a figure measured through moed. It is
+ * the figure with the runner asleep: a runner spins 50 us after a run
+ * (executor.c), and between two runs of a sleeping round trip lie three
+ * wake-ups (reactor, client, reactor), more than that on most machines; the
+ * figure with the runner still spinning is printed too.
  *
  * Figures are medians of per-batch times (the T = 512 throughput too; the
  * merge runs count the tokens completed in a fixed time), so a few disturbed
@@ -64,7 +79,9 @@
 #include <unistd.h>
 
 #include "bench_common.h"
+#include "bench_daemon_handoff.h"
 #include "bench_daemon_proc.h"
+#include "bench_daemon_victim.h"
 #include "engine/engine.h"
 #include "model/model.h"
 #include "model/synth_model.h"
@@ -81,6 +98,7 @@
 #define TARGET_VS_SPIN 2.0
 #define TARGET_VS_EMBEDDED 0.95
 #define TARGET_MERGE 1.5
+#define TARGET_VICTIM 1.5
 
 #define THROUGHPUT_TOKENS 512
 /*
@@ -96,6 +114,7 @@
 #define MERGE_WINDOW_ON "merge_window_us=2000"
 #define MERGE_WINDOW_OFF "merge_window_us=0"
 #define SPIN_NS_BUSY 1000000000ull /* client spin in busy-poll mode: 1 s */
+#define VICTIM_BIG_TOKENS 1024
 
 struct shape {
 	const char *name; /* --shape */
@@ -123,6 +142,9 @@ static uint32_t lat_rounds = 5, lat_iters = 4000, lat_warmup = 1000;
 static uint32_t tp_rounds = 6;
 static double tp_seconds = 3.0; /* per side and shape */
 static double merge_seconds = 3.0;
+static double victim_seconds = 10.0;
+static uint32_t victim_alone_reps = 8, victim_alone_n = 500;
+static uint32_t handoff_n = 20000, handoff_asleep_n = 2000;
 
 /* ---- the temporary folder, removed on every way out ---- */
 
@@ -431,6 +453,14 @@ struct results {
 	uint64_t batches_off;
 	double background_merge;
 	bool have_merge;
+	/* 5. a small client beside a streaming one */
+	struct victim_result victim;
+	double background_victim;
+	bool have_victim;
+	/* the hand-off harness */
+	struct handoff_result handoff;
+	double background_handoff;
+	bool have_handoff;
 };
 
 /* ---- 1 and 2: round trips ---- */
@@ -687,6 +717,21 @@ out:
 	return r;
 }
 
+/* The hand-off harness (bench_daemon_handoff.h): no daemon, no model. */
+static int bench_handoff(struct results *res)
+{
+	struct cpu_mark mark;
+	int r;
+
+	cpu_mark_take(&mark);
+	fprintf(stderr, "# 1. hand-off to the executor (harness): %u hand-offs, %u after a "
+			"pause\n", handoff_n, handoff_asleep_n);
+	r = handoff_bench_run(lat_warmup, handoff_n, handoff_asleep_n, &res->handoff);
+	res->background_handoff = cpu_background(&mark);
+	res->have_handoff = r >= 0;
+	return r;
+}
+
 static int bench_latency(struct results *res)
 {
 	const char *path = tmp_file_register("tiny.safetensors");
@@ -708,6 +753,8 @@ static int bench_latency(struct results *res)
 		r = latency_placed(path, L, x, y, res);
 	if (r >= 0)
 		r = latency_spinning(path, L, x, y, res);
+	if (r >= 0)
+		r = bench_handoff(res);
 	moe_model_free(model);
 	unlink(path);
 	return r;
@@ -1135,6 +1182,32 @@ static int bench_merge(const struct shape *s, const char *path, struct results *
 	return r;
 }
 
+/* ---- 5: a small client beside a streaming one ---- */
+
+static int bench_victim(const struct shape *s, const char *path, struct results *res)
+{
+	const struct victim_params p = {
+		.moed_path = arg_moed,
+		.dir = tmp_dir,
+		.model_path = path,
+		.d_model = s->d_model,
+		.big_tokens = VICTIM_BIG_TOKENS,
+		.seconds = victim_seconds,
+		.alone_reps = victim_alone_reps,
+		.victim_alone_n = victim_alone_n,
+	};
+	struct cpu_mark mark;
+	int r;
+
+	cpu_mark_take(&mark);
+	fprintf(stderr, "# 5. victim: T=1 batches 1 ms apart for %.1f s beside a stream of "
+			"T=%u batches of %s\n", victim_seconds, VICTIM_BIG_TOKENS, s->tag);
+	r = victim_bench_run(&p, &res->victim);
+	res->background_victim = cpu_background(&mark);
+	res->have_victim = r >= 0;
+	return r;
+}
+
 static bool shape_selected(const struct shape *s)
 {
 	if (arg_quick && !arg_shape)
@@ -1168,6 +1241,8 @@ static int bench_big(struct results *res)
 		}
 		if (r >= 0 && i == 0)
 			r = bench_merge(s, path, res);
+		if (r >= 0 && i == 0)
+			r = bench_victim(s, path, res);
 		unlink(path);
 	}
 	res->vs_embedded = NAN;
@@ -1217,6 +1292,24 @@ static void print_human(const struct results *res)
 			       res->placed_rt[k].median_us, res->placed_engine[k].median_us,
 			       res->placed_overhead_us[k], res->placed_futex[k].median_us,
 			       res->placed_vs_futex[k]);
+	}
+	if (res->have_handoff) {
+		const struct handoff_result *h = &res->handoff;
+
+		printf("   hand-off to the executor, timed in a harness on moed's executor (1 runner,\n"
+		       "   a run that computes nothing, the eventfd read through io_uring):\n");
+		printf("     runner asleep         median %6.2f us   p99 %6.2f us   (%.0f%% of the "
+		       "overhead above)\n",
+		       h->asleep.median_us, h->asleep.p99_us,
+		       100.0 * h->asleep.median_us / res->overhead_sleep_us);
+		printf("     runner still spinning median %6.2f us   p99 %6.2f us   (%.0f%%); other "
+		       "processes used %.2f cores\n",
+		       h->spinning.median_us, h->spinning.p99_us,
+		       100.0 * h->spinning.median_us / res->overhead_sleep_us,
+		       res->background_handoff);
+		printf("   handoff_us is the asleep figure: a runner spins 50 us after a run, and a "
+		       "sleeping\n   round trip leaves three wake-ups (reactor, client, reactor) "
+		       "between two runs\n");
 	}
 	printf("\n");
 
@@ -1275,6 +1368,25 @@ static void print_human(const struct results *res)
 		       res->merge_speedup, TARGET_MERGE, verdict(res->merge_speedup >= TARGET_MERGE),
 		       res->background_merge);
 	}
+	if (res->have_victim) {
+		const struct victim_result *v = &res->victim;
+
+		printf("\n5. victim latency: T=1 batches 1 ms apart beside a client streaming T=%u "
+		       "(%u in flight,\n   NO_MERGE) of %s, moed workers=2 runs_in_flight=%u\n",
+		       VICTIM_BIG_TOKENS, v->stream_depth, shapes[0].tag, v->runs_in_flight);
+		printf("   victim under the stream  median %8.2f us   p99 %8.2f us   (%u batches)\n",
+		       v->victim.median_us, v->victim.p99_us, v->victim.n);
+		printf("   victim alone             median %8.2f us   p99 %8.2f us\n",
+		       v->victim_alone.median_us, v->victim_alone.p99_us);
+		printf("   T=%u alone through moed  median %8.2f ms   (%u batches); under the "
+		       "victim, %.2f ms a batch\n",
+		       VICTIM_BIG_TOKENS, 1e-3 * v->big_alone.median_us, v->big_alone.n,
+		       v->stream_batch_ms);
+		printf("   victim_latency_ratio = %.3f   (target <= %.1f: %s); other processes used "
+		       "%.2f cores\n",
+		       v->ratio, TARGET_VICTIM, verdict(v->ratio <= TARGET_VICTIM),
+		       res->background_victim);
+	}
 }
 
 static void json_num(const char *key, double v, bool *first)
@@ -1298,6 +1410,8 @@ static void print_json(const struct results *res)
 	json_num("overhead_vs_spin", res->vs_spin, &first);
 	json_num("throughput_vs_embedded", res->n_tp ? res->vs_embedded : NAN, &first);
 	json_num("merge_speedup", res->have_merge ? res->merge_speedup : NAN, &first);
+	json_num("victim_latency_ratio", res->have_victim ? res->victim.ratio : NAN, &first);
+	json_num("handoff_us", res->have_handoff ? res->handoff.asleep.median_us : NAN, &first);
 	json_num("futex_pingpong_us", res->futex.median_us, &first);
 	json_num("roundtrip_us", res->rt_sleep.median_us, &first);
 	json_num("roundtrip_p99_us", res->rt_sleep.p99_us, &first);
@@ -1334,6 +1448,25 @@ static void print_json(const struct results *res)
 		json_num("engine_runs_merge_on", (double)res->engine_runs_on, &first);
 		json_num("engine_runs_merge_off", (double)res->engine_runs_off, &first);
 		json_num("background_cores_merge", res->background_merge, &first);
+	}
+	if (res->have_victim) {
+		const struct victim_result *v = &res->victim;
+
+		json_num("victim_p50_us", v->victim.median_us, &first);
+		json_num("victim_p99_us", v->victim.p99_us, &first);
+		json_num("victim_samples", v->victim.n, &first);
+		json_num("victim_alone_p50_us", v->victim_alone.median_us, &first);
+		json_num("victim_alone_p99_us", v->victim_alone.p99_us, &first);
+		json_num("big_alone_us", v->big_alone.median_us, &first);
+		json_num("stream_batch_us", 1e3 * v->stream_batch_ms, &first);
+		json_num("victim_runs_in_flight", v->runs_in_flight, &first);
+		json_num("background_cores_victim", res->background_victim, &first);
+	}
+	if (res->have_handoff) {
+		json_num("handoff_p99_us", res->handoff.asleep.p99_us, &first);
+		json_num("handoff_runner_spinning_us", res->handoff.spinning.median_us, &first);
+		json_num("handoff_runner_spinning_p99_us", res->handoff.spinning.p99_us, &first);
+		json_num("background_cores_handoff", res->background_handoff, &first);
 	}
 	printf(",\"throughput\":[");
 	for (uint32_t i = 0; i < res->n_tp; i++) {
@@ -1422,6 +1555,11 @@ int main(int argc, char **argv)
 		tp_rounds = 2;
 		tp_seconds = 0.5;
 		merge_seconds = 1.0;
+		victim_seconds = 2.0;
+		victim_alone_reps = 4;
+		victim_alone_n = 100;
+		handoff_n = 2000;
+		handoff_asleep_n = 200;
 	}
 
 	snprintf(tmp_dir, sizeof(tmp_dir), "%s/bench_daemon.XXXXXX",
