@@ -55,7 +55,15 @@
 #define POISON_BYTE     0xa5
 #define GATE_TIMEOUT_NS (60ull * 1000000000ull)
 
-#ifdef __SANITIZE_ADDRESS__
+/* gcc says __SANITIZE_ADDRESS__, clang __has_feature(address_sanitizer) */
+#if defined(__SANITIZE_ADDRESS__)
+#define STRESS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define STRESS_ASAN 1
+#endif
+#endif
+#ifdef STRESS_ASAN
 /* Fake stacks, so that a pool thread touching a returned pool_run()'s job
  * (or a returned submitter's context) is a stack-use-after-return report. */
 const char *__asan_default_options(void);
