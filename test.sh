@@ -28,7 +28,7 @@ for variant in plain sanitize fuzz thread; do
 	if [ "$variant" = thread ]; then
 		# Only the tests written to race (label "stress") run here, and
 		# only their targets are built.
-		cmake --build "$dir" --target stress_shm_ring -j "$jobs"
+		cmake --build "$dir" --target stress_shm_ring stress_pool stress_executor -j "$jobs"
 		echo "== $variant tests"
 		ctest --test-dir "$dir" -L stress --output-on-failure
 		continue
