@@ -63,5 +63,10 @@ void executor_submit(struct executor *ex, struct exec_item *item);
  */
 struct exec_item *executor_take_done(struct executor *ex);
 
-/* Drain the eventfd's counter after its read completion (non-blocking). */
+/*
+ * Drain the eventfd's counter (non-blocking), for a caller that polls the
+ * fd instead of reading it. Order matters: drain (or read) the eventfd
+ * first, then executor_take_done(). The other way round, an item finished
+ * between the two would have its write drained and its wake-up lost.
+ */
 void executor_ack_event(struct executor *ex);

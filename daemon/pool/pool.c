@@ -74,8 +74,10 @@ static void claim_tasks(struct pool_job *j, uint32_t worker)
 		if (t >= j->n_tasks)
 			return;
 		j->fn(j->ctx, t, worker);
-		/* R1: the task's writes happen before the caller sees its job
-		 * done; pairs with A1 in thread_pool_run() */
+		/* R1: the task's writes happen before a caller that sees
+		 * remaining == 0 stops spinning; pairs with A1 in
+		 * thread_pool_run() (the caller then takes the lock, which
+		 * orders them as well) */
 		atomic_fetch_sub_explicit(&j->remaining, 1, memory_order_acq_rel);
 	}
 }

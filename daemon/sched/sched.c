@@ -98,11 +98,6 @@ int sched_event_fd(const struct sched *s)
 	return executor_event_fd(s->executor);
 }
 
-void sched_ack_event(struct sched *s)
-{
-	executor_ack_event(s->executor);
-}
-
 uint32_t sched_in_flight(const struct sched *s)
 {
 	return s->in_flight;

@@ -68,10 +68,12 @@ int sched_new(const struct sched_params *p, struct sched **ret_sched, struct dia
 /* Stop the runners (after the runs they compute). NULL-safe; returns NULL. */
 struct sched *sched_free(struct sched *s);
 
-/* The fd that becomes readable when a run finished (watch it in io_uring). */
+/*
+ * The fd that becomes readable when a run finished: keep a read of it armed
+ * in io_uring and call sched_complete_done() after each completion of that
+ * read (executor.h: read first, then take).
+ */
 int sched_event_fd(const struct sched *s);
-/* After that fd's read completed. */
-void sched_ack_event(struct sched *s);
 
 /*
  * Hand every batch that is ready under the fairness and merge policy to the
