@@ -60,11 +60,9 @@ static struct exec_item *runner_next(struct executor *ex)
 		deadline = spin_now_ns() + SPIN_NS;
 		for (unsigned i = 0; !atomic_load_explicit(&ex->n_queued, memory_order_relaxed) &&
 				     !atomic_load_explicit(&ex->stopping, memory_order_relaxed);
-		     i++) {
-			if ((i & 63) == 63 && spin_now_ns() > deadline)
+		     i++)
+			if (!spin_step(i, deadline))
 				break;
-			spin_pause();
-		}
 		pthread_mutex_lock(&ex->lock);
 		if (!ex->queued_head && !atomic_load_explicit(&ex->stopping, memory_order_relaxed)) {
 			ex->n_sleeping++;

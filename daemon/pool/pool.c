@@ -102,9 +102,8 @@ static void worker_idle(struct thread_pool *p)
 		if (atomic_load_explicit(&p->posted, memory_order_relaxed) != seen ||
 		    atomic_load_explicit(&p->stopping, memory_order_relaxed))
 			break;
-		if ((i & 63) == 63 && spin_now_ns() > deadline)
+		if (!spin_step(i, deadline))
 			break;
-		spin_pause();
 	}
 	pthread_mutex_lock(&p->lock);
 	/* `posted` moves under the lock, so this check and the wait are atomic */
@@ -195,9 +194,8 @@ static void thread_pool_run(struct pool *base, uint32_t n_tasks, pool_task_fn fn
 		/* A1: pairs with R1 in claim_tasks(): every task's writes are visible */
 		if (atomic_load_explicit(&j.remaining, memory_order_acquire) == 0)
 			break;
-		if ((i & 63) == 63 && spin_now_ns() > deadline)
+		if (!spin_step(i, deadline))
 			break;
-		spin_pause();
 	}
 	pthread_mutex_lock(&p->lock);
 	/* a helper may still be between its last claim and the lock: wait for it */
