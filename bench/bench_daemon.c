@@ -19,9 +19,11 @@
  *     between a same-CPU and a cross-CPU mode of very different cost.
  *  2. Round trip, busy polling: spin_ns = 1 s, moed at poll_us = 1 s. With 2
  *     CPUs a spinning client and a spinning reactor take both, so moed runs
- *     1 worker (the engine's caller, the reactor thread) and the in-process
- *     engine too; baseline: a spinning ping-pong between two processes (no
- *     system call). overhead_vs_spin (target <= 2).
+ *     1 worker (the runner that takes the run; the reactor yields its CPU to
+ *     it while the run computes) and the in-process engine too; baseline: a
+ *     spinning ping-pong between two processes (no system call).
+ *     overhead_vs_spin (target <= 2; the hand-off to a runner costs two
+ *     context switches here, which two CPUs cannot hide).
  *  3. Throughput at T = 512 on bench_engine's shapes (E8 k2 d1024 ff3584 and
  *     E64 k6 d2048 ff1408; --quick: the first): tokens/s through moed (one
  *     client, sleeping waits, 2 workers) over tokens/s of engine_forward()
@@ -1315,7 +1317,7 @@ static void print_human(const struct results *res)
 
 	printf("2. round trip, busy polling: %s, T=1, client spin_ns=1e9, moed poll_us=1000000;\n"
 	       "   moed workers=1 and the in-process engine 1 worker (2 CPUs: a spinning client\n"
-	       "   and a spinning reactor already take both)\n",
+	       "   and a spinning reactor already take both; the runner shares the reactor's)\n",
 	       shape_tiny.tag);
 	printf("   moed round trip       median %8.2f us   p99 %8.2f us\n", res->rt_spin.median_us,
 	       res->rt_spin.p99_us);
