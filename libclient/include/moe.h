@@ -183,6 +183,11 @@ struct moe_completion {
 /*
  * Queue @req without waiting. 0, -EAGAIN (submission ring full: reap first),
  * -EINVAL (a pointer outside the arena, sizes), -ECONNRESET.
+ *
+ * Completion order: a client's valid requests complete in the order they
+ * were submitted (moed runs one batch of a client at a time). A request moed
+ * refuses (its completion's status is -EINVAL) completes as soon as moed
+ * reads it, which may be before earlier requests.
  */
 MOE_API int moe_submit(struct moe_client *client, const struct moe_request *req);
 
