@@ -212,7 +212,8 @@ static void ctl_on_accept(struct reactor *r, void *arg, uint32_t slot, uint32_t 
 	}
 }
 
-void ctl_expire_conns(struct reactor *r, uint64_t now_ns)
+/* Close the connections that said nothing for hello_timeout_ms. */
+static void ctl_expire_conns(struct reactor *r, uint64_t now_ns)
 {
 	uint64_t limit = (uint64_t)r->cfg->hello_timeout_ms * 1000000ull;
 

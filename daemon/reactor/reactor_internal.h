@@ -127,7 +127,6 @@ void reactor_cancel(struct reactor *r, uint64_t ud);
 /* Register the accept and first-message watchers; 0 or -ENOSPC. */
 int ctl_register(struct reactor *r);
 int ctl_arm_accept(struct reactor *r);
-void ctl_expire_conns(struct reactor *r, uint64_t now_ns);
 /* The 100 ms tick: expire silent connections, resume a paused accept. */
 void ctl_on_tick(struct reactor *r, uint64_t now_ns);
 /* Fill the admission state (r->cfg and r->n_conns set). 0 or -ENOMEM. */

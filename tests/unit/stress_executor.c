@@ -48,9 +48,11 @@
 #include <unistd.h>
 
 #include "test_assert.h"
+#include "test_threads.h"
 #include "test_fds.h"
 
 #include "exec/executor.h"
+#include "util/spin.h"
 
 #define DEFAULT_ITEMS   50000
 #define MAX_WINDOW      16
@@ -61,65 +63,15 @@
 
 static unsigned long arg_items = DEFAULT_ITEMS;
 
-/* ------------------------------------------------------------ failures */
-
-static atomic_uint n_errors;
-static pthread_mutex_t error_lock = PTHREAD_MUTEX_INITIALIZER;
-static char first_error[256];
-
-static void record_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Count a failure and keep the first message; any thread. */
-static void record_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	if (atomic_fetch_add(&n_errors, 1) == 0) {
-		pthread_mutex_lock(&error_lock);
-		va_start(ap, fmt);
-		vsnprintf(first_error, sizeof(first_error), fmt, ap);
-		va_end(ap);
-		pthread_mutex_unlock(&error_lock);
-	}
-}
-
-static void assert_no_errors(void)
-{
-	unsigned n = atomic_load(&n_errors);
-
-	if (n) {
-		pthread_mutex_lock(&error_lock);
-		fail_msg("%u failed checks; the first: %s", n, first_error);
-		pthread_mutex_unlock(&error_lock);
-	}
-}
+/* ------------------------------------------------------------ setup */
 
 static int setup(void **state)
 {
-	atomic_store(&n_errors, 0);
-	first_error[0] = '\0';
+	reset_errors();
 	return fd_check_setup(state);
 }
 
 /* ------------------------------------------------------------ items */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ull;
-	x ^= x >> 33;
-	return x;
-}
 
 /* What runs concurrently, across all items of one executor. */
 struct run_stats {
@@ -153,10 +105,10 @@ static uint64_t item_result(uint64_t in)
 
 static void wait_gate(struct run_stats *st)
 {
-	uint64_t deadline = now_ns() + GATE_TIMEOUT_NS;
+	uint64_t deadline = spin_now_ns() + GATE_TIMEOUT_NS;
 
 	while (!atomic_load_explicit(&st->gate, memory_order_relaxed)) {
-		if (now_ns() > deadline) {
+		if (spin_now_ns() > deadline) {
 			record_error("gated item waited over 60 s");
 			return;
 		}
@@ -329,7 +281,7 @@ static int reactor_wait(struct reactor *r, uint64_t rng)
 static void stream(uint32_t n_runners, uint64_t n_total)
 {
 	struct reactor *r = calloc(1, sizeof(*r));
-	uint64_t rng = mix64(n_runners), t0 = now_ns(), deadline = t0 + 240ull * 1000000000ull;
+	uint64_t rng = mix64(n_runners), t0 = spin_now_ns(), deadline = t0 + 240ull * 1000000000ull;
 
 	assert_non_null(r);
 	r->returned = calloc(n_total, 1);
@@ -341,7 +293,7 @@ static void stream(uint32_t n_runners, uint64_t n_total)
 	run_stats_init(&r->stats, n_runners);
 	ASSERT_OK(executor_new(n_runners, &r->ex));
 
-	while (r->n_returned < n_total && !atomic_load(&n_errors)) {
+	while (r->n_returned < n_total && !recorded_errors()) {
 		rng = mix64(rng);
 		/* sometimes top the window up, sometimes add one item */
 		while (r->n_submitted < n_total && r->in_flight < r->window) {
@@ -350,7 +302,7 @@ static void stream(uint32_t n_runners, uint64_t n_total)
 				break;
 		}
 		ASSERT_OK(reactor_wait(r, rng >> 20));
-		if (now_ns() > deadline)
+		if (spin_now_ns() > deadline)
 			fail_msg("%" PRIu64 " of %" PRIu64 " items back after 240 s", r->n_returned,
 			         n_total);
 	}
@@ -363,7 +315,7 @@ static void stream(uint32_t n_runners, uint64_t n_total)
 	assert_null(executor_take_done(r->ex));
 	print_message("  %u runners: %" PRIu64 " items in %.2f s (at most %u at once; "
 	              "%lu polls, %lu spins, %lu idles, %lu empty takes)\n",
-	              n_runners, n_total, (double)(now_ns() - t0) / 1e9,
+	              n_runners, n_total, (double)(spin_now_ns() - t0) / 1e9,
 	              atomic_load(&r->stats.max_running), r->n_polls, r->n_spins, r->n_idles,
 	              r->n_empty_polls);
 	r->ex = executor_free(r->ex);
@@ -423,8 +375,8 @@ static void test_executor_free_in_flight(void **state)
 			executor_submit(ex, &items[i].item);
 		}
 		/* wait until every runner is inside an item */
-		deadline = now_ns() + GATE_TIMEOUT_NS;
-		while (atomic_load(&st.started) < n_runners && now_ns() < deadline)
+		deadline = spin_now_ns() + GATE_TIMEOUT_NS;
+		while (atomic_load(&st.started) < n_runners && spin_now_ns() < deadline)
 			usleep(100);
 		ASSERT_EQ(atomic_load(&st.started), n_runners);
 		ASSERT_EQ(pthread_create(&o.thread, NULL, opener_main, &o), 0);

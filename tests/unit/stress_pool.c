@@ -44,8 +44,10 @@
 #include <unistd.h>
 
 #include "test_assert.h"
+#include "test_threads.h"
 
 #include "pool/pool.h"
+#include "util/spin.h"
 
 #define DEFAULT_ITERS   20000
 #define MAX_SUBMITTERS  4
@@ -75,66 +77,16 @@ const char *__asan_default_options(void)
 
 static unsigned long arg_iters = DEFAULT_ITERS;
 
-/* ------------------------------------------------------------ failures */
+/* ------------------------------------------------------------ setup */
 
-static atomic_uint n_errors;
-static pthread_mutex_t error_lock = PTHREAD_MUTEX_INITIALIZER;
-static char first_error[256];
-
-static void record_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Count a failure and keep the first message; any thread. */
-static void record_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	if (atomic_fetch_add(&n_errors, 1) == 0) {
-		pthread_mutex_lock(&error_lock);
-		va_start(ap, fmt);
-		vsnprintf(first_error, sizeof(first_error), fmt, ap);
-		va_end(ap);
-		pthread_mutex_unlock(&error_lock);
-	}
-}
-
-static void assert_no_errors(void)
-{
-	unsigned n = atomic_load(&n_errors);
-
-	if (n) {
-		pthread_mutex_lock(&error_lock);
-		fail_msg("%u failed checks; the first: %s", n, first_error);
-		pthread_mutex_unlock(&error_lock);
-	}
-}
-
-static int reset_errors(void **state)
+static int reset_errors_setup(void **state)
 {
 	(void)state;
-	atomic_store(&n_errors, 0);
-	first_error[0] = '\0';
+	reset_errors();
 	return 0;
 }
 
 /* ------------------------------------------------------------ helpers */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ull;
-	x ^= x >> 33;
-	return x;
-}
 
 /* Uneven tasks: a few spins mostly, now and then a yield, so that the two
  * cores' threads are preempted in the middle of jobs. */
@@ -170,11 +122,11 @@ static uint64_t task_value(const struct job_ctx *c, uint32_t task)
 
 static void wait_gate(struct job_ctx *c)
 {
-	uint64_t deadline = now_ns() + GATE_TIMEOUT_NS;
+	uint64_t deadline = spin_now_ns() + GATE_TIMEOUT_NS;
 
 	atomic_fetch_add_explicit(c->n_gated, 1, memory_order_relaxed);
 	while (!atomic_load_explicit(c->gate, memory_order_relaxed)) {
-		if (now_ns() > deadline) {
+		if (spin_now_ns() > deadline) {
 			record_error("gated task waited over %llu s",
 			             (unsigned long long)(GATE_TIMEOUT_NS / 1000000000ull));
 			return;
@@ -338,7 +290,7 @@ static void test_pool_many_submitters(void **state)
 	for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
 		struct submitter subs[MAX_SUBMITTERS];
 		struct pool *p = NULL;
-		uint64_t t0 = now_ns();
+		uint64_t t0 = spin_now_ns();
 		unsigned long jobs;
 
 		ASSERT_OK(pool_threads_new(shapes[k].n_workers, &p));
@@ -348,7 +300,7 @@ static void test_pool_many_submitters(void **state)
 		p = pool_free(p);
 		print_message("  %u workers, %u submitters: %lu jobs in %.2f s\n",
 		              shapes[k].n_workers, shapes[k].n_submitters, jobs,
-		              (double)(now_ns() - t0) / 1e9);
+		              (double)(spin_now_ns() - t0) / 1e9);
 		ASSERT_EQ(jobs, arg_iters * shapes[k].n_submitters);
 		assert_no_errors();
 	}
@@ -402,8 +354,8 @@ static void test_pool_helpers_stuck(void **state)
 		ASSERT_EQ(pthread_create(&g.thread, NULL, gated_caller_main, &g), 0);
 		/* wait until every task of the held job has started (the caller
 		 * and all the pool threads are inside it) */
-		deadline = now_ns() + GATE_TIMEOUT_NS;
-		while (atomic_load(&g.n_gated) < n_workers && now_ns() < deadline)
+		deadline = spin_now_ns() + GATE_TIMEOUT_NS;
+		while (atomic_load(&g.n_gated) < n_workers && spin_now_ns() < deadline)
 			sched_yield();
 		ASSERT_EQ(atomic_load(&g.n_gated), n_workers);
 
@@ -420,8 +372,8 @@ static void test_pool_helpers_stuck(void **state)
 		atomic_store(&g.n_gated, 0);
 		start_submitters(subs, 3, g.pool, 0, &stop);
 		ASSERT_EQ(pthread_create(&g.thread, NULL, gated_caller_main, &g), 0);
-		deadline = now_ns() + GATE_TIMEOUT_NS;
-		while (atomic_load(&g.n_gated) < n_workers && now_ns() < deadline)
+		deadline = spin_now_ns() + GATE_TIMEOUT_NS;
+		while (atomic_load(&g.n_gated) < n_workers && spin_now_ns() < deadline)
 			sched_yield();
 		usleep(20000);
 		atomic_store(&g.gate, true);
@@ -493,10 +445,10 @@ int main(int argc, char **argv)
 	const char *env = getenv("MOE_STRESS_ITERS");
 	const char *arg = argc > 1 ? argv[1] : env;
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup(test_pool_inline_paths, reset_errors),
-	    cmocka_unit_test_setup(test_pool_many_submitters, reset_errors),
-	    cmocka_unit_test_setup(test_pool_helpers_stuck, reset_errors),
-	    cmocka_unit_test_setup(test_pool_free_idle_and_spinning, reset_errors),
+	    cmocka_unit_test_setup(test_pool_inline_paths, reset_errors_setup),
+	    cmocka_unit_test_setup(test_pool_many_submitters, reset_errors_setup),
+	    cmocka_unit_test_setup(test_pool_helpers_stuck, reset_errors_setup),
+	    cmocka_unit_test_setup(test_pool_free_idle_and_spinning, reset_errors_setup),
 	};
 
 	if (arg && *arg) {
