@@ -232,45 +232,41 @@ int sched_start_ready(struct sched *s, uint32_t n_clients, uint64_t now_ns, bool
 		uint32_t i = (first + step) % n, layer, partners = 0;
 		struct pending_batch *head = ready_head(s, i);
 		struct run *run;
+		bool mergeable;
 		uint64_t age;
 
 		if (!head)
 			continue;
 		layer = head->sqe.layer;
-		if (!batch_mergeable(s, &head->sqe)) {
-			run = run_get_free(s);
-			run_prepare(s, run, layer);
-			run_add_member(s, run, i);
-			run_start(s, run, now_ns);
-			started++;
-			s->cursor = (i + 1) % n;
-			continue;
-		}
-		/* count the clients whose head batch could join this one */
-		for (uint32_t j = 0; j < n; j++) {
-			struct pending_batch *oh = ready_head(s, j);
+		mergeable = batch_mergeable(s, &head->sqe);
+		if (mergeable) {
+			/* count the clients whose head batch could join this one */
+			for (uint32_t j = 0; j < n; j++) {
+				struct pending_batch *oh = ready_head(s, j);
 
-			if (oh && oh->sqe.layer == layer && batch_mergeable(s, &oh->sqe))
-				partners++;
-		}
-		age = now_ns - head->t_consumed_ns;
-		if (!force && partners < n_clients && age < window) {
-			uint64_t left = window - age;
+				if (oh && oh->sqe.layer == layer && batch_mergeable(s, &oh->sqe))
+					partners++;
+			}
+			age = now_ns - head->t_consumed_ns;
+			if (!force && partners < n_clients && age < window) {
+				uint64_t left = window - age;
 
-			if (!wait_ns || left < wait_ns)
-				wait_ns = left;
-			continue;
+				if (!wait_ns || left < wait_ns)
+					wait_ns = left;
+				continue;
+			}
 		}
 		/* this client's head first, then its partners in round-robin order */
 		run = run_get_free(s);
 		run_prepare(s, run, layer);
-		for (uint32_t o = 0; o < n && run->n_members < RUN_MAX_MEMBERS; o++) {
+		run_add_member(s, run, i);
+		for (uint32_t o = 1; mergeable && o < n && run->n_members < RUN_MAX_MEMBERS; o++) {
 			uint32_t j = (i + o) % n;
 			struct pending_batch *oh = ready_head(s, j);
 
 			if (!oh || oh->sqe.layer != layer || !batch_mergeable(s, &oh->sqe))
 				continue;
-			if (run->n_members && run->rows + oh->sqe.n_tokens > s->cfg->max_merged_tokens)
+			if (run->rows + oh->sqe.n_tokens > s->cfg->max_merged_tokens)
 				continue;
 			run_add_member(s, run, j);
 		}
