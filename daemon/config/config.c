@@ -20,7 +20,8 @@ enum config_type {
 	CONFIG_U32,
 	CONFIG_U64,
 	CONFIG_MODE,     /* octal permission bits */
-	CONFIG_DOORBELL, /* enum doorbell_mode */
+	CONFIG_ENUM,     /* an enum field; its names in the row */
+	CONFIG_BOOL,     /* yes | no */
 };
 
 struct config_row {
@@ -29,12 +30,18 @@ struct config_row {
 	size_t offset;
 	uint64_t min, max; /* numbers */
 	const char *doc;
+	const char *const *names; /* CONFIG_ENUM: the values in enum order, NULL-ended */
 };
 
 #define ROW(_key, _type, _field, _min, _max, _doc) \
-	{ _key, _type, offsetof(struct moed_config, _field), _min, _max, _doc }
+	{ _key, _type, offsetof(struct moed_config, _field), _min, _max, _doc, NULL }
+#define ENUM_ROW(_key, _field, _names, _doc) \
+	{ _key, CONFIG_ENUM, offsetof(struct moed_config, _field), 0, 0, _doc, _names }
 
 static const char *const doorbell_names[] = { "auto", "futex", "eventfd", NULL };
+/* in the order of enum placement_policy */
+static const char *const placement_names[] = { "balanced", "interleave", "explicit", NULL };
+static const char *const bool_names[] = { "no", "yes", NULL };
 
 static const struct config_row config_table[] = {
 	ROW("socket", CONFIG_PATH, socket, 0, 0, "control socket path"),
@@ -66,8 +73,23 @@ static const struct config_row config_table[] = {
 	    "tokens per merged engine run at most"),
 	ROW("hello_timeout_ms", CONFIG_U32, hello_timeout_ms, 1, 600000,
 	    "a new connection that sends nothing for this long is closed"),
-	ROW("doorbell", CONFIG_DOORBELL, doorbell, 0, 0,
-	    "auto | futex (io_uring futex wait) | eventfd"),
+	ENUM_ROW("doorbell", doorbell, doorbell_names,
+		 "auto | futex (io_uring futex wait) | eventfd"),
+	ROW("topology_file", CONFIG_PATH, topology_file, 0, 0,
+	    "NUMA nodes and their CPUs from this file instead of the machine (tests); "
+	    "empty: detect"),
+	ENUM_ROW("placement", placement, placement_names,
+		 "which node holds each expert: balanced | interleave | explicit"),
+	ROW("expert_nodes", CONFIG_PATH, expert_nodes, 0, 0,
+	    "placement = explicit: EXPERTS@NODE[;EXPERTS@NODE...], L:EXPERTS@NODE for one layer"),
+	ROW("node_steal", CONFIG_BOOL, node_steal, 0, 0,
+	    "yes: a node's idle workers compute other nodes' experts (remote reads)"),
+	ROW("store_dir", CONFIG_PATH, store_dir, 0, 0,
+	    "where the expert store's objects live (tmpfs, or hugetlbfs for huge pages)"),
+	ROW("store_name", CONFIG_PATH, store_name, 0, 0,
+	    "name of the expert store's objects; empty: derived from the socket path"),
+	ROW("store_keep", CONFIG_BOOL, store_keep, 0, 0,
+	    "yes: the expert store outlives moed and a restart re-attaches it; no: freed at exit"),
 };
 
 #define N_ROWS (sizeof(config_table) / sizeof(config_table[0]))
@@ -88,6 +110,9 @@ void moed_config_init(struct moed_config *c)
 	c->max_merged_tokens = 65536;
 	c->hello_timeout_ms = 5000;
 	c->doorbell = DOORBELL_AUTO;
+	c->placement = PLACEMENT_BALANCED;
+	snprintf(c->store_dir, sizeof(c->store_dir), "/dev/shm");
+	c->store_keep = true;
 }
 
 const char *moed_config_key(unsigned i)
@@ -148,11 +173,17 @@ int moed_config_set(struct moed_config *c, const char *key, const char *value, s
 		v32 = (uint32_t)v64;
 		memcpy(field, &v32, sizeof(v32));
 		return 0;
-	case CONFIG_DOORBELL:
-		r = parse_name(value, doorbell_names);
+	case CONFIG_ENUM:
+		r = parse_name(value, row->names);
 		if (r < 0)
-			return diag_set(d, r, "%s: '%s' is not auto, futex or eventfd", key, value);
-		*(enum doorbell_mode *)(void *)field = (enum doorbell_mode)r;
+			return diag_set(d, r, "%s: '%s' is not one of %s", key, value, row->doc);
+		memcpy(field, &r, sizeof(r)); /* enum fields are int-sized */
+		return 0;
+	case CONFIG_BOOL:
+		r = parse_name(value, bool_names);
+		if (r < 0)
+			return diag_set(d, r, "%s: '%s' is not yes or no", key, value);
+		*(bool *)(void *)field = r == 1;
 		return 0;
 	}
 	return diag_set(d, -EINVAL, "%s: unhandled type", key);
@@ -232,6 +263,10 @@ int moed_config_validate(const struct moed_config *c, struct diag *d)
 	if (c->max_merged_tokens < c->max_tokens)
 		return diag_set(d, -EINVAL, "max_merged_tokens (%u) < max_tokens (%u)",
 				c->max_merged_tokens, c->max_tokens);
+	if (c->placement == PLACEMENT_EXPLICIT && !c->expert_nodes[0])
+		return diag_set(d, -EINVAL, "placement = explicit needs expert_nodes");
+	if (!c->store_dir[0])
+		return diag_set(d, -EINVAL, "store_dir: must not be empty");
 	return 0;
 }
 
@@ -276,8 +311,15 @@ void moed_config_dump(const struct moed_config *c, FILE *f)
 			memcpy(&v32, field, sizeof(v32));
 			fprintf(f, "%04o\n", v32);
 			break;
-		case CONFIG_DOORBELL:
-			fprintf(f, "%s\n", doorbell_names[*(const enum doorbell_mode *)(const void *)field]);
+		case CONFIG_ENUM: {
+			int v;
+
+			memcpy(&v, field, sizeof(v));
+			fprintf(f, "%s\n", row->names[v]);
+			break;
+		}
+		case CONFIG_BOOL:
+			fprintf(f, "%s\n", bool_names[*(const bool *)(const void *)field]);
 			break;
 		}
 	}

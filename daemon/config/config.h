@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "placement/placement.h"
 #include "util/diag.h"
 
 enum doorbell_mode {
@@ -44,6 +45,13 @@ struct moed_config {
 	uint32_t max_merged_tokens;      /* per merged engine run */
 	uint32_t hello_timeout_ms;       /* a connection must say HELLO/STATUS by then */
 	enum doorbell_mode doorbell;
+	char topology_file[CONFIG_PATH_MAX]; /* empty: detect the machine's */
+	enum placement_policy placement;
+	char expert_nodes[CONFIG_PATH_MAX];  /* placement = explicit */
+	bool node_steal;                     /* idle workers take other nodes' tasks */
+	char store_dir[CONFIG_PATH_MAX];     /* where the expert store's objects live */
+	char store_name[CONFIG_PATH_MAX];    /* empty: derived from the socket path */
+	bool store_keep;                     /* the store outlives moed */
 };
 
 void moed_config_init(struct moed_config *c);

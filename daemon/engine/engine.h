@@ -28,6 +28,8 @@
 #include "compute/blas_setup.h"
 #include "compute/matmul.h"
 #include "model/model.h"
+#include "numa/topology.h"
+#include "placement/placement.h"
 #include "router/router.h"
 #include "util/diag.h"
 #include "util/scratch.h"
@@ -47,8 +49,33 @@
 #define ENGINE_INPUT_MAX_ABS 0x1p64f
 
 struct engine_opts {
-	uint32_t n_workers;         /* 0: one per allowed CPU */
+	uint32_t n_workers;         /* 0: one per allowed CPU (per node with @topo) */
 	enum matmul_kernel kernel;  /* MATMUL_AUTO unless a benchmark forces one */
+	/*
+	 * NULL: one plain pool. Else one pool of workers per node of @topo,
+	 * pinned to the node's CPUs (n_workers 0: one per CPU; else n_workers
+	 * spread over the nodes by their CPU counts, at least one each), and
+	 * experts compute on the node that holds them (engine_batch.homes).
+	 * The topology must outlive the engine.
+	 */
+	const struct topology *topo;
+	bool steal;                 /* idle node workers may take other nodes' tiles */
+};
+
+/*
+ * Where an expert computes: on each node that holds a copy of its weights.
+ * Tiles of an expert with several copies are split over them (tile i on copy
+ * i mod n_copies), so a hot expert keeps several nodes busy; every copy holds
+ * the same bytes, so the result does not depend on which one computes.
+ */
+struct expert_copy {
+	uint32_t node;                   /* index into the topology's nodes[] */
+	const struct ffn_weights *ffn;   /* the weights on that node */
+};
+
+struct expert_home {
+	uint32_t n_copies;               /* >= 1 */
+	struct expert_copy copy[PLACEMENT_MAX_COPIES];
 };
 
 struct engine;
@@ -67,6 +94,12 @@ struct engine_batch {
 	const float *x; /* [T][d_model] */
 	uint32_t n_tokens;
 	const struct route_given *given; /* ROUTER_GIVEN only */
+	/*
+	 * Optional: [n_experts] homes of the layer's experts (FFN experts only).
+	 * NULL: every expert computes from the layer's own weights on node 0.
+	 * Shared experts and the gather/combine phases run on every node.
+	 */
+	const struct expert_home *homes;
 	/*
 	 * Optional segments: the batch is n_segments runs of consecutive tokens
 	 * (several clients' batches merged into one run), segment_rows[i] tokens

@@ -28,7 +28,10 @@ struct pool;
 
 struct pool_ops {
 	uint32_t (*n_workers)(const struct pool *p);
+	uint32_t (*n_nodes)(const struct pool *p);
 	void (*run)(struct pool *p, uint32_t n_tasks, pool_task_fn fn, void *ctx);
+	void (*run_nodes)(struct pool *p, uint32_t n_nodes, const uint32_t *node_end,
+			  pool_task_fn fn, void *ctx);
 	void (*free)(struct pool *p);
 };
 
@@ -41,9 +44,31 @@ static inline uint32_t pool_n_workers(const struct pool *p)
 	return p->ops->n_workers(p);
 }
 
+/* Nodes whose workers the pool has (1 for a pool that does not know nodes). */
+static inline uint32_t pool_n_nodes(const struct pool *p)
+{
+	return p->ops->n_nodes(p);
+}
+
 static inline void pool_run(struct pool *p, uint32_t n_tasks, pool_task_fn fn, void *ctx)
 {
 	p->ops->run(p, n_tasks, fn, ctx);
+}
+
+/*
+ * A parallel-for whose tasks belong to nodes: the tasks of node i are
+ * [node_end[i - 1], node_end[i]) (node_end[-1] taken as 0), @n_nodes of
+ * them, and run on the workers pinned to node i (indices into the
+ * topology's nodes[]). A node's workers take tasks of other nodes only when
+ * the pool allows stealing, after their own are claimed. @n_nodes may be
+ * below pool_n_nodes() (the rest have no tasks); a node index the pool does
+ * not have is run by node 0's workers. For a pool without nodes, the same
+ * as run() over node_end[n_nodes - 1] tasks.
+ */
+static inline void pool_run_nodes(struct pool *p, uint32_t n_nodes, const uint32_t *node_end,
+				  pool_task_fn fn, void *ctx)
+{
+	p->ops->run_nodes(p, n_nodes, node_end, fn, ctx);
 }
 
 /* NULL-safe; returns NULL. Every run() must have returned. */

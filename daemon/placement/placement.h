@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * placement: which NUMA node(s) hold each expert of each MoE layer.
+ *
+ * A placement is a versioned map (layer, expert) -> a primary node and
+ * optional replica nodes, made by one of three policies over a topology:
+ *
+ * - interleave: expert e of every layer on node e mod n_nodes (as
+ *   numactl --interleave spreads pages, but by whole experts);
+ * - balanced: experts in descending order of weight (load x bytes; load
+ *   defaults to 1 when nothing was measured), each onto the node with the
+ *   least weight so far (then the fewest bytes, then the lowest index), never
+ *   past a node's memory when that is known. Deterministic for given inputs.
+ * - explicit: from the `expert_nodes` setting, `EXPERTS@NODE[;EXPERTS@NODE…]`
+ *   with EXPERTS a list such as 0-3,6 and NODE a node id of the topology,
+ *   the same for every layer; a layer-specific entry `L:EXPERTS@NODE`
+ *   (L a layer index) overrides it for that layer. Experts named nowhere are
+ *   interleaved. An expert named twice, a node the topology lacks or an
+ *   expert index beyond the model's fails with a message naming the entry.
+ *
+ * Node numbers inside a placement are indices into topology.nodes[], not
+ * kernel node ids (the two agree on most machines; they differ where a
+ * cpuset hides node 0).
+ *
+ * Thread-safety: a placement is immutable once made; a changed map is a new
+ * placement with a higher epoch.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "numa/topology.h"
+#include "util/diag.h"
+
+/* The most copies of one expert (primary + replicas). */
+#define PLACEMENT_MAX_COPIES 8
+
+enum placement_policy {
+	PLACEMENT_BALANCED,
+	PLACEMENT_INTERLEAVE,
+	PLACEMENT_EXPLICIT,
+};
+
+struct expert_place {
+	uint8_t n_copies;                       /* >= 1 */
+	uint8_t node[PLACEMENT_MAX_COPIES];     /* node[0] is the primary */
+};
+
+struct layer_place {
+	uint32_t n_experts;          /* 0 for a layer without an MoE block */
+	struct expert_place *experts; /* [n_experts] */
+};
+
+struct placement {
+	uint64_t epoch;
+	uint32_t n_nodes;
+	uint32_t n_layers;
+	struct layer_place *layers; /* [n_layers] */
+};
+
+/* What the policies need to know of the model. */
+struct placement_input {
+	const struct topology *topo;
+	enum placement_policy policy;
+	const char *expert_nodes;      /* explicit only */
+	uint32_t n_layers;
+	const uint32_t *n_experts;     /* [n_layers], 0: no MoE block */
+	const uint64_t *const *bytes;  /* [n_layers][n_experts[l]] weight bytes per expert */
+	const double *const *load;     /* NULL, or [n_layers][n_experts[l]] measured load */
+};
+
+int placement_policy_from_name(const char *name, enum placement_policy *ret);
+const char *placement_policy_name(enum placement_policy p);
+
+/* Make a placement (epoch 1, no replicas). 0, -EINVAL or -ENOMEM with @d filled. */
+int placement_make(const struct placement_input *in, struct placement **ret, struct diag *d);
+
+/* A deep copy with epoch + 1, to be changed and published as the next map. */
+int placement_clone(const struct placement *p, struct placement **ret);
+
+/*
+ * Add a replica of (layer, expert) on @node (an index); -EEXIST if the
+ * expert already has a copy there, -E2BIG at PLACEMENT_MAX_COPIES,
+ * -EINVAL for an index out of range.
+ */
+int placement_add_replica(struct placement *p, uint32_t layer, uint32_t expert, uint32_t node);
+
+struct placement *placement_free(struct placement *p);
