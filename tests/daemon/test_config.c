@@ -593,6 +593,13 @@ static void test_dump_of_every_key_changed_loads_back_identical(void **state)
 		{ "max_merged_tokens", "1048576" },
 		{ "hello_timeout_ms", "250" },
 		{ "doorbell", "eventfd" },
+		{ "topology_file", "/etc/moed/topo-4" },
+		{ "placement", "explicit" },
+		{ "expert_nodes", "0-3@0;4-7@1;2:0@1" },
+		{ "node_steal", "yes" },
+		{ "store_dir", "/dev/hugepages" },
+		{ "store_name", "mixtral" },
+		{ "store_keep", "no" },
 	};
 	struct moed_config c, defaults;
 	unsigned n_keys = 0;
