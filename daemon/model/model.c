@@ -27,6 +27,7 @@ struct owned_block {
 
 struct moe_model {
 	struct st_set *set;
+	struct model_tensor_hook hook; /* .floats NULL: tensor_floats() */
 	enum model_layout layout;
 	uint32_t n_layers;
 	struct moe_layer **layers; /* [n_layers]; NULL: not an MoE layer */
@@ -58,6 +59,13 @@ static int tensor_floats(struct moe_model *m, const struct st_tensor *t, const f
 	m->owned = b;
 	*ret = b->data;
 	return 0;
+}
+
+/* A weight of one routed expert (a shared expert belongs to the whole layer). */
+static bool role_is_expert(enum tensor_role role)
+{
+	return (role >= ROLE_EXPERT_W1 && role <= ROLE_EXPERT_B2) ||
+	       (role >= ROLE_SUB_NORM_W && role <= ROLE_SUB_FF2_B);
 }
 
 /*
@@ -94,6 +102,9 @@ static int load_weight(struct moe_model *m, enum tensor_role role, uint32_t laye
 					"tensor '%s' has size %llu in dimension %u, expected %llu",
 					name, (unsigned long long)t->shape[i], i,
 					(unsigned long long)dims[i]);
+	if (m->hook.floats)
+		return m->hook.floats(m->hook.ctx, t, layer, role_is_expert(role) ? (int64_t)expert : -1,
+				      ret, d);
 	return tensor_floats(m, t, ret, d);
 }
 
@@ -454,41 +465,50 @@ static int load_layer(struct moe_model *m, uint32_t li, const char *const *overr
 int moe_model_open(const char *path, const char *const *overrides, unsigned n_overrides,
 		   struct moe_model **ret_model, struct diag *d)
 {
+	struct st_set *set;
+	int r;
+
+	r = st_set_open(path, &set, d);
+	if (r < 0)
+		return r;
+	return moe_model_open_set(set, path, overrides, n_overrides, NULL, ret_model, d);
+}
+
+int moe_model_open_set(struct st_set *set, const char *path, const char *const *overrides,
+		       unsigned n_overrides, const struct model_tensor_hook *hook,
+		       struct moe_model **ret_model, struct diag *d)
+{
 	struct moe_model *m;
 	bool found = false;
 	int r;
 
 	m = calloc(1, sizeof(*m));
-	if (!m)
+	if (!m) {
+		st_set_free(set);
 		return -ENOMEM;
-	r = st_set_open(path, &m->set, d);
-	if (r < 0)
-		goto fail;
+	}
+	m->set = set;
+	if (hook)
+		m->hook = *hook;
 
 	/* The MoE layers are those with a router tensor; the layout is theirs. */
-	for (size_t f = 0; f < st_set_file_count(m->set); f++) {
-		const struct st_file *file = st_set_file_at(m->set, f);
+	for (size_t i = 0; i < st_set_tensor_count(m->set); i++) {
+		enum model_layout layout;
+		uint32_t layer;
 
-		for (size_t i = 0; i < st_file_tensor_count(file); i++) {
-			enum model_layout layout;
-			uint32_t layer;
-
-			if (!model_name_router_layer(st_file_tensor_at(file, i)->name, &layout,
-						     &layer))
-				continue;
-			if (found && layout != m->layout &&
-			    !(layout == LAYOUT_QWEN2 && m->layout == LAYOUT_DEEPSEEK)) {
-				r = diag_set(d, -EINVAL, "%s: tensors of two layouts (%s, %s)", path,
-					     model_layout_name(m->layout),
-					     model_layout_name(layout));
-				goto fail;
-			}
-			if (!found)
-				m->layout = layout;
-			found = true;
-			if (layer + 1 > m->n_layers)
-				m->n_layers = layer + 1;
+		if (!model_name_router_layer(st_set_tensor_at(m->set, i)->name, &layout, &layer))
+			continue;
+		if (found && layout != m->layout &&
+		    !(layout == LAYOUT_QWEN2 && m->layout == LAYOUT_DEEPSEEK)) {
+			r = diag_set(d, -EINVAL, "%s: tensors of two layouts (%s, %s)", path,
+				     model_layout_name(m->layout), model_layout_name(layout));
+			goto fail;
 		}
+		if (!found)
+			m->layout = layout;
+		found = true;
+		if (layer + 1 > m->n_layers)
+			m->n_layers = layer + 1;
 	}
 	if (!found) {
 		r = diag_set(d, -EINVAL, "%s: no MoE layer (no router tensor of a known layout)",

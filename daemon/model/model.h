@@ -91,6 +91,28 @@ int moe_model_open(const char *path, const char *const *overrides, unsigned n_ov
 		   struct moe_model **ret_model, struct diag *d);
 struct moe_model *moe_model_free(struct moe_model *m);
 
+/*
+ * How the model gets a weight's float32 data: floats() is called once per
+ * weight tensor the model uses, after its shape was checked, with the layer
+ * and the routed expert it belongs to (-1: the layer's router, centroids or
+ * shared experts). It sets *ret to [t->n_elements] floats that stay valid as
+ * long as the model, or returns -errno with @d filled. Without a hook, F32
+ * tensors are used in place and others converted into memory the model owns.
+ */
+struct model_tensor_hook {
+	int (*floats)(void *ctx, const struct st_tensor *t, uint32_t layer, int64_t expert,
+		      const float **ret, struct diag *d);
+	void *ctx;
+};
+
+/*
+ * The same as moe_model_open() over an opened tensor set, which the model
+ * takes (freed with it, or at once on failure); @path names it in messages.
+ */
+int moe_model_open_set(struct st_set *set, const char *path, const char *const *overrides,
+		       unsigned n_overrides, const struct model_tensor_hook *hook,
+		       struct moe_model **ret_model, struct diag *d);
+
 /* Number of layer slots (the highest layer index + 1). */
 uint32_t moe_model_n_layers(const struct moe_model *m);
 /* The MoE layer of index @layer, or NULL when that layer has no MoE block. */

@@ -607,6 +607,23 @@ const char *st_file_path(const struct st_file *f)
 	return f ? f->path : NULL;
 }
 
+uint64_t st_file_size(const struct st_file *f)
+{
+	return f->size;
+}
+
+void st_file_header(const struct st_file *f, const void **ret_json, size_t *ret_len)
+{
+	/* st_file_parse() checked that the data section follows the header */
+	*ret_json = (const uint8_t *)f->base + 8;
+	*ret_len = (size_t)(f->data - (const uint8_t *)f->base) - 8;
+}
+
+uint64_t st_file_data_offset(const struct st_file *f, const struct st_tensor *t)
+{
+	return (uint64_t)((const uint8_t *)t->data - (const uint8_t *)f->base);
+}
+
 size_t st_file_tensor_count(const struct st_file *f)
 {
 	return f ? f->n_tensors : 0;

@@ -83,6 +83,12 @@ int st_file_open_memory(const void *buf, size_t len, const char *label,
 struct st_file *st_file_free(struct st_file *f);
 
 const char *st_file_path(const struct st_file *f);
+/* The file's size in bytes. */
+uint64_t st_file_size(const struct st_file *f);
+/* The header's JSON bytes (without the 8-byte length), inside the file's image. */
+void st_file_header(const struct st_file *f, const void **ret_json, size_t *ret_len);
+/* The byte offset in the file of tensor @t (one of @f's) data. */
+uint64_t st_file_data_offset(const struct st_file *f, const struct st_tensor *t);
 size_t st_file_tensor_count(const struct st_file *f);
 /* Tensors in ascending order of their name. */
 const struct st_tensor *st_file_tensor_at(const struct st_file *f, size_t i);
@@ -154,3 +160,28 @@ size_t st_set_file_count(const struct st_set *s);
 const struct st_file *st_set_file_at(const struct st_set *s, size_t i);
 /* The folder the set was opened from (where config.json would sit). */
 const char *st_set_dir(const struct st_set *s);
+/* Every tensor of the set, in ascending order of name. */
+size_t st_set_tensor_count(const struct st_set *s);
+const struct st_tensor *st_set_tensor_at(const struct st_set *s, size_t i);
+/* The set's metadata in ascending order of key (after the first-shard-wins rule). */
+size_t st_set_metadata_count(const struct st_set *s);
+void st_set_metadata_at(const struct st_set *s, size_t i, const char **ret_key,
+			const char **ret_value);
+/*
+ * Where @t (a tensor of @s) lives on disk: its file and the byte offset of its
+ * data there. -ENOENT for a tensor of a set made by st_set_new_virtual().
+ */
+int st_set_tensor_file(const struct st_set *s, const struct st_tensor *t,
+		       const struct st_file **ret_file, uint64_t *ret_offset);
+
+/*
+ * A set over tensors held elsewhere (moed's expert store), with no file
+ * behind it. Names, shapes and metadata are copied; the data pointers are
+ * kept as they are and must stay valid as long as the set. n_elements and
+ * n_bytes must agree with dtype and shape (-EINVAL otherwise, as are
+ * duplicate names). @meta holds @n_meta key/value pairs, keys distinct.
+ * @dir is where config.json would sit.
+ */
+int st_set_new_virtual(const char *dir, const struct st_tensor *tensors, size_t n_tensors,
+		       const char *const (*meta)[2], size_t n_meta, struct st_set **ret_set,
+		       struct diag *d);

@@ -42,6 +42,9 @@ struct st_set {
 	size_t n_tensors;
 	struct st_set_meta *meta; /* sorted by key */
 	size_t n_meta;
+	/* a virtual set (st_set_new_virtual) owns its tensors and strings instead */
+	struct st_tensor *virt_tensors;
+	char *virt_strings;
 };
 
 /* "DIR/NAME" in a new string, or NULL. */
@@ -405,6 +408,8 @@ struct st_set *st_set_free(struct st_set *s)
 	free(s->files);
 	free(s->tensors);
 	free(s->meta);
+	free(s->virt_tensors);
+	free(s->virt_strings);
 	free(s->dir);
 	free(s);
 	return NULL;
@@ -445,4 +450,130 @@ const struct st_file *st_set_file_at(const struct st_set *s, size_t i)
 const char *st_set_dir(const struct st_set *s)
 {
 	return s ? s->dir : NULL;
+}
+
+size_t st_set_tensor_count(const struct st_set *s)
+{
+	return s->n_tensors;
+}
+
+const struct st_tensor *st_set_tensor_at(const struct st_set *s, size_t i)
+{
+	return i < s->n_tensors ? s->tensors[i].t : NULL;
+}
+
+size_t st_set_metadata_count(const struct st_set *s)
+{
+	return s->n_meta;
+}
+
+void st_set_metadata_at(const struct st_set *s, size_t i, const char **ret_key,
+			const char **ret_value)
+{
+	if (i >= s->n_meta)
+		return;
+	*ret_key = s->meta[i].key;
+	*ret_value = s->meta[i].value;
+}
+
+int st_set_tensor_file(const struct st_set *s, const struct st_tensor *t,
+		       const struct st_file **ret_file, uint64_t *ret_offset)
+{
+	const struct st_set_tensor *e;
+
+	if (s->virt_tensors || !t)
+		return -ENOENT;
+	e = bsearch(t->name, s->tensors, s->n_tensors, sizeof(*s->tensors),
+		    st_set_tensor_key_cmp);
+	if (!e || e->t != t)
+		return -ENOENT;
+	*ret_file = s->files[e->file];
+	*ret_offset = st_file_data_offset(s->files[e->file], t);
+	return 0;
+}
+
+/* Copy @src into the string pool at *pos; returns the copy. */
+static const char *pool_copy(char *pool, size_t *pos, const char *src)
+{
+	size_t len = strlen(src) + 1;
+	char *dst = pool + *pos;
+
+	memcpy(dst, src, len);
+	*pos += len;
+	return dst;
+}
+
+/* The shape agrees with the dtype and the byte count, without overflow. */
+static bool virtual_tensor_ok(const struct st_tensor *t)
+{
+	uint64_t n = 1;
+	size_t size = st_dtype_size(t->dtype);
+
+	if (!t->name || !t->name[0] || !size || t->ndim > ST_MAX_DIMS || (!t->data && t->n_bytes))
+		return false;
+	for (unsigned i = 0; i < t->ndim; i++)
+		if (t->shape[i] && n > UINT64_MAX / t->shape[i])
+			return false;
+		else
+			n *= t->shape[i];
+	return n == t->n_elements && n <= UINT64_MAX / size && n * size == t->n_bytes;
+}
+
+int st_set_new_virtual(const char *dir, const struct st_tensor *tensors, size_t n_tensors,
+		       const char *const (*meta)[2], size_t n_meta, struct st_set **ret_set,
+		       struct diag *d)
+{
+	size_t strings = 0, pos = 0;
+	struct st_set *s;
+	int r;
+
+	for (size_t i = 0; i < n_tensors; i++) {
+		if (!virtual_tensor_ok(&tensors[i]))
+			return diag_set(d, -EINVAL, "tensor %zu ('%s'): inconsistent size", i,
+					tensors[i].name ? tensors[i].name : "");
+		strings += strlen(tensors[i].name) + 1;
+	}
+	for (size_t i = 0; i < n_meta; i++)
+		strings += strlen(meta[i][0]) + 1 + strlen(meta[i][1]) + 1;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return diag_set(d, -ENOMEM, "out of memory");
+	s->dir = strdup(dir);
+	s->virt_tensors = calloc(n_tensors ?: 1, sizeof(*s->virt_tensors));
+	s->virt_strings = malloc(strings ?: 1);
+	s->tensors = calloc(n_tensors ?: 1, sizeof(*s->tensors));
+	s->meta = calloc(n_meta ?: 1, sizeof(*s->meta));
+	if (!s->dir || !s->virt_tensors || !s->virt_strings || !s->tensors || !s->meta) {
+		r = diag_set(d, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	for (size_t i = 0; i < n_tensors; i++) {
+		s->virt_tensors[i] = tensors[i];
+		s->virt_tensors[i].name = pool_copy(s->virt_strings, &pos, tensors[i].name);
+		s->tensors[i].t = &s->virt_tensors[i];
+	}
+	s->n_tensors = n_tensors;
+	qsort(s->tensors, n_tensors, sizeof(*s->tensors), st_set_tensor_cmp);
+	for (size_t i = 1; i < n_tensors; i++)
+		if (strcmp(s->tensors[i - 1].t->name, s->tensors[i].t->name) == 0) {
+			r = diag_set(d, -EINVAL, "tensor '%s' appears twice", s->tensors[i].t->name);
+			goto fail;
+		}
+	for (size_t i = 0; i < n_meta; i++) {
+		s->meta[i].key = pool_copy(s->virt_strings, &pos, meta[i][0]);
+		s->meta[i].value = pool_copy(s->virt_strings, &pos, meta[i][1]);
+		s->meta[i].order = i;
+	}
+	s->n_meta = n_meta;
+	qsort(s->meta, n_meta, sizeof(*s->meta), st_set_meta_cmp);
+	for (size_t i = 1; i < n_meta; i++)
+		if (strcmp(s->meta[i - 1].key, s->meta[i].key) == 0) {
+			r = diag_set(d, -EINVAL, "metadata key '%s' appears twice", s->meta[i].key);
+			goto fail;
+		}
+	*ret_set = s;
+	return 0;
+fail:
+	st_set_free(s);
+	return r;
 }
