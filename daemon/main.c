@@ -29,7 +29,9 @@
 #include "engine/engine.h"
 #include "model/model.h"
 #include "model/synth_model.h"
+#include "numa/topology.h"
 #include "reactor/reactor.h"
+#include "store/expert_store.h"
 #include "util/log.h"
 
 static const char *arg_config;
@@ -338,12 +340,51 @@ static void reexec_with_serial_blas(char **argv)
 		    "kill moed instead of draining it");
 }
 
+/* The experts' weights: re-attached from a previous moed's store, or loaded. */
+static int open_store(const struct moed_config *cfg, const char *model_path,
+		      const struct topology *topo, struct expert_store **ret, struct diag *d)
+{
+	static char name[CONFIG_PATH_MAX];
+	const struct expert_store_info *info;
+	struct expert_store_opts so;
+	int r;
+
+	if (cfg->store_name[0])
+		snprintf(name, sizeof(name), "%s", cfg->store_name);
+	else
+		expert_store_default_name(cfg->socket, name, sizeof(name));
+	so = (struct expert_store_opts){
+		.dir = cfg->store_dir,
+		.name = name,
+		.keep = cfg->store_keep,
+		.topo = topo,
+		.policy = cfg->placement,
+		.expert_nodes = cfg->expert_nodes,
+	};
+	log_info("topology: %u node(s) (%s), %u CPUs", topo->n_nodes, topo->source,
+		 topology_n_cpus(topo));
+	r = expert_store_open(model_path, &so, ret, d);
+	if (r < 0)
+		return r;
+	info = expert_store_info(*ret);
+	if (info->source == STORE_ATTACHED)
+		log_info("weights: %.1f MB re-attached from %s/%s.node* in %.3f s (%s)",
+			 (double)info->weight_bytes / 1e6, so.dir, name, info->seconds,
+			 info->headers_read ? "headers read again" : "no weight file read");
+	else
+		log_info("weights: %.1f MB loaded into %s/%s.node* in %.3f s (%.2f GB/s read)",
+			 (double)info->weight_bytes / 1e6, so.dir, name, info->seconds,
+			 info->seconds > 0 ? (double)info->read_bytes / info->seconds / 1e9 : 0.0);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct moed_config cfg;
 	struct engine_opts eo;
 	struct engine *engine = NULL;
-	struct moe_model *model = NULL;
+	static struct topology topo; /* large; the engine and the store keep pointers */
+	struct expert_store *store = NULL;
 	struct reactor *reactor = NULL;
 	struct diag d = { { 0 } };
 	char default_path[CONFIG_PATH_MAX + 64];
@@ -385,13 +426,21 @@ int main(int argc, char **argv)
 		model_path = default_path;
 		model_name = "default";
 	}
-	r = moe_model_open(model_path, NULL, 0, &model, &d);
+	r = cfg.topology_file[0] ? topology_load(cfg.topology_file, &topo, &d)
+				 : topology_detect(&topo, &d);
+	if (r < 0) {
+		log_errno(r, "%s", d.msg);
+		goto out;
+	}
+	r = open_store(&cfg, model_path, &topo, &store, &d);
 	if (r < 0) {
 		log_errno(r, "%s", d.msg);
 		goto out;
 	}
 	engine_opts_init(&eo);
 	eo.n_workers = cfg.workers;
+	eo.topo = &topo;
+	eo.steal = cfg.node_steal;
 	r = engine_new(&eo, &engine, &d);
 	if (r < 0) {
 		log_errno(r, "%s", d.msg);
@@ -402,7 +451,7 @@ int main(int argc, char **argv)
 		r = listen_fd;
 		goto out;
 	}
-	r = reactor_new(&cfg, listen_fd, model, model_name, engine, &reactor, &d);
+	r = reactor_new(&cfg, listen_fd, store, model_name, engine, &reactor, &d);
 	if (r < 0) {
 		close(listen_fd);
 		unlink(cfg.socket);
@@ -410,7 +459,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	log_info("serving %s (%u layers) on %s with %u workers", model_path,
-		 moe_model_n_layers(model), cfg.socket, engine_n_workers(engine));
+		 moe_model_n_layers(expert_store_model(store)), cfg.socket,
+		 engine_n_workers(engine));
 	if (ready_fd >= 0) {
 		if (write(ready_fd, "1", 1) != 1)
 			log_warning("cannot report readiness to the parent, ignoring");
@@ -422,7 +472,7 @@ int main(int argc, char **argv)
 out:
 	reactor_free(reactor);
 	engine_free(engine);
-	moe_model_free(model);
+	expert_store_close(store);
 	if (ready_fd >= 0)
 		close(ready_fd);
 	return r < 0 ? 1 : 0;

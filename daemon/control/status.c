@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* status: a JSON snapshot of the daemon's counters (jansson); see status.h. */
 #include "control/status.h"
+#include "control/status_store.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -70,7 +71,8 @@ int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t 
 	root = json_pack(
 		"{s:{s:I, s:f, s:s, s:I, s:I, s:I, s:I, s:I}, "
 		"s:{s:s, s:I, s:I, s:I, s:I}, "
-		"s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o*, s:o*}",
+		"s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o*, s:o*, "
+		"s:o*}",
 		"daemon", "pid", (json_int_t)getpid(), "uptime_s", v->uptime_s, "doorbell",
 		v->doorbell, "merge_window_us", (json_int_t)v->merge_window_us, "poll_us",
 		(json_int_t)v->poll_us, "workers", (json_int_t)v->workers, "runs_in_flight",
@@ -86,7 +88,8 @@ int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t 
 		(json_int_t)v->dropped, "engine_runs", (json_int_t)v->engine_runs,
 		"merged_batches", (json_int_t)v->merged_batches, "runs_active",
 		(json_int_t)v->runs_active,
-		"clients", status_clients(v, uid), "layers", status_layers(v));
+		"clients", status_clients(v, uid), "layers", status_layers(v), "store",
+		v->store ? status_store_json(v->store) : NULL);
 	if (!root)
 		return -ENOMEM;
 	text = json_dumps(root, JSON_INDENT(2));

@@ -252,7 +252,7 @@ static int reactor_register_watchers(struct reactor *r, struct diag *d)
 	return 0;
 }
 
-int reactor_new(const struct moed_config *cfg, int listen_fd, const struct moe_model *model,
+int reactor_new(const struct moed_config *cfg, int listen_fd, const struct expert_store *store,
 		const char *model_name, struct engine *engine, struct reactor **ret_reactor,
 		struct diag *d)
 {
@@ -264,7 +264,8 @@ int reactor_new(const struct moed_config *cfg, int listen_fd, const struct moe_m
 	if (!r)
 		return diag_set(d, -ENOMEM, "out of memory");
 	r->cfg = cfg;
-	r->model = model;
+	r->store = store;
+	r->model = expert_store_model(store);
 	r->engine = engine;
 	r->listen_fd = -1;
 	r->signal_fd = -1;
@@ -288,7 +289,7 @@ int reactor_new(const struct moed_config *cfg, int listen_fd, const struct moe_m
 	ret = reactor_register_watchers(r, d);
 	if (ret < 0)
 		goto err;
-	sp = (struct sched_params){ .cfg = cfg, .model = model, .engine = engine,
+	sp = (struct sched_params){ .cfg = cfg, .store = store, .engine = engine,
 				    .clients = r->clients, .layer_slots = r->layer_slots,
 				    .max_experts = r->model_info.max_experts };
 	ret = sched_new(&sp, &r->sched, d);

@@ -33,6 +33,7 @@
 #include "config/config.h"
 #include "engine/engine.h"
 #include "model/model.h"
+#include "store/expert_store.h"
 #include "util/diag.h"
 
 struct reactor;
@@ -43,7 +44,7 @@ struct reactor;
  * @model_name is published to clients. SIGTERM/SIGINT/SIGHUP must already
  * be blocked in every thread (moed blocks them before the engine starts).
  */
-int reactor_new(const struct moed_config *cfg, int listen_fd, const struct moe_model *model,
+int reactor_new(const struct moed_config *cfg, int listen_fd, const struct expert_store *store,
 		const char *model_name, struct engine *engine, struct reactor **ret_reactor,
 		struct diag *d);
 

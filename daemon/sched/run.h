@@ -43,6 +43,7 @@ struct run {
 	struct exec_item item; /* the executor's link; first */
 	struct engine *engine;
 	const struct moe_layer *layer;
+	const struct expert_home *homes; /* where the layer's experts compute, or NULL */
 	uint32_t layer_index;
 	uint32_t k;              /* routing slots per token of this run */
 	bool given;              /* routing supplied by the (single) member */

@@ -14,7 +14,8 @@
 
 struct sched {
 	const struct moed_config *cfg;
-	const struct moe_model *model;
+	const struct expert_store *store;
+	const struct moe_model *model; /* the store's */
 	struct engine *engine;
 	struct client_slot *clients;
 	const uint32_t *layer_slots;
@@ -41,12 +42,13 @@ int sched_new(const struct sched_params *p, struct sched **ret_sched, struct dia
 	if (!s)
 		return diag_set(d, -ENOMEM, "out of memory");
 	s->cfg = p->cfg;
-	s->model = p->model;
+	s->store = p->store;
+	s->model = expert_store_model(p->store);
 	s->engine = p->engine;
 	s->clients = p->clients;
 	s->layer_slots = p->layer_slots;
 	s->max_experts = p->max_experts;
-	s->n_layers = moe_model_n_layers(p->model);
+	s->n_layers = moe_model_n_layers(s->model);
 	s->n_runs = p->cfg->runs_in_flight;
 	s->layer_mergeable = calloc(s->n_layers ? s->n_layers : 1, sizeof(*s->layer_mergeable));
 	s->runs = calloc(s->n_runs, sizeof(*s->runs));
@@ -56,11 +58,11 @@ int sched_new(const struct sched_params *p, struct sched **ret_sched, struct dia
 		goto err;
 	}
 	for (uint32_t l = 0; l < s->n_layers; l++) {
-		const struct moe_layer *L = moe_model_layer(p->model, l);
+		const struct moe_layer *L = moe_model_layer(s->model, l);
 
 		s->layer_mergeable[l] = L && router_config_per_token(&L->router);
 	}
-	r = layer_stats_new(p->model, &s->layers);
+	r = layer_stats_new(s->model, &s->layers);
 	if (r < 0) {
 		diag_set(d, r, "out of memory");
 		goto err;
@@ -167,6 +169,7 @@ static void run_prepare(struct sched *s, struct run *run, uint32_t layer)
 	run->item.run = run_execute;
 	run->engine = s->engine;
 	run->layer = L;
+	run->homes = expert_store_homes(s->store, layer);
 	run->layer_index = layer;
 	run->k = s->layer_slots[layer];
 	run->given = false;

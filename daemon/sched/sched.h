@@ -41,6 +41,7 @@
 
 #include "config/config.h"
 #include "engine/engine.h"
+#include "store/expert_store.h"
 #include "model/model.h"
 #include "sched/layer_stats.h"
 #include "session/session.h"
@@ -53,7 +54,7 @@ struct sched_totals {
 
 struct sched_params {
 	const struct moed_config *cfg;
-	const struct moe_model *model;
+	const struct expert_store *store; /* the model and where its experts compute */
 	struct engine *engine;
 	struct client_slot *clients; /* the reactor's table, [cfg->max_clients] */
 	const uint32_t *layer_slots; /* routing slots per layer */

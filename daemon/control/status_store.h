@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * status_store: the expert store's part of `moectl status`: where the
+ * weights came from (loaded or re-attached, and why an old store was not
+ * used), the NUMA nodes with their experts and bytes, and the placement map.
+ */
+#pragma once
+
+#include <jansson.h>
+
+#include "store/expert_store.h"
+
+/* {"source", "identity", "weight_bytes", ..., "nodes": [...], "experts": [...]}; NULL on ENOMEM. */
+json_t *status_store_json(const struct expert_store *s);

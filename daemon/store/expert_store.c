@@ -1,0 +1,428 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * expert_store: load or re-attach a model's weights in per-node objects;
+ * see expert_store.h. The load is store_load.c's; this file owns the store,
+ * re-attaches, and builds the model, placement and homes over the objects.
+ */
+#include "store/expert_store.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "store/store_internal.h"
+#include "util/log.h"
+
+/* Note why an existing store is not used (truncated to fit); returns -EBADMSG. */
+__attribute__((format(printf, 3, 4))) static int why_set(char *why, size_t len, const char *fmt,
+							 ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+	return -EBADMSG;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void expert_store_default_name(const char *socket_path, char *buf, size_t len)
+{
+	const char *base = strrchr(socket_path, '/');
+	size_t n;
+
+	base = base ? base + 1 : socket_path;
+	n = strlen(base);
+	if (n > 5 && strcmp(base + n - 5, ".sock") == 0)
+		n -= 5;
+	if (n > 64)
+		n = 64;
+	snprintf(buf, len, "moed-%.*s-%08x", (int)n, base,
+		 (unsigned)XXH32(socket_path, strlen(socket_path), 0));
+}
+
+int store_placement_key(const struct expert_store_opts *o, char *buf, size_t len)
+{
+	size_t at;
+	int n;
+
+	n = snprintf(buf, len, "policy=%s;expert_nodes=%s;simulated=%d;nodes=",
+		     placement_policy_name(o->policy),
+		     o->policy == PLACEMENT_EXPLICIT ? o->expert_nodes : "", o->topo->simulated);
+	if (n < 0 || (size_t)n >= len)
+		return -ENAMETOOLONG;
+	at = (size_t)n;
+	for (uint32_t i = 0; i < o->topo->n_nodes; i++) {
+		n = snprintf(buf + at, len - at, "%s%u", i ? "," : "", o->topo->nodes[i].id);
+		if (n < 0 || (size_t)n >= len - at)
+			return -ENAMETOOLONG;
+		at += (size_t)n;
+	}
+	return 0;
+}
+
+/* Where a copy's floats are. */
+static float *copy_data(const struct expert_store *s, const struct manifest_copy *c)
+{
+	const struct store_object *o = &s->objects[c->node];
+
+	return (float *)(void *)(o->base + store_object_header(o)->data_offset + c->offset);
+}
+
+/* The placement the manifest records: each expert where its tensors are. */
+static int placement_of_manifest(struct expert_store *s, struct diag *d)
+{
+	const struct moe_model *m = s->model;
+	struct placement *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return diag_set(d, -ENOMEM, "out of memory");
+	s->placement = p;
+	p->epoch = 1;
+	p->n_nodes = s->manifest.n_nodes;
+	p->n_layers = moe_model_n_layers(m);
+	p->layers = calloc(p->n_layers ?: 1, sizeof(*p->layers));
+	if (!p->layers)
+		return diag_set(d, -ENOMEM, "out of memory");
+	for (uint32_t l = 0; l < p->n_layers; l++) {
+		const struct moe_layer *L = moe_model_layer(m, l);
+
+		if (!L)
+			continue;
+		p->layers[l].experts = calloc(L->n_experts, sizeof(*p->layers[l].experts));
+		if (!p->layers[l].experts)
+			return diag_set(d, -ENOMEM, "out of memory");
+		p->layers[l].n_experts = L->n_experts;
+		for (uint32_t e = 0; e < L->n_experts; e++)
+			p->layers[l].experts[e].n_copies = 1; /* node 0 until a tensor says */
+	}
+	for (size_t i = 0; i < s->manifest.n_tensors; i++) {
+		const struct manifest_tensor *t = &s->manifest.tensors[i];
+		struct expert_place *ep;
+
+		if (t->expert < 0)
+			continue;
+		if (t->layer >= p->n_layers || (uint64_t)t->expert >= p->layers[t->layer].n_experts)
+			return diag_set(d, -EBADMSG, "tensor '%s' names an expert the model lacks",
+					t->name);
+		ep = &p->layers[t->layer].experts[t->expert];
+		ep->n_copies = (uint8_t)t->n_copies;
+		for (uint32_t c = 0; c < t->n_copies; c++)
+			ep->node[c] = (uint8_t)t->copy[c].node;
+	}
+	return 0;
+}
+
+/* Each FFN expert's home: its node and the weights there (primary copies for now). */
+static int build_homes(struct expert_store *s, struct diag *d)
+{
+	uint32_t n_layers = moe_model_n_layers(s->model);
+
+	s->homes = calloc(n_layers ?: 1, sizeof(*s->homes));
+	if (!s->homes)
+		return diag_set(d, -ENOMEM, "out of memory");
+	s->n_homes = n_layers;
+	for (uint32_t l = 0; l < n_layers; l++) {
+		const struct moe_layer *L = moe_model_layer(s->model, l);
+
+		if (!L || L->router.kind == ROUTER_BASE)
+			continue;
+		s->homes[l] = calloc(L->n_experts, sizeof(*s->homes[l]));
+		if (!s->homes[l])
+			return diag_set(d, -ENOMEM, "out of memory");
+		for (uint32_t e = 0; e < L->n_experts; e++) {
+			const struct expert_place *ep = &s->placement->layers[l].experts[e];
+
+			s->homes[l][e].n_copies = 1;
+			s->homes[l][e].copy[0].node = ep->node[0];
+			s->homes[l][e].copy[0].ffn = &L->experts[e].ffn;
+			s->info.node_experts[ep->node[0]]++;
+		}
+	}
+	return 0;
+}
+
+int store_build_model(struct expert_store *s, struct diag *d)
+{
+	const struct manifest *m = &s->manifest;
+	struct st_tensor *tensors = calloc(m->n_tensors ?: 1, sizeof(*tensors));
+	struct st_set *set;
+	int r;
+
+	if (!tensors)
+		return diag_set(d, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < m->n_tensors; i++) {
+		const struct manifest_tensor *t = &m->tensors[i];
+
+		tensors[i] = (struct st_tensor){
+			.name = t->name,
+			.dtype = ST_F32,
+			.ndim = t->ndim,
+			.n_elements = t->n_elements,
+			.n_bytes = t->n_elements * sizeof(float),
+			.data = copy_data(s, &t->copy[0]),
+		};
+		memcpy(tensors[i].shape, t->shape, sizeof(t->shape));
+		s->info.weight_bytes += tensors[i].n_bytes;
+	}
+	r = st_set_new_virtual(m->dir, tensors, m->n_tensors, (const char *const(*)[2])m->meta,
+			       m->n_meta, &set, d);
+	free(tensors);
+	if (r < 0)
+		return r;
+	r = moe_model_open_set(set, m->model, s->opts.overrides, s->opts.n_overrides, NULL,
+			       &s->model, d);
+	if (r < 0)
+		return r;
+	r = placement_of_manifest(s, d);
+	if (r < 0)
+		return r;
+	s->info.n_nodes = m->n_nodes;
+	memcpy(s->info.node_bytes, m->node_bytes, sizeof(m->node_bytes));
+	return build_homes(s, d);
+}
+
+/* Do the checkpoint's files still hold what the manifest was made from? */
+static int files_unchanged(struct expert_store *s, const char *path, char *why, size_t len)
+{
+	const uint8_t *id = store_object_header(&s->objects[0])->identity;
+	uint8_t now[MODEL_IDENTITY_BYTES];
+	struct diag d = { { 0 } };
+	struct st_set *set;
+	bool same = true;
+
+	for (size_t i = 0; i < s->manifest.n_files && same; i++) {
+		struct file_print p;
+
+		same = file_print_of(s->manifest.files[i].path, &p) == 0 &&
+		       file_print_equal(&p, &s->manifest.files[i].print);
+	}
+	if (same)
+		return 0;
+	/* touched or copied: the headers decide */
+	if (st_set_open(path, &set, &d) < 0) {
+		return why_set(why, len, "the model cannot be opened: %s", d.msg);
+	}
+	model_identity(set, now);
+	st_set_free(set);
+	if (memcmp(now, id, sizeof(now)) != 0)
+		return why_set(why, len, "the model's files changed");
+	s->info.headers_read = true;
+	return 0;
+}
+
+static int attach_nodes(struct expert_store *s, struct diag *d)
+{
+	const struct store_header *home = store_object_header(&s->objects[0]);
+
+	if (home->data_bytes != s->manifest.node_bytes[0] || home->node != 0)
+		return diag_set(d, -EBADMSG, "%s: does not match its manifest", s->objects[0].path);
+	for (uint32_t n = 1; n < s->manifest.n_nodes; n++) {
+		char path[4096];
+		const struct store_header *h;
+		int r;
+
+		r = store_object_path(s->opts.dir, s->opts.name, n, path, sizeof(path));
+		if (r == 0)
+			r = store_object_attach(path, &s->objects[n], d);
+		if (r < 0)
+			return r;
+		s->n_objects = n + 1;
+		h = store_object_header(&s->objects[n]);
+		if (memcmp(h->identity, home->identity, sizeof(h->identity)) != 0 || h->node != n ||
+		    h->data_bytes != s->manifest.node_bytes[n])
+			return diag_set(d, -EBADMSG, "%s: belongs to another store", path);
+	}
+	return 0;
+}
+
+/*
+ * Re-attach what a previous moed left. -ENOENT: nothing there. -EBADMSG: a
+ * store that cannot be used (why in @why). Other errors are moed's own
+ * (-EBUSY: another moed holds it).
+ */
+static int store_attach(struct expert_store *s, const char *path, char *why, size_t len,
+			struct diag *d)
+{
+	const struct store_header *h;
+	char home[4096], key[8192];
+	int r;
+
+	r = store_object_path(s->opts.dir, s->opts.name, 0, home, sizeof(home));
+	if (r < 0)
+		return diag_set(d, r, "%s/%s: store path too long", s->opts.dir, s->opts.name);
+	r = store_object_attach(home, &s->objects[0], d);
+	if (r == -EBADMSG)
+		return why_set(why, len, "%s", d->msg);
+	if (r < 0)
+		return r;
+	s->n_objects = 1;
+	r = store_object_lock(&s->objects[0], d);
+	if (r < 0)
+		return r;
+	h = store_object_header(&s->objects[0]);
+	if (!h->manifest_bytes)
+		return why_set(why, len, "%s: no manifest", home);
+	r = manifest_from_json((const char *)s->objects[0].base + h->manifest_offset,
+			       h->manifest_bytes, &s->manifest, d);
+	if (r < 0)
+		return why_set(why, len, "%s: %s", home, d->msg);
+	if (strcmp(s->manifest.model, path) != 0)
+		return why_set(why, len, "it holds another model (%s)", s->manifest.model);
+	if (store_placement_key(&s->opts, key, sizeof(key)) < 0 ||
+	    strcmp(key, s->manifest.placement_key) != 0)
+		return why_set(why, len, "the placement settings changed");
+	r = files_unchanged(s, path, why, len);
+	if (r < 0)
+		return r;
+	r = attach_nodes(s, d);
+	if (r == -EBADMSG || r == -ENOENT)
+		return why_set(why, len, "%s", d->msg);
+	return r;
+}
+
+/* Back to nothing attached, the objects left where they are. */
+static void store_release(struct expert_store *s)
+{
+	s->model = moe_model_free(s->model);
+	s->placement = placement_free(s->placement);
+	for (uint32_t l = 0; s->homes && l < s->n_homes; l++)
+		free(s->homes[l]);
+	free(s->homes);
+	s->homes = NULL;
+	s->n_homes = 0;
+	manifest_done(&s->manifest);
+	for (uint32_t n = 0; n < s->n_objects; n++)
+		store_object_close(&s->objects[n]);
+	s->n_objects = 0;
+	memset(s->info.node_experts, 0, sizeof(s->info.node_experts));
+	s->info.weight_bytes = 0;
+	s->info.headers_read = false;
+}
+
+int expert_store_open(const char *model_path, const struct expert_store_opts *o,
+		      struct expert_store **ret_store, struct diag *d)
+{
+	struct expert_store *s;
+	double t0 = now_s();
+	char why[256] = "";
+	int r;
+
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return diag_set(d, -ENOMEM, "out of memory");
+	s->opts = *o;
+	for (uint32_t n = 0; n < TOPOLOGY_MAX_NODES; n++)
+		s->objects[n].fd = -1;
+	r = store_attach(s, model_path, why, sizeof(why), d);
+	if (r == 0)
+		r = store_build_model(s, d);
+	if (r == 0) {
+		s->info.source = STORE_ATTACHED;
+	} else if (r == -ENOENT || r == -EBADMSG) {
+		if (r == -EBADMSG) {
+			why_set(s->info.reload_reason, sizeof(s->info.reload_reason), "%s",
+				why[0] ? why : d->msg);
+			log_info("expert store %s/%s not used (%s): loading the weights again",
+				 o->dir, o->name, s->info.reload_reason);
+		}
+		store_release(s);
+		diag_clear(d);
+		r = store_load(s, model_path, d);
+		if (r == 0)
+			r = store_build_model(s, d);
+		s->info.source = STORE_LOADED;
+	}
+	if (r < 0) {
+		expert_store_close(s);
+		return r;
+	}
+	s->info.seconds = now_s() - t0;
+	model_identity_hex(store_object_header(&s->objects[0])->identity, s->info.identity);
+	for (uint32_t n = 0; n < s->n_objects; n++)
+		s->info.huge_pages = s->info.huge_pages || s->objects[n].huge;
+	*ret_store = s;
+	return 0;
+}
+
+struct expert_store *expert_store_close(struct expert_store *s)
+{
+	uint32_t n_objects;
+
+	if (!s)
+		return NULL;
+	n_objects = s->n_objects;
+	s->model = moe_model_free(s->model);
+	if (!s->opts.keep)
+		for (uint32_t n = 0; n < n_objects; n++)
+			store_object_destroy(&s->objects[n]);
+	store_release(s);
+	free(s);
+	return NULL;
+}
+
+const struct moe_model *expert_store_model(const struct expert_store *s)
+{
+	return s->model;
+}
+
+const struct placement *expert_store_placement(const struct expert_store *s)
+{
+	return s->placement;
+}
+
+const struct expert_home *expert_store_homes(const struct expert_store *s, uint32_t layer)
+{
+	return layer < s->n_homes ? s->homes[layer] : NULL;
+}
+
+const struct expert_store_info *expert_store_info(const struct expert_store *s)
+{
+	return &s->info;
+}
+
+const struct topology *expert_store_topology(const struct expert_store *s)
+{
+	return s->opts.topo;
+}
+
+int expert_store_drop(const char *dir, const char *name, struct diag *d)
+{
+	unsigned removed = 0;
+
+	for (uint32_t n = 0; n < TOPOLOGY_MAX_NODES; n++) {
+		char path[4096];
+		int fd;
+
+		if (store_object_path(dir, name, n, path, sizeof(path)) < 0)
+			return diag_set(d, -ENAMETOOLONG, "%s/%s: path too long", dir, name);
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+		if (fd < 0)
+			continue;
+		/* the home object is locked while a moed serves from the store */
+		if (n == 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			close(fd);
+			return diag_set(d, -EBUSY, "%s: in use by a running moed", path);
+		}
+		if (unlink(path) == 0)
+			removed++;
+		close(fd);
+	}
+	if (!removed)
+		return diag_set(d, -ENOENT, "%s/%s: no expert store of that name", dir, name);
+	return 0;
+}

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * expert_store: the owner of a model's weights in moed, laid out per NUMA
+ * node in shared-memory objects (store_object.h) that outlive moed.
+ *
+ * Opening a model through the store either
+ * - re-attaches the objects a previous moed left (same store name): the
+ *   home object's manifest names the checkpoint's files with their
+ *   fingerprints; when every file still has its fingerprint (or, failing
+ *   that, the headers read again give the same identity), the placement
+ *   settings are the same and every node's object verifies, the model is
+ *   built over the objects without reading a weight file; or
+ * - loads: reads the checkpoint's headers, builds the model once to learn
+ *   which tensors it uses and which expert each belongs to, places the
+ *   experts on nodes (placement.h), creates one object per node, fills
+ *   them (store_fill.h: io_uring, one thread on each node, float32 with
+ *   the checkpoint's dtype recorded) and builds the model over them.
+ * Anything that does not verify on the way is reported in the log with
+ * its reason and replaced by a clean load: never wrong weights.
+ *
+ * The model's weights then point into the objects: one copy of the weights
+ * in memory, shared by every engine, resident in the node they belong to.
+ *
+ * Thread-safety: open and close on one thread; the model, the placement
+ * and the homes are immutable and may be read from any thread.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/engine.h"
+#include "model/model.h"
+#include "numa/topology.h"
+#include "placement/placement.h"
+#include "util/diag.h"
+
+struct expert_store_opts {
+	const char *dir;                /* where the objects live */
+	const char *name;               /* their name: DIR/NAME.nodeN */
+	bool keep;                      /* false: removed at close */
+	const struct topology *topo;    /* must outlive the store */
+	enum placement_policy policy;
+	const char *expert_nodes;       /* policy explicit */
+	const char *const *overrides;   /* router options, as for moe_model_open() */
+	unsigned n_overrides;
+};
+
+enum store_source {
+	STORE_LOADED,   /* read from the weight files */
+	STORE_ATTACHED, /* re-attached: no weight file read */
+};
+
+struct expert_store_info {
+	enum store_source source;
+	bool headers_read;        /* attached after reading the headers again */
+	char reload_reason[256];  /* why an existing store was not used; empty if none */
+	char identity[2 * 16 + 1];
+	uint64_t weight_bytes;    /* of every tensor in the store */
+	uint64_t read_bytes;      /* from the weight files (0 when attached) */
+	double seconds;           /* open to ready */
+	uint32_t n_nodes;
+	uint64_t node_bytes[TOPOLOGY_MAX_NODES];
+	uint32_t node_experts[TOPOLOGY_MAX_NODES];
+	bool huge_pages;
+};
+
+struct expert_store;
+
+int expert_store_open(const char *model_path, const struct expert_store_opts *o,
+		      struct expert_store **ret_store, struct diag *d);
+
+/* Unmaps, and removes the objects unless the store is kept. NULL-safe. */
+struct expert_store *expert_store_close(struct expert_store *s);
+
+const struct moe_model *expert_store_model(const struct expert_store *s);
+const struct placement *expert_store_placement(const struct expert_store *s);
+/* [n_experts] homes of @layer's experts for engine_batch.homes; NULL for a layer without. */
+const struct expert_home *expert_store_homes(const struct expert_store *s, uint32_t layer);
+const struct expert_store_info *expert_store_info(const struct expert_store *s);
+const struct topology *expert_store_topology(const struct expert_store *s);
+
+/*
+ * Remove the objects of the store NAME in DIR (moectl's drop). -EBUSY when a
+ * running moed holds them, -ENOENT when there are none.
+ */
+int expert_store_drop(const char *dir, const char *name, struct diag *d);
+
+/* The default store name for a control socket path: its base name without
+ * ".sock" and a hash of the whole path, so that two instances never share. */
+void expert_store_default_name(const char *socket_path, char *buf, size_t len);
