@@ -48,8 +48,19 @@ struct topology {
 	char source[64];             /* "libnuma", "no NUMA", "file" */
 };
 
-/* Detect the machine's topology. 0 or -errno with @d filled. */
+/*
+ * Detect the machine's topology. 0, or -errno with @d filled (-ENODEV when
+ * libnuma reports no node holding an allowed CPU); @t is untouched on failure.
+ */
 int topology_detect(struct topology *t, struct diag *d);
+
+/*
+ * The topology of a machine without NUMA: node 0 holding every allowed CPU,
+ * with the memory sysinfo() reports; source "no NUMA". topology_detect()
+ * falls back to it when numa_available() < 0; public so that tests can reach
+ * that path on a NUMA machine too.
+ */
+int topology_detect_flat(struct topology *t, struct diag *d);
 
 /* Read a topology file (format above). 0 or -errno/-EINVAL with file:line in @d. */
 int topology_load(const char *path, struct topology *t, struct diag *d);

@@ -11,11 +11,14 @@
  *   defaults to 1 when nothing was measured), each onto the node with the
  *   least weight so far (then the fewest bytes, then the lowest index), never
  *   past a node's memory when that is known. Deterministic for given inputs.
+ *   Weight is balanced per layer (layers run one at a time); bytes, and the
+ *   memory limit, count every layer placed so far.
  * - explicit: from the `expert_nodes` setting, `EXPERTS@NODE[;EXPERTS@NODE…]`
  *   with EXPERTS a list such as 0-3,6 and NODE a node id of the topology,
  *   the same for every layer; a layer-specific entry `L:EXPERTS@NODE`
- *   (L a layer index) overrides it for that layer. Experts named nowhere are
- *   interleaved. An expert named twice, a node the topology lacks or an
+ *   (L a layer index) overrides it for that layer, expert by expert. Experts
+ *   named nowhere are interleaved. Entries for every layer are checked
+ *   against the largest layer (a smaller layer ignores indices it lacks). An expert named twice, a node the topology lacks or an
  *   expert index beyond the model's fails with a message naming the entry.
  *
  * Node numbers inside a placement are indices into topology.nodes[], not
@@ -66,17 +69,22 @@ struct placement_input {
 	const char *expert_nodes;      /* explicit only */
 	uint32_t n_layers;
 	const uint32_t *n_experts;     /* [n_layers], 0: no MoE block */
-	const uint64_t *const *bytes;  /* [n_layers][n_experts[l]] weight bytes per expert */
+	const uint64_t *const *bytes;  /* [n_layers][n_experts[l]] weight bytes per expert;
+					* balanced only (NULL allowed for the others) */
 	const double *const *load;     /* NULL, or [n_layers][n_experts[l]] measured load */
 };
 
 int placement_policy_from_name(const char *name, enum placement_policy *ret);
 const char *placement_policy_name(enum placement_policy p);
 
-/* Make a placement (epoch 1, no replicas). 0, -EINVAL or -ENOMEM with @d filled. */
+/*
+ * Make a placement (epoch 1, no replicas). 0, or with @d filled: -EINVAL
+ * (bad input or expert_nodes), -ENOSPC (balanced: an expert fits on no node's
+ * memory) or -ENOMEM. The caller frees *ret with placement_free().
+ */
 int placement_make(const struct placement_input *in, struct placement **ret, struct diag *d);
 
-/* A deep copy with epoch + 1, to be changed and published as the next map. */
+/* A deep copy with epoch + 1, to be changed and published as the next map. 0 or -ENOMEM. */
 int placement_clone(const struct placement *p, struct placement **ret);
 
 /*
@@ -86,4 +94,24 @@ int placement_clone(const struct placement *p, struct placement **ret);
  */
 int placement_add_replica(struct placement *p, uint32_t layer, uint32_t expert, uint32_t node);
 
+/* NULL-safe; returns NULL. */
 struct placement *placement_free(struct placement *p);
+
+/*
+ * A JSON description of @p for `moectl experts` and the status object:
+ *
+ *   { "epoch": 1,
+ *     "nodes": [ { "node": 0, "experts": 12, "bytes": 1234 }, ... ],
+ *     "layers": [ { "layer": 0,
+ *                   "experts": [ { "expert": 0, "nodes": [0, 1],
+ *                                  "bytes": 4096, "load": 1.5 }, ... ] }, ... ] }
+ *
+ * Node numbers are @t's kernel ids (primary first). @bytes and @load are as
+ * in struct placement_input and optional: without them those keys are left
+ * out (per node "bytes" counts every copy). @t must be the topology @p was
+ * made over. A new reference, or NULL when out of memory or when @p names a
+ * node @t lacks.
+ */
+struct json_t;
+struct json_t *placement_to_json(const struct placement *p, const struct topology *t,
+				 const uint64_t *const *bytes, const double *const *load);
