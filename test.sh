@@ -6,8 +6,9 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer (gcc), and with clang, the
 # sanitizers and libFuzzer (every test again, plus a one-minute smoke run of
 # each fuzzer); then a fourth time with ThreadSanitizer (gcc), which builds and
-# runs only the concurrency stress tests (ctest label "stress"). CI runs
-# exactly this.
+# runs only the concurrency stress tests (ctest label "stress"). The two-node
+# NUMA test in a QEMU guest (label "numa-vm") is static and unsanitized: only
+# the plain build has it. CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")"
 .ci/install-deps.sh
