@@ -368,9 +368,9 @@ static int open_store(const struct moed_config *cfg, const char *model_path,
 		return r;
 	info = expert_store_info(*ret);
 	if (info->source == STORE_ATTACHED)
-		log_info("weights: %.1f MB re-attached from %s/%s.node* in %.3f s (%s)",
-			 (double)info->weight_bytes / 1e6, so.dir, name, info->seconds,
-			 info->headers_read ? "headers read again" : "no weight file read");
+		log_info("weights: %.1f MB re-attached from %s/%s.node* in %.3f s (no weight "
+			 "file read)",
+			 (double)info->weight_bytes / 1e6, so.dir, name, info->seconds);
 	else
 		log_info("weights: %.1f MB loaded into %s/%s.node* in %.3f s (%.2f GB/s read)",
 			 (double)info->weight_bytes / 1e6, so.dir, name, info->seconds,

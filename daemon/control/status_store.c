@@ -46,9 +46,9 @@ json_t *status_store_json(const struct expert_store *s)
 	const struct expert_store_info *info = expert_store_info(s);
 	const struct topology *topo = expert_store_topology(s);
 
-	return json_pack("{s:s, s:b, s:s, s:s, s:I, s:I, s:f, s:b, s:s, s:b, s:o*, s:o*}",
+	return json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:b, s:s, s:b, s:o*, s:o*}",
 			 "source", info->source == STORE_ATTACHED ? "attached" : "loaded",
-			 "headers_read", info->headers_read, "reload_reason", info->reload_reason,
+			 "reload_reason", info->reload_reason,
 			 "identity", info->identity, "weight_bytes", (json_int_t)info->weight_bytes,
 			 "read_bytes", (json_int_t)info->read_bytes, "ready_s", info->seconds,
 			 "huge_pages", info->huge_pages, "topology", topo->source, "simulated",

@@ -6,10 +6,10 @@
  * Opening a model through the store either
  * - re-attaches the objects a previous moed left (same store name): the
  *   home object's manifest names the checkpoint's files with their
- *   fingerprints; when every file still has its fingerprint (or, failing
- *   that, the headers read again give the same identity), the placement
- *   settings are the same and every node's object verifies, the model is
- *   built over the objects without reading a weight file; or
+ *   fingerprints; when every file still has its fingerprint, the placement
+ *   settings are the same and every node's object verifies (header,
+ *   checksum, the identity of the home's), the model is built over the
+ *   objects without opening a weight file; or
  * - loads: reads the checkpoint's headers, builds the model once to learn
  *   which tensors it uses and which expert each belongs to, places the
  *   experts on nodes (placement.h), creates one object per node, fills
@@ -53,7 +53,6 @@ enum store_source {
 
 struct expert_store_info {
 	enum store_source source;
-	bool headers_read;        /* attached after reading the headers again */
 	char reload_reason[256];  /* why an existing store was not used; empty if none */
 	char identity[2 * 16 + 1];
 	uint64_t weight_bytes;    /* of every tensor in the store */

@@ -4,13 +4,14 @@
  *
  * - The identity of a checkpoint: XXH3-128 over its files in set order, each
  *   as (size, header length, header JSON). A safetensors header names every
- *   tensor with its dtype, shape and byte range, so two checkpoints with the
- *   same identity differ at most in weight values written in place without
- *   changing the file's size: which the fingerprint below catches as well.
+ *   tensor with its dtype, shape and byte range: the identity ties a store's
+ *   objects to each other and to one checkpoint layout, and says in the
+ *   status which model a store holds.
  * - A file's fingerprint: (device, inode, size, mtime in ns) from stat(),
- *   which needs no read permission. A restart whose files all keep their
- *   fingerprints re-attaches without opening them; otherwise the headers
- *   are read and the identity decides.
+ *   which needs no read permission. Weights rewritten with the same names
+ *   and shapes keep the identity but not the fingerprint (a new inode
+ *   after a rename, a new mtime after a write), so the fingerprints, not
+ *   the identity, decide whether a restart may re-attach.
  */
 #pragma once
 
