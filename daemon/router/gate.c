@@ -11,11 +11,20 @@
 void gate_logits(const float *x, uint32_t n_tokens, uint32_t d_model, const float *w,
 		 const float *b, uint32_t n_rows, float *logits)
 {
-	/* logits[T][E] = x[T][d] · w[E][d]ᵀ: w is in PyTorch's out×in layout, so
-	 * the transpose is a flag to sgemm, never a copy. */
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_tokens, (int)n_rows,
-		    (int)d_model, 1.0f, x, (int)d_model, w, (int)d_model, 0.0f, logits,
-		    (int)n_rows);
+	/*
+	 * logits[t][E] = w[E][d] · x[t], one sgemv per token rather than one
+	 * sgemm for the batch: a token's logits must not depend on the batch
+	 * around it (merged runs promise each client the bits of its batch run
+	 * alone, statistics included), and OpenBLAS's sgemm does not promise
+	 * that (its AVX-512 build sums small products in another order than
+	 * large ones). The gate is a small share of a layer's work (E rows of d
+	 * against the experts' k x 3 x d_ff rows per token), and its E x d
+	 * weights stay in cache from one token to the next.
+	 */
+	for (uint32_t t = 0; t < n_tokens; t++)
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n_rows, (int)d_model, 1.0f, w,
+			    (int)d_model, x + (size_t)t * d_model, 1, 0.0f,
+			    logits + (size_t)t * n_rows, 1);
 	if (!b)
 		return;
 	for (uint32_t t = 0; t < n_tokens; t++)
