@@ -9,8 +9,13 @@
  * experts are split by rows and columns into tiles big enough for sgemm's
  * packing to pay off. Workers claim tiles dynamically, so uneven experts
  * balance.
+ *
+ * With experts' homes (engine_batch.homes) the same tiles are grouped by the
+ * node that holds each tile's copy of the weights and run with
+ * pool_run_nodes() (engine_homes.c); without, exactly as before.
  */
 #include "engine.h"
+#include "engine_homes.h"
 
 #include <errno.h>
 #include <float.h>
@@ -42,12 +47,6 @@ struct engine {
 	enum matmul_kernel kernel;
 };
 
-struct ffn_tile {
-	uint32_t bin;
-	uint32_t row0, rows;
-	uint32_t c0, c1;
-};
-
 struct forward_ctx {
 	const struct moe_layer *layer;
 	const struct router_config *cfg;
@@ -63,6 +62,7 @@ struct forward_ctx {
 	float *tmp;    /* FFN gated: per worker, tmp_stride floats each */
 	size_t tmp_stride;
 	const float *shared_gate; /* [T] or NULL */
+	const struct expert_home *homes; /* [n_experts] or NULL (engine_batch.homes) */
 	const struct ffn_tile *tiles;
 };
 
@@ -87,9 +87,13 @@ int engine_new(const struct engine_opts *opts, struct engine **ret_engine, struc
 			 e->blas.threads);
 		goto fail;
 	}
-	r = pool_threads_new(opts->n_workers, &e->pool);
+	if (opts->topo)
+		r = pool_nodes_new(opts->topo, opts->n_workers, opts->steal, &e->pool);
+	else
+		r = pool_threads_new(opts->n_workers, &e->pool);
 	if (r < 0) {
-		diag_set(d, r, "cannot start %u worker threads", opts->n_workers);
+		diag_set(d, r, "cannot start %u worker threads%s", opts->n_workers,
+			 opts->topo ? " pinned to the topology's nodes" : "");
 		goto fail;
 	}
 	*ret_engine = e;
@@ -144,7 +148,7 @@ static void task_ffn_up(void *arg, uint32_t task, uint32_t worker)
 	const struct ffn_tile *t = &c->tiles[task];
 	const uint32_t dm = c->layer->d_model;
 
-	expert_ffn_up(bin_ffn(c, t->bin), c->cfg->activation, c->kernel,
+	expert_ffn_up(t->ffn, c->cfg->activation, c->kernel,
 		      c->xs + (size_t)t->row0 * dm, t->rows, dm, t->c0, t->c1,
 		      c->h + (size_t)t->row0 * c->ldh, c->ldh, c->tmp + worker * c->tmp_stride);
 }
@@ -156,7 +160,7 @@ static void task_ffn_down(void *arg, uint32_t task, uint32_t worker)
 	const uint32_t dm = c->layer->d_model;
 
 	(void)worker;
-	expert_ffn_down(bin_ffn(c, t->bin), c->kernel, c->h + (size_t)t->row0 * c->ldh, c->ldh,
+	expert_ffn_down(t->ffn, c->kernel, c->h + (size_t)t->row0 * c->ldh, c->ldh,
 			t->rows, dm, t->c0, t->c1, c->ys + (size_t)t->row0 * dm);
 }
 
@@ -211,7 +215,8 @@ static size_t build_tiles(const struct forward_ctx *c, bool up, struct ffn_tile 
 
 	for (uint32_t bin = 0; bin < p->n_bins; bin++) {
 		uint32_t rows = p->bin_start[bin + 1] - p->bin_start[bin];
-		uint32_t cols = up ? bin_ffn(c, bin)->d_ff : c->layer->d_model;
+		const struct ffn_weights *ffn = bin_ffn(c, bin);
+		uint32_t cols = up ? ffn->d_ff : c->layer->d_model;
 		/* equal row tiles: 260 rows become 2 x 130, not 256 + 4, which would
 		 * read the weights once more for 4 rows */
 		uint32_t n_row = rows <= SMALL_EXPERT_ROWS ? 1 : (rows + ROW_TILE - 1) / ROW_TILE;
@@ -224,6 +229,7 @@ static size_t build_tiles(const struct forward_ctx *c, bool up, struct ffn_tile 
 					.bin = bin,
 					.row0 = p->bin_start[bin] + r0,
 					.rows = rows - r0 < row_tile ? rows - r0 : row_tile,
+					.ffn = ffn,
 				};
 
 				col_tile(cols, n_col, i, &t.c0, &t.c1);
@@ -436,6 +442,33 @@ static int check_output(const float *y, uint32_t n_tokens, uint32_t d_model, str
 
 /* ---- the forward pass ---- */
 
+/*
+ * The two FFN phases with the experts' homes: each phase's tiles, built in
+ * @tiles as without homes, are grouped by node into a second array and run
+ * with pool_run_nodes(), each on the copy of its expert that its node holds.
+ */
+static int run_ffn_homes(struct engine *e, struct scratch *s, struct forward_ctx *c,
+			 struct ffn_tile *tiles, size_t n_up, size_t n_down)
+{
+	uint32_t n_nodes = pool_n_nodes(e->pool);
+	struct ffn_tile *by_node = scratch_calloc(s, n_up > n_down ? n_up : n_down,
+						  sizeof(*by_node));
+	uint32_t *node_end = scratch_calloc(s, n_nodes, sizeof(*node_end));
+
+	if (!by_node || !node_end)
+		return -ENOMEM;
+	c->tiles = by_node;
+	build_tiles(c, true, tiles);
+	engine_tiles_by_node(tiles, n_up, c->homes, c->layer->n_experts, n_nodes, by_node,
+			     node_end);
+	pool_run_nodes(e->pool, n_nodes, node_end, task_ffn_up, c);
+	build_tiles(c, false, tiles);
+	engine_tiles_by_node(tiles, n_down, c->homes, c->layer->n_experts, n_nodes, by_node,
+			     node_end);
+	pool_run_nodes(e->pool, n_nodes, node_end, task_ffn_down, c);
+	return 0;
+}
+
 static int run_experts(struct engine *e, struct scratch *s, struct forward_ctx *c)
 {
 	const struct moe_layer *L = c->layer;
@@ -471,6 +504,8 @@ static int run_experts(struct engine *e, struct scratch *s, struct forward_ctx *
 	tiles = scratch_calloc(s, n_up > n_down ? n_up : n_down, sizeof(*tiles));
 	if (!c->h || !c->tmp || !tiles)
 		return -ENOMEM;
+	if (c->homes)
+		return run_ffn_homes(e, s, c, tiles, n_up, n_down);
 	c->tiles = tiles;
 	build_tiles(c, true, tiles);
 	pool_run(e->pool, (uint32_t)n_up, task_ffn_up, c);
@@ -524,6 +559,12 @@ int engine_forward_scratch(struct engine *e, struct scratch *s, const struct moe
 	r = check_segments(cfg, b, d);
 	if (r < 0)
 		return r;
+	/* BASE experts have no homes: they run as a plain job over every worker */
+	if (b->homes && cfg->kind != ROUTER_BASE) {
+		r = engine_homes_check(layer, cfg, b->homes, d);
+		if (r < 0)
+			return r;
+	}
 	scratch_reset(s);
 
 	r = check_input(cfg, b, layer->d_model, s, &x, d);
@@ -537,7 +578,8 @@ int engine_forward_scratch(struct engine *e, struct scratch *s, const struct moe
 		goto out;
 
 	c = (struct forward_ctx){ .layer = layer, .cfg = cfg, .route = &route, .plan = &plan,
-				  .kernel = e->kernel, .x = x, .y = b->output };
+				  .kernel = e->kernel, .x = x, .y = b->output,
+				  .homes = cfg->kind == ROUTER_BASE ? NULL : b->homes };
 	c.xs = scratch_alloc(s, sizeof(float) * plan.n_rows * layer->d_model);
 	c.ys = scratch_alloc(s, sizeof(float) * plan.n_rows * layer->d_model);
 	if (!c.xs || !c.ys) {

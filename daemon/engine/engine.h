@@ -95,9 +95,15 @@ struct engine_batch {
 	uint32_t n_tokens;
 	const struct route_given *given; /* ROUTER_GIVEN only */
 	/*
-	 * Optional: [n_experts] homes of the layer's experts (FFN experts only).
-	 * NULL: every expert computes from the layer's own weights on node 0.
-	 * Shared experts and the gather/combine phases run on every node.
+	 * Optional: [n_experts] homes of the layer's experts (FFN experts only;
+	 * ignored with the BASE router, whose experts run as a plain job on
+	 * every worker). Each expert's tiles run on its copies' nodes (tile i
+	 * on copy i mod n_copies, with that copy's weights; a node the pool
+	 * does not have means node 0); copies must hold the expert's shape
+	 * (-EINVAL otherwise, before routing). NULL: the layer's own weights,
+	 * tiles on any worker. Shared-expert tiles go round-robin over the
+	 * nodes; gather and combine run on every worker. The output is bitwise
+	 * the same with or without homes.
 	 */
 	const struct expert_home *homes;
 	/*
@@ -150,7 +156,8 @@ int engine_check_input(const struct router_config *cfg, const float *x, uint32_t
 /*
  * Run @layer on @b with the router settings @cfg (NULL: the layer's own).
  * 0 on success; -EINVAL (bad sizes or settings, segments that do not add
- * up to the batch or with a router that is not per token; diag says which),
+ * up to the batch or with a router that is not per token, homes whose
+ * copies are missing or shaped unlike the expert; diag says which),
  * -EDOM (non-finite input), -ERANGE (an input above ENGINE_INPUT_MAX_ABS,
  * before routing, or a non-finite output), -ENOMEM.
  */

@@ -1,54 +1,90 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pool: the plain thread pool, with several submitters.
+ * pool: the thread pool's machinery, with several submitters, for the plain
+ * pool and for the NUMA pool (pool_nodes.c decides its threads and nodes).
  *
- * Each run() is a job on the caller's stack: fn, ctx, n_tasks, a counter of
- * the next task to claim and a counter of the tasks not finished. The job
- * joins a FIFO under the pool's lock; the caller then claims its own tasks
- * (as worker 0) while the pool's threads claim tasks of the oldest job that
- * still has unclaimed ones. The caller returns when its job's `remaining`
- * reaches zero and no pool thread still holds the job (`helpers`), which is
- * the moment the job may leave the caller's stack. No job waits for another
- * job, and no rendezvous of every worker ends a job.
+ * Each run() is a job on the caller's stack: fn, ctx, the job's parts (each
+ * a range of tasks with a counter of the next task to claim and the node
+ * whose threads own it) and a counter of the tasks not finished. A plain
+ * run() is one part that every thread owns; run_nodes() makes one part per
+ * node (see job_parts_from_nodes()). The job joins a FIFO under the pool's
+ * lock; the caller then claims tasks (as worker 0) while the pool's threads
+ * claim tasks of the oldest job that still has unclaimed ones they may take
+ * (their node's, or any with stealing). The caller returns when its job's
+ * `remaining` reaches zero and no pool thread still holds the job
+ * (`helpers`), which is the moment the job may leave the caller's stack. No
+ * job waits for another job, and no rendezvous of every worker ends a job.
  *
- * Locking: the FIFO, `helpers` and the sleep counters are under `lock`;
- * `next` and `remaining` are atomics touched by whoever works on the job.
- * The lock is taken twice per job by each thread that works on it, never per
- * task.
+ * Locking: the FIFO, `helpers` and the sleep counters are under `lock`; the
+ * parts' `next` and `remaining` are atomics touched by whoever works on the
+ * job. The lock is taken twice per job by each thread that works on it,
+ * never per task.
  *
  * Waits spin for a short while before they sleep on a condition variable:
  * one forward pass publishes four jobs back to back (gather, two expert
  * phases, combine), and a decode step's jobs take a few hundred
  * microseconds, so a futex sleep and wake-up per job (tens of microseconds
  * each) would be a visible share of it. An idle pool still sleeps.
+ *
+ * One wake-up condition serves every node: a job wakes all sleeping
+ * threads, and those with nothing to claim in it go back to waiting. Jobs
+ * are few and large (tiles of expert GEMMs), so the spurious wake-ups cost
+ * less than per-node queues would in code.
  */
 #include "pool.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "pool_internal.h"
 #include "util/spin.h"
 
 /* How long a wait spins before it sleeps. */
 #define SPIN_NS 50000
 
+/* A part's owner when every thread owns it (a plain run()). */
+#define NODE_ANY UINT32_MAX
+/* The caller's node when no node holds its CPU: it owns no part. */
+#define NODE_NONE (UINT32_MAX - 1)
+/* cpu_node[] for a CPU no node holds. */
+#define CPU_NO_NODE 0xff
+
+/* One per node, plus one for the nodes the pool does not have (node 0's). */
+#define POOL_MAX_PARTS (TOPOLOGY_MAX_NODES + 1)
+
+_Static_assert(TOPOLOGY_MAX_NODES < CPU_NO_NODE, "cpu_node[] holds node indices in a byte");
+
+/*
+ * Tasks [next, end) not yet claimed. One cache line each, so that the nodes'
+ * threads do not pull each other's counters back and forth.
+ */
+struct pool_part {
+	alignas(64) atomic_uint next; /* the next task to claim; >= end: all claimed */
+	uint32_t end;
+	uint32_t node; /* whose threads claim it first; NODE_ANY: everyone's */
+};
+
 struct pool_job {
 	pool_task_fn fn;
 	void *ctx;
-	uint32_t n_tasks;
-	atomic_uint next;      /* the next task to claim; >= n_tasks: all claimed */
+	uint32_t n_parts;
 	atomic_uint remaining; /* tasks not finished; 0: the job's work is done */
 	uint32_t helpers;      /* pool threads holding the job (under lock) */
 	struct pool_job *newer; /* FIFO link (under lock) */
+	struct pool_part part[POOL_MAX_PARTS];
 };
 
 struct thread_pool {
 	struct pool base;
 	uint32_t n_workers;
+	uint32_t n_nodes;
+	bool steal;
 	pthread_t *threads;
 	uint32_t n_started;
 
@@ -59,34 +95,74 @@ struct thread_pool {
 	uint32_t n_sleeping;              /* pool threads waiting on `wake` */
 	atomic_uint_fast64_t posted;      /* jobs ever posted: what a spinning thread watches */
 	atomic_bool stopping;
+
+	uint8_t cpu_node[CPU_SETSIZE]; /* the first node holding each CPU, or CPU_NO_NODE */
 };
 
 struct worker_arg {
 	struct thread_pool *pool;
 	uint32_t index;
+	uint32_t node;
 };
 
-static void claim_tasks(struct pool_job *j, uint32_t worker)
+static void part_claim(struct pool_job *j, struct pool_part *pt, uint32_t worker)
 {
 	for (;;) {
-		uint32_t t = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+		uint32_t t = atomic_fetch_add_explicit(&pt->next, 1, memory_order_relaxed);
 
-		if (t >= j->n_tasks)
+		if (t >= pt->end)
 			return;
 		j->fn(j->ctx, t, worker);
 		/* R1: the task's writes happen before a caller that sees
-		 * remaining == 0 stops spinning; pairs with A1 in
-		 * thread_pool_run() (the caller then takes the lock, which
-		 * orders them as well) */
+		 * remaining == 0 stops spinning; pairs with A1 in job_run()
+		 * (the caller then takes the lock, which orders them as well) */
 		atomic_fetch_sub_explicit(&j->remaining, 1, memory_order_acq_rel);
 	}
 }
 
-/* The oldest job with unclaimed tasks, or NULL. Under lock. */
-static struct pool_job *job_to_help(struct thread_pool *p)
+static bool part_is_own(const struct pool_part *pt, uint32_t node)
+{
+	return pt->node == node || pt->node == NODE_ANY;
+}
+
+/*
+ * Claim every task @node's worker may take: its own parts first, then, with
+ * @steal, the others', starting at a different part per node so that
+ * thieves from several nodes do not all pile onto the same victim.
+ */
+static void job_claim(struct pool_job *j, uint32_t node, bool steal, uint32_t worker)
+{
+	for (uint32_t i = 0; i < j->n_parts; i++)
+		if (part_is_own(&j->part[i], node))
+			part_claim(j, &j->part[i], worker);
+	if (!steal)
+		return;
+	for (uint32_t k = 0; k < j->n_parts; k++) {
+		struct pool_part *pt = &j->part[(node + k) % j->n_parts];
+
+		if (!part_is_own(pt, node))
+			part_claim(j, pt, worker);
+	}
+}
+
+/* Has @j tasks left that @node's worker may claim? */
+static bool job_claimable(struct pool_job *j, uint32_t node, bool steal)
+{
+	for (uint32_t i = 0; i < j->n_parts; i++) {
+		struct pool_part *pt = &j->part[i];
+
+		if ((steal || part_is_own(pt, node)) &&
+		    atomic_load_explicit(&pt->next, memory_order_relaxed) < pt->end)
+			return true;
+	}
+	return false;
+}
+
+/* The oldest job with tasks @node's thread may claim, or NULL. Under lock. */
+static struct pool_job *job_to_help(struct thread_pool *p, uint32_t node)
 {
 	for (struct pool_job *j = p->oldest; j; j = j->newer)
-		if (atomic_load_explicit(&j->next, memory_order_relaxed) < j->n_tasks)
+		if (job_claimable(j, node, p->steal))
 			return j;
 	return NULL;
 }
@@ -119,12 +195,12 @@ static void *worker_main(void *arg)
 {
 	struct worker_arg *wa = arg;
 	struct thread_pool *p = wa->pool;
-	uint32_t index = wa->index;
+	uint32_t index = wa->index, node = wa->node;
 
 	free(wa);
 	pthread_mutex_lock(&p->lock);
 	while (!atomic_load_explicit(&p->stopping, memory_order_relaxed)) {
-		struct pool_job *j = job_to_help(p);
+		struct pool_job *j = job_to_help(p, node);
 
 		if (!j) {
 			worker_idle(p);
@@ -132,7 +208,7 @@ static void *worker_main(void *arg)
 		}
 		j->helpers++;
 		pthread_mutex_unlock(&p->lock);
-		claim_tasks(j, index);
+		job_claim(j, node, p->steal, index);
 		pthread_mutex_lock(&p->lock);
 		/* the last helper to leave a finished job lets its caller go */
 		if (--j->helpers == 0 && atomic_load_explicit(&j->remaining, memory_order_acquire) == 0)
@@ -145,6 +221,11 @@ static void *worker_main(void *arg)
 static uint32_t thread_pool_n_workers(const struct pool *base)
 {
 	return ((const struct thread_pool *)base)->n_workers;
+}
+
+static uint32_t thread_pool_n_nodes(const struct pool *base)
+{
+	return ((const struct thread_pool *)base)->n_nodes;
 }
 
 static void job_unlink(struct thread_pool *p, struct pool_job *j)
@@ -160,11 +241,59 @@ static void job_unlink(struct thread_pool *p, struct pool_job *j)
 		p->newest = prev;
 }
 
+/*
+ * Post @j (its fn, ctx and parts set) with @n_tasks tasks over its parts,
+ * claim what @caller_node's worker may, and return once the job is done
+ * and no pool thread holds it.
+ */
+static void job_run(struct thread_pool *p, struct pool_job *j, uint32_t n_tasks,
+		    uint32_t caller_node)
+{
+	uint64_t deadline;
+
+	atomic_init(&j->remaining, n_tasks);
+	j->helpers = 0;
+	j->newer = NULL;
+	pthread_mutex_lock(&p->lock);
+	if (p->newest)
+		p->newest->newer = j;
+	else
+		p->oldest = j;
+	p->newest = j;
+	atomic_fetch_add_explicit(&p->posted, 1, memory_order_relaxed);
+	if (p->n_sleeping)
+		pthread_cond_broadcast(&p->wake);
+	pthread_mutex_unlock(&p->lock);
+
+	job_claim(j, caller_node, p->steal, 0);
+
+	deadline = spin_now_ns() + SPIN_NS;
+	for (unsigned i = 0;; i++) {
+		/* A1: pairs with R1 in part_claim(): every task's writes are visible */
+		if (atomic_load_explicit(&j->remaining, memory_order_acquire) == 0)
+			break;
+		if (!spin_step(i, deadline))
+			break;
+	}
+	pthread_mutex_lock(&p->lock);
+	/* a helper may still be between its last claim and the lock: wait for it */
+	while (atomic_load_explicit(&j->remaining, memory_order_acquire) != 0 || j->helpers != 0)
+		pthread_cond_wait(&p->done, &p->lock);
+	job_unlink(p, j);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void part_init(struct pool_part *pt, uint32_t begin, uint32_t end, uint32_t node)
+{
+	atomic_init(&pt->next, begin);
+	pt->end = end;
+	pt->node = node;
+}
+
 static void thread_pool_run(struct pool *base, uint32_t n_tasks, pool_task_fn fn, void *ctx)
 {
 	struct thread_pool *p = (struct thread_pool *)base;
-	struct pool_job j = { .fn = fn, .ctx = ctx, .n_tasks = n_tasks };
-	uint64_t deadline;
+	struct pool_job j;
 
 	if (n_tasks == 0)
 		return;
@@ -174,35 +303,77 @@ static void thread_pool_run(struct pool *base, uint32_t n_tasks, pool_task_fn fn
 			fn(ctx, t, 0);
 		return;
 	}
-	atomic_init(&j.next, 0);
-	atomic_init(&j.remaining, n_tasks);
-	pthread_mutex_lock(&p->lock);
-	if (p->newest)
-		p->newest->newer = &j;
-	else
-		p->oldest = &j;
-	p->newest = &j;
-	atomic_fetch_add_explicit(&p->posted, 1, memory_order_relaxed);
-	if (p->n_sleeping)
-		pthread_cond_broadcast(&p->wake);
-	pthread_mutex_unlock(&p->lock);
+	/* only the fields in use: part[] is 4 KiB of cache lines */
+	j.fn = fn;
+	j.ctx = ctx;
+	j.n_parts = 1;
+	part_init(&j.part[0], 0, n_tasks, NODE_ANY);
+	job_run(p, &j, n_tasks, NODE_ANY);
+}
 
-	claim_tasks(&j, 0);
+/* Add the part [begin, end) of @node unless it is empty; returns where the next begins. */
+static uint32_t job_part_add(struct pool_job *j, uint32_t begin, uint32_t end, uint32_t node)
+{
+	if (end <= begin)
+		return begin; /* empty (or a range that goes backwards: nothing) */
+	part_init(&j->part[j->n_parts++], begin, end, node);
+	return end;
+}
 
-	deadline = spin_now_ns() + SPIN_NS;
-	for (unsigned i = 0;; i++) {
-		/* A1: pairs with R1 in claim_tasks(): every task's writes are visible */
-		if (atomic_load_explicit(&j.remaining, memory_order_acquire) == 0)
-			break;
-		if (!spin_step(i, deadline))
-			break;
+/*
+ * The parts of a run_nodes() job: node i's range for each node the pool
+ * has, and one more, owned by node 0, for the nodes beyond (their ranges
+ * follow each other, so they form one range). Empty ranges are left out, so
+ * a node whose range is empty owns no part. Returns the task count.
+ */
+static uint32_t job_parts_from_nodes(const struct thread_pool *p, struct pool_job *j,
+				     uint32_t n_nodes, const uint32_t *node_end)
+{
+	uint32_t n_own = n_nodes < p->n_nodes ? n_nodes : p->n_nodes;
+	uint32_t begin = 0;
+
+	j->n_parts = 0;
+	for (uint32_t i = 0; i < n_own; i++)
+		begin = job_part_add(j, begin, node_end[i], i);
+	if (n_nodes > n_own)
+		begin = job_part_add(j, begin, node_end[n_nodes - 1], 0);
+	return begin;
+}
+
+/* The node whose CPUs include the one the caller runs on (see pool.h). */
+static uint32_t caller_node(const struct thread_pool *p)
+{
+	int cpu;
+
+	if (p->n_nodes == 1)
+		return 0;
+	/* glibc reads the CPU from rseq or the vDSO: no system call */
+	cpu = sched_getcpu();
+	if (cpu < 0 || cpu >= CPU_SETSIZE || p->cpu_node[cpu] == CPU_NO_NODE)
+		return NODE_NONE;
+	return p->cpu_node[cpu];
+}
+
+static void thread_pool_run_nodes(struct pool *base, uint32_t n_nodes, const uint32_t *node_end,
+				  pool_task_fn fn, void *ctx)
+{
+	struct thread_pool *p = (struct thread_pool *)base;
+	struct pool_job j;
+	uint32_t n_tasks;
+
+	if (n_nodes == 0)
+		return;
+	if (p->n_nodes == 1) {
+		/* every node is node 0: the plain path, inline shortcuts included */
+		thread_pool_run(base, node_end[n_nodes - 1], fn, ctx);
+		return;
 	}
-	pthread_mutex_lock(&p->lock);
-	/* a helper may still be between its last claim and the lock: wait for it */
-	while (atomic_load_explicit(&j.remaining, memory_order_acquire) != 0 || j.helpers != 0)
-		pthread_cond_wait(&p->done, &p->lock);
-	job_unlink(p, &j);
-	pthread_mutex_unlock(&p->lock);
+	j.fn = fn;
+	j.ctx = ctx;
+	n_tasks = job_parts_from_nodes(p, &j, n_nodes, node_end);
+	if (n_tasks == 0)
+		return;
+	job_run(p, &j, n_tasks, caller_node(p));
 }
 
 static void thread_pool_free(struct pool *base)
@@ -224,9 +395,89 @@ static void thread_pool_free(struct pool *base)
 
 static const struct pool_ops thread_pool_ops = {
 	.n_workers = thread_pool_n_workers,
+	.n_nodes = thread_pool_n_nodes,
 	.run = thread_pool_run,
+	.run_nodes = thread_pool_run_nodes,
 	.free = thread_pool_free,
 };
+
+/* cpu_node[]: the first node (in index order) whose set holds each CPU. */
+static void cpu_node_fill(struct thread_pool *p, const struct topology *t)
+{
+	memset(p->cpu_node, CPU_NO_NODE, sizeof(p->cpu_node));
+	for (uint32_t n = t ? t->n_nodes : 0; n-- > 0;)
+		for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+			if (CPU_ISSET(cpu, &t->nodes[n].cpus))
+				p->cpu_node[cpu] = (uint8_t)n;
+}
+
+/* Start one thread of node @node with worker index @index (pinned with a topology). */
+static int thread_start(struct thread_pool *p, const struct topology *t, uint32_t node,
+			uint32_t index)
+{
+	struct worker_arg *wa = malloc(sizeof(*wa));
+	pthread_attr_t attr;
+	int r;
+
+	if (!wa)
+		return -ENOMEM;
+	*wa = (struct worker_arg){ p, index, node };
+	r = -pthread_attr_init(&attr);
+	if (r < 0)
+		goto free_arg;
+	/* pinned before it runs: its first allocations already land on its node */
+	if (t)
+		r = -pthread_attr_setaffinity_np(&attr, sizeof(cpu_set_t), &t->nodes[node].cpus);
+	if (r == 0)
+		r = -pthread_create(&p->threads[p->n_started], &attr, worker_main, wa);
+	pthread_attr_destroy(&attr);
+	if (r < 0)
+		goto free_arg;
+	p->n_started++;
+	return 0;
+free_arg:
+	free(wa);
+	return r;
+}
+
+int pool_layout_start(const struct pool_layout *l, struct pool **ret_pool)
+{
+	uint32_t n_nodes = l->topo ? l->topo->n_nodes : 1, n_threads = 0, index = 1;
+	struct thread_pool *p;
+	int r;
+
+	for (uint32_t n = 0; n < n_nodes; n++)
+		n_threads += l->node_threads[n];
+	if (n_nodes < 1 || n_nodes > TOPOLOGY_MAX_NODES || n_threads >= POOL_MAX_WORKERS)
+		return -EINVAL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->base.ops = &thread_pool_ops;
+	p->n_workers = n_threads + 1;
+	p->n_nodes = n_nodes;
+	p->steal = l->steal;
+	cpu_node_fill(p, l->topo);
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->wake, NULL);
+	pthread_cond_init(&p->done, NULL);
+	p->threads = calloc(n_threads ? n_threads : 1, sizeof(*p->threads));
+	if (!p->threads) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (uint32_t n = 0; n < n_nodes; n++)
+		for (uint32_t i = 0; i < l->node_threads[n]; i++) {
+			r = thread_start(p, l->topo, n, index++);
+			if (r < 0)
+				goto fail;
+		}
+	*ret_pool = &p->base;
+	return 0;
+fail:
+	thread_pool_free(&p->base);
+	return r;
+}
 
 static uint32_t allowed_cpus(void)
 {
@@ -239,44 +490,12 @@ static uint32_t allowed_cpus(void)
 
 int pool_threads_new(uint32_t n_workers, struct pool **ret_pool)
 {
-	struct thread_pool *p;
-	int r;
+	struct pool_layout l = { .topo = NULL };
 
 	if (n_workers == 0)
 		n_workers = allowed_cpus();
-	if (n_workers > 1024)
+	if (n_workers > POOL_MAX_WORKERS)
 		return -EINVAL;
-	p = calloc(1, sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	p->base.ops = &thread_pool_ops;
-	p->n_workers = n_workers;
-	pthread_mutex_init(&p->lock, NULL);
-	pthread_cond_init(&p->wake, NULL);
-	pthread_cond_init(&p->done, NULL);
-	p->threads = calloc(n_workers, sizeof(*p->threads));
-	if (!p->threads) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	for (uint32_t i = 1; i < n_workers; i++) {
-		struct worker_arg *wa = malloc(sizeof(*wa));
-
-		if (!wa) {
-			r = -ENOMEM;
-			goto fail;
-		}
-		*wa = (struct worker_arg){ p, i };
-		r = -pthread_create(&p->threads[p->n_started], NULL, worker_main, wa);
-		if (r < 0) {
-			free(wa);
-			goto fail;
-		}
-		p->n_started++;
-	}
-	*ret_pool = &p->base;
-	return 0;
-fail:
-	thread_pool_free(&p->base);
-	return r;
+	l.node_threads[0] = n_workers - 1;
+	return pool_layout_start(&l, ret_pool);
 }

@@ -19,8 +19,12 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* The most workers a pool has, the caller of run() included. */
+#define POOL_MAX_WORKERS 1024
 
 typedef void (*pool_task_fn)(void *ctx, uint32_t task, uint32_t worker);
 
@@ -82,6 +86,40 @@ static inline struct pool *pool_free(struct pool *p)
 /*
  * A pool of @n_workers workers counting the caller of run() (so
  * n_workers - 1 threads are started). 0 means one per CPU the process may
- * run on. -errno on failure.
+ * run on. One node: run_nodes() is run(). -errno on failure.
  */
 int pool_threads_new(uint32_t n_workers, struct pool **ret_pool);
+
+struct topology;
+
+/*
+ * A NUMA-aware pool: one group of threads per node of @t, each thread
+ * pinned (its affinity set before it starts) to its node's CPU set.
+ *
+ * Worker counts: @n_workers 0 means one per CPU of each node (CPUs that
+ * simulated nodes share count once per node); otherwise n_workers are
+ * spread over the nodes in proportion to their CPU counts, at least one
+ * each (so there may be more than asked when n_workers < n_nodes). The
+ * caller of run()/run_nodes() counts as a worker, as in the plain pool: the
+ * node with the most workers (the lowest index on a tie) starts one thread
+ * fewer, unless that would leave a node of a multi-node pool without a
+ * thread; every node keeps a pinned thread of its own, so no node's tasks
+ * depend on where the caller happens to run. pool_n_workers() tells the
+ * outcome (threads + 1). With one node this is exactly
+ * pool_threads_new(n_workers) with pinned threads.
+ *
+ * run() spreads over every worker of every node, as the plain pool does.
+ * run_nodes(): a node's threads claim their node's tasks; with @steal, an
+ * idle thread then claims other nodes' unclaimed tasks, without it never.
+ * The caller claims the tasks of the node whose CPU set holds the CPU it
+ * runs on when it posts the job (sched_getcpu(); the first such node when
+ * simulated nodes share the CPU; none when no node holds it; always node 0
+ * in a one-node pool), then, with @steal, the others'. Worker indices are
+ * unique across all nodes (the caller is 0, the threads 1..n-1).
+ *
+ * @t is read only here. -EINVAL (no nodes, more than TOPOLOGY_MAX_NODES, a
+ * node with no CPU, more than POOL_MAX_WORKERS workers), -ENOMEM, or the
+ * -errno of pthread_create() (EINVAL: a CPU set this process may not use).
+ */
+int pool_nodes_new(const struct topology *t, uint32_t n_workers, bool steal,
+		   struct pool **ret_pool);

@@ -22,6 +22,11 @@
  *     other addresses. A straggler sees the poison (failure), TSan sees the
  *     race with the memset, ASan (fake stacks on) the use after return.
  *
+ * The NUMA pool (pool_nodes_new() on hand-built topologies of 2 and 4
+ * nodes over CPUs 0 and 1, with and without stealing) goes through the same
+ * submitters and checks with run_nodes() jobs whose tasks are split at
+ * random over node indices, some empty, some beyond the pool's nodes.
+ *
  * Failures inside threads are recorded (first message kept) and asserted by
  * the test's own thread: CMocka's assertions must not longjmp from others.
  *
@@ -45,13 +50,15 @@
 
 #include "test_assert.h"
 #include "test_threads.h"
+#include "test_topo.h"
 
 #include "pool/pool.h"
 #include "util/spin.h"
 
 #define DEFAULT_ITERS   20000
 #define MAX_SUBMITTERS  4
-#define MAX_WORKERS     4
+#define MAX_WORKERS     8
+#define MAX_NODE_INDICES 6
 #define MAX_TASKS       257
 #define JOB_LIVE        0x10b11fe5u
 #define POISON_BYTE     0xa5
@@ -212,21 +219,49 @@ static void job_check_and_poison(struct job_ctx *c)
 	memset(c, POISON_BYTE, sizeof(*c));
 }
 
+/*
+ * run_nodes() with @n_tasks split at random (from @seed) over 1 to
+ * pool_n_nodes() + 1 node indices, now and then one left empty.
+ */
+static void run_nodes_split(struct pool *p, uint32_t n_tasks, uint64_t seed, struct job_ctx *c)
+{
+	uint32_t n_nodes = 1 + (uint32_t)(seed % (pool_n_nodes(p) + 1)), begin = 0;
+	uint32_t node_end[MAX_NODE_INDICES];
+
+	for (uint32_t k = 0; k < n_nodes; k++) {
+		uint64_t h = mix64(seed + k);
+		uint32_t left = n_tasks - begin;
+		uint32_t take = (uint32_t)(h % (left + 1));
+
+		if (k + 1 == n_nodes)
+			take = left;
+		else if (h >> 61 == 0)
+			take = 0; /* now and then an empty node */
+		begin += take;
+		node_end[k] = begin;
+	}
+	pool_run_nodes(p, n_nodes, node_end, stamp_task, c);
+}
+
 /* One job whose context sits @depth frames further down the stack. */
-static void run_job_at_depth(struct pool *p, unsigned depth, uint32_t n_tasks, uint64_t seed)
+static void run_job_at_depth(struct pool *p, unsigned depth, uint32_t n_tasks, uint64_t seed,
+                             bool nodes)
 {
 	if (depth > 0) {
 		volatile char pad[96];
 
 		pad[0] = (char)depth;
-		run_job_at_depth(p, depth - 1, n_tasks, seed);
+		run_job_at_depth(p, depth - 1, n_tasks, seed, nodes);
 		pad[95] = pad[0];
 		return;
 	}
 	struct job_ctx c;
 
 	job_init(&c, n_tasks, pool_n_workers(p), seed);
-	pool_run(p, n_tasks, stamp_task, &c);
+	if (nodes)
+		run_nodes_split(p, n_tasks, seed, &c);
+	else
+		pool_run(p, n_tasks, stamp_task, &c);
 	job_check_and_poison(&c);
 }
 
@@ -239,6 +274,7 @@ struct submitter {
 	uint32_t id;
 	unsigned long iters;
 	atomic_bool *stop; /* NULL: run iters jobs; else until set */
+	bool nodes;        /* run_nodes() jobs rather than run() */
 	unsigned long done;
 	pthread_t thread;
 };
@@ -253,17 +289,19 @@ static void *submitter_main(void *arg)
 
 		rng = mix64(rng + i);
 		n = task_counts[rng % (sizeof(task_counts) / sizeof(task_counts[0]))];
-		run_job_at_depth(s->pool, (unsigned)(rng >> 32) % 5, n, rng);
+		run_job_at_depth(s->pool, (unsigned)(rng >> 32) % 5, n, rng, s->nodes);
 		s->done++;
 	}
 	return NULL;
 }
 
+/* @nodes: every submitter but the first posts run_nodes() jobs. */
 static void start_submitters(struct submitter *subs, uint32_t n, struct pool *p,
-                             unsigned long iters, atomic_bool *stop)
+                             unsigned long iters, atomic_bool *stop, bool nodes)
 {
 	for (uint32_t i = 0; i < n; i++) {
-		subs[i] = (struct submitter){.pool = p, .id = i, .iters = iters, .stop = stop};
+		subs[i] = (struct submitter){
+		    .pool = p, .id = i, .iters = iters, .stop = stop, .nodes = nodes && i > 0};
 		ASSERT_EQ(pthread_create(&subs[i].thread, NULL, submitter_main, &subs[i]), 0);
 	}
 }
@@ -295,13 +333,50 @@ static void test_pool_many_submitters(void **state)
 
 		ASSERT_OK(pool_threads_new(shapes[k].n_workers, &p));
 		ASSERT_EQ(pool_n_workers(p), shapes[k].n_workers);
-		start_submitters(subs, shapes[k].n_submitters, p, arg_iters, NULL);
+		start_submitters(subs, shapes[k].n_submitters, p, arg_iters, NULL, false);
 		jobs = join_submitters(subs, shapes[k].n_submitters);
 		p = pool_free(p);
 		print_message("  %u workers, %u submitters: %lu jobs in %.2f s\n",
 		              shapes[k].n_workers, shapes[k].n_submitters, jobs,
 		              (double)(spin_now_ns() - t0) / 1e9);
 		ASSERT_EQ(jobs, arg_iters * shapes[k].n_submitters);
+		assert_no_errors();
+	}
+}
+
+/*
+ * (a'): the NUMA pool, 3 submitters of run_nodes() jobs (and one of plain
+ * run() jobs beside them), on 2 and 4 nodes, with and without stealing.
+ */
+static void test_pool_nodes_many_submitters(void **state)
+{
+	static const struct {
+		uint32_t n_nodes;
+		bool steal;
+	} shapes[] = {{2, false}, {2, true}, {4, false}, {4, true}};
+
+	(void)state;
+	if (!test_topo_cpus_allowed()) {
+		print_message("  needs CPUs 0 and 1 for its topologies, skipped\n");
+		skip();
+	}
+	for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
+		struct submitter subs[MAX_SUBMITTERS];
+		struct topology t;
+		struct pool *p = NULL;
+		uint64_t t0 = spin_now_ns();
+		unsigned long jobs;
+
+		test_topo_make(&t, shapes[k].n_nodes);
+		ASSERT_OK(pool_nodes_new(&t, 0, shapes[k].steal, &p));
+		assert_true(pool_n_workers(p) <= MAX_WORKERS);
+		start_submitters(subs, 4, p, arg_iters / 4, NULL, true);
+		jobs = join_submitters(subs, 4);
+		p = pool_free(p);
+		print_message("  %u nodes%s: %lu jobs in %.2f s\n", shapes[k].n_nodes,
+		              shapes[k].steal ? " steal" : "", jobs,
+		              (double)(spin_now_ns() - t0) / 1e9);
+		ASSERT_EQ(jobs, 4 * (arg_iters / 4));
 		assert_no_errors();
 	}
 }
@@ -359,7 +434,7 @@ static void test_pool_helpers_stuck(void **state)
 			sched_yield();
 		ASSERT_EQ(atomic_load(&g.n_gated), n_workers);
 
-		start_submitters(subs, 3, g.pool, arg_iters / 10, NULL);
+		start_submitters(subs, 3, g.pool, arg_iters / 10, NULL, false);
 		jobs = join_submitters(subs, 3);
 		ASSERT_EQ(jobs, 3 * (arg_iters / 10));
 		atomic_store(&g.gate, true);
@@ -370,7 +445,7 @@ static void test_pool_helpers_stuck(void **state)
 		atomic_init(&stop, false);
 		atomic_store(&g.gate, false);
 		atomic_store(&g.n_gated, 0);
-		start_submitters(subs, 3, g.pool, 0, &stop);
+		start_submitters(subs, 3, g.pool, 0, &stop, false);
 		ASSERT_EQ(pthread_create(&g.thread, NULL, gated_caller_main, &g), 0);
 		deadline = spin_now_ns() + GATE_TIMEOUT_NS;
 		while (atomic_load(&g.n_gated) < n_workers && spin_now_ns() < deadline)
@@ -410,10 +485,10 @@ static void test_pool_free_idle_and_spinning(void **state)
 		case 0: /* freed at once: threads may not have reached their loop */
 			break;
 		case 1: /* a job, then free while the workers still spin */
-			run_job_at_depth(p, 0, 16, i);
+			run_job_at_depth(p, 0, 16, i, false);
 			break;
 		case 2: /* a job, then idle well past the spin: workers sleep */
-			run_job_at_depth(p, 0, 16, i);
+			run_job_at_depth(p, 0, 16, i, false);
 			usleep(2000);
 			break;
 		}
@@ -434,7 +509,7 @@ static void test_pool_inline_paths(void **state)
 	ASSERT_OK(pool_threads_new(1, &p));
 	ASSERT_EQ(pool_n_workers(p), 1);
 	for (uint32_t i = 0; i < sizeof(task_counts) / sizeof(task_counts[0]); i++)
-		run_job_at_depth(p, i % 3, task_counts[i], i);
+		run_job_at_depth(p, i % 3, task_counts[i], i, false);
 	p = pool_free(p);
 	ASSERT_ERRNO(pool_threads_new(1025, &p), EINVAL);
 	assert_no_errors();
@@ -447,6 +522,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup(test_pool_inline_paths, reset_errors_setup),
 	    cmocka_unit_test_setup(test_pool_many_submitters, reset_errors_setup),
+	    cmocka_unit_test_setup(test_pool_nodes_many_submitters, reset_errors_setup),
 	    cmocka_unit_test_setup(test_pool_helpers_stuck, reset_errors_setup),
 	    cmocka_unit_test_setup(test_pool_free_idle_and_spinning, reset_errors_setup),
 	};

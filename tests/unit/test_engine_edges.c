@@ -13,6 +13,7 @@
  * against each segment's batch alone (bitwise, every mergeable router).
  */
 #include "test_assert.h"
+#include "test_layer.h"
 
 #include <errno.h>
 #include <float.h>
@@ -26,101 +27,7 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-#define MAX_E 16
-#define MAX_OWNED (16 + 8 * MAX_E)
-
 static struct engine *engine_1, *engine_2, *engine_4;
-
-static double rng_normal(uint64_t *state)
-{
-	double u = 1.0 - (double)(rng_splitmix64(state) >> 11) * 0x1p-53;
-	double v = (double)(rng_splitmix64(state) >> 11) * 0x1p-53;
-
-	return sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v);
-}
-
-struct layer_spec {
-	uint32_t d, ff, E;
-	bool gated;       /* w3 for every FFN */
-	bool bias;        /* b1, b2 for the routed experts, and a router bias */
-	uint32_t shared_ff; /* 0: no shared expert */
-	bool shared_gate;
-	uint64_t seed;
-};
-
-/* A layer whose every array this struct owns. */
-struct mem_layer {
-	struct moe_layer L;
-	struct moe_expert ex[MAX_E];
-	float *owned[MAX_OWNED];
-	unsigned n_owned;
-};
-
-/* n normal values times @scale, owned by @m. */
-static float *mem_randn(struct mem_layer *m, size_t n, double scale, uint64_t *seed)
-{
-	float *p = malloc(sizeof(float) * (n ? n : 1));
-
-	assert_non_null(p);
-	assert_true(m->n_owned < MAX_OWNED);
-	m->owned[m->n_owned++] = p;
-	for (size_t i = 0; i < n; i++)
-		p[i] = (float)(rng_normal(seed) * scale);
-	return p;
-}
-
-static void ffn_new(struct mem_layer *m, struct ffn_weights *f, uint32_t d, uint32_t ff,
-		    bool gated, bool bias, uint64_t *seed)
-{
-	f->d_ff = ff;
-	f->w1 = mem_randn(m, (size_t)ff * d, 1 / sqrt(d), seed);
-	f->w2 = mem_randn(m, (size_t)d * ff, 1 / sqrt(ff), seed);
-	f->w3 = gated ? mem_randn(m, (size_t)ff * d, 1 / sqrt(d), seed) : NULL;
-	f->b1 = bias ? mem_randn(m, ff, 0.1, seed) : NULL;
-	f->b2 = bias ? mem_randn(m, d, 0.1, seed) : NULL;
-}
-
-static struct mem_layer *mem_layer_new(const struct layer_spec *sp)
-{
-	struct mem_layer *m = calloc(1, sizeof(*m));
-	uint64_t seed = sp->seed;
-
-	assert_non_null(m);
-	assert_true(sp->E <= MAX_E);
-	m->L.d_model = sp->d;
-	m->L.d_ff = sp->ff;
-	m->L.n_experts = sp->E;
-	router_config_init(&m->L.router);
-	m->L.router_w = mem_randn(m, (size_t)sp->E * sp->d, 1 / sqrt(sp->d), &seed);
-	m->L.router_b = sp->bias ? mem_randn(m, sp->E, 0.1, &seed) : NULL;
-	m->L.experts = m->ex;
-	for (uint32_t e = 0; e < sp->E; e++)
-		ffn_new(m, &m->ex[e].ffn, sp->d, sp->ff, sp->gated, sp->bias, &seed);
-	if (sp->shared_ff) {
-		m->L.has_shared = true;
-		ffn_new(m, &m->L.shared, sp->d, sp->shared_ff, sp->gated, false, &seed);
-		m->L.shared_gate = sp->shared_gate ? mem_randn(m, sp->d, 1 / sqrt(sp->d), &seed)
-						   : NULL;
-	}
-	return m;
-}
-
-static void mem_layer_free(struct mem_layer *m)
-{
-	for (unsigned i = 0; i < m->n_owned; i++)
-		free(m->owned[i]);
-	free(m);
-}
-
-static float *input_new(uint32_t T, uint32_t d, uint64_t seed)
-{
-	float *x = malloc(sizeof(float) * T * d);
-
-	assert_non_null(x);
-	for (size_t i = 0; i < (size_t)T * d; i++)
-		x[i] = (float)rng_normal(&seed);
-	return x;
-}
 
 static struct router_config topk_config(uint32_t k, bool normalize, enum activation act)
 {
