@@ -166,6 +166,18 @@ int test_daemon_init(struct test_daemon *d, const char *moed)
 		d->dir[0] = '\0';
 		return r;
 	}
+	/* the store's objects on tmpfs, as in production, but private to the
+	 * test: a daemon that the test kills leaves nothing in /dev/shm */
+	snprintf(d->store_dir, sizeof(d->store_dir), "/dev/shm/moed-it.XXXXXX");
+	if (!mkdtemp(d->store_dir)) {
+		int r = -errno;
+
+		fprintf(stderr, "test: mkdtemp %s: %s\n", d->store_dir, strerror(errno));
+		d->store_dir[0] = '\0';
+		rmdir(d->dir);
+		d->dir[0] = '\0';
+		return r;
+	}
 	snprintf(d->socket, sizeof(d->socket), "%s/moed.sock", d->dir);
 	snprintf(d->state_dir, sizeof(d->state_dir), "%s/state", d->dir);
 	snprintf(d->model_path, sizeof(d->model_path), "%s/default-model.safetensors",
@@ -238,7 +250,7 @@ static int daemon_answers(const struct test_daemon *d)
 int test_daemon_start(struct test_daemon *d, const char *const *extra)
 {
 	const char *argv[64];
-	char state_set[sizeof(d->state_dir) + 16], buf[64];
+	char state_set[sizeof(d->state_dir) + 16], store_set[sizeof(d->store_dir) + 16], buf[64];
 	unsigned n = 0;
 	int64_t t0 = test_now_ns(), deadline;
 	pid_t pid, parent = getpid();
@@ -253,6 +265,9 @@ int test_daemon_start(struct test_daemon *d, const char *const *extra)
 	argv[n++] = d->socket;
 	argv[n++] = "--set";
 	argv[n++] = state_set;
+	snprintf(store_set, sizeof(store_set), "store_dir=%s", d->store_dir);
+	argv[n++] = "--set";
+	argv[n++] = store_set;
 	for (unsigned i = 0; extra && extra[i]; i++) {
 		if (n + 1 >= sizeof(argv) / sizeof(argv[0]))
 			return -E2BIG;
@@ -403,6 +418,10 @@ void test_daemon_done(struct test_daemon *d)
 	if (d->dir[0]) {
 		nftw(d->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 		d->dir[0] = '\0';
+	}
+	if (d->store_dir[0]) {
+		nftw(d->store_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+		d->store_dir[0] = '\0';
 	}
 }
 

@@ -48,6 +48,8 @@ struct test_daemon {
 	char dir[96];         /* private temp folder; removed by test_daemon_done() */
 	char socket[108];     /* dir/moed.sock (fits sockaddr_un.sun_path) */
 	char state_dir[128];  /* dir/state: the default model is generated there once */
+	char store_dir[64];   /* /dev/shm/moed-it.XXXXXX: the expert store's objects;
+	                       * removed by test_daemon_done() */
 	char model_path[192]; /* state_dir/default-model.safetensors */
 	pid_t pid;            /* > 0 while running */
 	unsigned starts;      /* how many times started (for messages) */
@@ -64,6 +66,7 @@ int test_daemon_init(struct test_daemon *d, const char *moed);
 
 /*
  * fork + exec: moed --foreground --socket SOCKET --set state_dir=STATE
+ *   --set store_dir=STORE
  * [extra...] (@extra NULL-terminated, may be NULL), then wait until
  * moe_daemon_status() on SOCKET answers with daemon.pid == the child's pid.
  * 0; -ECHILD when moed exited first (its status is printed); -ETIMEDOUT

@@ -29,6 +29,7 @@ pass=0 fail=0
 start_moed() {
 	local case=$1 log=$2 i
 	"$moed" --foreground --model "$case" --socket "$sock" --set "state_dir=$tmp/state" \
+		--set store_keep=no \
 		>"$log" 2>&1 &
 	pid=$!
 	for i in $(seq 300); do

@@ -415,7 +415,7 @@ static void test_socket_path_holds_a_file(void **state)
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		execl(arg_moed, arg_moed, "--foreground", "--socket", daemon_.socket, "--set",
-		      state_set, (char *)NULL);
+		      state_set, "--set", "store_keep=no", (char *)NULL);
 		_exit(127);
 	}
 	ASSERT_OK(test_child_wait(pid, TEST_DAEMON_START_TIMEOUT_MS, &status));
