@@ -21,8 +21,8 @@
  * The model's weights then point into the objects: one copy of the weights
  * in memory, shared by every engine, resident in the node they belong to.
  *
- * Thread-safety: open and close on one thread; the model, the placement
- * and the homes are immutable and may be read from any thread.
+ * Thread-safety: open and close on one thread; the model is immutable and
+ * may be read from any thread; the map is taken by reference (below).
  */
 #pragma once
 
@@ -73,11 +73,54 @@ int expert_store_open(const char *model_path, const struct expert_store_opts *o,
 struct expert_store *expert_store_close(struct expert_store *s);
 
 const struct moe_model *expert_store_model(const struct expert_store *s);
-const struct placement *expert_store_placement(const struct expert_store *s);
-/* [n_experts] homes of @layer's experts for engine_batch.homes; NULL for a layer without. */
-const struct expert_home *expert_store_homes(const struct expert_store *s, uint32_t layer);
 const struct expert_store_info *expert_store_info(const struct expert_store *s);
 const struct topology *expert_store_topology(const struct expert_store *s);
+
+/* ---- the live map, and changes to it while serving ---- */
+
+/*
+ * Which copies serve each expert is a map with an epoch: the placement and
+ * the homes (engine_batch.homes) built from it. A change publishes the next
+ * map; a run holds a reference to the map it started with, so no run waits
+ * for a change and none sees half of one. A copy that a change removed is
+ * freed when the last run of an older map lets go of it.
+ */
+struct expert_map;
+
+/* A reference to the current map (any thread); never NULL. */
+struct expert_map *expert_store_map_get(struct expert_store *s);
+/* Let go of @m (any thread). NULL-safe; returns NULL. */
+struct expert_map *expert_map_put(struct expert_map *m);
+uint64_t expert_map_epoch(const struct expert_map *m);
+const struct placement *expert_map_placement(const struct expert_map *m);
+/* [n_experts] homes of @layer's experts for engine_batch.homes; NULL for a layer without. */
+const struct expert_home *expert_map_homes(const struct expert_map *m, uint32_t layer);
+
+enum expert_change_op {
+	EXPERT_REPLICATE, /* a copy more, on node */
+	EXPERT_MOVE,      /* the primary copy to node (a replica there becomes primary) */
+	EXPERT_DROP,      /* the copy on node goes; the last copy cannot */
+};
+
+struct expert_change {
+	enum expert_change_op op;
+	uint32_t layer, expert;
+	uint32_t node; /* a topology index, not a kernel node id */
+};
+
+/*
+ * Queue @c: checked now against the map it will change (-EINVAL: a layer,
+ * expert or node the store lacks, or an expert without a home, as BASE's;
+ * -EEXIST: a copy already there; -ENOENT: no copy there to drop; -EPERM:
+ * the last copy; -ENOSPC: the node's replica_budget cannot hold it;
+ * -EAGAIN: too many changes queued), then copied by a thread on the target
+ * node and published as the next epoch. Returns that epoch (> 0).
+ */
+int64_t expert_store_change(struct expert_store *s, const struct expert_change *c,
+			    struct diag *d);
+
+/* Wait until every queued change is published (or failed: logged). */
+void expert_store_changes_wait(struct expert_store *s);
 
 /*
  * Remove the objects of the store NAME in DIR (moectl's drop). -EBUSY when a
