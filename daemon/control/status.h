@@ -48,7 +48,7 @@ struct status_view {
 	const struct status_client *client; /* [n_client] */
 	uint32_t n_client;
 	const struct layer_stats *layers;   /* [n_layers] */
-	const struct expert_store *store;   /* where the weights live */
+	struct expert_store *store;   /* where the weights live */
 };
 
 /*

@@ -41,17 +41,21 @@ static json_t *nodes_json(const struct expert_store_info *info, const struct top
 	return nodes;
 }
 
-json_t *status_store_json(const struct expert_store *s)
+json_t *status_store_json(struct expert_store *s)
 {
 	const struct expert_store_info *info = expert_store_info(s);
 	const struct topology *topo = expert_store_topology(s);
+	struct expert_map *map = expert_store_map_get(s);
+	json_t *o;
 
-	return json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:b, s:s, s:b, s:o*, s:o*}",
+	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:b, s:s, s:b, s:o*, s:o*}",
 			 "source", info->source == STORE_ATTACHED ? "attached" : "loaded",
 			 "reload_reason", info->reload_reason,
 			 "identity", info->identity, "weight_bytes", (json_int_t)info->weight_bytes,
 			 "read_bytes", (json_int_t)info->read_bytes, "ready_s", info->seconds,
 			 "huge_pages", info->huge_pages, "topology", topo->source, "simulated",
 			 topo->simulated, "nodes", nodes_json(info, topo), "experts",
-			 placement_json(expert_store_placement(s), topo));
+			 placement_json(expert_map_placement(map), topo));
+	expert_map_put(map);
+	return o;
 }

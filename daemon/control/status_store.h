@@ -11,4 +11,4 @@
 #include "store/expert_store.h"
 
 /* {"source", "identity", "weight_bytes", ..., "nodes": [...], "experts": [...]}; NULL on ENOMEM. */
-json_t *status_store_json(const struct expert_store *s);
+json_t *status_store_json(struct expert_store *s);

@@ -252,7 +252,7 @@ static int reactor_register_watchers(struct reactor *r, struct diag *d)
 	return 0;
 }
 
-int reactor_new(const struct moed_config *cfg, int listen_fd, const struct expert_store *store,
+int reactor_new(const struct moed_config *cfg, int listen_fd, struct expert_store *store,
 		const char *model_name, struct engine *engine, struct reactor **ret_reactor,
 		struct diag *d)
 {

@@ -44,7 +44,7 @@ struct reactor;
  * @model_name is published to clients. SIGTERM/SIGINT/SIGHUP must already
  * be blocked in every thread (moed blocks them before the engine starts).
  */
-int reactor_new(const struct moed_config *cfg, int listen_fd, const struct expert_store *store,
+int reactor_new(const struct moed_config *cfg, int listen_fd, struct expert_store *store,
 		const char *model_name, struct engine *engine, struct reactor **ret_reactor,
 		struct diag *d);
 

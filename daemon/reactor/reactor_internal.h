@@ -77,7 +77,7 @@ struct reactor_watch_ids {
 
 struct reactor {
 	const struct moed_config *cfg;
-	const struct expert_store *store;
+	struct expert_store *store;
 	const struct moe_model *model; /* the store's */
 	struct engine *engine;
 	struct sched *sched;

@@ -24,6 +24,8 @@
 #include "util/diag.h"
 #include "util/scratch.h"
 
+struct expert_map;
+
 #define RUN_MAX_MEMBERS 256 /* batches per merged run */
 
 struct run_member {
@@ -43,7 +45,8 @@ struct run {
 	struct exec_item item; /* the executor's link; first */
 	struct engine *engine;
 	const struct moe_layer *layer;
-	const struct expert_home *homes; /* where the layer's experts compute, or NULL */
+	struct expert_map *map;          /* the store's map the run started with (a reference) */
+	const struct expert_home *homes; /* from it: where the layer's experts compute, or NULL */
 	uint32_t layer_index;
 	uint32_t k;              /* routing slots per token of this run */
 	bool given;              /* routing supplied by the (single) member */

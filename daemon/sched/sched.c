@@ -14,7 +14,7 @@
 
 struct sched {
 	const struct moed_config *cfg;
-	const struct expert_store *store;
+	struct expert_store *store;
 	const struct moe_model *model; /* the store's */
 	struct engine *engine;
 	struct client_slot *clients;
@@ -85,8 +85,11 @@ struct sched *sched_free(struct sched *s)
 		return NULL;
 	/* first: a runner may still be computing into a run's buffers */
 	executor_free(s->executor);
-	for (uint32_t i = 0; s->runs && i < s->n_runs; i++)
+	for (uint32_t i = 0; s->runs && i < s->n_runs; i++) {
+		/* a run still busy at exit holds its map */
+		s->runs[i].map = expert_map_put(s->runs[i].map);
 		run_done(&s->runs[i]);
+	}
 	layer_stats_free(s->layers, s->n_layers);
 	free(s->runs);
 	free(s->run_busy);
@@ -144,6 +147,8 @@ static struct run *run_get_free(struct sched *s)
 
 static void run_put(struct sched *s, struct run *run)
 {
+	run->map = expert_map_put(run->map);
+	run->homes = NULL;
 	s->run_busy[run - s->runs] = false;
 	s->in_flight--;
 }
@@ -169,7 +174,8 @@ static void run_prepare(struct sched *s, struct run *run, uint32_t layer)
 	run->item.run = run_execute;
 	run->engine = s->engine;
 	run->layer = L;
-	run->homes = expert_store_homes(s->store, layer);
+	run->map = expert_store_map_get(s->store);
+	run->homes = expert_map_homes(run->map, layer);
 	run->layer_index = layer;
 	run->k = s->layer_slots[layer];
 	run->given = false;

@@ -54,7 +54,7 @@ struct sched_totals {
 
 struct sched_params {
 	const struct moed_config *cfg;
-	const struct expert_store *store; /* the model and where its experts compute */
+	struct expert_store *store; /* the model and where its experts compute */
 	struct engine *engine;
 	struct client_slot *clients; /* the reactor's table, [cfg->max_clients] */
 	const uint32_t *layer_slots; /* routing slots per layer */

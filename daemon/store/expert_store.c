@@ -83,29 +83,36 @@ static float *copy_data(const struct expert_store *s, const struct manifest_copy
 	return (float *)(void *)(o->base + store_object_header(o)->data_offset + c->offset);
 }
 
-/* The placement the manifest records: each expert where its tensors are. */
-static int placement_of_manifest(struct expert_store *s, struct diag *d)
+/*
+ * The placement the manifest records (each expert where its tensors are,
+ * epoch 1) into *ret, and the node of each expert's loaded copy into
+ * loaded_node.
+ */
+static int placement_of_manifest(struct expert_store *s, struct placement **ret, struct diag *d)
 {
 	const struct moe_model *m = s->model;
 	struct placement *p = calloc(1, sizeof(*p));
+	int r = -ENOMEM;
 
 	if (!p)
 		return diag_set(d, -ENOMEM, "out of memory");
-	s->placement = p;
 	p->epoch = 1;
 	p->n_nodes = s->manifest.n_nodes;
 	p->n_layers = moe_model_n_layers(m);
 	p->layers = calloc(p->n_layers ?: 1, sizeof(*p->layers));
-	if (!p->layers)
-		return diag_set(d, -ENOMEM, "out of memory");
+	s->loaded_node = calloc(p->n_layers ?: 1, sizeof(*s->loaded_node));
+	if (!p->layers || !s->loaded_node)
+		goto fail;
+	s->n_loaded_layers = p->n_layers;
 	for (uint32_t l = 0; l < p->n_layers; l++) {
 		const struct moe_layer *L = moe_model_layer(m, l);
 
 		if (!L)
 			continue;
 		p->layers[l].experts = calloc(L->n_experts, sizeof(*p->layers[l].experts));
-		if (!p->layers[l].experts)
-			return diag_set(d, -ENOMEM, "out of memory");
+		s->loaded_node[l] = calloc(L->n_experts, sizeof(*s->loaded_node[l]));
+		if (!p->layers[l].experts || !s->loaded_node[l])
+			goto fail;
 		p->layers[l].n_experts = L->n_experts;
 		for (uint32_t e = 0; e < L->n_experts; e++)
 			p->layers[l].experts[e].n_copies = 1; /* node 0 until a tensor says */
@@ -116,50 +123,40 @@ static int placement_of_manifest(struct expert_store *s, struct diag *d)
 
 		if (t->expert < 0)
 			continue;
-		if (t->layer >= p->n_layers || (uint64_t)t->expert >= p->layers[t->layer].n_experts)
-			return diag_set(d, -EBADMSG, "tensor '%s' names an expert the model lacks",
-					t->name);
+		if (t->layer >= p->n_layers || (uint64_t)t->expert >= p->layers[t->layer].n_experts) {
+			r = diag_set(d, -EBADMSG, "tensor '%s' names an expert the model lacks",
+				     t->name);
+			goto fail_diag;
+		}
+		/* the model reads copy 0 (store_build_model): that is the loaded one */
 		ep = &p->layers[t->layer].experts[t->expert];
-		ep->n_copies = (uint8_t)t->n_copies;
-		for (uint32_t c = 0; c < t->n_copies; c++)
-			ep->node[c] = (uint8_t)t->copy[c].node;
+		ep->n_copies = 1;
+		ep->node[0] = (uint8_t)t->copy[0].node;
+		s->loaded_node[t->layer][t->expert] = t->copy[0].node;
 	}
+	*ret = p;
 	return 0;
+fail:
+	diag_set(d, r, "out of memory");
+fail_diag:
+	placement_free(p);
+	return r;
 }
 
-/* Each FFN expert's home: its node and the weights there (primary copies for now). */
-static int build_homes(struct expert_store *s, struct diag *d)
+/* Experts per node (primary copies) for the info. */
+static void count_node_experts(struct expert_store *s, const struct placement *p)
 {
-	uint32_t n_layers = moe_model_n_layers(s->model);
-
-	s->homes = calloc(n_layers ?: 1, sizeof(*s->homes));
-	if (!s->homes)
-		return diag_set(d, -ENOMEM, "out of memory");
-	s->n_homes = n_layers;
-	for (uint32_t l = 0; l < n_layers; l++) {
-		const struct moe_layer *L = moe_model_layer(s->model, l);
-
-		if (!L || L->router.kind == ROUTER_BASE)
-			continue;
-		s->homes[l] = calloc(L->n_experts, sizeof(*s->homes[l]));
-		if (!s->homes[l])
-			return diag_set(d, -ENOMEM, "out of memory");
-		for (uint32_t e = 0; e < L->n_experts; e++) {
-			const struct expert_place *ep = &s->placement->layers[l].experts[e];
-
-			s->homes[l][e].n_copies = 1;
-			s->homes[l][e].copy[0].node = ep->node[0];
-			s->homes[l][e].copy[0].ffn = &L->experts[e].ffn;
-			s->info.node_experts[ep->node[0]]++;
-		}
-	}
-	return 0;
+	memset(s->info.node_experts, 0, sizeof(s->info.node_experts));
+	for (uint32_t l = 0; l < p->n_layers; l++)
+		for (uint32_t e = 0; e < p->layers[l].n_experts; e++)
+			s->info.node_experts[p->layers[l].experts[e].node[0]]++;
 }
 
 int store_build_model(struct expert_store *s, struct diag *d)
 {
 	const struct manifest *m = &s->manifest;
 	struct st_tensor *tensors = calloc(m->n_tensors ?: 1, sizeof(*tensors));
+	struct placement *p = NULL;
 	struct st_set *set;
 	int r;
 
@@ -188,12 +185,13 @@ int store_build_model(struct expert_store *s, struct diag *d)
 			       &s->model, d);
 	if (r < 0)
 		return r;
-	r = placement_of_manifest(s, d);
+	r = placement_of_manifest(s, &p, d);
 	if (r < 0)
 		return r;
+	count_node_experts(s, p);
 	s->info.n_nodes = m->n_nodes;
 	memcpy(s->info.node_bytes, m->node_bytes, sizeof(m->node_bytes));
-	return build_homes(s, d);
+	return store_map_build(s, p, NULL, 0, &s->map, d);
 }
 
 /*
@@ -290,13 +288,15 @@ static int store_attach(struct expert_store *s, const char *path, char *why, siz
 /* Back to nothing attached, the objects left where they are. */
 static void store_release(struct expert_store *s)
 {
+	/* every other reference went with the runs that held them */
+	s->map = expert_map_put(s->map);
+	store_space_done(s);
+	for (uint32_t l = 0; s->loaded_node && l < s->n_loaded_layers; l++)
+		free(s->loaded_node[l]);
+	free(s->loaded_node);
+	s->loaded_node = NULL;
+	s->n_loaded_layers = 0;
 	s->model = moe_model_free(s->model);
-	s->placement = placement_free(s->placement);
-	for (uint32_t l = 0; s->homes && l < s->n_homes; l++)
-		free(s->homes[l]);
-	free(s->homes);
-	s->homes = NULL;
-	s->n_homes = 0;
 	manifest_done(&s->manifest);
 	for (uint32_t n = 0; n < s->n_objects; n++)
 		store_object_close(&s->objects[n]);
@@ -317,6 +317,8 @@ int expert_store_open(const char *model_path, const struct expert_store_opts *o,
 	if (!s)
 		return diag_set(d, -ENOMEM, "out of memory");
 	s->opts = *o;
+	pthread_mutex_init(&s->map_lock, NULL);
+	pthread_mutex_init(&s->space_lock, NULL);
 	for (uint32_t n = 0; n < TOPOLOGY_MAX_NODES; n++)
 		s->objects[n].fd = -1;
 	r = store_attach(s, model_path, why, sizeof(why), d);
@@ -363,6 +365,8 @@ struct expert_store *expert_store_close(struct expert_store *s)
 		for (uint32_t n = 0; n < n_objects; n++)
 			store_object_destroy(&s->objects[n]);
 	store_release(s);
+	pthread_mutex_destroy(&s->map_lock);
+	pthread_mutex_destroy(&s->space_lock);
 	free(s);
 	return NULL;
 }
@@ -370,16 +374,6 @@ struct expert_store *expert_store_close(struct expert_store *s)
 const struct moe_model *expert_store_model(const struct expert_store *s)
 {
 	return s->model;
-}
-
-const struct placement *expert_store_placement(const struct expert_store *s)
-{
-	return s->placement;
-}
-
-const struct expert_home *expert_store_homes(const struct expert_store *s, uint32_t layer)
-{
-	return layer < s->n_homes ? s->homes[layer] : NULL;
 }
 
 const struct expert_store_info *expert_store_info(const struct expert_store *s)
