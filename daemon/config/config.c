@@ -19,6 +19,7 @@ enum config_type {
 	CONFIG_PATH,
 	CONFIG_U32,
 	CONFIG_U64,
+	CONFIG_SIZE, /* a byte count with an optional K/M/G/T suffix; a uint64_t */
 	CONFIG_MODE,     /* octal permission bits */
 	CONFIG_ENUM,     /* an enum field; its names in the row */
 	CONFIG_BOOL,     /* yes | no */
@@ -90,6 +91,8 @@ static const struct config_row config_table[] = {
 	    "name of the expert store's objects; empty: derived from the socket path"),
 	ROW("store_keep", CONFIG_BOOL, store_keep, 0, 0,
 	    "yes: the expert store outlives moed and a restart re-attaches it; no: freed at exit"),
+	ROW("replica_budget", CONFIG_SIZE, replica_budget, 0, 1ull << 50,
+	    "bytes per node for copies made while serving (replicas, moves); 0: none"),
 };
 
 #define N_ROWS (sizeof(config_table) / sizeof(config_table[0]))
@@ -159,6 +162,16 @@ int moed_config_set(struct moed_config *c, const char *key, const char *value, s
 		if (r < 0)
 			return diag_set(d, r, "%s: '%s' is not an integer in [%llu, %llu]", key,
 					value, (unsigned long long)row->min,
+					(unsigned long long)row->max);
+		memcpy(field, &v64, sizeof(v64));
+		return 0;
+	case CONFIG_SIZE:
+		r = parse_size(value, &v64);
+		if (r < 0 || v64 < row->min || v64 > row->max)
+			return diag_set(d, r < 0 ? r : -ERANGE,
+					"%s: '%s' is not a size (digits, then K, M, G or T) in "
+					"[%llu, %llu]",
+					key, value, (unsigned long long)row->min,
 					(unsigned long long)row->max);
 		memcpy(field, &v64, sizeof(v64));
 		return 0;
@@ -304,6 +317,7 @@ void moed_config_dump(const struct moed_config *c, FILE *f)
 			fprintf(f, "%u\n", v32);
 			break;
 		case CONFIG_U64:
+		case CONFIG_SIZE:
 			memcpy(&v64, field, sizeof(v64));
 			fprintf(f, "%llu\n", (unsigned long long)v64);
 			break;

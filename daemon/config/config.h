@@ -52,6 +52,7 @@ struct moed_config {
 	char store_dir[CONFIG_PATH_MAX];     /* where the expert store's objects live */
 	char store_name[CONFIG_PATH_MAX];    /* empty: derived from the socket path */
 	bool store_keep;                     /* the store outlives moed */
+	uint64_t replica_budget;             /* per node: room for copies made while serving */
 };
 
 void moed_config_init(struct moed_config *c);

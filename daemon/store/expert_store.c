@@ -60,9 +60,10 @@ int store_placement_key(const struct expert_store_opts *o, char *buf, size_t len
 	size_t at;
 	int n;
 
-	n = snprintf(buf, len, "policy=%s;expert_nodes=%s;simulated=%d;nodes=",
+	n = snprintf(buf, len, "policy=%s;expert_nodes=%s;replica_budget=%llu;simulated=%d;nodes=",
 		     placement_policy_name(o->policy),
-		     o->policy == PLACEMENT_EXPLICIT ? o->expert_nodes : "", o->topo->simulated);
+		     o->policy == PLACEMENT_EXPLICIT ? o->expert_nodes : "",
+		     (unsigned long long)o->replica_budget, o->topo->simulated);
 	if (n < 0 || (size_t)n >= len)
 		return -ENAMETOOLONG;
 	at = (size_t)n;
@@ -189,6 +190,16 @@ int store_build_model(struct expert_store *s, struct diag *d)
 	if (r < 0)
 		return r;
 	count_node_experts(s, p);
+	for (uint32_t n = 0; n < s->n_objects; n++) {
+		const struct store_object *o = &s->objects[n];
+
+		r = store_space_init(s, n, store_object_spare_begin(o),
+				     store_object_header(o)->object_bytes);
+		if (r < 0) {
+			placement_free(p);
+			return diag_set(d, r, "out of memory");
+		}
+	}
 	s->info.n_nodes = m->n_nodes;
 	memcpy(s->info.node_bytes, m->node_bytes, sizeof(m->node_bytes));
 	return store_map_build(s, p, NULL, 0, &s->map, d);

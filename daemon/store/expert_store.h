@@ -39,6 +39,7 @@ struct expert_store_opts {
 	const char *dir;                /* where the objects live */
 	const char *name;               /* their name: DIR/NAME.nodeN */
 	bool keep;                      /* false: removed at close */
+	uint64_t replica_budget;        /* per node: spare space for changes' copies */
 	const struct topology *topo;    /* must outlive the store */
 	enum placement_policy policy;
 	const char *expert_nodes;       /* policy explicit */

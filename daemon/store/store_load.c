@@ -175,7 +175,8 @@ static int create_objects(struct expert_store *s, const uint8_t *identity, size_
 			return diag_set(d, r, "%s/%s: store path too long", s->opts.dir,
 					s->opts.name);
 		r = store_object_create(path, s->opts.topo, n, identity, s->manifest.node_bytes[n],
-					n == 0 ? manifest_len : 0, &s->objects[n], d);
+					n == 0 ? manifest_len : 0, s->opts.replica_budget,
+					&s->objects[n], d);
 		if (r < 0)
 			return r;
 		s->n_objects = n + 1;

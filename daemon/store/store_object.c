@@ -19,6 +19,8 @@
 #include <xxhash.h>
 
 #define HUGETLBFS_MAGIC 0x958458f6
+/* The spare space starts on a page of its own (store_space.c hands out pages). */
+#define SPARE_ALIGN 4096u
 
 static uint64_t round_up(uint64_t v, uint64_t to)
 {
@@ -82,7 +84,7 @@ static int bind_to_node(struct store_object *o, const struct topology *topo, uin
 
 int store_object_create(const char *path, const struct topology *topo, uint32_t node,
 			const uint8_t identity[16], uint64_t data_bytes, uint64_t manifest_bytes,
-			struct store_object *o, struct diag *d)
+			uint64_t spare_bytes, struct store_object *o, struct diag *d)
 {
 	struct store_header *h;
 	bool hugetlb;
@@ -99,7 +101,9 @@ int store_object_create(const char *path, const struct topology *topo, uint32_t 
 	if (o->fd < 0)
 		return diag_set(d, -errno, "%s: cannot create: %m", path);
 	backing_page(o->fd, &o->page, &hugetlb);
-	total = round_up(STORE_HEADER_BYTES + round_up(data_bytes, STORE_ALIGN) + manifest_bytes,
+	/* the spare space is sized, not touched: tmpfs allocates its pages on write */
+	total = round_up(round_up(STORE_HEADER_BYTES + round_up(data_bytes, STORE_ALIGN) +
+				  manifest_bytes, SPARE_ALIGN) + spare_bytes,
 			 o->page);
 	if (total > SIZE_MAX || ftruncate(o->fd, (off_t)total) < 0) {
 		r = diag_set(d, total > SIZE_MAX ? -EFBIG : -errno, "%s: cannot size to %llu bytes: %m",
@@ -210,6 +214,16 @@ int store_object_attach(const char *path, struct store_object *o, struct diag *d
 fail:
 	store_object_close(o);
 	return r;
+}
+
+uint64_t store_object_spare_begin(const struct store_object *o)
+{
+	const struct store_header *h = store_object_header(o);
+	uint64_t end = h->data_offset + h->data_bytes;
+
+	if (h->manifest_bytes && h->manifest_offset + h->manifest_bytes > end)
+		end = h->manifest_offset + h->manifest_bytes;
+	return round_up(end, SPARE_ALIGN);
 }
 
 void store_object_seal(struct store_object *o)

@@ -71,14 +71,23 @@ int store_object_path(const char *dir, const char *name, uint32_t node, char *bu
 /*
  * Create the object at @path afresh (a stale one of that name is removed
  * first), @data_bytes of tensors and @manifest_bytes of manifest after the
- * header, rounded up to the backing's page size. Its memory is bound to
+ * header, then @spare_bytes of spare space for copies made later (from
+ * store_object_spare_begin(); on tmpfs it costs memory only as it is
+ * written, on hugetlbfs the mapping reserves its huge pages), rounded up
+ * to the backing's page size. Its memory is bound to
  * @node of @topo (mbind, MPOL_BIND) unless the topology is simulated; the
  * pages are not touched here, so the thread that fills them decides nothing
  * about where they go. The header is written with state FILLING.
  */
 int store_object_create(const char *path, const struct topology *topo, uint32_t node,
 			const uint8_t identity[16], uint64_t data_bytes, uint64_t manifest_bytes,
-			struct store_object *o, struct diag *d);
+			uint64_t spare_bytes, struct store_object *o, struct diag *d);
+
+/*
+ * Where @o's spare space begins: the first page after its data and
+ * manifest. It ends at the header's object_bytes.
+ */
+uint64_t store_object_spare_begin(const struct store_object *o);
 
 /*
  * Map an existing object and check it: a regular file owned by this user

@@ -600,6 +600,7 @@ static void test_dump_of_every_key_changed_loads_back_identical(void **state)
 		{ "store_dir", "/dev/hugepages" },
 		{ "store_name", "mixtral" },
 		{ "store_keep", "no" },
+		{ "replica_budget", "3G" },
 	};
 	struct moed_config c, defaults;
 	unsigned n_keys = 0;
