@@ -36,7 +36,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
-#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -61,14 +60,20 @@
 _Static_assert(TOPOLOGY_MAX_NODES < CPU_NO_NODE, "cpu_node[] holds node indices in a byte");
 
 /*
- * Tasks [next, end) not yet claimed. One cache line each, so that the nodes'
- * threads do not pull each other's counters back and forth.
+ * Tasks [next, end) not yet claimed. 64 bytes each, so that no two parts'
+ * counters share a cache line and the nodes' threads do not pull each
+ * other's counters back and forth. Padded rather than alignas(64): the job
+ * lives on its caller's stack, and GCC's AddressSanitizer places stack
+ * objects at 32-byte alignment whatever they ask for.
  */
 struct pool_part {
-	alignas(64) atomic_uint next; /* the next task to claim; >= end: all claimed */
+	atomic_uint next; /* the next task to claim; >= end: all claimed */
 	uint32_t end;
 	uint32_t node; /* whose threads claim it first; NODE_ANY: everyone's */
+	char pad[64 - 3 * sizeof(uint32_t)];
 };
+
+_Static_assert(sizeof(struct pool_part) == 64, "one part per 64 bytes");
 
 struct pool_job {
 	pool_task_fn fn;
