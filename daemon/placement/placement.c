@@ -147,6 +147,22 @@ int placement_clone(const struct placement *p, struct placement **ret)
 	return 0;
 }
 
+/* The slot of @node among @e's copies, or -ENOENT. */
+static int copy_slot(const struct expert_place *e, uint32_t node)
+{
+	for (uint32_t i = 0; i < e->n_copies; i++)
+		if (e->node[i] == node)
+			return (int)i;
+	return -ENOENT;
+}
+
+/* Remove slot @i, keeping the order of the others. */
+static void copy_remove(struct expert_place *e, uint32_t i)
+{
+	memmove(&e->node[i], &e->node[i + 1], (size_t)(e->n_copies - i - 1) * sizeof(e->node[0]));
+	e->n_copies--;
+}
+
 int placement_add_replica(struct placement *p, uint32_t layer, uint32_t expert, uint32_t node)
 {
 	struct expert_place *e;
@@ -154,11 +170,44 @@ int placement_add_replica(struct placement *p, uint32_t layer, uint32_t expert, 
 	if (layer >= p->n_layers || expert >= p->layers[layer].n_experts || node >= p->n_nodes)
 		return -EINVAL;
 	e = &p->layers[layer].experts[expert];
-	for (uint32_t i = 0; i < e->n_copies; i++)
-		if (e->node[i] == node)
-			return -EEXIST;
+	if (copy_slot(e, node) >= 0)
+		return -EEXIST;
 	if (e->n_copies >= PLACEMENT_MAX_COPIES)
 		return -E2BIG;
 	e->node[e->n_copies++] = (uint8_t)node;
+	return 0;
+}
+
+int placement_move(struct placement *p, uint32_t layer, uint32_t expert, uint32_t node)
+{
+	struct expert_place *e;
+	int slot;
+
+	if (layer >= p->n_layers || expert >= p->layers[layer].n_experts || node >= p->n_nodes)
+		return -EINVAL;
+	e = &p->layers[layer].experts[expert];
+	slot = copy_slot(e, node);
+	if (slot == 0)
+		return -EEXIST;
+	if (slot > 0)
+		copy_remove(e, (uint32_t)slot);
+	e->node[0] = (uint8_t)node;
+	return 0;
+}
+
+int placement_drop_copy(struct placement *p, uint32_t layer, uint32_t expert, uint32_t node)
+{
+	struct expert_place *e;
+	int slot;
+
+	if (layer >= p->n_layers || expert >= p->layers[layer].n_experts || node >= p->n_nodes)
+		return -EINVAL;
+	e = &p->layers[layer].experts[expert];
+	slot = copy_slot(e, node);
+	if (slot < 0)
+		return slot;
+	if (e->n_copies == 1)
+		return -EPERM;
+	copy_remove(e, (uint32_t)slot);
 	return 0;
 }

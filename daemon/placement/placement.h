@@ -94,6 +94,21 @@ int placement_clone(const struct placement *p, struct placement **ret);
  */
 int placement_add_replica(struct placement *p, uint32_t layer, uint32_t expert, uint32_t node);
 
+/*
+ * Make @node the primary copy of (layer, expert): a replica there moves to
+ * the front, otherwise @node takes the old primary's place; the old primary
+ * goes either way. -EEXIST when @node is the primary already, -EINVAL for
+ * an index out of range.
+ */
+int placement_move(struct placement *p, uint32_t layer, uint32_t expert, uint32_t node);
+
+/*
+ * Remove the copy of (layer, expert) on @node; the next copy in order
+ * becomes the primary when it was. -ENOENT without a copy there, -EPERM for
+ * the last copy, -EINVAL for an index out of range.
+ */
+int placement_drop_copy(struct placement *p, uint32_t layer, uint32_t expert, uint32_t node);
+
 /* NULL-safe; returns NULL. */
 struct placement *placement_free(struct placement *p);
 

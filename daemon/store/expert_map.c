@@ -46,7 +46,7 @@ struct expert_map *expert_store_map_get(struct expert_store *s)
 	return m;
 }
 
-static void replica_put(struct expert_store *s, struct store_replica *rep)
+void store_replica_put(struct expert_store *s, struct store_replica *rep)
 {
 	if (atomic_fetch_sub_explicit(&rep->refs, 1, memory_order_acq_rel) != 1)
 		return;
@@ -57,7 +57,7 @@ static void replica_put(struct expert_store *s, struct store_replica *rep)
 static void map_free(struct expert_map *m)
 {
 	for (size_t i = 0; i < m->n_replicas; i++)
-		replica_put(m->store, m->replicas[i]);
+		store_replica_put(m->store, m->replicas[i]);
 	free(m->replicas);
 	for (uint32_t l = 0; m->homes && l < m->n_homes; l++)
 		free(m->homes[l]);

@@ -370,6 +370,7 @@ struct expert_store *expert_store_close(struct expert_store *s)
 
 	if (!s)
 		return NULL;
+	store_changes_stop(s);
 	n_objects = s->n_objects;
 	s->model = moe_model_free(s->model);
 	if (!s->opts.keep)

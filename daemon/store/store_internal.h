@@ -66,6 +66,12 @@ struct expert_store {
 int store_map_build(struct expert_store *s, struct placement *p, struct store_replica *const *reps,
 		    size_t n_reps, struct expert_map **ret, struct diag *d);
 
+/* Drop a reference on @rep; the last one frees its extent. */
+void store_replica_put(struct expert_store *s, struct store_replica *rep);
+
+/* Stop the change thread; changes still queued are logged and not made. (store_change.c) */
+void store_changes_stop(struct expert_store *s);
+
 /* Make @next the current map; drops the store's reference on the old one. Returns NULL. */
 struct expert_map *store_map_publish(struct expert_store *s, struct expert_map *next);
 
