@@ -190,9 +190,11 @@ static int ctl_reply_status(int32_t status)
 	return -EPROTO;
 }
 
-/* Both replies carry their status right after the header: ctl_call() reads it there. */
+/* Every reply carries its status right after the header: ctl_call() reads it there. */
 _Static_assert(offsetof(struct moe_hello_reply, status) == sizeof(struct moe_msg_header),
 	       "hello_reply.status");
+_Static_assert(offsetof(struct moe_expert_change_reply, status) == sizeof(struct moe_msg_header),
+	       "expert_change_reply.status");
 _Static_assert(offsetof(struct moe_status_reply, status) == sizeof(struct moe_msg_header),
 	       "status_reply.status");
 

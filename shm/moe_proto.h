@@ -29,6 +29,8 @@ enum moe_msg_type {
 	MOE_MSG_HELLO_REPLY = 2,
 	MOE_MSG_STATUS = 3,
 	MOE_MSG_STATUS_REPLY = 4,
+	MOE_MSG_EXPERT_CHANGE = 5,
+	MOE_MSG_EXPERT_CHANGE_REPLY = 6,
 };
 
 struct moe_msg_header {
@@ -75,6 +77,32 @@ struct moe_status_reply {
 	uint64_t json_size; /* bytes of JSON in the attached memfd */
 };
 
+enum moe_expert_op {
+	MOE_EXPERT_REPLICATE = 1, /* a copy more, on node */
+	MOE_EXPERT_MOVE = 2,      /* the primary copy to node */
+	MOE_EXPERT_DROP = 3,      /* the copy on node goes (never the last) */
+};
+
+struct moe_expert_change {
+	struct moe_msg_header hdr;
+	uint32_t op;     /* enum moe_expert_op */
+	uint32_t layer;
+	uint32_t expert;
+	uint32_t node;   /* a NUMA node id, as moectl experts shows them */
+	uint32_t flags;  /* none defined yet: must be 0 */
+	uint32_t reserved;
+};
+
+#define MOE_EXPERT_CHANGE_MSG_MAX 96
+
+struct moe_expert_change_reply {
+	struct moe_msg_header hdr;
+	int32_t status;  /* 0: queued; -errno: refused, why in message */
+	uint32_t reserved;
+	uint64_t epoch;  /* queued: the map epoch that will hold the change */
+	char message[MOE_EXPERT_CHANGE_MSG_MAX]; /* NUL-terminated */
+};
+
 _Static_assert(sizeof(struct moe_msg_header) == 8, "msg_header size");
 _Static_assert(sizeof(struct moe_hello) == 64, "hello size");
 _Static_assert(offsetof(struct moe_hello, arena_size) == 24, "hello.arena_size");
@@ -83,3 +111,5 @@ _Static_assert(sizeof(struct moe_hello_reply) == 40, "hello_reply size");
 _Static_assert(offsetof(struct moe_hello_reply, max_arena_size) == 24, "reply.max_arena");
 _Static_assert(sizeof(struct moe_status_request) == 16, "status_request size");
 _Static_assert(sizeof(struct moe_status_reply) == 24, "status_reply size");
+_Static_assert(sizeof(struct moe_expert_change) == 32, "expert_change size");
+_Static_assert(sizeof(struct moe_expert_change_reply) == 120, "expert_change_reply size");

@@ -2,42 +2,58 @@
 /* status_store: the expert store as JSON for STATUS; see status_store.h. */
 #include "control/status_store.h"
 
-/* Per layer, per expert: the kernel ids of the nodes holding a copy, primary first. */
-static json_t *placement_json(const struct placement *p, const struct topology *topo)
+#include <stdlib.h>
+
+static void expert_bytes_free(uint64_t **bytes, uint32_t n_layers)
 {
-	json_t *layers = json_array();
-
-	for (uint32_t l = 0; layers && l < p->n_layers; l++) {
-		const struct layer_place *lp = &p->layers[l];
-		json_t *experts = json_array();
-
-		for (uint32_t e = 0; experts && e < lp->n_experts; e++) {
-			json_t *nodes = json_array();
-
-			for (uint32_t c = 0; nodes && c < lp->experts[e].n_copies; c++)
-				json_array_append_new(
-					nodes, json_integer(topo->nodes[lp->experts[e].node[c]].id));
-			json_array_append_new(experts, nodes);
-		}
-		json_array_append_new(layers, lp->n_experts ? experts : json_null());
-		if (!lp->n_experts)
-			json_decref(experts);
-	}
-	return layers;
+	for (uint32_t l = 0; bytes && l < n_layers; l++)
+		free(bytes[l]);
+	free(bytes);
 }
 
-static json_t *nodes_json(const struct expert_store_info *info, const struct topology *topo)
+/* The F32 bytes of each expert's weights, [n_layers][n_experts] (NULL rows: no MoE block). */
+static uint64_t **expert_bytes_new(const struct moe_model *m, const struct placement *p)
 {
+	uint64_t **bytes = calloc(p->n_layers ?: 1, sizeof(*bytes));
+
+	for (uint32_t l = 0; bytes && l < p->n_layers; l++) {
+		const struct moe_layer *L = moe_model_layer(m, l);
+
+		if (!L || !p->layers[l].n_experts)
+			continue;
+		bytes[l] = calloc(p->layers[l].n_experts, sizeof(*bytes[l]));
+		if (!bytes[l])
+			return expert_bytes_free(bytes, l), NULL;
+		for (uint32_t e = 0; e < p->layers[l].n_experts && e < L->n_experts; e++) {
+			const struct ffn_weights *f = &L->experts[e].ffn;
+			uint64_t ff = f->d_ff, d = L->d_model;
+
+			bytes[l][e] = sizeof(float) * (ff * d * (f->w3 ? 3 : 2) +
+						       (f->b1 ? ff : 0) + (f->b2 ? d : 0));
+		}
+	}
+	return bytes;
+}
+
+static json_t *nodes_json(struct expert_store *s)
+{
+	const struct expert_store_info *info = expert_store_info(s);
+	const struct topology *topo = expert_store_topology(s);
 	json_t *nodes = json_array();
 
-	for (uint32_t n = 0; nodes && n < info->n_nodes && n < topo->n_nodes; n++)
-		json_array_append_new(nodes,
-				      json_pack("{s:I, s:I, s:I, s:I, s:I}", "node",
-						(json_int_t)topo->nodes[n].id, "cpus",
-						(json_int_t)topo->nodes[n].n_cpus, "experts",
-						(json_int_t)info->node_experts[n], "bytes",
-						(json_int_t)info->node_bytes[n], "mem_free",
-						(json_int_t)topo->nodes[n].mem_free));
+	for (uint32_t n = 0; nodes && n < info->n_nodes && n < topo->n_nodes; n++) {
+		uint64_t used, budget;
+
+		expert_store_replica_space(s, n, &used, &budget);
+		json_array_append_new(
+			nodes, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "node",
+					 (json_int_t)topo->nodes[n].id, "cpus",
+					 (json_int_t)topo->nodes[n].n_cpus, "loaded_experts",
+					 (json_int_t)info->node_experts[n], "bytes",
+					 (json_int_t)info->node_bytes[n], "replica_budget",
+					 (json_int_t)budget, "replica_used", (json_int_t)used,
+					 "mem_free", (json_int_t)topo->nodes[n].mem_free));
+	}
 	return nodes;
 }
 
@@ -46,16 +62,21 @@ json_t *status_store_json(struct expert_store *s)
 	const struct expert_store_info *info = expert_store_info(s);
 	const struct topology *topo = expert_store_topology(s);
 	struct expert_map *map = expert_store_map_get(s);
-	json_t *o;
+	const struct placement *p = expert_map_placement(map);
+	uint64_t **bytes = expert_bytes_new(expert_store_model(s), p);
+	json_t *o = NULL;
 
-	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:b, s:s, s:b, s:o*, s:o*}",
-			 "source", info->source == STORE_ATTACHED ? "attached" : "loaded",
-			 "reload_reason", info->reload_reason,
-			 "identity", info->identity, "weight_bytes", (json_int_t)info->weight_bytes,
-			 "read_bytes", (json_int_t)info->read_bytes, "ready_s", info->seconds,
-			 "huge_pages", info->huge_pages, "topology", topo->source, "simulated",
-			 topo->simulated, "nodes", nodes_json(info, topo), "experts",
-			 placement_json(expert_map_placement(map), topo));
+	if (bytes)
+		o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:b, s:s, s:b, s:I, s:o*, s:o*}",
+			      "source", info->source == STORE_ATTACHED ? "attached" : "loaded",
+			      "reload_reason", info->reload_reason, "identity", info->identity,
+			      "weight_bytes", (json_int_t)info->weight_bytes, "read_bytes",
+			      (json_int_t)info->read_bytes, "ready_s", info->seconds, "huge_pages",
+			      info->huge_pages, "topology", topo->source, "simulated",
+			      topo->simulated, "epoch", (json_int_t)expert_map_epoch(map), "nodes",
+			      nodes_json(s), "map",
+			      placement_to_json(p, topo, (const uint64_t *const *)bytes, NULL));
+	expert_bytes_free(bytes, p->n_layers);
 	expert_map_put(map);
 	return o;
 }

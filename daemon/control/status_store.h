@@ -10,5 +10,10 @@
 
 #include "store/expert_store.h"
 
-/* {"source", "identity", "weight_bytes", ..., "nodes": [...], "experts": [...]}; NULL on ENOMEM. */
+/*
+ * {"source", "identity", "weight_bytes", ..., "epoch", "nodes": [per node:
+ * id, cpus, loaded_experts, bytes, replica_budget, replica_used, mem_free],
+ * "map": placement_to_json() of the current map with each expert's bytes};
+ * NULL on ENOMEM.
+ */
 json_t *status_store_json(struct expert_store *s);

@@ -32,33 +32,6 @@ static const char *get_str(const json_t *o, const char *key)
 	return s ? s : "?";
 }
 
-/*
- * @s made safe to print on a terminal, in @buf: control characters, DEL and
- * every byte >= 0x80 become \xNN. moed escapes client names itself, but
- * whatever answers on the socket may not be moed, and an escape sequence in
- * a name must not reach the operator's terminal.
- */
-static const char *term_safe(const char *s, char *buf, size_t size)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t n = 0;
-
-	for (; *s && n + 5 <= size; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c >= 0x20 && c < 0x7f) {
-			buf[n++] = (char)c;
-		} else {
-			buf[n++] = '\\';
-			buf[n++] = 'x';
-			buf[n++] = hex[c >> 4];
-			buf[n++] = hex[c & 0xf];
-		}
-	}
-	buf[n] = '\0';
-	return buf;
-}
-
 static void print_layers(const json_t *layers)
 {
 	size_t i, e;
@@ -102,10 +75,10 @@ static int print_summary(const char *text)
 	printf("moed pid %lld, up %.1f s, %lld workers, doorbell %s, merge window %lld us\n",
 	       (long long)get_int(d, "pid"), json_real_value(json_object_get(d, "uptime_s")),
 	       (long long)get_int(d, "workers"),
-	       term_safe(get_str(d, "doorbell"), safe, sizeof(safe)),
+	       moectl_term_safe(get_str(d, "doorbell"), safe, sizeof(safe)),
 	       (long long)get_int(d, "merge_window_us"));
 	printf("model %s: %lld layers, d_model %lld, up to %lld experts, %lld slots per token\n",
-	       term_safe(get_str(m, "name"), safe2, sizeof(safe2)), (long long)get_int(m, "layers"),
+	       moectl_term_safe(get_str(m, "name"), safe2, sizeof(safe2)), (long long)get_int(m, "layers"),
 	       (long long)get_int(m, "d_model"),
 	       (long long)get_int(m, "max_experts"), (long long)get_int(m, "max_slots"));
 	printf("clients: %lld connected, %lld served, %lld refused, %lld disconnected for "
@@ -122,7 +95,7 @@ static int print_summary(const char *text)
 	json_array_foreach(clients, i, c)
 		printf("  client %lld %s (pid %lld): %lld batches, %lld tokens, %lld failed, "
 		       "%lld merged, %lld queued\n",
-		       (long long)get_int(c, "id"), term_safe(get_str(c, "name"), safe, sizeof(safe)),
+		       (long long)get_int(c, "id"), moectl_term_safe(get_str(c, "name"), safe, sizeof(safe)),
 		       (long long)get_int(c, "pid"),
 		       (long long)get_int(c, "batches"), (long long)get_int(c, "tokens"),
 		       (long long)get_int(c, "errors"), (long long)get_int(c, "merged"),

@@ -20,15 +20,39 @@ static void usage(FILE *out)
 		"\n"
 		"commands:\n"
 		"  status      what a running moed is doing (--json for scripts)\n"
+		"  experts     where the experts live (NUMA nodes, replicas, load), and\n"
+		"              replicate|move|drop to change it while moed serves\n"
+		"  store drop  remove the expert store a stopped moed left in shared memory\n"
 		"  workload    drive a running moed with batches through every layer\n"
 		"  forward     run one batch through an MoE layer: in-process, or in the\n"
 		"              moed at --socket PATH\n"
 		"  gen-model   write a synthetic MoE model (and an input batch)\n"
 		"\n"
-		"--socket PATH: moed's control socket (status, workload: default $MOED_SOCKET, then\n"
+		"--socket PATH: moed's control socket (status, experts, workload, store: default $MOED_SOCKET, then\n"
 		"/run/moed/moed.sock).\n"
 		"\n"
 		"moectl COMMAND --help shows the options of a command.\n");
+}
+
+const char *moectl_term_safe(const char *s, char *buf, size_t size)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t n = 0;
+
+	for (; *s && n + 5 <= size; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c >= 0x20 && c < 0x7f) {
+			buf[n++] = (char)c;
+		} else {
+			buf[n++] = '\\';
+			buf[n++] = 'x';
+			buf[n++] = hex[c >> 4];
+			buf[n++] = hex[c & 0xf];
+		}
+	}
+	buf[n] = '\0';
+	return buf;
 }
 
 double moectl_now_s(void)
@@ -94,6 +118,10 @@ int main(int argc, char **argv)
 		return cmd_forward(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "status") == 0)
 		return cmd_status(argc - 1, argv + 1, socket_path);
+	if (strcmp(argv[1], "experts") == 0)
+		return cmd_experts(argc - 1, argv + 1, socket_path);
+	if (strcmp(argv[1], "store") == 0)
+		return cmd_store(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "workload") == 0)
 		return cmd_workload(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "gen-model") == 0)

@@ -2,15 +2,26 @@
 /* moectl: the subcommands, each in its own file. */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* @socket_path: NULL runs the engine in-process, else the batch goes to that moed. */
 int cmd_forward(int argc, char **argv, const char *socket_path);
 int cmd_status(int argc, char **argv, const char *socket_path);
+int cmd_experts(int argc, char **argv, const char *socket_path);
+int cmd_store(int argc, char **argv, const char *socket_path);
 int cmd_workload(int argc, char **argv, const char *socket_path);
 int forward_via_daemon(const char *socket_path, const char *input, const char *input_tensor,
 		       const char *output, uint32_t layer);
 int cmd_gen_model(int argc, char **argv);
+
+/*
+ * @s made safe to print on a terminal, in @buf: control characters, DEL and
+ * every byte >= 0x80 become \xNN. Whatever answers on the socket may not be
+ * moed, and an escape sequence in its text must not reach the operator's
+ * terminal.
+ */
+const char *moectl_term_safe(const char *s, char *buf, size_t size);
 
 /* Seconds on the monotonic clock, for timing what a command did. */
 double moectl_now_s(void);

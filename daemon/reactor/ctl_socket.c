@@ -235,7 +235,7 @@ void ctl_on_tick(struct reactor *r, uint64_t now_ns)
 		r->accept_paused = false;
 }
 
-static int ctl_send_with_fds(int fd, void *msg, size_t len, const int *fds, unsigned n_fds)
+int ctl_send_with_fds(int fd, void *msg, size_t len, const int *fds, unsigned n_fds)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int) * 3)];
@@ -526,6 +526,8 @@ static void ctl_on_recv(struct reactor *r, void *arg, uint32_t slot, uint32_t ge
 	}
 	if (req.kind == CTL_REQUEST_STATUS)
 		ctl_status(r, fd);
+	else if (req.kind == CTL_REQUEST_EXPERT_CHANGE)
+		ctl_expert_change(r, fd, &req.change);
 	else
 		ctl_hello(r, fd, &req.hello);
 }

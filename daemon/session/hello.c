@@ -126,6 +126,16 @@ int ctl_request_parse(const void *buf, size_t len, const struct hello_limits *li
 		req.kind = CTL_REQUEST_STATUS;
 		break;
 	}
+	case MOE_MSG_EXPERT_CHANGE:
+		if (len != sizeof(req.change))
+			return reject(-EPROTO, ret_why, "EXPERT_CHANGE of the wrong size");
+		memcpy(&req.change, buf, sizeof(req.change));
+		if (req.change.flags || req.change.reserved)
+			return reject(-EINVAL, ret_why, "unknown EXPERT_CHANGE flags");
+		if (req.change.op < MOE_EXPERT_REPLICATE || req.change.op > MOE_EXPERT_DROP)
+			return reject(-EINVAL, ret_why, "unknown EXPERT_CHANGE op");
+		req.kind = CTL_REQUEST_EXPERT_CHANGE;
+		break;
 	default:
 		return reject(-EPROTO, ret_why, "not a request type");
 	}

@@ -18,11 +18,13 @@ struct hello_limits {
 enum ctl_request_kind {
 	CTL_REQUEST_HELLO,
 	CTL_REQUEST_STATUS,
+	CTL_REQUEST_EXPERT_CHANGE,
 };
 
 struct ctl_request {
 	enum ctl_request_kind kind;
 	struct moe_hello hello; /* CTL_REQUEST_HELLO: checked, name escaped (below) */
+	struct moe_expert_change change; /* CTL_REQUEST_EXPERT_CHANGE: op, flags checked */
 };
 
 /*

@@ -123,6 +123,10 @@ int64_t expert_store_change(struct expert_store *s, const struct expert_change *
 /* Wait until every queued change is published (or failed: logged). */
 void expert_store_changes_wait(struct expert_store *s);
 
+/* Node index @node's spare space for copies: bytes in use and in all (replica_budget). */
+void expert_store_replica_space(struct expert_store *s, uint32_t node, uint64_t *ret_used,
+				uint64_t *ret_budget);
+
 /*
  * Remove the objects of the store NAME in DIR (moectl's drop). -EBUSY when a
  * running moed holds them, -ENOENT when there are none.

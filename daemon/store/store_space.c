@@ -115,3 +115,14 @@ void store_space_free(struct expert_store *s, uint32_t node, uint64_t offset, ui
 out:
 	pthread_mutex_unlock(&s->space_lock);
 }
+
+void expert_store_replica_space(struct expert_store *s, uint32_t node, uint64_t *ret_used,
+				uint64_t *ret_budget)
+{
+	const struct store_space *sp = &s->space[node];
+
+	pthread_mutex_lock(&s->space_lock);
+	*ret_used = sp->used;
+	*ret_budget = sp->end - sp->begin;
+	pthread_mutex_unlock(&s->space_lock);
+}

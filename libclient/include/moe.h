@@ -216,6 +216,25 @@ MOE_API int moe_forward(struct moe_client *client, const struct moe_request *req
  */
 MOE_API int moe_daemon_status(const char *socket_path, char **ret_json);
 
+/* What moe_daemon_expert_change() asks for (the values of moe_proto.h's ops). */
+enum moe_expert_change_op {
+	MOE_EXPERT_CHANGE_REPLICATE = 1, /* a copy more, on the node */
+	MOE_EXPERT_CHANGE_MOVE = 2,      /* the primary copy to the node */
+	MOE_EXPERT_CHANGE_DROP = 3,      /* the copy on the node goes; never the last */
+};
+
+/*
+ * Ask moed at @socket_path to change where expert @expert of @layer has its
+ * copies (root and moed's own user only): @op on NUMA node @node (an id as
+ * `moectl experts` shows it). 0 when queued, with *@ret_epoch the map epoch
+ * that will hold the change (the status's "store"."epoch" reaches it once
+ * the copy is made); -errno when refused (-EPERM, -EINVAL, -EEXIST, -ENOENT,
+ * -ENOSPC, -EAGAIN), with moed's reason in @msg (NULL: not wanted).
+ */
+MOE_API int moe_daemon_expert_change(const char *socket_path, enum moe_expert_change_op op,
+				     uint32_t layer, uint32_t expert, uint32_t node,
+				     uint64_t *ret_epoch, char *msg, size_t msg_len);
+
 #ifdef __cplusplus
 }
 #endif

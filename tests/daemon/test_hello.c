@@ -343,8 +343,8 @@ static void test_status_of_wrong_size_refused(void **state)
 
 static void test_unknown_type_refused(void **state)
 {
-	static const uint16_t types[] = { 0, MOE_MSG_HELLO_REPLY, MOE_MSG_STATUS_REPLY, 5,
-					  UINT16_MAX };
+	static const uint16_t types[] = { 0, MOE_MSG_HELLO_REPLY, MOE_MSG_STATUS_REPLY,
+					  MOE_MSG_EXPERT_CHANGE_REPLY, 7, UINT16_MAX };
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
@@ -456,6 +456,58 @@ static void test_status_with_flags_refused(void **state)
 	EXPECT_REFUSED(s, EINVAL, "STATUS");
 }
 
+/* ---------------------------------------------------- EXPERT_CHANGE fields */
+
+static struct moe_expert_change valid_change(void)
+{
+	struct moe_expert_change c;
+
+	memset(&c, 0, sizeof(c));
+	c.hdr.magic = MOE_PROTO_MAGIC;
+	c.hdr.type = MOE_MSG_EXPERT_CHANGE;
+	c.hdr.size = sizeof(c);
+	c.op = MOE_EXPERT_MOVE;
+	c.layer = 1;
+	c.expert = 2;
+	c.node = 3;
+	return c;
+}
+
+static void test_valid_expert_change_accepted_and_copied(void **state)
+{
+	struct moe_expert_change c = valid_change();
+	struct ctl_request req;
+
+	(void)state;
+	memset(&req, 0xa5, sizeof(req));
+	ASSERT_OK(ctl_request_parse(&c, sizeof(c), &t_lim, &req, NULL));
+	ASSERT_EQ(req.kind, CTL_REQUEST_EXPERT_CHANGE);
+	assert_memory_equal(&req.change, &c, sizeof(c));
+}
+
+static void test_expert_change_refused(void **state)
+{
+	struct moe_expert_change c = valid_change();
+
+	(void)state;
+	c.hdr.size = sizeof(c) - 4;
+	expect_refused_at(&c, sizeof(c) - 4, &t_lim, EPROTO, "EXPERT_CHANGE of the wrong size",
+			  __LINE__);
+	c = valid_change();
+	c.flags = 1;
+	EXPECT_REFUSED(c, EINVAL, "flags");
+	c = valid_change();
+	c.reserved = 1;
+	EXPECT_REFUSED(c, EINVAL, "flags");
+	c = valid_change();
+	c.op = 0;
+	EXPECT_REFUSED(c, EINVAL, "op");
+	c.op = MOE_EXPERT_DROP + 1;
+	EXPECT_REFUSED(c, EINVAL, "op");
+	c.op = UINT32_MAX;
+	EXPECT_REFUSED(c, EINVAL, "op");
+}
+
 static void test_null_why_allowed(void **state)
 {
 	struct moe_hello h = valid_hello();
@@ -491,6 +543,8 @@ int main(void)
 		cmocka_unit_test(test_hello_empty_arena_refused),
 		cmocka_unit_test(test_hello_beyond_limits_refused),
 		cmocka_unit_test(test_status_with_flags_refused),
+		cmocka_unit_test(test_valid_expert_change_accepted_and_copied),
+		cmocka_unit_test(test_expert_change_refused),
 		cmocka_unit_test(test_null_why_allowed),
 	};
 
