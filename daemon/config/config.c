@@ -93,6 +93,11 @@ static const struct config_row config_table[] = {
 	    "yes: the expert store outlives moed and a restart re-attaches it; no: freed at exit"),
 	ROW("replica_budget", CONFIG_SIZE, replica_budget, 0, 1ull << 50,
 	    "bytes per node for copies made while serving (replicas, moves); 0: none"),
+	ROW("rebalance_interval_ms", CONFIG_U32, rebalance_interval_ms, 0, 3600000,
+	    "every this many ms, replicate hot experts and drop cold replicas "
+	    "(within replica_budget); 0: off"),
+	ROW("rebalance_hot_percent", CONFIG_U32, rebalance_hot_percent, 101, 100000,
+	    "an expert receiving more than this percent of its layer's mean tokens is hot"),
 };
 
 #define N_ROWS (sizeof(config_table) / sizeof(config_table[0]))
@@ -105,6 +110,7 @@ void moed_config_init(struct moed_config *c)
 	c->socket_mode = 0660;
 	c->runs_in_flight = 2;
 	c->merge_window_us = 200;
+	c->rebalance_hot_percent = 200;
 	c->poll_us = 50;
 	c->max_clients = 64;
 	c->max_arena_bytes = 1ull << 30;

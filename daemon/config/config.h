@@ -53,6 +53,8 @@ struct moed_config {
 	char store_name[CONFIG_PATH_MAX];    /* empty: derived from the socket path */
 	bool store_keep;                     /* the store outlives moed */
 	uint64_t replica_budget;             /* per node: room for copies made while serving */
+	uint32_t rebalance_interval_ms;      /* automatic replicas from measured load; 0: off */
+	uint32_t rebalance_hot_percent;      /* of the layer's mean tokens: an expert above gets a copy */
 };
 
 void moed_config_init(struct moed_config *c);

@@ -172,7 +172,15 @@ static void reactor_on_signal(struct reactor *r, void *arg, uint32_t slot, uint3
 static void reactor_on_timer(struct reactor *r, void *arg, uint32_t slot, uint32_t gen, int res)
 {
 	(void)arg, (void)slot, (void)gen, (void)res;
-	ctl_on_tick(r, reactor_now_ns());
+	uint64_t now = reactor_now_ns();
+
+	ctl_on_tick(r, now);
+	if (r->rebalancer) {
+		const struct rebalance_opts o = { .hot_percent = r->cfg->rebalance_hot_percent };
+
+		rebalancer_tick(r->rebalancer, r->store, sched_layer_stats(r->sched), now,
+				r->cfg->rebalance_interval_ms, &o);
+	}
 	if (reactor_arm_read(r, r->timer_fd, &r->timer_buf, sizeof(r->timer_buf), r->w.timer) < 0)
 		log_error("cannot re-arm the timerfd, ignoring");
 }
@@ -295,6 +303,12 @@ int reactor_new(const struct moed_config *cfg, int listen_fd, struct expert_stor
 	ret = sched_new(&sp, &r->sched, d);
 	if (ret < 0)
 		goto err;
+	if (cfg->rebalance_interval_ms &&
+	    rebalancer_new(sched_layer_stats(r->sched), moe_model_n_layers(r->model),
+			   &r->rebalancer) < 0) {
+		ret = diag_set(d, -ENOMEM, "out of memory");
+		goto err;
+	}
 	ret = io_uring_queue_init(RING_ENTRIES, &r->ring, 0);
 	if (ret < 0) {
 		ret = diag_set(d, ret, "io_uring_queue_init: %s", strerror(-ret));
@@ -325,6 +339,7 @@ struct reactor *reactor_free(struct reactor *r)
 		return NULL;
 	/* first: runners may still compute; their runs reference no session */
 	sched_free(r->sched);
+	rebalancer_free(r->rebalancer);
 	if (r->clients)
 		for (uint32_t i = 0; i < r->cfg->max_clients; i++)
 			r->clients[i].s = session_free(r->clients[i].s);

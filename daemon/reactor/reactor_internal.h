@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "reactor/admission.h"
 #include "sched/sched.h"
+#include "store/rebalance.h"
 #include "session/session.h"
 #include "session/sqe_validate.h"
 #include "util/ratelimit.h"
@@ -81,6 +82,7 @@ struct reactor {
 	const struct moe_model *model; /* the store's */
 	struct engine *engine;
 	struct sched *sched;
+	struct rebalancer *rebalancer; /* NULL unless rebalance_interval_ms */
 	struct io_uring ring;
 	bool ring_ready;
 	bool futex_doorbells; /* the probe said IORING_OP_FUTEX_WAIT works */

@@ -601,6 +601,8 @@ static void test_dump_of_every_key_changed_loads_back_identical(void **state)
 		{ "store_name", "mixtral" },
 		{ "store_keep", "no" },
 		{ "replica_budget", "3G" },
+		{ "rebalance_interval_ms", "5000" },
+		{ "rebalance_hot_percent", "300" },
 	};
 	struct moed_config c, defaults;
 	unsigned n_keys = 0;

@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/* rebalance: replicas from measured load; see rebalance.h. */
+#include "store/rebalance.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched/layer_stats.h"
+#include "util/log.h"
+
+/* The node without a copy of @ep that carries the least load; -1 when every node has one. */
+static int coolest_node_without(const struct expert_place *ep, const double *node_load,
+				uint32_t n_nodes)
+{
+	int best = -1;
+
+	for (uint32_t n = 0; n < n_nodes; n++) {
+		bool has = false;
+
+		for (uint32_t c = 0; c < ep->n_copies; c++)
+			has = has || ep->node[c] == n;
+		if (!has && (best < 0 || node_load[n] < node_load[best]))
+			best = (int)n;
+	}
+	return best;
+}
+
+/*
+ * The experts above @limit, hottest first (ties: lower index), at most
+ * REBALANCE_MAX_HOT of them, into @hot. Returns how many.
+ */
+static size_t hottest(const uint64_t *tokens, uint32_t n, double limit, uint32_t *hot)
+{
+	size_t n_hot = 0;
+
+	for (uint32_t e = 0; e < n; e++) {
+		size_t at = n_hot;
+
+		if ((double)tokens[e] <= limit)
+			continue;
+		while (at > 0 && tokens[hot[at - 1]] < tokens[e])
+			at--;
+		if (at == REBALANCE_MAX_HOT)
+			continue;
+		if (n_hot < REBALANCE_MAX_HOT)
+			n_hot++;
+		memmove(&hot[at + 1], &hot[at], (n_hot - 1 - at) * sizeof(*hot));
+		hot[at] = e;
+	}
+	return n_hot;
+}
+
+size_t rebalance_plan(const struct placement *p, uint32_t layer, const uint64_t *tokens,
+		      const struct rebalance_opts *o, struct expert_change *out, size_t max_out)
+{
+	const struct layer_place *lp;
+	double node_load[TOPOLOGY_MAX_NODES] = { 0 }, mean, sum = 0;
+	uint32_t hot[REBALANCE_MAX_HOT];
+	size_t n_out = 0, n_hot;
+
+	if (layer >= p->n_layers || !p->layers[layer].n_experts)
+		return 0;
+	lp = &p->layers[layer];
+	for (uint32_t x = 0; x < lp->n_experts; x++) {
+		const struct expert_place *ep = &lp->experts[x];
+
+		sum += (double)tokens[x];
+		for (uint32_t c = 0; c < ep->n_copies; c++)
+			node_load[ep->node[c]] += (double)tokens[x] / ep->n_copies;
+	}
+	if (sum == 0)
+		return 0;
+	mean = sum / lp->n_experts;
+
+	n_hot = hottest(tokens, lp->n_experts, mean * o->hot_percent / 100.0, hot);
+	for (size_t i = 0; i < n_hot && n_out < max_out; i++) {
+		uint32_t e = hot[i];
+		const struct expert_place *ep = &lp->experts[e];
+		int node = coolest_node_without(ep, node_load, p->n_nodes);
+		double share = (double)tokens[e] / ep->n_copies;
+		double new_share = (double)tokens[e] / (ep->n_copies + 1);
+
+		if (node < 0 || ep->n_copies >= PLACEMENT_MAX_COPIES)
+			continue;
+		out[n_out++] = (struct expert_change){ .op = EXPERT_REPLICATE, .layer = layer,
+						       .expert = e, .node = (uint32_t)node };
+		/* the new copy takes its share of the expert's tokens */
+		for (uint32_t c = 0; c < ep->n_copies; c++)
+			node_load[ep->node[c]] -= share - new_share;
+		node_load[node] += new_share;
+	}
+	for (uint32_t x = 0; x < lp->n_experts && n_out < max_out; x++) {
+		const struct expert_place *ep = &lp->experts[x];
+
+		if (ep->n_copies > 1 && (double)tokens[x] < mean)
+			out[n_out++] = (struct expert_change){ .op = EXPERT_DROP, .layer = layer,
+							       .expert = x,
+							       .node = ep->node[ep->n_copies - 1] };
+	}
+	return n_out;
+}
+
+struct rebalancer {
+	uint64_t next_ns;  /* 0: the first round is still to come */
+	uint32_t n_layers;
+	uint64_t **seen;   /* [n_layers][n_experts]: tokens_per_expert at the last round */
+};
+
+int rebalancer_new(const struct layer_stats *stats, uint32_t n_layers, struct rebalancer **ret)
+{
+	struct rebalancer *rb = calloc(1, sizeof(*rb));
+
+	if (!rb)
+		return -ENOMEM;
+	rb->n_layers = n_layers;
+	rb->seen = calloc(n_layers ?: 1, sizeof(*rb->seen));
+	if (!rb->seen)
+		goto oom;
+	for (uint32_t l = 0; l < n_layers; l++) {
+		if (!stats[l].tokens_per_expert)
+			continue;
+		rb->seen[l] = calloc(stats[l].n_experts, sizeof(*rb->seen[l]));
+		if (!rb->seen[l])
+			goto oom;
+	}
+	*ret = rb;
+	return 0;
+oom:
+	rebalancer_free(rb);
+	return -ENOMEM;
+}
+
+struct rebalancer *rebalancer_free(struct rebalancer *rb)
+{
+	if (!rb)
+		return NULL;
+	for (uint32_t l = 0; rb->seen && l < rb->n_layers; l++)
+		free(rb->seen[l]);
+	free(rb->seen);
+	free(rb);
+	return NULL;
+}
+
+static void queue_changes(struct expert_store *store, const struct expert_change *c, size_t n,
+			  const uint64_t *tokens)
+{
+	static const char *const verbs[] = { [EXPERT_REPLICATE] = "replicate",
+					     [EXPERT_MOVE] = "move",
+					     [EXPERT_DROP] = "drop a replica of" };
+
+	for (size_t i = 0; i < n; i++) {
+		struct diag d = { { 0 } };
+		int64_t r = expert_store_change(store, &c[i], &d);
+
+		if (r < 0)
+			log_debug("rebalance: %s layer %u expert %u on node %u not made: %s",
+				  verbs[c[i].op], c[i].layer, c[i].expert, c[i].node, d.msg);
+		else
+			log_info("rebalance: %s layer %u expert %u on node %u (%llu tokens in "
+				 "the last round), epoch %lld",
+				 verbs[c[i].op], c[i].layer, c[i].expert, c[i].node,
+				 (unsigned long long)tokens[c[i].expert], (long long)r);
+	}
+}
+
+void rebalancer_tick(struct rebalancer *rb, struct expert_store *store,
+		     const struct layer_stats *stats, uint64_t now_ns, uint32_t interval_ms,
+		     const struct rebalance_opts *o)
+{
+	struct expert_change changes[REBALANCE_MAX_HOT + PLACEMENT_MAX_COPIES * 4];
+	struct expert_map *map;
+	bool first = rb->next_ns == 0;
+
+	if (!first && now_ns < rb->next_ns)
+		return;
+	rb->next_ns = now_ns + (uint64_t)interval_ms * 1000000u;
+	map = expert_store_map_get(store);
+	for (uint32_t l = 0; l < rb->n_layers; l++) {
+		const struct layer_stats *ls = &stats[l];
+		uint64_t *window;
+		size_t n;
+
+		if (!rb->seen[l])
+			continue;
+		window = malloc(ls->n_experts * sizeof(*window));
+		if (!window)
+			break; /* next round */
+		for (uint32_t e = 0; e < ls->n_experts; e++) {
+			window[e] = ls->tokens_per_expert[e] - rb->seen[l][e];
+			rb->seen[l][e] = ls->tokens_per_expert[e];
+		}
+		if (!first) {
+			n = rebalance_plan(expert_map_placement(map), l, window, o, changes,
+					   sizeof(changes) / sizeof(changes[0]));
+			queue_changes(store, changes, n, window);
+		}
+		free(window);
+	}
+	expert_map_put(map);
+}
