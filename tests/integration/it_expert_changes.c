@@ -11,6 +11,8 @@
  *   other than root or moed's gets -EPERM: the map stays as it was;
  * - `moectl experts --json` shows every expert with its nodes, bytes and
  *   the tokens it received;
+ * - with rebalance_interval_ms, a hot expert gets a replica by itself, and
+ *   loses it when the traffic goes elsewhere, outputs unchanged;
  * - `moectl store drop` is refused while moed holds the store, removes it
  *   once moed stopped (store_keep=yes left it), and then finds none.
  */
@@ -157,19 +159,14 @@ static void unprivileged_change_refused(void)
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
-static void test_changes_through_moectl(void **state)
+/* Start moed on a simulated two-node topology (node i: CPU i) with a replica budget. */
+static void start_on_two_nodes(const char *more_key_value)
 {
-	char topo[160], set_topo[200], out[1 << 16], nodes[32], why[128];
+	char topo[160], set_topo[200];
 	const char *extra[] = { "--set", set_topo, "--set", "replica_budget=32M",
-				"--set", "socket_mode=0666", NULL };
-	struct client cl;
-	float *before, *after;
-	uint64_t epoch;
-	size_t n_out;
-	json_t *st, *js;
+				"--set", "socket_mode=0666", "--set", more_key_value, NULL };
 	FILE *f;
 
-	(void)state;
 	snprintf(topo, sizeof(topo), "%s/topology", daemon_.dir);
 	f = fopen(topo, "w");
 	assert_non_null(f);
@@ -177,6 +174,19 @@ static void test_changes_through_moectl(void **state)
 	fclose(f);
 	snprintf(set_topo, sizeof(set_topo), "topology_file=%s", topo);
 	ASSERT_OK(test_daemon_start(&daemon_, extra));
+}
+
+static void test_changes_through_moectl(void **state)
+{
+	char out[1 << 16], nodes[32], why[128];
+	struct client cl;
+	float *before, *after;
+	uint64_t epoch;
+	size_t n_out;
+	json_t *st, *js;
+
+	(void)state;
+	start_on_two_nodes("rebalance_interval_ms=0");
 
 	client_open(&cl);
 	n_out = (size_t)cl.mi.n_layers * T * cl.mi.d_model;
@@ -274,6 +284,98 @@ static void test_changes_through_moectl(void **state)
 	assert_int_equal(moectl(why, NULL, 0), 1);
 }
 
+/*
+ * Layer 0's batch with its routing given: token t to expert @pick(t), one
+ * slot of weight 1. The output into @y (the client's own buffer).
+ */
+static void forward_given(struct client *cl, int32_t *route, float *weight, uint32_t hot,
+			  bool avoid)
+{
+	struct moe_request rq;
+	struct moe_completion done;
+
+	for (uint32_t t = 0; t < T; t++) {
+		/* hot: 5 of 8 tokens to expert @hot; avoid: round-robin over the others */
+		uint32_t e = t % cl->mi.max_experts;
+
+		if (avoid)
+			e = e == hot ? (hot + 1) % cl->mi.max_experts : e;
+		else if (t % 8 < 5)
+			e = hot;
+		route[t] = (int32_t)e;
+		weight[t] = 1.0f;
+	}
+	moe_request_init(&rq);
+	rq.layer = 0;
+	rq.n_tokens = T;
+	rq.flags = MOE_REQ_ROUTE_GIVEN | MOE_REQ_NO_MERGE;
+	rq.route_k = 1;
+	rq.route_expert = route;
+	rq.route_weight = weight;
+	rq.input = cl->x;
+	rq.output = cl->y;
+	ASSERT_OK(moe_forward(cl->c, &rq, &done));
+	assert_int_equal(done.status, 0);
+}
+
+/*
+ * rebalance_interval_ms on: a layer-0 expert that gets most tokens is
+ * replicated onto the other node within a few rounds, while batches keep
+ * their bitwise output; once traffic avoids it, its replica goes again.
+ */
+static void test_rebalancer_follows_the_load(void **state)
+{
+	const uint32_t hot = 5; /* interleave: on node 1 */
+	struct client cl;
+	int32_t *route;
+	float *weight, *first;
+	char nodes[32];
+	int64_t deadline;
+	json_t *st;
+
+	(void)state;
+	start_on_two_nodes("rebalance_interval_ms=100");
+	client_open(&cl);
+	ASSERT_OK(moe_buf_alloc(cl.c, T * sizeof(int32_t), (void **)&route));
+	ASSERT_OK(moe_buf_alloc(cl.c, T * sizeof(float), (void **)&weight));
+	first = calloc((size_t)T * cl.mi.d_model, sizeof(float));
+	assert_non_null(first);
+	forward_given(&cl, route, weight, hot, false);
+	memcpy(first, cl.y, (size_t)T * cl.mi.d_model * sizeof(float));
+
+	deadline = test_now_ns() + 20 * 1000000000ll;
+	for (;;) {
+		forward_given(&cl, route, weight, hot, false);
+		assert_int_equal(memcmp(first, cl.y, (size_t)T * cl.mi.d_model * sizeof(float)), 0);
+		st = test_status_get(daemon_.socket);
+		assert_non_null(st);
+		nodes_of(st, 0, hot, nodes, sizeof(nodes));
+		json_decref(st);
+		if (strcmp(nodes, "1,0") == 0)
+			break;
+		assert_true(test_now_ns() < deadline);
+		test_sleep_ms(20);
+	}
+	forward_given(&cl, route, weight, hot, false);
+	assert_int_equal(memcmp(first, cl.y, (size_t)T * cl.mi.d_model * sizeof(float)), 0);
+
+	deadline = test_now_ns() + 20 * 1000000000ll;
+	for (;;) {
+		forward_given(&cl, route, weight, hot, true);
+		st = test_status_get(daemon_.socket);
+		assert_non_null(st);
+		nodes_of(st, 0, hot, nodes, sizeof(nodes));
+		json_decref(st);
+		if (strcmp(nodes, "1") == 0)
+			break;
+		assert_true(test_now_ns() < deadline);
+		test_sleep_ms(20);
+	}
+	moe_close(cl.c);
+	free(first);
+	assert_int_equal(test_daemon_stop(&daemon_), 0);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -291,6 +393,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_changes_through_moectl, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rebalancer_follows_the_load, setup, teardown),
 	};
 
 	if (argc < 3) {
