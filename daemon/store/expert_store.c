@@ -251,6 +251,19 @@ static int attach_nodes(struct expert_store *s, struct diag *d)
 	return 0;
 }
 
+/* Does another moed hold the lock of the home object at @path? */
+static bool home_busy(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	bool busy;
+
+	if (fd < 0)
+		return false;
+	busy = flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+	close(fd);
+	return busy;
+}
+
 /*
  * Re-attach what a previous moed left. -ENOENT: nothing there. -EBADMSG: a
  * store that cannot be used (why in @why). Other errors are moed's own
@@ -267,14 +280,21 @@ static int store_attach(struct expert_store *s, const char *path, char *why, siz
 	if (r < 0)
 		return diag_set(d, r, "%s/%s: store path too long", s->opts.dir, s->opts.name);
 	r = store_object_attach(home, &s->objects[0], d);
-	if (r == -EBADMSG)
+	if (r == -EBADMSG) {
+		/* a moed still loading has a home that does not verify yet, and its lock */
+		if (home_busy(home))
+			return diag_set(d, -EBUSY, "%s: in use by another moed", home);
 		return why_set(why, len, "%s", d->msg);
+	}
 	if (r < 0)
 		return r;
-	s->n_objects = 1;
 	r = store_object_lock(&s->objects[0], d);
-	if (r < 0)
+	if (r < 0) {
+		/* not ours: not counted, so that a failed open with keep=no removes nothing */
+		store_object_close(&s->objects[0]);
 		return r;
+	}
+	s->n_objects = 1;
 	h = store_object_header(&s->objects[0]);
 	if (!h->manifest_bytes)
 		return why_set(why, len, "%s: no manifest", home);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store/store_fill.h"
 #include "store/store_internal.h"
@@ -163,6 +164,22 @@ static int lay_out(struct expert_store *s, const char *path, const struct st_set
 	return 0;
 }
 
+/*
+ * Remove the objects of nodes this store no longer has (a store made on
+ * more nodes before): no store uses them, and on tmpfs they would hold
+ * their memory until a drop. The home's lock says this name is ours.
+ */
+static void remove_stale_nodes(struct expert_store *s)
+{
+	for (uint32_t n = s->manifest.n_nodes; n < TOPOLOGY_MAX_NODES; n++) {
+		char path[4096];
+
+		if (store_object_path(s->opts.dir, s->opts.name, n, path, sizeof(path)) == 0 &&
+		    unlink(path) < 0 && errno != ENOENT)
+			log_warning("%s: cannot remove the stale object: %m, ignoring", path);
+	}
+}
+
 static int create_objects(struct expert_store *s, const uint8_t *identity, size_t manifest_len,
 			  struct diag *d)
 {
@@ -186,6 +203,7 @@ static int create_objects(struct expert_store *s, const uint8_t *identity, size_
 				return r;
 		}
 	}
+	remove_stale_nodes(s);
 	return 0;
 }
 
