@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* One read in flight: a chunk of an item, into the store or a bounce buffer. */
@@ -209,7 +210,6 @@ int store_fill_run(struct fill_job *jobs, size_t n_jobs, void (*progress)(void *
 {
 	pthread_t *threads = calloc(n_jobs ?: 1, sizeof(*threads));
 	size_t started = 0, joined = 0;
-	unsigned ticks = 0;
 	int r = 0;
 
 	if (!threads)
@@ -223,14 +223,20 @@ int store_fill_run(struct fill_job *jobs, size_t n_jobs, void (*progress)(void *
 			break;
 		}
 	}
-	/* in order: a thread that is not done yet keeps the later ones waiting */
+	/*
+	 * In order, each join waiting at most a second (then the progress
+	 * line): a thread's end is seen at once, never a poll interval later.
+	 */
 	while (joined < started) {
-		if (pthread_tryjoin_np(threads[joined], NULL) == 0) {
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until); /* timedjoin's clock */
+		until.tv_sec += 1;
+		if (pthread_timedjoin_np(threads[joined], NULL, &until) == 0) {
 			joined++;
 			continue;
 		}
-		usleep(100 * 1000);
-		if (progress && ++ticks % 10 == 0)
+		if (progress)
 			progress(ctx);
 	}
 	free(threads);
