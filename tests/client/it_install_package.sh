@@ -5,7 +5,7 @@
 # outside project would: build the consumer in consumer/ with CMake
 # (find_package(moe), moe::moe) and with pkg-config, run both, and check the
 # shared object's contract: SONAME libmoe.so.1, only moe_* symbols exported,
-# every one in version node MOE_1 and declared in moe.h, and find_package
+# every one in version node MOE_1 (or a later MOE_1.N) and declared in moe.h, and find_package
 # refusing another major version.
 #
 #   it_install_package.sh BUILD_DIR CONSUMER_DIR [CC] [MOE_SANITIZE]
@@ -58,15 +58,15 @@ declared=$(sed -n 's/^MOE_API .*[ *]\(moe_[a-z_]*\)(.*/\1/p' "$prefix/include/mo
 exported=""
 for s in $syms; do
 	case "$s" in
-	MOE_1) continue ;; # the version node itself
-	moe_*@@MOE_1) exported="$exported ${s%@@MOE_1}" ;;
-	*) fail "exported symbol outside moe_*/MOE_1: $s" ;;
+	MOE_1 | MOE_1.[0-9]*) continue ;; # the version nodes themselves
+	moe_*@@MOE_1 | moe_*@@MOE_1.[0-9]*) exported="$exported ${s%@@MOE_1*}" ;;
+	*) fail "exported symbol outside moe_*/MOE_1[.N]: $s" ;;
 	esac
 done
 exported=$(printf '%s\n' $exported | sort)
 [ "$exported" = "$declared" ] ||
 	fail "exports differ from moe.h's MOE_API list:"$'\n'"$(diff <(echo "$declared") <(echo "$exported") || true)"
-echo "libmoe.so.1: SONAME ok, $(echo "$exported" | wc -l) symbols, all moe_* in MOE_1"
+echo "libmoe.so.1: SONAME ok, $(echo "$exported" | wc -l) symbols, all moe_* in MOE_1 or MOE_1.N"
 
 sanflags=()
 if [ -n "$sanitize" ]; then
