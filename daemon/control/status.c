@@ -89,7 +89,7 @@ int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t 
 		"merged_batches", (json_int_t)v->merged_batches, "runs_active",
 		(json_int_t)v->runs_active,
 		"clients", status_clients(v, uid), "layers", status_layers(v), "store",
-		v->store ? status_store_json(v->store) : NULL);
+		v->store ? status_store_json(v->store, v->engine, v->layers, v->uptime_s) : NULL);
 	if (!root)
 		return -ENOMEM;
 	text = json_dumps(root, JSON_INDENT(2));

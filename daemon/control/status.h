@@ -20,6 +20,9 @@
 
 #include "sched/layer_stats.h"
 
+struct engine;
+struct expert_store;
+
 struct status_client {
 	uint32_t id;
 	const char *name; /* escaped at HELLO: printable */
@@ -49,6 +52,7 @@ struct status_view {
 	uint32_t n_client;
 	const struct layer_stats *layers;   /* [n_layers] */
 	struct expert_store *store;   /* where the weights live */
+	const struct engine *engine;  /* its pool's per-node counters */
 };
 
 /*

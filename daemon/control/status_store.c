@@ -4,6 +4,9 @@
 
 #include <stdlib.h>
 
+#include "engine/engine.h"
+#include "sched/layer_stats.h"
+
 static void expert_bytes_free(uint64_t **bytes, uint32_t n_layers)
 {
 	for (uint32_t l = 0; bytes && l < n_layers; l++)
@@ -35,29 +38,69 @@ static uint64_t **expert_bytes_new(const struct moe_model *m, const struct place
 	return bytes;
 }
 
-static json_t *nodes_json(struct expert_store *s)
+/* Each node's share of the tokens @layers counted per expert, under placement @p. */
+static void node_tokens(const struct placement *p, const struct layer_stats *layers,
+			double *ret)
+{
+	for (uint32_t l = 0; layers && l < p->n_layers; l++) {
+		const struct layer_place *lp = &p->layers[l];
+
+		for (uint32_t e = 0; e < lp->n_experts && e < layers[l].n_experts; e++) {
+			const struct expert_place *ep = &lp->experts[e];
+
+			for (uint32_t c = 0; c < ep->n_copies; c++)
+				ret[ep->node[c]] +=
+					(double)layers[l].tokens_per_expert[e] / ep->n_copies;
+		}
+	}
+}
+
+/* The pool's figures of node @n into @o: workers, busy, tasks, expert tokens and their rate. */
+static void node_work_json(json_t *o, const struct engine *engine, uint32_t n, double tokens,
+			   double uptime_s)
+{
+	struct pool_node_stats ps;
+	double busy;
+
+	engine_node_stats(engine, n, &ps);
+	busy = ps.workers && uptime_s > 0 ? (double)ps.busy_ns / 1e9 / uptime_s / ps.workers : 0;
+	json_object_set_new(o, "workers", json_integer(ps.workers));
+	json_object_set_new(o, "busy", json_real(busy));
+	json_object_set_new(o, "tasks", json_integer((json_int_t)ps.tasks));
+	json_object_set_new(o, "expert_tokens", json_integer((json_int_t)tokens));
+	json_object_set_new(o, "tokens_per_s", json_real(uptime_s > 0 ? tokens / uptime_s : 0));
+}
+
+static json_t *nodes_json(struct expert_store *s, const struct placement *p,
+			  const struct engine *engine, const struct layer_stats *layers,
+			  double uptime_s)
 {
 	const struct expert_store_info *info = expert_store_info(s);
 	const struct topology *topo = expert_store_topology(s);
+	double tokens[TOPOLOGY_MAX_NODES] = { 0 };
 	json_t *nodes = json_array();
 
+	node_tokens(p, layers, tokens);
 	for (uint32_t n = 0; nodes && n < info->n_nodes && n < topo->n_nodes; n++) {
 		uint64_t used, budget;
+		json_t *o;
 
 		expert_store_replica_space(s, n, &used, &budget);
-		json_array_append_new(
-			nodes, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "node",
-					 (json_int_t)topo->nodes[n].id, "cpus",
-					 (json_int_t)topo->nodes[n].n_cpus, "loaded_experts",
-					 (json_int_t)info->node_experts[n], "bytes",
-					 (json_int_t)info->node_bytes[n], "replica_budget",
-					 (json_int_t)budget, "replica_used", (json_int_t)used,
-					 "mem_free", (json_int_t)topo->nodes[n].mem_free));
+		o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "node",
+			      (json_int_t)topo->nodes[n].id, "cpus", (json_int_t)topo->nodes[n].n_cpus,
+			      "loaded_experts", (json_int_t)info->node_experts[n], "bytes",
+			      (json_int_t)info->node_bytes[n], "replica_budget", (json_int_t)budget,
+			      "replica_used", (json_int_t)used, "mem_free",
+			      (json_int_t)topo->nodes[n].mem_free);
+		if (o && engine)
+			node_work_json(o, engine, n, tokens[n], uptime_s);
+		json_array_append_new(nodes, o);
 	}
 	return nodes;
 }
 
-json_t *status_store_json(struct expert_store *s)
+json_t *status_store_json(struct expert_store *s, const struct engine *engine,
+			  const struct layer_stats *layers, double uptime_s)
 {
 	const struct expert_store_info *info = expert_store_info(s);
 	const struct topology *topo = expert_store_topology(s);
@@ -74,7 +117,7 @@ json_t *status_store_json(struct expert_store *s)
 			      (json_int_t)info->read_bytes, "ready_s", info->seconds, "huge_pages",
 			      info->huge_pages, "topology", topo->source, "simulated",
 			      topo->simulated, "epoch", (json_int_t)expert_map_epoch(map), "nodes",
-			      nodes_json(s), "map",
+			      nodes_json(s, p, engine, layers, uptime_s), "map",
 			      placement_to_json(p, topo, (const uint64_t *const *)bytes, NULL));
 	expert_bytes_free(bytes, p->n_layers);
 	expert_map_put(map);

@@ -123,6 +123,16 @@ uint32_t engine_n_workers(const struct engine *e)
 	return pool_n_workers(e->pool);
 }
 
+uint32_t engine_n_nodes(const struct engine *e)
+{
+	return pool_n_nodes(e->pool);
+}
+
+void engine_node_stats(const struct engine *e, uint32_t node, struct pool_node_stats *ret)
+{
+	pool_node_stats(e->pool, node, ret);
+}
+
 static const struct ffn_weights *bin_ffn(const struct forward_ctx *c, uint32_t bin)
 {
 	return bin < c->layer->n_experts ? &c->layer->experts[bin].ffn : &c->layer->shared;

@@ -30,6 +30,7 @@
 #include "model/model.h"
 #include "numa/topology.h"
 #include "placement/placement.h"
+#include "pool/pool.h"
 #include "router/router.h"
 #include "util/diag.h"
 #include "util/scratch.h"
@@ -138,6 +139,9 @@ struct engine *engine_free(struct engine *e);
 /* What OpenBLAS reported at setup (for the log) and the worker count. */
 const struct blas_info *engine_blas_info(const struct engine *e);
 uint32_t engine_n_workers(const struct engine *e);
+/* Nodes of the engine's pool (1 without a topology) and what each node's workers did. */
+uint32_t engine_n_nodes(const struct engine *e);
+void engine_node_stats(const struct engine *e, uint32_t node, struct pool_node_stats *ret);
 
 /*
  * The input checks of engine_forward() on their own, so that the daemon can

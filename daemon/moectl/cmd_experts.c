@@ -45,20 +45,6 @@ static json_int_t get_int(const json_t *o, const char *key)
 	return json_integer_value(json_object_get(o, key));
 }
 
-static const char *human_bytes(uint64_t n, char *buf, size_t len)
-{
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
-	double v = (double)n;
-	unsigned u = 0;
-
-	while (v >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
-		v /= 1024;
-		u++;
-	}
-	snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", v, units[u]);
-	return buf;
-}
-
 /* The store's map with each expert's tokens and load (tokens over the layer's mean) added. */
 static json_t *map_with_load(json_t *status)
 {
@@ -94,16 +80,12 @@ static json_t *map_with_load(json_t *status)
 static void print_map(const json_t *map)
 {
 	const json_t *node, *layer, *ex, *id;
-	char b1[32], b2[32], b3[32];
+	char b1[32];
 	size_t i, j, k;
 
 	printf("map epoch %lld\n", (long long)get_int(map, "epoch"));
 	json_array_foreach(json_object_get(map, "nodes"), i, node)
-		printf("node %lld: %lld CPUs, loaded experts %s, replicas %s of %s\n",
-		       (long long)get_int(node, "node"), (long long)get_int(node, "cpus"),
-		       human_bytes((uint64_t)get_int(node, "bytes"), b1, sizeof(b1)),
-		       human_bytes((uint64_t)get_int(node, "replica_used"), b2, sizeof(b2)),
-		       human_bytes((uint64_t)get_int(node, "replica_budget"), b3, sizeof(b3)));
+		moectl_print_node(node);
 	json_array_foreach(json_object_get(map, "layers"), i, layer)
 	{
 		if (!json_array_size(json_object_get(layer, "experts")))
@@ -121,7 +103,7 @@ static void print_map(const json_t *map)
 							       k ? "," : "",
 							       (long long)json_integer_value(id));
 			printf("  %6lld  %-12s %10s %12lld %6.2f\n", (long long)get_int(ex, "expert"),
-			       nodes, human_bytes((uint64_t)get_int(ex, "bytes"), b1, sizeof(b1)),
+			       nodes, moectl_human_bytes((uint64_t)get_int(ex, "bytes"), b1, sizeof(b1)),
 			       (long long)get_int(ex, "tokens"),
 			       json_real_value(json_object_get(ex, "load")));
 		}

@@ -60,6 +60,27 @@ static void print_layers(const json_t *layers)
 	}
 }
 
+static void print_store(const json_t *store)
+{
+	const char *why = json_string_value(json_object_get(store, "reload_reason"));
+	const json_t *node;
+	char b[32], safe[320];
+	size_t i;
+
+	if (!store)
+		return;
+	printf("expert store: %s on %s topology in %.2f s, %s of weights, map epoch %lld",
+	       get_str(store, "source"), moectl_term_safe(get_str(store, "topology"), safe, sizeof(safe)),
+	       json_real_value(json_object_get(store, "ready_s")),
+	       moectl_human_bytes((uint64_t)get_int(store, "weight_bytes"), b, sizeof(b)),
+	       (long long)get_int(store, "epoch"));
+	if (why && *why)
+		printf("; loaded again because %s", moectl_term_safe(why, safe, sizeof(safe)));
+	printf("\n");
+	json_array_foreach(json_object_get(store, "nodes"), i, node)
+		moectl_print_node(node);
+}
+
 static int print_summary(const char *text)
 {
 	json_error_t err;
@@ -101,6 +122,7 @@ static int print_summary(const char *text)
 		       (long long)get_int(c, "errors"), (long long)get_int(c, "merged"),
 		       (long long)get_int(c, "queued"));
 	print_layers(json_object_get(root, "layers"));
+	print_store(json_object_get(root, "store"));
 	json_decref(root);
 	return 0;
 }

@@ -5,6 +5,8 @@
  * the message explains, 2 on a usage error.
  */
 #include <errno.h>
+#include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -53,6 +55,42 @@ const char *moectl_term_safe(const char *s, char *buf, size_t size)
 	}
 	buf[n] = '\0';
 	return buf;
+}
+
+const char *moectl_human_bytes(uint64_t n, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)n;
+	unsigned u = 0;
+
+	while (v >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+	return buf;
+}
+
+void moectl_print_node(const json_t *node)
+{
+	char b1[32], b2[32], b3[32];
+
+	printf("node %lld: %lld CPUs, loaded experts %s, replicas %s of %s",
+	       (long long)json_integer_value(json_object_get(node, "node")),
+	       (long long)json_integer_value(json_object_get(node, "cpus")),
+	       moectl_human_bytes((uint64_t)json_integer_value(json_object_get(node, "bytes")), b1,
+				  sizeof(b1)),
+	       moectl_human_bytes((uint64_t)json_integer_value(json_object_get(node, "replica_used")),
+				  b2, sizeof(b2)),
+	       moectl_human_bytes(
+		       (uint64_t)json_integer_value(json_object_get(node, "replica_budget")), b3,
+		       sizeof(b3)));
+	if (json_object_get(node, "workers"))
+		printf("; %lld workers, %.0f%% busy, %.0f expert tokens/s",
+		       (long long)json_integer_value(json_object_get(node, "workers")),
+		       100 * json_real_value(json_object_get(node, "busy")),
+		       json_real_value(json_object_get(node, "tokens_per_s")));
+	printf("\n");
 }
 
 double moectl_now_s(void)

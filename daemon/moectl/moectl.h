@@ -23,6 +23,13 @@ int cmd_gen_model(int argc, char **argv);
  */
 const char *moectl_term_safe(const char *s, char *buf, size_t size);
 
+/* @n bytes as "1.5 MiB" into @buf. */
+const char *moectl_human_bytes(uint64_t n, char *buf, size_t len);
+
+/* One line for a node of the status's "store"."nodes": memory, replicas, and its workers. */
+struct json_t;
+void moectl_print_node(const struct json_t *node);
+
 /* Seconds on the monotonic clock, for timing what a command did. */
 double moectl_now_s(void);
 

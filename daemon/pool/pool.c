@@ -100,6 +100,11 @@ struct thread_pool {
 	uint32_t n_sleeping;              /* pool threads waiting on `wake` */
 	atomic_uint_fast64_t posted;      /* jobs ever posted: what a spinning thread watches */
 	atomic_bool stopping;
+	/* per node: what its threads did (pool_node_stats) */
+	struct {
+		atomic_uint_fast64_t busy_ns, tasks;
+		uint32_t threads;
+	} node_stats[TOPOLOGY_MAX_NODES];
 
 	uint8_t cpu_node[CPU_SETSIZE]; /* the first node holding each CPU, or CPU_NO_NODE */
 };
@@ -110,13 +115,14 @@ struct worker_arg {
 	uint32_t node;
 };
 
-static void part_claim(struct pool_job *j, struct pool_part *pt, uint32_t worker)
+/* Run @pt's unclaimed tasks; returns how many this worker ran. */
+static uint32_t part_claim(struct pool_job *j, struct pool_part *pt, uint32_t worker)
 {
-	for (;;) {
+	for (uint32_t n = 0;; n++) {
 		uint32_t t = atomic_fetch_add_explicit(&pt->next, 1, memory_order_relaxed);
 
 		if (t >= pt->end)
-			return;
+			return n;
 		j->fn(j->ctx, t, worker);
 		/* R1: the task's writes happen before a caller that sees
 		 * remaining == 0 stops spinning; pairs with A1 in job_run()
@@ -135,19 +141,22 @@ static bool part_is_own(const struct pool_part *pt, uint32_t node)
  * @steal, the others', starting at a different part per node so that
  * thieves from several nodes do not all pile onto the same victim.
  */
-static void job_claim(struct pool_job *j, uint32_t node, bool steal, uint32_t worker)
+static uint32_t job_claim(struct pool_job *j, uint32_t node, bool steal, uint32_t worker)
 {
+	uint32_t n = 0;
+
 	for (uint32_t i = 0; i < j->n_parts; i++)
 		if (part_is_own(&j->part[i], node))
-			part_claim(j, &j->part[i], worker);
+			n += part_claim(j, &j->part[i], worker);
 	if (!steal)
-		return;
+		return n;
 	for (uint32_t k = 0; k < j->n_parts; k++) {
 		struct pool_part *pt = &j->part[(node + k) % j->n_parts];
 
 		if (!part_is_own(pt, node))
-			part_claim(j, pt, worker);
+			n += part_claim(j, pt, worker);
 	}
+	return n;
 }
 
 /* Has @j tasks left that @node's worker may claim? */
@@ -196,6 +205,17 @@ static void worker_idle(struct thread_pool *p)
 	}
 }
 
+/* job_claim() on a pool thread, its time and tasks counted for its node. */
+static void worker_claim(struct thread_pool *p, struct pool_job *j, uint32_t node, uint32_t index)
+{
+	uint64_t t0 = spin_now_ns();
+	uint32_t n = job_claim(j, node, p->steal, index);
+
+	atomic_fetch_add_explicit(&p->node_stats[node].busy_ns, spin_now_ns() - t0,
+				  memory_order_relaxed);
+	atomic_fetch_add_explicit(&p->node_stats[node].tasks, n, memory_order_relaxed);
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker_arg *wa = arg;
@@ -213,7 +233,7 @@ static void *worker_main(void *arg)
 		}
 		j->helpers++;
 		pthread_mutex_unlock(&p->lock);
-		job_claim(j, node, p->steal, index);
+		worker_claim(p, j, node, index);
 		pthread_mutex_lock(&p->lock);
 		/* the last helper to leave a finished job lets its caller go */
 		if (--j->helpers == 0 && atomic_load_explicit(&j->remaining, memory_order_acquire) == 0)
@@ -398,11 +418,25 @@ static void thread_pool_free(struct pool *base)
 	free(p);
 }
 
+static void thread_pool_node_stats(const struct pool *base, uint32_t node,
+				   struct pool_node_stats *ret)
+{
+	struct thread_pool *p = (struct thread_pool *)(uintptr_t)base;
+
+	*ret = (struct pool_node_stats){ 0 };
+	if (node >= p->n_nodes)
+		return;
+	ret->workers = p->node_stats[node].threads;
+	ret->busy_ns = atomic_load_explicit(&p->node_stats[node].busy_ns, memory_order_relaxed);
+	ret->tasks = atomic_load_explicit(&p->node_stats[node].tasks, memory_order_relaxed);
+}
+
 static const struct pool_ops thread_pool_ops = {
 	.n_workers = thread_pool_n_workers,
 	.n_nodes = thread_pool_n_nodes,
 	.run = thread_pool_run,
 	.run_nodes = thread_pool_run_nodes,
+	.node_stats = thread_pool_node_stats,
 	.free = thread_pool_free,
 };
 
@@ -439,6 +473,7 @@ static int thread_start(struct thread_pool *p, const struct topology *t, uint32_
 	if (r < 0)
 		goto free_arg;
 	p->n_started++;
+	p->node_stats[node].threads++;
 	return 0;
 free_arg:
 	free(wa);

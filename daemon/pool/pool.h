@@ -30,12 +30,20 @@ typedef void (*pool_task_fn)(void *ctx, uint32_t task, uint32_t worker);
 
 struct pool;
 
+/* What one node's pool threads did since the pool started (the callers of run() not counted). */
+struct pool_node_stats {
+	uint32_t workers;   /* threads pinned to the node (run()'s caller works too, uncounted) */
+	uint64_t busy_ns;   /* thread time spent claiming and running tasks */
+	uint64_t tasks;     /* tasks its threads ran */
+};
+
 struct pool_ops {
 	uint32_t (*n_workers)(const struct pool *p);
 	uint32_t (*n_nodes)(const struct pool *p);
 	void (*run)(struct pool *p, uint32_t n_tasks, pool_task_fn fn, void *ctx);
 	void (*run_nodes)(struct pool *p, uint32_t n_nodes, const uint32_t *node_end,
 			  pool_task_fn fn, void *ctx);
+	void (*node_stats)(const struct pool *p, uint32_t node, struct pool_node_stats *ret);
 	void (*free)(struct pool *p);
 };
 
@@ -73,6 +81,12 @@ static inline void pool_run_nodes(struct pool *p, uint32_t n_nodes, const uint32
 				  pool_task_fn fn, void *ctx)
 {
 	p->ops->run_nodes(p, n_nodes, node_end, fn, ctx);
+}
+
+/* Node @node's counters (zeroes for a node the pool does not have). Any thread. */
+static inline void pool_node_stats(const struct pool *p, uint32_t node, struct pool_node_stats *ret)
+{
+	p->ops->node_stats(p, node, ret);
 }
 
 /* NULL-safe; returns NULL. Every run() must have returned. */

@@ -213,6 +213,11 @@ static void test_changes_through_moectl(void **state)
 	/* both nodes hold one copy beyond the load's: expert 3 on 0, expert 0 of layer 1 on 1 */
 	assert_true(test_json_int(st, "store.nodes.0.replica_used") > 0);
 	assert_true(test_json_int(st, "store.nodes.1.replica_used") > 0);
+	/* each node's pinned workers, and the tokens its experts received */
+	assert_true(test_json_int(st, "store.nodes.0.workers") >= 1);
+	assert_true(test_json_int(st, "store.nodes.1.workers") >= 1);
+	assert_true(test_json_int(st, "store.nodes.0.expert_tokens") > 0);
+	assert_true(test_json_int(st, "store.nodes.1.expert_tokens") > 0);
 	json_decref(st);
 
 	forward_all(&cl, after);

@@ -29,6 +29,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #include "pool/pool.h"
 #include "util/spin.h"
@@ -296,6 +297,50 @@ static void test_steal_unblocks(void **state)
 	assert_no_errors();
 }
 
+static void task_sleep(void *ctx, uint32_t task, uint32_t worker)
+{
+	const struct timespec ts = { .tv_nsec = 200 * 1000 };
+
+	(void)ctx, (void)task, (void)worker;
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * pool_node_stats(): each node's threads counted where they are pinned,
+ * their tasks (the caller's not) and at least the time those tasks slept.
+ */
+static void test_node_stats(void **state)
+{
+	uint32_t node_end[2] = { 50, 100 };
+	struct pool_node_stats st[3];
+	struct topology t;
+	struct pool *p;
+	uint64_t tasks;
+
+	(void)state;
+	test_topo_make(&t, 2);
+	p = pool_on(&t, 4, false);
+	for (uint32_t n = 0; n < 3; n++) {
+		pool_node_stats(p, n, &st[n]);
+		ASSERT_EQ(st[n].tasks, 0);
+		ASSERT_EQ(st[n].busy_ns, 0);
+	}
+	ASSERT_EQ(st[0].workers + st[1].workers + 1, pool_n_workers(p));
+	ASSERT_EQ(st[2].workers, 0); /* no node 2 */
+	pool_run_nodes(p, 2, node_end, task_sleep, NULL);
+	pool_node_stats(p, 0, &st[0]);
+	pool_node_stats(p, 1, &st[1]);
+	tasks = st[0].tasks + st[1].tasks;
+	/* the caller runs on node 1 (CALLER_CPU) and does not steal: node 0's
+	 * threads ran all of node 0's tasks; node 1's shared theirs with it */
+	ASSERT_EQ(st[0].tasks, 50);
+	assert_true(st[1].tasks <= 50);
+	assert_true(tasks <= 100);
+	assert_true(st[0].busy_ns >= st[0].tasks * 200 * 1000);
+	assert_true(st[1].busy_ns >= st[1].tasks * 200 * 1000);
+	pool_free(p);
+}
+
 static void test_worker_counts(void **state)
 {
 	static const struct {
@@ -367,6 +412,7 @@ int main(void)
 		cmocka_unit_test_setup(test_run_nodes_steal, pin_caller),
 		cmocka_unit_test_setup(test_plain_run_on_nodes, pin_caller),
 		cmocka_unit_test_setup(test_steal_unblocks, pin_caller),
+		cmocka_unit_test_setup(test_node_stats, pin_caller),
 	};
 
 	if (!test_topo_cpus_allowed()) {
