@@ -379,7 +379,7 @@ int expert_store_open(const char *model_path, const struct expert_store_opts *o,
 	model_identity_hex(store_object_header(&s->objects[0])->identity, s->info.identity);
 	/* read_bytes is the fill's; an attach read none */
 	for (uint32_t n = 0; n < s->n_objects; n++)
-		s->info.huge_pages = s->info.huge_pages || s->objects[n].huge;
+		s->info.huge_pages = s->info.huge_pages || store_object_huge_mapped(&s->objects[n]);
 	*ret_store = s;
 	return 0;
 }

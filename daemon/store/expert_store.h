@@ -62,7 +62,7 @@ struct expert_store_info {
 	uint32_t n_nodes;
 	uint64_t node_bytes[TOPOLOGY_MAX_NODES];
 	uint32_t node_experts[TOPOLOGY_MAX_NODES];
-	bool huge_pages;
+	bool huge_pages;          /* hugetlbfs, or tmpfs huge pages mapped when the open ended */
 };
 
 struct expert_store;

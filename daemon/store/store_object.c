@@ -117,8 +117,12 @@ int store_object_create(const char *path, const struct topology *topo, uint32_t 
 		r = diag_set(d, -errno, "%s: cannot map %zu bytes: %m", path, o->bytes);
 		goto fail;
 	}
-	/* tmpfs gives huge pages only where asked (shmem_enabled=advise) */
-	o->huge = hugetlb || madvise(o->base, o->bytes, MADV_HUGEPAGE) == 0;
+	/*
+	 * Ask tmpfs for transparent huge pages; whether it gives them is the
+	 * mount's huge= option (store_object_huge_mapped() tells afterwards).
+	 */
+	o->huge = hugetlb;
+	(void)madvise(o->base, o->bytes, MADV_HUGEPAGE);
 	r = bind_to_node(o, topo, node, d);
 	if (r < 0)
 		goto fail;
@@ -294,4 +298,41 @@ int store_object_pages_on_node(const struct store_object *o, uint64_t off, uint6
 	*ret_on_node = on;
 	*ret_pages = n;
 	return 0;
+}
+
+/*
+ * The value of @field ("ShmemPmdMapped:", in kB) in /proc/self/smaps for the
+ * mapping that starts at @base; 0 when it cannot be read.
+ */
+static uint64_t smaps_field_kb(const void *base, const char *field)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	char line[512];
+	bool in_mapping = false;
+	uint64_t kb = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long start, end;
+
+		/* a mapping's first line: "start-end perms offset dev inode path" */
+		if (sscanf(line, "%lx-%lx ", &start, &end) == 2 && strchr(line, ' ')) {
+			if (in_mapping)
+				break;
+			in_mapping = start == (unsigned long)(uintptr_t)base;
+			continue;
+		}
+		if (in_mapping && strncmp(line, field, strlen(field)) == 0) {
+			kb = strtoull(line + strlen(field), NULL, 10);
+			break;
+		}
+	}
+	fclose(f);
+	return kb;
+}
+
+bool store_object_huge_mapped(const struct store_object *o)
+{
+	return o->huge || smaps_field_kb(o->base, "ShmemPmdMapped:") > 0;
 }

@@ -62,7 +62,7 @@ struct store_object {
 	uint8_t *base;   /* the whole object, shared, read-write */
 	size_t bytes;
 	size_t page;     /* the backing's page size (huge on hugetlbfs) */
-	bool huge;       /* hugetlbfs, or tmpfs with transparent huge pages asked for */
+	bool huge;       /* on hugetlbfs (tmpfs is asked for transparent huge pages) */
 };
 
 /* "DIR/NAME.nodeINDEX". -ENAMETOOLONG when it does not fit @len. */
@@ -102,6 +102,13 @@ static inline struct store_header *store_object_header(const struct store_object
 {
 	return (struct store_header *)(void *)o->base;
 }
+
+/*
+ * Is @o really on huge pages: hugetlbfs, or tmpfs that gave transparent huge
+ * pages for its mapping (ShmemPmdMapped in /proc/self/smaps; a tmpfs
+ * mounted without huge= gives none, whatever madvise() was told)?
+ */
+bool store_object_huge_mapped(const struct store_object *o);
 
 /* Finish a filled object: manifest bytes are in place; state COMPLETE and checksum. */
 void store_object_seal(struct store_object *o);
