@@ -44,6 +44,35 @@ if(EXISTS ${PROJECT_SOURCE_DIR}/daemon/numa/topology.c)
   moed_target_defaults(numa_vm_topology)
   target_link_libraries(numa_vm_check PRIVATE numa_vm_topology)
   target_compile_definitions(numa_vm_check PRIVATE MOE_VM_HAVE_TOPOLOGY)
+
+  # (f) the expert store's objects: store_object.c alone (no fill, no
+  # io_uring), bound to a node of the detected topology. It checksums its
+  # header with XXH64, so it needs xxHash's static archive.
+  if(EXISTS ${PROJECT_SOURCE_DIR}/daemon/store/store_object.c)
+    find_library(MOE_XXHASH_STATIC_LIB NAMES libxxhash.a)
+    if(MOE_XXHASH_STATIC_LIB)
+      add_library(numa_vm_store_object STATIC ${PROJECT_SOURCE_DIR}/daemon/store/store_object.c)
+      target_link_libraries(numa_vm_store_object PUBLIC numa_vm_topology
+                                                        ${MOE_XXHASH_STATIC_LIB})
+      moed_target_defaults(numa_vm_store_object)
+      target_link_libraries(numa_vm_check PRIVATE numa_vm_store_object)
+      target_compile_definitions(numa_vm_check PRIVATE MOE_VM_HAVE_STORE_OBJECT)
+    else()
+      message(STATUS "numa_vm: no libxxhash.a (libxxhash-dev): the store_object check "
+                     "(expert pages on their node) is left out")
+    endif()
+  endif()
+
+  # (g) the NUMA pool: pool.c (the machinery) and pool_nodes.c (threads per
+  # node, pinned), which need nothing beyond libc, pthreads and topology.
+  if(EXISTS ${PROJECT_SOURCE_DIR}/daemon/pool/pool_nodes.c)
+    add_library(numa_vm_pool STATIC ${PROJECT_SOURCE_DIR}/daemon/pool/pool.c
+                                    ${PROJECT_SOURCE_DIR}/daemon/pool/pool_nodes.c)
+    target_link_libraries(numa_vm_pool PUBLIC numa_vm_topology Threads::Threads)
+    moed_target_defaults(numa_vm_pool)
+    target_link_libraries(numa_vm_check PRIVATE numa_vm_pool)
+    target_compile_definitions(numa_vm_check PRIVATE MOE_VM_HAVE_POOL)
+  endif()
 endif()
 
 target_link_libraries(numa_vm_check PRIVATE ${MOE_NUMA_STATIC_LIB} Threads::Threads)

@@ -6,9 +6,10 @@
  *
  * The checks are a table of named functions, each returning NULL when it
  * holds or an error message (written into the buffer it is given). Checks of
- * moed's own code (topology detection, the per-node pools, the expert store)
- * go at the end of the table as those modules land. Each check's name and
- * outcome is printed; the exit status is 0 when all hold, 1 otherwise.
+ * moed's own code (topology detection, the expert store's objects, the
+ * per-node pool) go at the end of the table, each compiled in when CMake
+ * finds its module (MOE_VM_HAVE_*). Each check's name and outcome is
+ * printed; the exit status is 0 when all hold, 1 otherwise.
  *
  * usage: numa_vm_check [NAME...]   (no NAME: every check)
  *
@@ -16,6 +17,7 @@
  * which moves nothing and reports the node of each page.
  */
 #include <errno.h>
+#include <linux/magic.h>
 #include <numa.h>
 #include <numaif.h>
 #include <pthread.h>
@@ -26,10 +28,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifdef MOE_VM_HAVE_TOPOLOGY
 #include "numa/topology.h"
+#endif
+#ifdef MOE_VM_HAVE_STORE_OBJECT
+#include "store/store_object.h"
+#endif
+#ifdef MOE_VM_HAVE_POOL
+#include "pool/pool.h"
 #endif
 
 #define VM_NODES 2
@@ -165,33 +175,44 @@ static void *on_node_main(void *p)
 }
 
 /*
- * Run @fn(@arg) in a new thread pinned to @node's CPUs (pinned before it
- * starts, through its attributes) and wait for it. Returns what @fn
- * returned, or a message in @msg when the thread cannot be made.
+ * Run @fn(@arg) in a new thread pinned to @cpus (pinned before it starts,
+ * through its attributes; NULL: not pinned) and wait for it. Returns what
+ * @fn returned, or a message in @msg when the thread cannot be made.
  */
-static const char *run_on_node(int node, const char *(*fn)(const void *, char *, size_t),
-                               const void *arg, char *msg, size_t size)
+static const char *run_on_cpus(const cpu_set_t *cpus,
+                               const char *(*fn)(const void *, char *, size_t), const void *arg,
+                               char *msg, size_t size)
 {
 	struct on_node o = {.fn = fn, .arg = arg, .msg = msg, .size = size};
 	pthread_attr_t attr;
 	pthread_t thread;
+	int r;
+
+	r = pthread_attr_init(&attr);
+	if (r)
+		return msgf(msg, size, "pthread_attr_init: %s", strerror(r));
+	if (cpus)
+		r = pthread_attr_setaffinity_np(&attr, sizeof(*cpus), cpus);
+	if (r == 0)
+		r = pthread_create(&thread, &attr, on_node_main, &o);
+	pthread_attr_destroy(&attr);
+	if (r)
+		return msgf(msg, size, "%s thread: %s", cpus ? "pinned" : "a", strerror(r));
+	pthread_join(thread, NULL);
+	return o.ret;
+}
+
+/* run_on_cpus() on @node's CPUs as libnuma reports them. */
+static const char *run_on_node(int node, const char *(*fn)(const void *, char *, size_t),
+                               const void *arg, char *msg, size_t size)
+{
 	cpu_set_t cpus;
 	int r;
 
 	r = node_cpus(node, &cpus);
 	if (r < 0)
 		return msgf(msg, size, "CPUs of node %d: %s", node, strerror(-r));
-	r = pthread_attr_init(&attr);
-	if (r)
-		return msgf(msg, size, "pthread_attr_init: %s", strerror(r));
-	r = pthread_attr_setaffinity_np(&attr, sizeof(cpus), &cpus);
-	if (r == 0)
-		r = pthread_create(&thread, &attr, on_node_main, &o);
-	pthread_attr_destroy(&attr);
-	if (r)
-		return msgf(msg, size, "thread pinned to node %d: %s", node, strerror(r));
-	pthread_join(thread, NULL);
-	return o.ret;
+	return run_on_cpus(&cpus, fn, arg, msg, size);
 }
 
 /* --- (a) two nodes -------------------------------------------------------- */
@@ -359,6 +380,277 @@ out_free:
 }
 #endif
 
+#if defined(MOE_VM_HAVE_STORE_OBJECT) || defined(MOE_VM_HAVE_POOL)
+/*
+ * topology_detect(), expecting the guest's two nodes: a topology to free in
+ * *@ret_t, or NULL with @msg filled.
+ */
+static const char *topology_two_nodes(struct topology **ret_t, char *msg, size_t size)
+{
+	struct topology *t = calloc(1, sizeof(*t));
+	struct diag d = {{0}};
+	int r;
+
+	if (!t)
+		return msgf(msg, size, "out of memory");
+	r = topology_detect(t, &d);
+	if (r < 0 || t->n_nodes != VM_NODES || t->simulated) {
+		if (r < 0)
+			msgf(msg, size, "topology_detect: %s: %s", strerror(-r), d.msg);
+		else
+			msgf(msg, size, "topology_detect (%s) sees %u nodes, expected %d",
+			     t->source, t->n_nodes, VM_NODES);
+		free(t);
+		return msg;
+	}
+	*ret_t = t;
+	return NULL;
+}
+
+/* Is @cpu one of @node's CPUs in @t? */
+static int topo_node_has_cpu(const struct topology *t, uint32_t node, int cpu)
+{
+	return cpu >= 0 && cpu < CPU_SETSIZE && CPU_ISSET(cpu, &t->nodes[node].cpus);
+}
+#endif
+
+/* --- (f) the expert store's objects ---------------------------------------- */
+
+#ifdef MOE_VM_HAVE_STORE_OBJECT
+/* tmpfs, which honours mbind() for a shared file mapping (run-vm-test.sh mounts it) */
+#define STORE_DIR        "/dev/shm"
+#define STORE_DATA_BYTES (16UL << 20) /* 4096 pages of 4 KiB */
+
+/* The object to fill and the CPUs of the node whose thread fills it. */
+struct store_fill {
+	struct store_object *o;
+	const struct topology *t;
+	uint32_t fill_node; /* index into t->nodes[] */
+};
+
+/*
+ * What store_fill.c's fill_thread() does before its first write, then the
+ * writes: pin this thread to the node's CPUs with pthread_setaffinity_np(),
+ * and write every byte of the object's data.
+ */
+static const char *store_fill_data(const void *arg, char *msg, size_t size)
+{
+	const struct store_fill *f = arg;
+	const cpu_set_t *cpus = &f->t->nodes[f->fill_node].cpus;
+	const struct store_header *h = store_object_header(f->o);
+	int r, cpu;
+
+	r = pthread_setaffinity_np(pthread_self(), sizeof(*cpus), cpus);
+	if (r)
+		return msgf(msg, size, "pinning the filling thread to node %u's CPUs: %s",
+		            f->t->nodes[f->fill_node].id, strerror(r));
+	cpu = sched_getcpu();
+	if (!topo_node_has_cpu(f->t, f->fill_node, cpu))
+		return msgf(msg, size, "the filling thread pinned to node %u runs on CPU %d",
+		            f->t->nodes[f->fill_node].id, cpu);
+	memset(f->o->base + h->data_offset, 0x5a, h->data_bytes);
+	return NULL;
+}
+
+/*
+ * store_object_create() an object of node index @node of @t in STORE_DIR,
+ * fill its data from a thread on node index @fill_node's CPUs, and check
+ * with store_object_pages_on_node() that every data page is on @node's
+ * kernel node.
+ */
+static const char *store_object_fill_check(const struct topology *t, uint32_t node,
+                                           uint32_t fill_node, char *msg, size_t size)
+{
+	static const uint8_t identity[16] = "numa_vm_check";
+	struct store_object o;
+	struct store_fill f = {.o = &o, .t = t, .fill_node = fill_node};
+	const struct store_header *h;
+	struct diag d = {{0}};
+	uint64_t on[VM_NODES], pages;
+	const char *ret;
+	char path[256];
+	int r;
+
+	r = store_object_path(STORE_DIR, "numa_vm_check", node, path, sizeof(path));
+	if (r < 0)
+		return msgf(msg, size, "store_object_path: %s", strerror(-r));
+	r = store_object_create(path, t, node, identity, STORE_DATA_BYTES, 0, 0, &o, &d);
+	if (r < 0)
+		return msgf(msg, size, "store_object_create(node %u): %s: %s", t->nodes[node].id,
+		            strerror(-r), d.msg);
+	ret = run_on_cpus(NULL, store_fill_data, &f, msg, size);
+	if (ret)
+		goto out_destroy;
+	h = store_object_header(&o);
+	for (uint32_t i = 0; i < VM_NODES; i++) {
+		r = store_object_pages_on_node(&o, h->data_offset, h->data_bytes,
+		                               (int)t->nodes[i].id, &on[i], &pages);
+		if (r < 0) {
+			ret = msgf(msg, size, "store_object_pages_on_node: %s", strerror(-r));
+			goto out_destroy;
+		}
+	}
+	if (on[node] != pages)
+		ret = msgf(msg, size,
+		           "object of node %u filled from node %u's CPUs: %llu of %llu data pages "
+		           "on node %u (node %u: %llu, node %u: %llu)",
+		           t->nodes[node].id, t->nodes[fill_node].id, (unsigned long long)on[node],
+		           (unsigned long long)pages, t->nodes[node].id, t->nodes[0].id,
+		           (unsigned long long)on[0], t->nodes[1].id, (unsigned long long)on[1]);
+out_destroy:
+	store_object_destroy(&o);
+	return ret;
+}
+
+/* Both store checks: STORE_DIR must be tmpfs, then @node's object filled from @fill_node. */
+static const char *store_object_check(uint32_t node, uint32_t fill_node, char *msg, size_t size)
+{
+	struct topology *t;
+	struct statfs sfs;
+	const char *ret;
+
+	if (statfs(STORE_DIR, &sfs) < 0)
+		return msgf(msg, size, "%s: %s", STORE_DIR, strerror(errno));
+	if ((unsigned long)sfs.f_type != TMPFS_MAGIC)
+		return msgf(msg, size, "%s is not tmpfs (type %#lx): mbind() would not place it",
+		            STORE_DIR, (unsigned long)sfs.f_type);
+	ret = topology_two_nodes(&t, msg, size);
+	if (ret)
+		return ret;
+	ret = store_object_fill_check(t, node, fill_node, msg, size);
+	free(t);
+	return ret;
+}
+
+/* An expert object of node 1, filled as the store fills it: its pages on node 1. */
+static const char *check_store_object_node1(char *msg, size_t size)
+{
+	return store_object_check(1, 1, msg, size);
+}
+
+/* An object of node 0 first touched from node 1: its binding wins, node 0. */
+static const char *check_store_object_binding(char *msg, size_t size)
+{
+	return store_object_check(0, 1, msg, size);
+}
+#endif
+
+/* --- (g) the per-node pool ------------------------------------------------- */
+
+#ifdef MOE_VM_HAVE_POOL
+/*
+ * Few tasks on node 0, many on node 1, each long enough (busy, not asleep)
+ * that node 0's workers run out of their own while node 1's are still
+ * queued: a pool that let them steal would run some of node 1's on node 0.
+ */
+#define POOL_TASKS_NODE0 4u
+#define POOL_TASKS_NODE1 64u
+#define POOL_TASKS       (POOL_TASKS_NODE0 + POOL_TASKS_NODE1)
+#define POOL_TASK_NS     200000u
+
+struct pool_round {
+	struct pool *pool;
+	const struct topology *t;
+	uint32_t caller_node; /* index of the node the caller is pinned to */
+	int cpu[POOL_TASKS];  /* sched_getcpu() of each task, at its end; -2: not run */
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void pool_record_task(void *ctx, uint32_t task, uint32_t worker)
+{
+	struct pool_round *pr = ctx;
+	uint64_t end = now_ns() + POOL_TASK_NS;
+
+	(void)worker;
+	while (now_ns() < end)
+		;
+	pr->cpu[task] = sched_getcpu();
+}
+
+/* In the caller's pinned thread: one run_nodes() job, then where each task ran. */
+static const char *pool_round_run(const void *arg, char *msg, size_t size)
+{
+	/* run_on_cpus() passes arguments as const: this one is ours to write */
+	struct pool_round *pr = (struct pool_round *)(uintptr_t)arg;
+	static const uint32_t node_end[VM_NODES] = {POOL_TASKS_NODE0, POOL_TASKS};
+	uint32_t wrong = 0, first = 0;
+
+	for (uint32_t i = 0; i < POOL_TASKS; i++)
+		pr->cpu[i] = -2;
+	pool_run_nodes(pr->pool, VM_NODES, node_end, pool_record_task, pr);
+	for (uint32_t i = 0; i < POOL_TASKS; i++) {
+		uint32_t node = i < POOL_TASKS_NODE0 ? 0 : 1;
+
+		if (topo_node_has_cpu(pr->t, node, pr->cpu[i]))
+			continue;
+		if (wrong++ == 0)
+			first = i;
+	}
+	if (wrong) {
+		uint32_t node = first < POOL_TASKS_NODE0 ? 0 : 1;
+
+		return msgf(msg, size,
+		            "caller on node %u: %u of %u tasks off their node (task %u of node %u "
+		            "ran on CPU %d)",
+		            pr->t->nodes[pr->caller_node].id, wrong, POOL_TASKS, first,
+		            pr->t->nodes[node].id, pr->cpu[first]);
+	}
+	return NULL;
+}
+
+/*
+ * pool_nodes_new() on the detected topology without stealing, then one
+ * run_nodes() job from a caller pinned to node 0 and one from a caller
+ * pinned to node 1 (the caller claims the tasks of the node it runs on).
+ */
+static const char *check_pool_nodes(char *msg, size_t size)
+{
+	struct pool_round *pr;
+	struct topology *t;
+	struct pool *pool = NULL;
+	const char *ret;
+	int r;
+
+	ret = topology_two_nodes(&t, msg, size);
+	if (ret)
+		return ret;
+	pr = calloc(1, sizeof(*pr));
+	if (!pr) {
+		ret = msgf(msg, size, "out of memory");
+		goto out_topology;
+	}
+	r = pool_nodes_new(t, 0, false, &pool);
+	if (r < 0) {
+		ret = msgf(msg, size, "pool_nodes_new: %s", strerror(-r));
+		goto out_round;
+	}
+	if (pool_n_nodes(pool) != VM_NODES) {
+		ret = msgf(msg, size, "pool_nodes_new: %u nodes, expected %d", pool_n_nodes(pool),
+		           VM_NODES);
+		goto out_pool;
+	}
+	*pr = (struct pool_round){.pool = pool, .t = t};
+	for (uint32_t c = 0; c < VM_NODES && !ret; c++) {
+		pr->caller_node = c;
+		ret = run_on_cpus(&t->nodes[c].cpus, pool_round_run, pr, msg, size);
+	}
+out_pool:
+	pool_free(pool);
+out_round:
+	free(pr);
+out_topology:
+	free(t);
+	return ret;
+}
+#endif
+
 /* --- The table ------------------------------------------------------------ */
 
 static const struct vm_check checks[] = {
@@ -378,13 +670,26 @@ static const struct vm_check checks[] = {
 	{"topology_detect", "topology_detect sees 2 nodes with CPUs {0} and {1}",
 	 check_topology_detect},
 #endif
+#ifdef MOE_VM_HAVE_STORE_OBJECT
+	{"store_object_node1",
+	 "store object of node 1 in " STORE_DIR ", data written by a thread on node 1: every "
+	 "data page on node 1",
+	 check_store_object_node1},
+	{"store_object_binding",
+	 "store object of node 0, data written by a thread on node 1: every data page on node 0 "
+	 "(mbind beats first touch)",
+	 check_store_object_binding},
+#endif
+#ifdef MOE_VM_HAVE_POOL
+	{"pool_nodes",
+	 "pool_nodes_new (no stealing), run_nodes from a caller on each node: node 1's tasks "
+	 "ran on node 1's CPUs, node 0's on node 0's",
+	 check_pool_nodes},
+#endif
 	/*
-	 * TODO(numa): checks of moed's own code go here as it lands, e.g.
-	 * - (e) "topology_detect sees 2 nodes with CPUs {0} and {1}": compiled
-	 *   in above when daemon/numa/topology.c exists (CMake defines
-	 *   MOE_VM_HAVE_TOPOLOGY);
-	 * - the per-node pools run each worker on its node;
-	 * - the expert store's node-bound weights are on their nodes.
+	 * Checks of moed's own code are compiled in when CMake finds their
+	 * module: (e) MOE_VM_HAVE_TOPOLOGY, (f) MOE_VM_HAVE_STORE_OBJECT (which
+	 * also needs libxxhash.a), (g) MOE_VM_HAVE_POOL.
 	 */
 };
 

@@ -143,7 +143,8 @@ fi
 # /bin/busybox, the binaries in /tests, and /init. Debian's kernel carries a
 # built-in initramfs with /dev/console, so the kernel can open a console
 # before /init runs; /init mounts devtmpfs over /dev and reopens the console
-# there anyway, in case a kernel lacks it.
+# there anyway, in case a kernel lacks it. /init also mounts a tmpfs on
+# /dev/shm for checks that create files there (moed's expert store).
 
 root=$tmp/root
 mkdir -p "$root/bin" "$root/tests" "$root/dev" "$root/proc" "$root/sys" "$root/tmp"
@@ -163,6 +164,11 @@ mount -t devtmpfs devtmpfs /dev
 exec 0</dev/console 1>/dev/console 2>&1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
+# tmpfs where moed keeps its expert store (devtmpfs has no /dev/shm): shmem
+# honours mbind() on a shared file mapping; the initramfs's rootfs may be
+# ramfs, whose page cache follows the faulting task's policy instead
+mkdir -p /dev/shm
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 # The firmware's last line ("Booting from ROM...") may lack its newline.
 echo
 failed=
