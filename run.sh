@@ -22,7 +22,8 @@ mkdir -p "$state"
 moed_pid=$!
 trap 'kill "$moed_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
-	"$moectl" --socket "$socket" status --json >/dev/null 2>&1 && break
+	# moed answers while it loads its experts ("phase": "loading"): wait for serving
+	"$moectl" --socket "$socket" status --json 2>/dev/null | grep -q '"phase": "serving"' && break
 	kill -0 "$moed_pid" 2>/dev/null || { cat "$state/moed.log"; exit 1; }
 	sleep 0.2
 done

@@ -344,8 +344,12 @@ int daemon_proc_start(const char *moed_path, const char *dir, const char *model_
 			return -ECHILD;
 		}
 		if (moe_daemon_status(p.socket, &json) == 0) {
+			/* it answers while it loads: ready once it serves */
+			bool serving = strstr(json, "\"phase\": \"serving\"") != NULL;
+
 			free(json);
-			break;
+			if (serving)
+				break;
 		}
 		if (bench_now_ns() - t0 > START_TIMEOUT_NS) {
 			fprintf(stderr, "moed did not answer on %s within %llu s\n", p.socket,

@@ -29,6 +29,7 @@
 #include "engine/engine.h"
 #include "model/model.h"
 #include "model/synth_model.h"
+#include "control/load_status.h"
 #include "numa/topology.h"
 #include "reactor/reactor.h"
 #include "store/expert_store.h"
@@ -342,7 +343,8 @@ static void reexec_with_serial_blas(char **argv)
 
 /* The experts' weights: re-attached from a previous moed's store, or loaded. */
 static int open_store(const struct moed_config *cfg, const char *model_path,
-		      const struct topology *topo, struct expert_store **ret, struct diag *d)
+		      const struct topology *topo, struct store_progress *progress,
+		      struct expert_store **ret, struct diag *d)
 {
 	static char name[CONFIG_PATH_MAX];
 	const struct expert_store_info *info;
@@ -361,6 +363,7 @@ static int open_store(const struct moed_config *cfg, const char *model_path,
 		.topo = topo,
 		.policy = cfg->placement,
 		.expert_nodes = cfg->expert_nodes,
+		.progress = progress,
 	};
 	log_info("topology: %u node(s) (%s), %u CPUs", topo->n_nodes, topo->source,
 		 topology_n_cpus(topo));
@@ -387,6 +390,8 @@ int main(int argc, char **argv)
 	static struct topology topo; /* large; the engine and the store keep pointers */
 	struct expert_store *store = NULL;
 	struct reactor *reactor = NULL;
+	struct load_status *loading = NULL;
+	static struct store_progress progress; /* read by the load-time status thread */
 	struct diag d = { { 0 } };
 	char default_path[CONFIG_PATH_MAX + 64];
 	const char *model_path, *model_name;
@@ -433,7 +438,21 @@ int main(int argc, char **argv)
 		log_errno(r, "%s", d.msg);
 		goto out;
 	}
-	r = open_store(&cfg, model_path, &topo, &store, &d);
+	/*
+	 * Listen first: while the experts load (minutes for a large model),
+	 * `moectl status` shows the progress and clients are told to wait.
+	 */
+	listen_fd = listen_socket(&cfg);
+	if (listen_fd < 0) {
+		r = listen_fd;
+		goto out;
+	}
+	store_progress_init(&progress);
+	r = load_status_start(listen_fd, &progress, &loading);
+	if (r < 0)
+		log_warning("cannot answer on the socket while loading (%s); it answers once "
+			    "the experts are in place", strerror(-r));
+	r = open_store(&cfg, model_path, &topo, &progress, &store, &d);
 	if (r < 0) {
 		log_errno(r, "%s", d.msg);
 		goto out;
@@ -447,18 +466,13 @@ int main(int argc, char **argv)
 		log_errno(r, "%s", d.msg);
 		goto out;
 	}
-	listen_fd = listen_socket(&cfg);
-	if (listen_fd < 0) {
-		r = listen_fd;
-		goto out;
-	}
+	loading = load_status_stop(loading);
 	r = reactor_new(&cfg, listen_fd, store, model_name, engine, &reactor, &d);
 	if (r < 0) {
-		close(listen_fd);
-		unlink(cfg.socket);
 		log_errno(r, "%s", d.msg);
 		goto out;
 	}
+	listen_fd = -1; /* the reactor's now */
 	log_info("serving %s (%u layers) on %s with %u workers", model_path,
 		 moe_model_n_layers(expert_store_model(store)), cfg.socket,
 		 engine_n_workers(engine));
@@ -469,8 +483,12 @@ int main(int argc, char **argv)
 		ready_fd = -1;
 	}
 	r = reactor_run(reactor);
-	unlink(cfg.socket);
 out:
+	load_status_stop(loading);
+	if (listen_fd >= 0)
+		close(listen_fd);
+	if (listen_fd >= 0 || reactor)
+		unlink(cfg.socket);
 	reactor_free(reactor);
 	engine_free(engine);
 	expert_store_close(store);

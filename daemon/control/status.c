@@ -69,11 +69,12 @@ int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t 
 	char *text;
 
 	root = json_pack(
-		"{s:{s:I, s:f, s:s, s:I, s:I, s:I, s:I, s:I}, "
+		"{s:{s:I, s:s, s:f, s:s, s:I, s:I, s:I, s:I, s:I}, "
 		"s:{s:s, s:I, s:I, s:I, s:I}, "
 		"s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o*, s:o*, "
 		"s:o*}",
-		"daemon", "pid", (json_int_t)getpid(), "uptime_s", v->uptime_s, "doorbell",
+		"daemon", "pid", (json_int_t)getpid(), "phase", "serving", "uptime_s", v->uptime_s,
+		"doorbell",
 		v->doorbell, "merge_window_us", (json_int_t)v->merge_window_us, "poll_us",
 		(json_int_t)v->poll_us, "workers", (json_int_t)v->workers, "runs_in_flight",
 		(json_int_t)v->runs_in_flight, "abi_major", (json_int_t)MOE_ABI_MAJOR,

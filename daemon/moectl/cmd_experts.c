@@ -127,6 +127,9 @@ static json_t *status_get(const char *socket_path)
 	free(text);
 	if (!root)
 		log_error("the daemon's status is not JSON: %s", err.text);
+	else if (json_object_get(root, "load"))
+		log_error("moed is still loading its experts (moectl status shows how far)"),
+			json_decref(root), root = NULL;
 	else if (!json_is_object(json_object_get(json_object_get(root, "store"), "map")))
 		log_error("the daemon's status has no expert map"), json_decref(root), root = NULL;
 	return root;

@@ -81,6 +81,21 @@ static void print_store(const json_t *store)
 		moectl_print_node(node);
 }
 
+/* moed answers while its experts load: the phase and how far. */
+static void print_loading(const json_t *d, const json_t *load)
+{
+	char b1[32], b2[32];
+
+	printf("moed pid %lld, up %.1f s: %s its experts", (long long)get_int(d, "pid"),
+	       json_real_value(json_object_get(d, "uptime_s")), get_str(load, "phase"));
+	if (get_int(load, "total") > 0)
+		printf(", %s of %s read (%.0f%%)",
+		       moectl_human_bytes((uint64_t)get_int(load, "bytes"), b1, sizeof(b1)),
+		       moectl_human_bytes((uint64_t)get_int(load, "total"), b2, sizeof(b2)),
+		       json_real_value(json_object_get(load, "percent")));
+	printf("; clients are told to try again until it serves\n");
+}
+
 static int print_summary(const char *text)
 {
 	json_error_t err;
@@ -91,6 +106,11 @@ static int print_summary(const char *text)
 	if (!root)
 		return log_errno(-EPROTO, "the daemon's status is not JSON: %s", err.text);
 	d = json_object_get(root, "daemon");
+	if (json_object_get(root, "load")) {
+		print_loading(d, json_object_get(root, "load"));
+		json_decref(root);
+		return 0;
+	}
 	m = json_object_get(root, "model");
 	t = json_object_get(root, "totals");
 	printf("moed pid %lld, up %.1f s, %lld workers, doorbell %s, merge window %lld us\n",

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "control/ctl_reply.h"
 #include "reactor/reactor_internal.h"
 #include "util/log.h"
 

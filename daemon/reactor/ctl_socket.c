@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "control/ctl_reply.h"
 #include "control/status.h"
 #include "reactor/reactor_internal.h"
 #include "session/hello.h"
@@ -235,35 +236,6 @@ void ctl_on_tick(struct reactor *r, uint64_t now_ns)
 		r->accept_paused = false;
 }
 
-int ctl_send_with_fds(int fd, void *msg, size_t len, const int *fds, unsigned n_fds)
-{
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 3)];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = { .iov_base = msg, .iov_len = len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	ssize_t n;
-
-	if (n_fds) {
-		struct cmsghdr *cm;
-
-		memset(&u, 0, sizeof(u));
-		mh.msg_control = u.buf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * n_fds);
-	}
-	/* a fresh SEQPACKET socket has room for one small message: this does not block */
-	n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-	if (n < 0)
-		return -errno;
-	return n == (ssize_t)len ? 0 : -EIO;
-}
-
 static void ctl_refuse(struct reactor *r, int fd, int status)
 {
 	struct moe_hello_reply rep = {
@@ -445,17 +417,13 @@ static void ctl_status_view(struct reactor *r, struct status_client *cl, struct 
  */
 static void ctl_status(struct reactor *r, int fd)
 {
-	struct moe_status_reply rep = {
-		.hdr = { .magic = MOE_PROTO_MAGIC, .type = MOE_MSG_STATUS_REPLY,
-			 .size = sizeof(rep) },
-	};
 	struct status_view view;
 	struct status_client *clients = NULL;
 	struct ucred cred;
 	socklen_t cred_len = sizeof(cred);
 	char *json = NULL;
 	size_t len = 0;
-	int mfd = -1, ret;
+	int ret;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) < 0) {
 		ret = -errno;
@@ -468,25 +436,9 @@ static void ctl_status(struct reactor *r, int fd)
 	}
 	ctl_status_view(r, clients, &view);
 	ret = status_json(&view, cred.uid, &json, &len);
-	if (ret < 0)
-		goto reply;
-	mfd = memfd_create("moed-status", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (mfd < 0) {
-		ret = -errno;
-		goto reply;
-	}
-	if (write(mfd, json, len) != (ssize_t)len ||
-	    fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
-		ret = -EIO;
-		goto reply;
-	}
-	rep.json_size = len;
 reply:
-	rep.status = ret < 0 ? ret : 0;
-	if (ctl_send_with_fds(fd, &rep, sizeof(rep), &mfd, ret < 0 ? 0 : 1) < 0)
+	if (ctl_send_status(fd, ret, json, len) < 0)
 		ctl_log_conn(r, LOG_LEVEL_INFO, "status reply not delivered, ignoring");
-	if (mfd >= 0)
-		close(mfd);
 	free(clients);
 	free(json);
 	close(fd);

@@ -132,8 +132,6 @@ void ctl_expert_change(struct reactor *r, int fd, const struct moe_expert_change
 /* ctl_socket.c */
 /* Register the accept and first-message watchers; 0 or -ENOSPC. */
 int ctl_register(struct reactor *r);
-/* Send one message with up to 3 fds; never blocks. 0 or -errno. */
-int ctl_send_with_fds(int fd, void *msg, size_t len, const int *fds, unsigned n_fds);
 int ctl_arm_accept(struct reactor *r);
 /* The 100 ms tick: expire silent connections, resume a paused accept. */
 void ctl_on_tick(struct reactor *r, uint64_t now_ns);

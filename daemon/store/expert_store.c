@@ -40,6 +40,25 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+void store_progress_init(struct store_progress *p)
+{
+	atomic_init(&p->phase, STORE_PHASE_STARTING);
+	atomic_init(&p->bytes_done, 0);
+	atomic_init(&p->bytes_total, 0);
+}
+
+const char *store_phase_name(enum store_phase phase)
+{
+	static const char *const names[] = {
+		[STORE_PHASE_STARTING] = "starting",
+		[STORE_PHASE_ATTACHING] = "attaching",
+		[STORE_PHASE_LOADING] = "loading",
+		[STORE_PHASE_READY] = "ready",
+	};
+
+	return (unsigned)phase < sizeof(names) / sizeof(names[0]) ? names[phase] : "?";
+}
+
 void expert_store_default_name(const char *socket_path, char *buf, size_t len)
 {
 	const char *base = strrchr(socket_path, '/');
@@ -348,6 +367,9 @@ int expert_store_open(const char *model_path, const struct expert_store_opts *o,
 	if (!s)
 		return diag_set(d, -ENOMEM, "out of memory");
 	s->opts = *o;
+	store_progress_init(&s->own_progress);
+	s->progress = o->progress ? o->progress : &s->own_progress;
+	atomic_store_explicit(&s->progress->phase, STORE_PHASE_ATTACHING, memory_order_relaxed);
 	pthread_mutex_init(&s->map_lock, NULL);
 	pthread_mutex_init(&s->space_lock, NULL);
 	for (uint32_t n = 0; n < TOPOLOGY_MAX_NODES; n++)
@@ -366,6 +388,7 @@ int expert_store_open(const char *model_path, const struct expert_store_opts *o,
 		}
 		store_release(s);
 		diag_clear(d);
+		atomic_store_explicit(&s->progress->phase, STORE_PHASE_LOADING, memory_order_relaxed);
 		r = store_load(s, model_path, d);
 		if (r == 0)
 			r = store_build_model(s, d);
@@ -376,6 +399,7 @@ int expert_store_open(const char *model_path, const struct expert_store_opts *o,
 		return r;
 	}
 	s->info.seconds = now_s() - t0;
+	atomic_store_explicit(&s->progress->phase, STORE_PHASE_READY, memory_order_relaxed);
 	model_identity_hex(store_object_header(&s->objects[0])->identity, s->info.identity);
 	/* read_bytes is the fill's; an attach read none */
 	for (uint32_t n = 0; n < s->n_objects; n++)

@@ -26,6 +26,7 @@
  */
 #pragma once
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -34,6 +35,24 @@
 #include "numa/topology.h"
 #include "placement/placement.h"
 #include "util/diag.h"
+
+/* Where an open is, for `moectl status` while moed loads. */
+enum store_phase {
+	STORE_PHASE_STARTING,  /* before the store looked at anything */
+	STORE_PHASE_ATTACHING, /* checking a store a previous moed left */
+	STORE_PHASE_LOADING,   /* reading the weight files */
+	STORE_PHASE_READY,
+};
+
+/* Written by the opening thread, read by any (relaxed: figures for people). */
+struct store_progress {
+	atomic_int phase;                /* enum store_phase */
+	atomic_uint_fast64_t bytes_done; /* read from the weight files so far */
+	atomic_uint_fast64_t bytes_total; /* to read; 0 until known */
+};
+
+void store_progress_init(struct store_progress *p);
+const char *store_phase_name(enum store_phase phase);
 
 struct expert_store_opts {
 	const char *dir;                /* where the objects live */
@@ -45,6 +64,7 @@ struct expert_store_opts {
 	const char *expert_nodes;       /* policy explicit */
 	const char *const *overrides;   /* router options, as for moe_model_open() */
 	unsigned n_overrides;
+	struct store_progress *progress; /* NULL, or filled during the open (outlives it) */
 };
 
 enum store_source {

@@ -55,6 +55,8 @@ struct expert_store {
 	struct store_space space[TOPOLOGY_MAX_NODES];
 
 	struct store_changes *changes;  /* the change queue and its thread (store_change.c) */
+	struct store_progress own_progress;
+	struct store_progress *progress; /* opts.progress, else own_progress */
 	struct expert_store_info info;
 };
 

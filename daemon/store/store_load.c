@@ -208,18 +208,18 @@ static int create_objects(struct expert_store *s, const uint8_t *identity, size_
 }
 
 struct fill_progress {
-	atomic_uint_fast64_t bytes_read;
-	uint64_t total;
+	struct store_progress *p;
 	const char *path;
 };
 
 static void log_progress(void *ctx)
 {
 	struct fill_progress *fp = ctx;
-	uint64_t done = atomic_load_explicit(&fp->bytes_read, memory_order_relaxed);
+	uint64_t done = atomic_load_explicit(&fp->p->bytes_done, memory_order_relaxed);
+	uint64_t total = atomic_load_explicit(&fp->p->bytes_total, memory_order_relaxed);
 
 	log_info("loading %s: %.1f of %.1f MB (%.0f%%)", fp->path, (double)done / 1e6,
-		 (double)fp->total / 1e6, fp->total ? 100.0 * (double)done / (double)fp->total : 100.0);
+		 (double)total / 1e6, total ? 100.0 * (double)done / (double)total : 100.0);
 }
 
 /* One fill per node: every tensor it holds, read from its file into its place. */
@@ -230,7 +230,8 @@ static int fill_objects(struct expert_store *s, const struct st_set *set, const 
 	struct fill_item *items = calloc(p->n ?: 1, sizeof(*items));
 	const char **paths = calloc(n_files ?: 1, sizeof(*paths));
 	struct fill_job jobs[TOPOLOGY_MAX_NODES] = { { 0 } };
-	struct fill_progress progress = { .path = path };
+	struct fill_progress progress = { .p = s->progress, .path = path };
+	uint64_t total = 0;
 	size_t at = 0;
 	int r = 0;
 
@@ -240,12 +241,12 @@ static int fill_objects(struct expert_store *s, const struct st_set *set, const 
 	}
 	for (uint32_t f = 0; f < n_files; f++)
 		paths[f] = st_file_path(st_set_file_at(set, f));
-	atomic_init(&progress.bytes_read, 0);
+	atomic_store_explicit(&s->progress->bytes_done, 0, memory_order_relaxed);
 	/* items grouped by node: each job takes a contiguous run */
 	for (uint32_t n = 0; n < n_nodes; n++) {
 		jobs[n] = (struct fill_job){ .paths = paths, .n_paths = n_files, .items = items + at,
 					     .cpus = &s->opts.topo->nodes[n].cpus,
-					     .bytes_read = &progress.bytes_read };
+					     .bytes_read = &s->progress->bytes_done };
 		for (size_t i = 0; i < p->n; i++) {
 			const struct manifest_tensor *t = &s->manifest.tensors[i];
 			const struct store_object *o = &s->objects[n];
@@ -266,18 +267,19 @@ static int fill_objects(struct expert_store *s, const struct st_set *set, const 
 			items[at].n_elements = t->n_elements;
 			items[at].dst = (float *)(void *)(o->base + store_object_header(o)->data_offset +
 							  t->copy[0].offset);
-			progress.total += p->v[i].t->n_bytes;
+			total += p->v[i].t->n_bytes;
 			jobs[n].n_items++;
 			at++;
 		}
 	}
+	atomic_store_explicit(&s->progress->bytes_total, total, memory_order_relaxed);
 	r = store_fill_run(jobs, n_nodes, log_progress, &progress);
 	for (uint32_t n = 0; r < 0 && n < n_nodes; n++)
 		if (jobs[n].result < 0) {
 			diag_set(d, jobs[n].result, "%s", jobs[n].diag.msg);
 			break;
 		}
-	s->info.read_bytes = atomic_load(&progress.bytes_read);
+	s->info.read_bytes = atomic_load(&s->progress->bytes_done);
 out:
 	free(items);
 	free(paths);

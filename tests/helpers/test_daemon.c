@@ -225,19 +225,23 @@ bool test_daemon_alive(struct test_daemon *d)
 	return si.si_pid == 0;
 }
 
-/* The status answers, and from our child: 1; not (yet): 0. */
+/* The status answers, from our child, and it serves (its experts loaded): 1; not (yet): 0. */
 static int daemon_answers(const struct test_daemon *d)
 {
 	char *text = NULL;
 	json_t *root;
 	int64_t pid;
+	bool loading;
 
 	if (moe_daemon_status(d->socket, &text) < 0)
 		return 0;
 	root = json_loads(text, 0, NULL);
 	free(text);
 	pid = root ? test_json_int(root, "daemon.pid") : INT64_MIN;
+	loading = root && strcmp(test_json_str(root, "daemon.phase") ?: "", "serving") != 0;
 	json_decref(root);
+	if (pid == d->pid && loading)
+		return 0; /* its experts are still loading: clients would be told to wait */
 	if (pid != d->pid) {
 		/* another moed on our private socket cannot be: say so, keep waiting */
 		fprintf(stderr, "test: %s answered with daemon.pid %lld, expected %d\n", d->socket,

@@ -68,7 +68,8 @@ int test_daemon_init(struct test_daemon *d, const char *moed);
  * fork + exec: moed --foreground --socket SOCKET --set state_dir=STATE
  *   --set store_dir=STORE
  * [extra...] (@extra NULL-terminated, may be NULL), then wait until
- * moe_daemon_status() on SOCKET answers with daemon.pid == the child's pid.
+ * moe_daemon_status() on SOCKET answers with daemon.pid == the child's pid
+ * and daemon.phase "serving" (not "loading": the experts are in place).
  * 0; -ECHILD when moed exited first (its status is printed); -ETIMEDOUT
  * after TEST_DAEMON_START_TIMEOUT_MS (moed is then killed); -errno.
  */

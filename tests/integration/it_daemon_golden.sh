@@ -49,7 +49,8 @@ start_moed() {
 			return 1
 		fi
 		if "$moectl" --socket "$sock" status --json >"$tmp/status.json" 2>/dev/null &&
-			grep -q "\"pid\": $pid," "$tmp/status.json"; then
+			grep -q "\"pid\": $pid," "$tmp/status.json" &&
+			grep -q '"phase": "serving"' "$tmp/status.json"; then
 			return 0
 		fi
 		sleep 0.1
