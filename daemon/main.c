@@ -26,13 +26,14 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "control/load_status.h"
 #include "engine/engine.h"
 #include "model/model.h"
 #include "model/synth_model.h"
-#include "control/load_status.h"
 #include "numa/topology.h"
 #include "reactor/reactor.h"
 #include "store/expert_store.h"
+#include "store/load_record.h"
 #include "util/log.h"
 
 static const char *arg_config;
@@ -341,6 +342,29 @@ static void reexec_with_serial_blas(char **argv)
 		    "kill moed instead of draining it");
 }
 
+/* STATE_DIR/STORE_NAME.load.json: the experts' measured load (load_record.h). */
+static char load_record_path[2 * CONFIG_PATH_MAX + 16];
+
+/*
+ * Keep the tokens each expert received for the next load's balanced
+ * placement; a run that served nothing leaves the last record as it was.
+ */
+static void save_load_record(const struct moed_config *cfg, const struct reactor *reactor,
+			     uint32_t n_layers)
+{
+	const struct layer_stats *stats = reactor_layer_stats(reactor);
+	struct diag d = { { 0 } };
+	uint64_t tokens = 0;
+
+	for (uint32_t l = 0; l < n_layers; l++)
+		tokens += stats[l].tokens;
+	if (!tokens)
+		return;
+	(void)mkdir_parents(cfg->state_dir, 0755); /* a failure shows in the write */
+	if (load_record_write(load_record_path, stats, n_layers, &d) < 0)
+		log_warning("the experts' load is not kept for the next start: %s", d.msg);
+}
+
 /* The experts' weights: re-attached from a previous moed's store, or loaded. */
 static int open_store(const struct moed_config *cfg, const char *model_path,
 		      const struct topology *topo, struct store_progress *progress,
@@ -355,6 +379,8 @@ static int open_store(const struct moed_config *cfg, const char *model_path,
 		snprintf(name, sizeof(name), "%s", cfg->store_name);
 	else
 		expert_store_default_name(cfg->socket, name, sizeof(name));
+	snprintf(load_record_path, sizeof(load_record_path), "%s/%s.load.json", cfg->state_dir,
+		 name);
 	so = (struct expert_store_opts){
 		.dir = cfg->store_dir,
 		.name = name,
@@ -364,6 +390,7 @@ static int open_store(const struct moed_config *cfg, const char *model_path,
 		.policy = cfg->placement,
 		.expert_nodes = cfg->expert_nodes,
 		.progress = progress,
+		.load_record = load_record_path,
 	};
 	log_info("topology: %u node(s) (%s), %u CPUs", topo->n_nodes, topo->source,
 		 topology_n_cpus(topo));
@@ -483,6 +510,7 @@ int main(int argc, char **argv)
 		ready_fd = -1;
 	}
 	r = reactor_run(reactor);
+	save_load_record(&cfg, reactor, moe_model_n_layers(expert_store_model(store)));
 out:
 	load_status_stop(loading);
 	if (listen_fd >= 0)

@@ -333,6 +333,11 @@ err:
 	return ret;
 }
 
+const struct layer_stats *reactor_layer_stats(const struct reactor *r)
+{
+	return sched_layer_stats(r->sched);
+}
+
 struct reactor *reactor_free(struct reactor *r)
 {
 	if (!r)

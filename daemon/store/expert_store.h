@@ -65,6 +65,7 @@ struct expert_store_opts {
 	const char *const *overrides;   /* router options, as for moe_model_open() */
 	unsigned n_overrides;
 	struct store_progress *progress; /* NULL, or filled during the open (outlives it) */
+	const char *load_record;        /* NULL, or the measured load for balanced (load_record.h) */
 };
 
 enum store_source {

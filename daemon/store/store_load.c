@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "store/load_record.h"
 #include "store/store_fill.h"
 #include "store/store_internal.h"
 #include "util/log.h"
@@ -60,7 +61,27 @@ static uint64_t aligned_f32_bytes(uint64_t n_elements)
 	return (n_elements * sizeof(float) + STORE_ALIGN - 1) / STORE_ALIGN * STORE_ALIGN;
 }
 
-/* Place the experts by the settings, weighing each by its bytes. */
+/* The load a previous moed recorded, or NULL (logged when a record is there but unusable). */
+static double **recorded_load(const struct expert_store *s, uint32_t n_layers,
+			      const uint32_t *n_experts)
+{
+	struct diag d = { { 0 } };
+	double **load = NULL;
+	int r;
+
+	if (!s->opts.load_record)
+		return NULL;
+	r = load_record_read(s->opts.load_record, n_layers, n_experts, &load, &d);
+	if (r == 0)
+		log_info("placement: experts weighed by the load recorded in %s",
+			 s->opts.load_record);
+	else if (r != -ENOENT)
+		log_warning("placement: the load record is not used (%s): experts weighed alike",
+			    d.msg[0] ? d.msg : strerror(-r));
+	return r == 0 ? load : NULL;
+}
+
+/* Place the experts by the settings, weighing each by its bytes (and measured load). */
 static int plan_placement(struct expert_store *s, const struct moe_model *m,
 			  const struct plan *p, struct placement **ret, struct diag *d)
 {
@@ -68,6 +89,7 @@ static int plan_placement(struct expert_store *s, const struct moe_model *m,
 	uint32_t *n_experts = calloc(n_layers ?: 1, sizeof(*n_experts));
 	uint64_t **bytes = calloc(n_layers ?: 1, sizeof(*bytes));
 	struct placement_input in;
+	double **load = NULL;
 	int r = -ENOMEM;
 
 	if (!n_experts || !bytes)
@@ -90,7 +112,11 @@ static int plan_placement(struct expert_store *s, const struct moe_model *m,
 		.n_experts = n_experts,
 		.bytes = (const uint64_t *const *)bytes,
 	};
+	if (s->opts.policy == PLACEMENT_BALANCED)
+		load = recorded_load(s, n_layers, n_experts);
+	in.load = (const double *const *)load;
 	r = placement_make(&in, ret, d);
+	load_record_free(load, n_layers);
 out:
 	if (r == -ENOMEM && !d->msg[0])
 		diag_set(d, r, "out of memory");
