@@ -163,13 +163,21 @@ static void copy_remove(struct expert_place *e, uint32_t i)
 	e->n_copies--;
 }
 
+/* The place of (@layer, @expert) when it and @node are in range, else NULL. */
+static struct expert_place *place_at(struct placement *p, uint32_t layer, uint32_t expert,
+				     uint32_t node)
+{
+	if (layer >= p->n_layers || expert >= p->layers[layer].n_experts || node >= p->n_nodes)
+		return NULL;
+	return &p->layers[layer].experts[expert];
+}
+
 int placement_add_replica(struct placement *p, uint32_t layer, uint32_t expert, uint32_t node)
 {
-	struct expert_place *e;
+	struct expert_place *e = place_at(p, layer, expert, node);
 
-	if (layer >= p->n_layers || expert >= p->layers[layer].n_experts || node >= p->n_nodes)
+	if (!e)
 		return -EINVAL;
-	e = &p->layers[layer].experts[expert];
 	if (copy_slot(e, node) >= 0)
 		return -EEXIST;
 	if (e->n_copies >= PLACEMENT_MAX_COPIES)
@@ -180,12 +188,11 @@ int placement_add_replica(struct placement *p, uint32_t layer, uint32_t expert, 
 
 int placement_move(struct placement *p, uint32_t layer, uint32_t expert, uint32_t node)
 {
-	struct expert_place *e;
+	struct expert_place *e = place_at(p, layer, expert, node);
 	int slot;
 
-	if (layer >= p->n_layers || expert >= p->layers[layer].n_experts || node >= p->n_nodes)
+	if (!e)
 		return -EINVAL;
-	e = &p->layers[layer].experts[expert];
 	slot = copy_slot(e, node);
 	if (slot == 0)
 		return -EEXIST;
@@ -197,12 +204,11 @@ int placement_move(struct placement *p, uint32_t layer, uint32_t expert, uint32_
 
 int placement_drop_copy(struct placement *p, uint32_t layer, uint32_t expert, uint32_t node)
 {
-	struct expert_place *e;
+	struct expert_place *e = place_at(p, layer, expert, node);
 	int slot;
 
-	if (layer >= p->n_layers || expert >= p->layers[layer].n_experts || node >= p->n_nodes)
+	if (!e)
 		return -EINVAL;
-	e = &p->layers[layer].experts[expert];
 	slot = copy_slot(e, node);
 	if (slot < 0)
 		return slot;

@@ -290,8 +290,9 @@ static void test_changes_through_moectl(void **state)
 }
 
 /*
- * Layer 0's batch with its routing given: token t to expert @pick(t), one
- * slot of weight 1. The output into @y (the client's own buffer).
+ * Layer 0's batch with its routing given, one slot of weight 1 per token:
+ * 5 of every 8 tokens to expert @hot and the rest round-robin, or with
+ * @avoid round-robin over every expert but @hot. The output lands in cl->y.
  */
 static void forward_given(struct client *cl, int32_t *route, float *weight, uint32_t hot,
 			  bool avoid)
@@ -300,7 +301,6 @@ static void forward_given(struct client *cl, int32_t *route, float *weight, uint
 	struct moe_completion done;
 
 	for (uint32_t t = 0; t < T; t++) {
-		/* hot: 5 of 8 tokens to expert @hot; avoid: round-robin over the others */
 		uint32_t e = t % cl->mi.max_experts;
 
 		if (avoid)
@@ -324,6 +324,38 @@ static void forward_given(struct client *cl, int32_t *route, float *weight, uint
 }
 
 /*
+ * Send layer-0 batches (hot: most tokens to expert @hot; avoid: none to it)
+ * until the status shows @hot's copies on @want_nodes ("1,0"), 20 s at
+ * most; with @first, each output must be bitwise @first.
+ */
+static void traffic_until(struct client *cl, int32_t *route, float *weight, uint32_t hot,
+			  bool avoid, const char *want_nodes, const float *first)
+{
+	int64_t deadline = test_now_ns() + 20 * 1000000000ll;
+	char nodes[32];
+
+	for (;;) {
+		json_t *st;
+
+		forward_given(cl, route, weight, hot, avoid);
+		if (first)
+			assert_int_equal(memcmp(first, cl->y,
+						(size_t)T * cl->mi.d_model * sizeof(float)),
+					 0);
+		st = test_status_get(daemon_.socket);
+		assert_non_null(st);
+		nodes_of(st, 0, hot, nodes, sizeof(nodes));
+		json_decref(st);
+		if (strcmp(nodes, want_nodes) == 0)
+			return;
+		if (test_now_ns() > deadline)
+			fail_msg("expert %u's copies on %s after 20 s of traffic, not %s", hot,
+				 nodes, want_nodes);
+		test_sleep_ms(20);
+	}
+}
+
+/*
  * rebalance_interval_ms on: a layer-0 expert that gets most tokens is
  * replicated onto the other node within a few rounds, while batches keep
  * their bitwise output; once traffic avoids it, its replica goes again.
@@ -334,9 +366,6 @@ static void test_rebalancer_follows_the_load(void **state)
 	struct client cl;
 	int32_t *route;
 	float *weight, *first;
-	char nodes[32];
-	int64_t deadline;
-	json_t *st;
 
 	(void)state;
 	start_on_two_nodes("rebalance_interval_ms=100");
@@ -348,34 +377,10 @@ static void test_rebalancer_follows_the_load(void **state)
 	forward_given(&cl, route, weight, hot, false);
 	memcpy(first, cl.y, (size_t)T * cl.mi.d_model * sizeof(float));
 
-	deadline = test_now_ns() + 20 * 1000000000ll;
-	for (;;) {
-		forward_given(&cl, route, weight, hot, false);
-		assert_int_equal(memcmp(first, cl.y, (size_t)T * cl.mi.d_model * sizeof(float)), 0);
-		st = test_status_get(daemon_.socket);
-		assert_non_null(st);
-		nodes_of(st, 0, hot, nodes, sizeof(nodes));
-		json_decref(st);
-		if (strcmp(nodes, "1,0") == 0)
-			break;
-		assert_true(test_now_ns() < deadline);
-		test_sleep_ms(20);
-	}
+	traffic_until(&cl, route, weight, hot, false, "1,0", first);
 	forward_given(&cl, route, weight, hot, false);
 	assert_int_equal(memcmp(first, cl.y, (size_t)T * cl.mi.d_model * sizeof(float)), 0);
-
-	deadline = test_now_ns() + 20 * 1000000000ll;
-	for (;;) {
-		forward_given(&cl, route, weight, hot, true);
-		st = test_status_get(daemon_.socket);
-		assert_non_null(st);
-		nodes_of(st, 0, hot, nodes, sizeof(nodes));
-		json_decref(st);
-		if (strcmp(nodes, "1") == 0)
-			break;
-		assert_true(test_now_ns() < deadline);
-		test_sleep_ms(20);
-	}
+	traffic_until(&cl, route, weight, hot, true, "1", NULL);
 	moe_close(cl.c);
 	free(first);
 	assert_int_equal(test_daemon_stop(&daemon_), 0);
