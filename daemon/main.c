@@ -484,6 +484,9 @@ int main(int argc, char **argv)
 		log_errno(r, "%s", d.msg);
 		goto out;
 	}
+	if (cfg.rebalance_interval_ms && !cfg.replica_budget)
+		log_warning("rebalance_interval_ms is set but replica_budget is 0: no replica "
+			    "fits, rebalancing can only drop");
 	engine_opts_init(&eo);
 	eo.n_workers = cfg.workers;
 	eo.topo = &topo;

@@ -11,6 +11,13 @@
  *            other is gone (moed also watches the client's pidfd)
  *   STATUS -> STATUS_REPLY (+ SCM_RIGHTS: a sealed memfd holding the status
  *            as JSON, so its size has no message limit), then moed closes
+ *   EXPERT_CHANGE -> EXPERT_CHANGE_REPLY, then moed closes: a copy of one
+ *            expert made, moved or dropped while moed serves; only root and
+ *            moed's own uid may ask (SO_PEERCRED), anyone else gets -EPERM
+ *
+ * While moed loads its experts it answers STATUS with the load's progress
+ * ("load" in the JSON, daemon.phase "loading") and HELLO and EXPERT_CHANGE
+ * with -EAGAIN: try again once daemon.phase is "serving".
  *
  * Every message starts with struct moe_msg_header; moed checks magic, type
  * and that size equals both the received length and the type's struct size
@@ -112,4 +119,7 @@ _Static_assert(offsetof(struct moe_hello_reply, max_arena_size) == 24, "reply.ma
 _Static_assert(sizeof(struct moe_status_request) == 16, "status_request size");
 _Static_assert(sizeof(struct moe_status_reply) == 24, "status_reply size");
 _Static_assert(sizeof(struct moe_expert_change) == 32, "expert_change size");
+_Static_assert(offsetof(struct moe_expert_change, node) == 20, "expert_change.node");
 _Static_assert(sizeof(struct moe_expert_change_reply) == 120, "expert_change_reply size");
+_Static_assert(offsetof(struct moe_expert_change_reply, epoch) == 16, "reply.epoch");
+_Static_assert(offsetof(struct moe_expert_change_reply, message) == 24, "reply.message");

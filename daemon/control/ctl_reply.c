@@ -21,6 +21,8 @@ int ctl_send_with_fds(int fd, void *msg, size_t len, const int *fds, unsigned n_
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	ssize_t n;
 
+	if (n_fds > 3)
+		return -EINVAL; /* the control buffer's room */
 	if (n_fds) {
 		struct cmsghdr *cm;
 

@@ -7,7 +7,10 @@
 
 #include <stddef.h>
 
-/* Send one message with up to 3 fds; never blocks (a fresh SEQPACKET socket has room). 0 or -errno. */
+/*
+ * Send one message with up to 3 fds (-EINVAL for more); never blocks (a
+ * fresh SEQPACKET socket has room for one). 0 or -errno.
+ */
 int ctl_send_with_fds(int fd, void *msg, size_t len, const int *fds, unsigned n_fds);
 
 /*

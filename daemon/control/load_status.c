@@ -16,7 +16,6 @@
 #include "control/ctl_reply.h"
 #include "moe_proto.h"
 #include "session/hello.h"
-#include "util/log.h"
 
 /* How long a connection may take to send its first message. */
 #define FIRST_MESSAGE_TIMEOUT_MS 1000
@@ -77,17 +76,21 @@ static void answer_again(int fd, const struct ctl_request *req)
 	}
 }
 
-/* One connection: its first message, answered; never trusted beyond ctl_request_parse(). */
+/*
+ * One connection: its first message, answered; never trusted beyond
+ * ctl_request_parse(). A stop ends the wait for a silent one at once.
+ */
 static void serve_conn(const struct load_status *ls, int fd)
 {
 	const struct hello_limits lim = { .max_sq_entries = UINT32_MAX,
 					  .max_arena_bytes = UINT64_MAX };
-	struct pollfd p = { .fd = fd, .events = POLLIN };
+	struct pollfd p[2] = { { .fd = fd, .events = POLLIN },
+			       { .fd = ls->stop_fd, .events = POLLIN } };
 	struct ctl_request req;
 	uint8_t buf[256];
 	ssize_t n;
 
-	if (poll(&p, 1, FIRST_MESSAGE_TIMEOUT_MS) <= 0)
+	if (poll(p, 2, FIRST_MESSAGE_TIMEOUT_MS) <= 0 || !(p[0].revents & POLLIN))
 		return;
 	n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC);
 	if (n <= 0 || ctl_request_parse(buf, n > (ssize_t)sizeof(buf) ? (size_t)-1 : (size_t)n,
@@ -115,8 +118,13 @@ static void *load_status_thread(void *arg)
 		if (!(p[0].revents & POLLIN))
 			continue;
 		fd = accept4(ls->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+			/* the connection stays queued: do not spin on it */
+			poll(&p[1], 1, 100);
+			continue;
+		}
 		if (fd < 0)
-			continue; /* the peer left, or fds ran out: the next poll tells */
+			continue; /* the peer left before we took it */
 		serve_conn(ls, fd);
 		close(fd);
 	}
@@ -156,8 +164,9 @@ struct load_status *load_status_stop(struct load_status *ls)
 
 	if (!ls)
 		return NULL;
-	if (write(ls->stop_fd, &one, sizeof(one)) != sizeof(one))
-		log_warning("cannot stop the load-time status thread: %m");
+	/* an eventfd write of 1 fails only when interrupted: the counter starts at 0 */
+	while (write(ls->stop_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
 	pthread_join(ls->thread, NULL);
 	close(ls->stop_fd);
 	free(ls);

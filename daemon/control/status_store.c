@@ -99,6 +99,18 @@ static json_t *nodes_json(struct expert_store *s, const struct placement *p,
 	return nodes;
 }
 
+/* The epochs of the latest changes that failed (each published the map unchanged). */
+static json_t *failed_epochs_json(struct expert_store *s)
+{
+	uint64_t epochs[16];
+	size_t n = expert_store_failed_epochs(s, epochs, 16);
+	json_t *arr = json_array();
+
+	for (size_t i = 0; arr && i < n; i++)
+		json_array_append_new(arr, json_integer((json_int_t)epochs[i]));
+	return arr;
+}
+
 json_t *status_store_json(struct expert_store *s, const struct engine *engine,
 			  const struct layer_stats *layers, double uptime_s)
 {
@@ -110,13 +122,14 @@ json_t *status_store_json(struct expert_store *s, const struct engine *engine,
 	json_t *o = NULL;
 
 	if (bytes)
-		o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:b, s:s, s:b, s:I, s:o*, s:o*}",
+		o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:b, s:s, s:b, s:I, s:o*, s:o*, s:o*}",
 			      "source", info->source == STORE_ATTACHED ? "attached" : "loaded",
 			      "reload_reason", info->reload_reason, "identity", info->identity,
 			      "weight_bytes", (json_int_t)info->weight_bytes, "read_bytes",
 			      (json_int_t)info->read_bytes, "ready_s", info->seconds, "huge_pages",
 			      info->huge_pages, "topology", topo->source, "simulated",
-			      topo->simulated, "epoch", (json_int_t)expert_map_epoch(map), "nodes",
+			      topo->simulated, "epoch", (json_int_t)expert_map_epoch(map),
+			      "failed_epochs", failed_epochs_json(s), "nodes",
 			      nodes_json(s, p, engine, layers, uptime_s), "map",
 			      placement_to_json(p, topo, (const uint64_t *const *)bytes, NULL));
 	expert_bytes_free(bytes, p->n_layers);

@@ -11,7 +11,8 @@
 #include "store/expert_store.h"
 
 /*
- * {"source", "identity", "weight_bytes", ..., "epoch", "nodes": [per node:
+ * {"source", "identity", "weight_bytes", ..., "epoch", "failed_epochs" (of
+ * the latest changes that failed when applied), "nodes": [per node:
  * id, cpus, loaded_experts, bytes, replica_budget, replica_used, mem_free,
  * and from @engine's pool (NULL: left out) workers, busy (the fraction of
  * the workers' time since start spent on tasks), tasks, expert_tokens (the

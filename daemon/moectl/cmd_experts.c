@@ -165,13 +165,23 @@ static int wait_epoch(const char *socket_path, uint64_t epoch)
 	double deadline = moectl_now_s() + WAIT_LIMIT_S;
 
 	for (;;) {
-		json_t *status = status_get(socket_path);
+		json_t *status = status_get(socket_path), *store, *failed;
 		json_int_t now;
+		bool made = true;
+		size_t i;
 
 		if (!status)
 			return 1;
-		now = get_int(json_object_get(status, "store"), "epoch");
+		store = json_object_get(status, "store");
+		now = get_int(store, "epoch");
+		json_array_foreach(json_object_get(store, "failed_epochs"), i, failed)
+			made = made && (uint64_t)json_integer_value(failed) != epoch;
 		json_decref(status);
+		if ((uint64_t)now >= epoch && !made) {
+			log_error("the change of epoch %llu failed when moed made it: see moed's log",
+				  (unsigned long long)epoch);
+			return 1;
+		}
 		if ((uint64_t)now >= epoch)
 			return 0;
 		if (moectl_now_s() > deadline) {

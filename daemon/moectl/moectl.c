@@ -30,8 +30,8 @@ static void usage(FILE *out)
 		"              moed at --socket PATH\n"
 		"  gen-model   write a synthetic MoE model (and an input batch)\n"
 		"\n"
-		"--socket PATH: moed's control socket (status, experts, workload, store: default $MOED_SOCKET, then\n"
-		"/run/moed/moed.sock).\n"
+		"--socket PATH: moed's control socket (status, experts, workload, store:\n"
+		"default $MOED_SOCKET, then /run/moed/moed.sock).\n"
 		"\n"
 		"moectl COMMAND --help shows the options of a command.\n");
 }

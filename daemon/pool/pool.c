@@ -85,6 +85,14 @@ struct pool_job {
 	struct pool_part part[POOL_MAX_PARTS];
 };
 
+struct pool_node_counters {
+	atomic_uint_fast64_t busy_ns, tasks;
+	uint32_t threads; /* pinned to the node; set before any job */
+	char pad[64 - 2 * sizeof(atomic_uint_fast64_t) - sizeof(uint32_t)];
+};
+
+_Static_assert(sizeof(struct pool_node_counters) == 64, "one node's counters per 64 bytes");
+
 struct thread_pool {
 	struct pool base;
 	uint32_t n_workers;
@@ -100,13 +108,16 @@ struct thread_pool {
 	uint32_t n_sleeping;              /* pool threads waiting on `wake` */
 	atomic_uint_fast64_t posted;      /* jobs ever posted: what a spinning thread watches */
 	atomic_bool stopping;
-	/* per node: what its threads did (pool_node_stats) */
-	struct {
-		atomic_uint_fast64_t busy_ns, tasks;
-		uint32_t threads;
-	} node_stats[TOPOLOGY_MAX_NODES];
 
 	uint8_t cpu_node[CPU_SETSIZE]; /* the first node holding each CPU, or CPU_NO_NODE */
+
+	/*
+	 * Per node, what its threads did (pool_node_stats), written once per
+	 * job a thread helps with: last and 64 bytes apart, so that no node's
+	 * counters share a cache line with another's or with `posted` above.
+	 */
+	char pad[64];
+	struct pool_node_counters node_stats[TOPOLOGY_MAX_NODES];
 };
 
 struct worker_arg {

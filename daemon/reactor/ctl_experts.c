@@ -4,8 +4,9 @@
  * one expert made, moved or dropped while serving. It changes what every
  * client's batches compute on, so only root and moed's own user may ask
  * (SO_PEERCRED); anyone else gets -EPERM. The change is checked and queued
- * here (expert_store_change() takes a mutex for a few instructions and
- * never waits for a copy), so the reactor does not block.
+ * here: expert_store_change() holds the queue's mutex while it checks (and,
+ * after a failed change, clones the placement once) and never waits for a
+ * copy, so the reactor does not block.
  */
 #include <errno.h>
 #include <stdio.h>

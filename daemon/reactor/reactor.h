@@ -38,15 +38,16 @@
 
 struct reactor;
 
-/*
- * Set up the reactor over the listening socket @listen_fd (taken over),
- * serving @model on @engine (both borrowed for the reactor's lifetime).
- * @model_name is published to clients. SIGTERM/SIGINT/SIGHUP must already
- * be blocked in every thread (moed blocks them before the engine starts).
- */
 /* What the reactor's runs counted per layer ([n_layers] of its model); valid until freed. */
 const struct layer_stats *reactor_layer_stats(const struct reactor *r);
 
+/*
+ * Set up the reactor over the listening socket @listen_fd (taken over on
+ * success), serving @model on @engine (both borrowed for the reactor's
+ * lifetime). @model_name is published to clients. SIGTERM/SIGINT/SIGHUP
+ * must already be blocked in every thread (moed blocks them before the
+ * engine starts).
+ */
 int reactor_new(const struct moed_config *cfg, int listen_fd, struct expert_store *store,
 		const char *model_name, struct engine *engine, struct reactor **ret_reactor,
 		struct diag *d);

@@ -105,7 +105,7 @@ static struct store_replica *replica_find(struct store_replica *const *reps, siz
 }
 
 int store_map_build(struct expert_store *s, struct placement *p, struct store_replica *const *reps,
-		    size_t n_reps, struct expert_map **ret, struct diag *d)
+		    size_t n_reps, struct expert_map **ret_map, struct diag *d)
 {
 	uint32_t n_layers = moe_model_n_layers(s->model);
 	struct expert_map *m = calloc(1, sizeof(*m));
@@ -157,9 +157,14 @@ int store_map_build(struct expert_store *s, struct placement *p, struct store_re
 			}
 		}
 	}
-	*ret = m;
+	*ret_map = m;
 	return 0;
 oom:
 	map_free(m);
 	return diag_set(d, -ENOMEM, "out of memory");
+}
+
+uint32_t expert_store_loaded_node(const struct expert_store *s, uint32_t layer, uint32_t expert)
+{
+	return s->loaded_node[layer][expert];
 }

@@ -374,6 +374,10 @@ int expert_store_open(const char *model_path, const struct expert_store_opts *o,
 	pthread_mutex_init(&s->space_lock, NULL);
 	for (uint32_t n = 0; n < TOPOLOGY_MAX_NODES; n++)
 		s->objects[n].fd = -1;
+	if (store_changes_init(s) < 0) {
+		expert_store_close(s);
+		return diag_set(d, -ENOMEM, "out of memory");
+	}
 	r = store_attach(s, model_path, why, sizeof(why), d);
 	if (r == 0)
 		r = store_build_model(s, d);

@@ -136,13 +136,25 @@ struct expert_change {
  * -EEXIST: a copy already there; -ENOENT: no copy there to drop; -EPERM:
  * the last copy; -ENOSPC: the node's replica_budget cannot hold it;
  * -EAGAIN: too many changes queued), then copied by a thread on the target
- * node and published as the next epoch. Returns that epoch (> 0).
+ * node and published as the next epoch. Returns that epoch (> 0): the map
+ * of that epoch holds the change, or, if it failed when applied (logged;
+ * expert_store_failed_epochs()), the map before it. Any thread.
  */
 int64_t expert_store_change(struct expert_store *s, const struct expert_change *c,
 			    struct diag *d);
 
 /* Wait until every queued change is published (or failed: logged). */
 void expert_store_changes_wait(struct expert_store *s);
+
+/*
+ * The epochs of the latest changes that failed when applied (each still
+ * took its epoch, publishing the map unchanged), oldest first, at most
+ * @max of them (16 are kept). Any thread.
+ */
+size_t expert_store_failed_epochs(struct expert_store *s, uint64_t *ret_epochs, size_t max);
+
+/* The node index of the copy the load made of (@layer, @expert): it stays for the store's life. */
+uint32_t expert_store_loaded_node(const struct expert_store *s, uint32_t layer, uint32_t expert);
 
 /* Node index @node's spare space for copies: bytes in use and in all (replica_budget). */
 void expert_store_replica_space(struct expert_store *s, uint32_t node, uint64_t *ret_used,

@@ -73,8 +73,7 @@ static int row_read(const json_t *row, uint32_t l, uint32_t n_experts, double **
 	load[l] = calloc(n_experts, sizeof(**load));
 	if (!load[l])
 		return diag_set(d, -ENOMEM, "out of memory");
-	json_array_foreach(row, e, v)
-	{
+	json_array_foreach(row, e, v) {
 		if (!json_is_integer(v) || json_integer_value(v) < 0)
 			return diag_set(d, -EINVAL, "layer %u expert %zu: not a count", l, e);
 		load[l][e] = (double)json_integer_value(v);
@@ -83,7 +82,7 @@ static int row_read(const json_t *row, uint32_t l, uint32_t n_experts, double **
 }
 
 int load_record_read(const char *path, uint32_t n_layers, const uint32_t *n_experts,
-		     double ***ret, struct diag *d)
+		     double ***ret_load, struct diag *d)
 {
 	json_error_t err;
 	json_t *root, *layers;
@@ -109,7 +108,7 @@ int load_record_read(const char *path, uint32_t n_layers, const uint32_t *n_expe
 	for (uint32_t l = 0; r == 0 && l < n_layers; l++)
 		r = row_read(json_array_get(layers, l), l, n_experts[l], load, d);
 	if (r == 0) {
-		*ret = load;
+		*ret_load = load;
 		load = NULL;
 	}
 out:

@@ -27,12 +27,12 @@ int load_record_write(const char *path, const struct layer_stats *stats, uint32_
 
 /*
  * Read @path for a model of @n_layers layers with @n_experts[l] experts:
- * *@ret [n_layers][n_experts[l]] (NULL rows where n_experts[l] is 0), freed
+ * *@ret_load [n_layers][n_experts[l]] (NULL rows where n_experts[l] is 0), freed
  * with load_record_free(). -ENOENT when there is none, -EINVAL (why in @d)
  * when it does not match, -errno.
  */
 int load_record_read(const char *path, uint32_t n_layers, const uint32_t *n_experts,
-		     double ***ret, struct diag *d);
+		     double ***ret_load, struct diag *d);
 
 /* NULL-safe; returns NULL. */
 double **load_record_free(double **load, uint32_t n_layers);

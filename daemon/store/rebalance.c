@@ -52,8 +52,18 @@ static size_t hottest(const uint64_t *tokens, uint32_t n, double limit, uint32_t
 	return n_hot;
 }
 
+/* The last copy of @ep that is not the load's own (on @loaded_node); -1 when none. */
+static int last_replica(const struct expert_place *ep, uint32_t loaded_node)
+{
+	for (uint32_t c = ep->n_copies; c-- > 0;)
+		if (ep->node[c] != loaded_node)
+			return (int)ep->node[c];
+	return -1;
+}
+
 size_t rebalance_plan(const struct placement *p, uint32_t layer, const uint64_t *tokens,
-		      const struct rebalance_opts *o, struct expert_change *out, size_t max_out)
+		      const uint32_t *loaded, const struct rebalance_opts *o,
+		      struct expert_change *out, size_t max_out)
 {
 	const struct layer_place *lp;
 	double node_load[TOPOLOGY_MAX_NODES] = { 0 }, mean, sum = 0;
@@ -93,11 +103,11 @@ size_t rebalance_plan(const struct placement *p, uint32_t layer, const uint64_t 
 	}
 	for (uint32_t x = 0; x < lp->n_experts && n_out < max_out; x++) {
 		const struct expert_place *ep = &lp->experts[x];
+		int node = last_replica(ep, loaded ? loaded[x] : UINT32_MAX);
 
-		if (ep->n_copies > 1 && (double)tokens[x] < mean)
+		if (ep->n_copies > 1 && (double)tokens[x] < mean && node >= 0)
 			out[n_out++] = (struct expert_change){ .op = EXPERT_DROP, .layer = layer,
-							       .expert = x,
-							       .node = ep->node[ep->n_copies - 1] };
+							       .expert = x, .node = (uint32_t)node };
 	}
 	return n_out;
 }
@@ -108,7 +118,8 @@ struct rebalancer {
 	uint64_t **seen;   /* [n_layers][n_experts]: tokens_per_expert at the last round */
 };
 
-int rebalancer_new(const struct layer_stats *stats, uint32_t n_layers, struct rebalancer **ret)
+int rebalancer_new(const struct layer_stats *stats, uint32_t n_layers,
+		   struct rebalancer **ret_rebalancer)
 {
 	struct rebalancer *rb = calloc(1, sizeof(*rb));
 
@@ -125,7 +136,7 @@ int rebalancer_new(const struct layer_stats *stats, uint32_t n_layers, struct re
 		if (!rb->seen[l])
 			goto oom;
 	}
-	*ret = rb;
+	*ret_rebalancer = rb;
 	return 0;
 oom:
 	rebalancer_free(rb);
@@ -143,25 +154,42 @@ struct rebalancer *rebalancer_free(struct rebalancer *rb)
 	return NULL;
 }
 
+/* A round's changes queued at most: the queue stays open to people (moectl experts). */
+#define REBALANCE_MAX_PER_ROUND 16
+
+/* What one round may still do. */
+struct round {
+	unsigned queued;
+	bool budget_full; /* a replica did not fit: no more this round */
+	bool queue_full;
+};
+
 static void queue_changes(struct expert_store *store, const struct expert_change *c, size_t n,
-			  const uint64_t *tokens)
+			  const uint64_t *tokens, struct round *rd)
 {
 	static const char *const verbs[] = { [EXPERT_REPLICATE] = "replicate",
 					     [EXPERT_MOVE] = "move",
 					     [EXPERT_DROP] = "drop a replica of" };
 
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n && !rd->queue_full; i++) {
 		struct diag d = { { 0 } };
-		int64_t r = expert_store_change(store, &c[i], &d);
+		int64_t r;
 
-		if (r < 0)
+		if (c[i].op == EXPERT_REPLICATE && rd->budget_full)
+			continue;
+		r = expert_store_change(store, &c[i], &d);
+		if (r < 0) {
 			log_debug("rebalance: %s layer %u expert %u on node %u not made: %s",
 				  verbs[c[i].op], c[i].layer, c[i].expert, c[i].node, d.msg);
-		else
-			log_info("rebalance: %s layer %u expert %u on node %u (%llu tokens in "
-				 "the last round), epoch %lld",
-				 verbs[c[i].op], c[i].layer, c[i].expert, c[i].node,
-				 (unsigned long long)tokens[c[i].expert], (long long)r);
+			rd->budget_full = rd->budget_full || r == -ENOSPC;
+			rd->queue_full = r == -EAGAIN;
+			continue;
+		}
+		log_info("rebalance: %s layer %u expert %u on node %u (%llu tokens in the last "
+			 "round), epoch %lld",
+			 verbs[c[i].op], c[i].layer, c[i].expert, c[i].node,
+			 (unsigned long long)tokens[c[i].expert], (long long)r);
+		rd->queue_full = ++rd->queued >= REBALANCE_MAX_PER_ROUND;
 	}
 }
 
@@ -169,8 +197,9 @@ void rebalancer_tick(struct rebalancer *rb, struct expert_store *store,
 		     const struct layer_stats *stats, uint64_t now_ns, uint32_t interval_ms,
 		     const struct rebalance_opts *o)
 {
-	struct expert_change changes[REBALANCE_MAX_HOT + PLACEMENT_MAX_COPIES * 4];
+	struct expert_change changes[REBALANCE_MAX_PER_ROUND];
 	struct expert_map *map;
+	struct round rd = { 0 };
 	bool first = rb->next_ns == 0;
 
 	if (!first && now_ns < rb->next_ns)
@@ -180,21 +209,25 @@ void rebalancer_tick(struct rebalancer *rb, struct expert_store *store,
 	for (uint32_t l = 0; l < rb->n_layers; l++) {
 		const struct layer_stats *ls = &stats[l];
 		uint64_t *window;
+		uint32_t *loaded;
 		size_t n;
 
 		if (!rb->seen[l])
 			continue;
-		window = malloc(ls->n_experts * sizeof(*window));
+		window = malloc(ls->n_experts * (sizeof(*window) + sizeof(*loaded)));
 		if (!window)
 			break; /* next round */
+		loaded = (uint32_t *)(window + ls->n_experts);
 		for (uint32_t e = 0; e < ls->n_experts; e++) {
 			window[e] = ls->tokens_per_expert[e] - rb->seen[l][e];
 			rb->seen[l][e] = ls->tokens_per_expert[e];
+			loaded[e] = expert_store_loaded_node(store, l, e);
 		}
-		if (!first) {
-			n = rebalance_plan(expert_map_placement(map), l, window, o, changes,
+		/* BASE layers have no homes: their experts run everywhere */
+		if (!first && !rd.queue_full && expert_map_homes(map, l)) {
+			n = rebalance_plan(expert_map_placement(map), l, window, loaded, o, changes,
 					   sizeof(changes) / sizeof(changes[0]));
-			queue_changes(store, changes, n, window);
+			queue_changes(store, changes, n, window, &rd);
 		}
 		free(window);
 	}

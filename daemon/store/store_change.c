@@ -14,6 +14,13 @@
  * bandwidth), builds the next map and publishes it. It is the only thread
  * that publishes, so the map it clones is the map it replaces.
  *
+ * Every queued change takes its epoch, made or not: a change that fails
+ * when it is applied (out of memory, or one that depended on a change that
+ * failed) publishes the map unchanged under its epoch and is remembered in
+ * a short list of failed epochs (expert_store_failed_epochs()), so that
+ * the epochs promised to the changes after it still hold and a waiter can
+ * tell a failed change from a made one.
+ *
  * The copies the load made stay where they are for the store's life (a
  * restart re-attaches them): moving or dropping one only takes it out of
  * the map, and a change back to its node uses it again instead of copying.
@@ -31,6 +38,8 @@
 
 /* More than a person or a rebalancer queues at once; the queue is a ring. */
 #define CHANGES_MAX_QUEUED 64
+/* Failed epochs remembered for waiters (moectl experts --wait). */
+#define CHANGES_FAILED_KEPT 16
 
 struct change_item {
 	struct expert_change c;
@@ -46,6 +55,8 @@ struct store_changes {
 	uint32_t head, n_queued;
 	bool busy;                      /* the thread is making `current`, not yet published */
 	struct change_item current;
+	uint64_t failed[CHANGES_FAILED_KEPT]; /* the latest failed epochs, a ring */
+	uint32_t n_failed;                    /* ever */
 	bool stopping;
 	bool started;
 	pthread_t thread;
@@ -115,7 +126,7 @@ static const float *tensor_copy(uint8_t **at, const float *src, uint64_t n)
 }
 
 /*
- * Copy expert @e of layer @l from its loaded copy into its extent on the
+ * Copy the expert of @it from its loaded copy into @it's extent on the
  * target node, as a replica with one reference (the caller's).
  */
 static struct store_replica *replica_make(struct expert_store *s, const struct change_item *it)
@@ -159,7 +170,7 @@ static void run_on_node(const struct expert_store *s, uint32_t node)
  * this thread publishes, so the map cloned here is the one it replaces.
  */
 static int change_apply(struct expert_store *s, const struct change_item *it,
-			struct expert_map **ret, struct diag *d)
+			struct expert_map **ret_map, struct diag *d)
 {
 	struct expert_map *cur = expert_store_map_get(s);
 	struct store_replica **reps = NULL, *rep = NULL;
@@ -174,8 +185,8 @@ static int change_apply(struct expert_store *s, const struct change_item *it,
 	}
 	r = placement_apply(next, &it->c);
 	if (r < 0) {
-		/* checked against the intended placement: a bug if it happens */
-		diag_set(d, r, "no longer applies to the map of epoch %" PRIu64,
+		/* checked against the intended placement: a change before it failed */
+		diag_set(d, r, "does not apply to the map of epoch %" PRIu64,
 			 expert_map_epoch(cur));
 		goto out;
 	}
@@ -195,7 +206,7 @@ static int change_apply(struct expert_store *s, const struct change_item *it,
 		}
 		reps[n_reps++] = rep;
 	}
-	r = store_map_build(s, next, reps, n_reps, ret, d);
+	r = store_map_build(s, next, reps, n_reps, ret_map, d);
 	next = NULL; /* taken over */
 out:
 	if (rep)
@@ -204,6 +215,21 @@ out:
 		store_space_free(s, it->c.node, it->offset, it->bytes);
 	free(reps);
 	placement_free(next);
+	expert_map_put(cur);
+	return r;
+}
+
+/* The current map again under the next epoch: what a failed change publishes. */
+static int map_unchanged(struct expert_store *s, struct expert_map **ret_map, struct diag *d)
+{
+	struct expert_map *cur = expert_store_map_get(s);
+	struct placement *next;
+	int r = placement_clone(cur->placement, &next);
+
+	if (r == 0)
+		r = store_map_build(s, next, cur->replicas, cur->n_replicas, ret_map, d);
+	else
+		diag_set(d, r, "out of memory");
 	expert_map_put(cur);
 	return r;
 }
@@ -218,6 +244,7 @@ static void *changes_thread(void *arg)
 		struct change_item it;
 		struct expert_map *next;
 		struct diag d = { 0 };
+		bool failed;
 		int r;
 
 		while (!q->n_queued && !q->stopping)
@@ -231,37 +258,50 @@ static void *changes_thread(void *arg)
 		pthread_mutex_unlock(&q->lock);
 
 		r = change_apply(s, &it, &next, &d);
-		if (r < 0)
-			log_error("expert change %s layer %u expert %u node %u failed: %s",
-				  op_names[it.c.op], it.c.layer, it.c.expert, it.c.node, d.msg);
-		else
+		failed = r < 0;
+		if (!failed) {
 			log_info("expert change %s layer %u expert %u node %u: published",
 				 op_names[it.c.op], it.c.layer, it.c.expert, it.c.node);
+		} else {
+			log_error("expert change %s layer %u expert %u node %u failed: %s; the "
+				  "map stays as it was, ignoring",
+				  op_names[it.c.op], it.c.layer, it.c.expert, it.c.node, d.msg);
+			diag_clear(&d);
+			r = map_unchanged(s, &next, &d);
+			if (r < 0)
+				log_error("the map cannot take the failed change's epoch (%s): "
+					  "later changes publish one epoch early", d.msg);
+		}
 
 		pthread_mutex_lock(&q->lock);
 		/* published under the lock: busy is true until the map is current */
 		if (r == 0)
 			store_map_publish(s, next);
-		else
-			/* the epochs after it shift: make the intended map again */
+		if (failed) {
+			if (r == 0)
+				q->failed[q->n_failed++ % CHANGES_FAILED_KEPT] = expert_map_epoch(next);
+			/* the intended map holds what did not happen: make it again */
 			q->intended = placement_free(q->intended);
+		}
 		q->busy = false;
 		if (!q->n_queued)
 			pthread_cond_broadcast(&q->idle);
 	}
+	/* nobody waits for changes that will not be made */
+	pthread_cond_broadcast(&q->idle);
 	pthread_mutex_unlock(&q->lock);
 	return NULL;
 }
 
 /* The intended placement, made again from the current map and the queue when lost. */
-static int intended_get(struct expert_store *s, struct placement **ret)
+static int intended_get(struct expert_store *s, struct placement **ret_intended)
 {
 	struct store_changes *q = s->changes;
 	struct expert_map *cur;
 	int r;
 
 	if (q->intended) {
-		*ret = q->intended;
+		*ret_intended = q->intended;
 		return 0;
 	}
 	cur = expert_store_map_get(s);
@@ -269,22 +309,27 @@ static int intended_get(struct expert_store *s, struct placement **ret)
 	expert_map_put(cur);
 	if (r < 0)
 		return r;
-	/* the clone's epoch is the next one: give it back, then count each
-	 * change not yet published (the thread's own first, if any) */
+	/*
+	 * The clone's epoch is the next one: give it back, then count each
+	 * change not yet published (the thread's own first, if any); each
+	 * takes an epoch whether it applies or not (see the top).
+	 */
 	q->intended->epoch--;
-	if (q->busy && placement_apply(q->intended, &q->current.c) == 0)
+	if (q->busy) {
+		(void)placement_apply(q->intended, &q->current.c);
 		q->intended->epoch++;
+	}
 	for (uint32_t i = 0; i < q->n_queued; i++) {
 		const struct change_item *it = &q->queue[(q->head + i) % CHANGES_MAX_QUEUED];
 
-		if (placement_apply(q->intended, &it->c) == 0)
-			q->intended->epoch++;
+		(void)placement_apply(q->intended, &it->c);
+		q->intended->epoch++;
 	}
-	*ret = q->intended;
+	*ret_intended = q->intended;
 	return 0;
 }
 
-static int changes_create(struct expert_store *s)
+int store_changes_init(struct expert_store *s)
 {
 	struct store_changes *q = calloc(1, sizeof(*q));
 
@@ -367,8 +412,6 @@ int64_t expert_store_change(struct expert_store *s, const struct expert_change *
 	r = change_check_target(s, c, d);
 	if (r < 0)
 		return r;
-	if (!s->changes && changes_create(s) < 0)
-		return diag_set(d, -ENOMEM, "out of memory");
 	q = s->changes;
 	pthread_mutex_lock(&q->lock);
 	if (q->n_queued == CHANGES_MAX_QUEUED) {
@@ -386,18 +429,19 @@ int64_t expert_store_change(struct expert_store *s, const struct expert_change *
 
 		it.bytes = ffn_copy_bytes(&L->experts[c->expert].ffn, L->d_model);
 		it.has_extent = true;
+		if (store_space_alloc(s, c->node, it.bytes, &it.offset) < 0) {
+			r = diag_set(d, -ENOSPC, "node %u: replica_budget has no room for %" PRIu64
+				     " bytes", c->node, it.bytes);
+			goto out;
+		}
 	}
+	/* placement_apply() changes nothing when it refuses: `want` stays true */
 	r = placement_apply(want, c);
 	if (r < 0) {
+		if (it.has_extent)
+			store_space_free(s, c->node, it.offset, it.bytes);
 		r = diag_set(d, r == -E2BIG ? -ENOSPC : r, "layer %u expert %u node %u: %s",
 			     c->layer, c->expert, c->node, refusal(r));
-		goto out;
-	}
-	if (it.has_extent && store_space_alloc(s, c->node, it.bytes, &it.offset) < 0) {
-		/* undo: the intended map is made again from the queue */
-		q->intended = placement_free(q->intended);
-		r = diag_set(d, -ENOSPC, "node %u: replica_budget has no room for %" PRIu64
-			     " bytes", c->node, it.bytes);
 		goto out;
 	}
 	want->epoch++;
@@ -417,12 +461,24 @@ void expert_store_changes_wait(struct expert_store *s)
 {
 	struct store_changes *q = s->changes;
 
-	if (!q)
-		return;
 	pthread_mutex_lock(&q->lock);
-	while (q->n_queued || q->busy)
+	while ((q->n_queued || q->busy) && !q->stopping)
 		pthread_cond_wait(&q->idle, &q->lock);
 	pthread_mutex_unlock(&q->lock);
+}
+
+size_t expert_store_failed_epochs(struct expert_store *s, uint64_t *ret_epochs, size_t max)
+{
+	struct store_changes *q = s->changes;
+	uint32_t first;
+	size_t n = 0;
+
+	pthread_mutex_lock(&q->lock);
+	first = q->n_failed > CHANGES_FAILED_KEPT ? q->n_failed - CHANGES_FAILED_KEPT : 0;
+	for (uint32_t i = first; i < q->n_failed && n < max; i++)
+		ret_epochs[n++] = q->failed[i % CHANGES_FAILED_KEPT];
+	pthread_mutex_unlock(&q->lock);
+	return n;
 }
 
 void store_changes_stop(struct expert_store *s)
@@ -434,6 +490,7 @@ void store_changes_stop(struct expert_store *s)
 	pthread_mutex_lock(&q->lock);
 	q->stopping = true;
 	pthread_cond_signal(&q->wake);
+	pthread_cond_broadcast(&q->idle);
 	pthread_mutex_unlock(&q->lock);
 	if (q->started)
 		pthread_join(q->thread, NULL);

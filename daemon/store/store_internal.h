@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The expert store's insides, shared by expert_store.c and store_load.c. */
+/* The expert store's insides, shared by the files of daemon/store/. */
 #pragma once
 
 #include <pthread.h>
@@ -66,12 +66,14 @@ struct expert_store {
  * taken on each used). 0, or -EINVAL (a copy with no bytes) / -ENOMEM.
  */
 int store_map_build(struct expert_store *s, struct placement *p, struct store_replica *const *reps,
-		    size_t n_reps, struct expert_map **ret, struct diag *d);
+		    size_t n_reps, struct expert_map **ret_map, struct diag *d);
 
 /* Drop a reference on @rep; the last one frees its extent. */
 void store_replica_put(struct expert_store *s, struct store_replica *rep);
 
-/* Stop the change thread; changes still queued are logged and not made. (store_change.c) */
+/* The change queue, empty, its thread not started. 0 or -ENOMEM. (store_change.c) */
+int store_changes_init(struct expert_store *s);
+/* Stop the change thread; changes still queued are logged and not made. NULL-safe queue. */
 void store_changes_stop(struct expert_store *s);
 
 /* Make @next the current map; drops the store's reference on the old one. Returns NULL. */

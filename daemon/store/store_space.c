@@ -74,8 +74,8 @@ int store_space_alloc(struct expert_store *s, uint32_t node, uint64_t bytes, uin
 /*
  * Insert [offset, offset + bytes) at its place, merged with its neighbours.
  * Without memory for one more entry the extent is lost to this store's
- * life (logged by nobody: a few pages until the next load), never reused
- * twice.
+ * life (a few pages until the next load; it stays counted as used, so the
+ * status does not promise room there is not), never reused twice.
  */
 void store_space_free(struct expert_store *s, uint32_t node, uint64_t offset, uint64_t bytes)
 {
@@ -84,7 +84,6 @@ void store_space_free(struct expert_store *s, uint32_t node, uint64_t offset, ui
 
 	bytes = round_up(bytes ? bytes : 1);
 	pthread_mutex_lock(&s->space_lock);
-	sp->used -= bytes;
 	while (i < sp->n_free && sp->free[i].offset < offset)
 		i++;
 	if (i > 0 && sp->free[i - 1].offset + sp->free[i - 1].bytes == offset) {
@@ -104,7 +103,7 @@ void store_space_free(struct expert_store *s, uint32_t node, uint64_t offset, ui
 			struct store_extent *f = realloc(sp->free, sizeof(*f) * cap);
 
 			if (!f)
-				goto out;
+				goto out; /* lost, and still counted as used */
 			sp->free = f;
 			sp->cap = cap;
 		}
@@ -112,6 +111,7 @@ void store_space_free(struct expert_store *s, uint32_t node, uint64_t offset, ui
 		sp->free[i] = (struct store_extent){ offset, bytes };
 		sp->n_free++;
 	}
+	sp->used -= bytes;
 out:
 	pthread_mutex_unlock(&s->space_lock);
 }

@@ -35,9 +35,9 @@ static void test_no_or_even_load_changes_nothing(void **state)
 	struct expert_change out[8];
 
 	(void)state;
-	assert_int_equal(rebalance_plan(&p, 0, none, &twice_mean, out, 8), 0);
-	assert_int_equal(rebalance_plan(&p, 0, even, &twice_mean, out, 8), 0);
-	assert_int_equal(rebalance_plan(&p, 1, even, &twice_mean, out, 8), 0); /* no such layer */
+	assert_int_equal(rebalance_plan(&p, 0, none, NULL, &twice_mean, out, 8), 0);
+	assert_int_equal(rebalance_plan(&p, 0, even, NULL, &twice_mean, out, 8), 0);
+	assert_int_equal(rebalance_plan(&p, 1, even, NULL, &twice_mean, out, 8), 0); /* no such layer */
 }
 
 /* Expert 2 (node 0) gets 4x the mean: a copy on node 1. */
@@ -48,7 +48,7 @@ static void test_hot_expert_gets_a_copy_elsewhere(void **state)
 	struct expert_change out[8];
 
 	(void)state;
-	assert_int_equal(rebalance_plan(&p, 0, tokens, &twice_mean, out, 8), 1);
+	assert_int_equal(rebalance_plan(&p, 0, tokens, NULL, &twice_mean, out, 8), 1);
 	assert_int_equal(out[0].op, EXPERT_REPLICATE);
 	assert_int_equal(out[0].layer, 0);
 	assert_int_equal(out[0].expert, 2);
@@ -58,9 +58,9 @@ static void test_hot_expert_gets_a_copy_elsewhere(void **state)
 		uint64_t at[E] = { 5, 5, 21, 5, 5, 5, 5, 5 };
 		const struct rebalance_opts thrice = { .hot_percent = 300 };
 
-		assert_int_equal(rebalance_plan(&p, 0, at, &thrice, out, 8), 0);
+		assert_int_equal(rebalance_plan(&p, 0, at, NULL, &thrice, out, 8), 0);
 		at[2] = 22;
-		assert_int_equal(rebalance_plan(&p, 0, at, &thrice, out, 8), 1);
+		assert_int_equal(rebalance_plan(&p, 0, at, NULL, &thrice, out, 8), 1);
 	}
 }
 
@@ -75,7 +75,7 @@ static void test_copies_spread_by_planned_load(void **state)
 	/* node loads: 0: 100+60+0, 1: 1+1, 2: 1+1, 3: 0+0 (experts 0,4 | 1,5 | 2,6 | 3,7) */
 	uint64_t tokens[E] = { 100, 1, 1, 0, 60, 1, 1, 0 };
 	struct expert_change out[8];
-	size_t n = rebalance_plan(&p, 0, tokens, &twice_mean, out, 8);
+	size_t n = rebalance_plan(&p, 0, tokens, NULL, &twice_mean, out, 8);
 
 	(void)state;
 	assert_int_equal(n, 2);
@@ -85,7 +85,7 @@ static void test_copies_spread_by_planned_load(void **state)
 	assert_int_not_equal(out[1].node, 3); /* 3 carries 50 now */
 	assert_int_not_equal(out[1].node, 0);
 	/* at most max_out */
-	assert_int_equal(rebalance_plan(&p, 0, tokens, &twice_mean, out, 1), 1);
+	assert_int_equal(rebalance_plan(&p, 0, tokens, NULL, &twice_mean, out, 1), 1);
 	assert_int_equal(out[0].expert, 0);
 }
 
@@ -98,10 +98,10 @@ static void test_hot_expert_everywhere_gets_nothing(void **state)
 
 	(void)state;
 	places[0] = (struct expert_place){ .n_copies = 2, .node = { 0, 1 } };
-	assert_int_equal(rebalance_plan(&p, 0, tokens, &twice_mean, out, 8), 0);
+	assert_int_equal(rebalance_plan(&p, 0, tokens, NULL, &twice_mean, out, 8), 0);
 }
 
-/* A replica of an expert below the mean goes: its last copy's node. */
+/* A replica of an expert below the mean goes: its last copy that the load did not make. */
 static void test_cold_replica_dropped(void **state)
 {
 	struct placement p = interleaved(4);
@@ -110,13 +110,20 @@ static void test_cold_replica_dropped(void **state)
 
 	(void)state;
 	places[3] = (struct expert_place){ .n_copies = 3, .node = { 3, 0, 2 } };
-	assert_int_equal(rebalance_plan(&p, 0, tokens, &twice_mean, out, 8), 1);
+	assert_int_equal(rebalance_plan(&p, 0, tokens, NULL, &twice_mean, out, 8), 1);
 	assert_int_equal(out[0].op, EXPERT_DROP);
 	assert_int_equal(out[0].expert, 3);
 	assert_int_equal(out[0].node, 2);
+	/* the load's own copy (on node 2 here) frees nothing: the replica before it goes */
+	{
+		uint32_t loaded[E] = { 0, 1, 2, 2, 0, 1, 2, 3 };
+
+		assert_int_equal(rebalance_plan(&p, 0, tokens, loaded, &twice_mean, out, 8), 1);
+		assert_int_equal(out[0].node, 0);
+	}
 	/* at the mean or above, replicas stay */
 	tokens[3] = 10;
-	assert_int_equal(rebalance_plan(&p, 0, tokens, &twice_mean, out, 8), 0);
+	assert_int_equal(rebalance_plan(&p, 0, tokens, NULL, &twice_mean, out, 8), 0);
 }
 
 int main(void)
