@@ -21,6 +21,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <numaif.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdbool.h>
@@ -963,6 +964,66 @@ static void test_object_mode(void **state)
 	drop_ok("mode");
 }
 
+/*
+ * Catches: experts whose pages are not where the store says, or memory not
+ * bound. On this machine's real topology (detected, not simulated), every
+ * page of every expert's weights is on its node (move_pages query), and
+ * the memory policy of each expert's first byte is MPOL_BIND to that node
+ * (get_mempolicy), both as loaded and as re-attached.
+ */
+static void test_real_placement(void **state)
+{
+	struct expert_store_opts o;
+	struct expert_store *s;
+	struct topology real;
+	struct diag d = { { 0 } };
+
+	(void)state;
+	ASSERT_OK(topology_detect(&real, &d));
+	opts_init(&o, &real, "real", true);
+	for (int round = 0; round < 2; round++) {
+		const struct moe_model *m;
+		struct expert_map *map;
+		const struct placement *p;
+
+		s = store_open_ok(model_f32, &o);
+		expect_source(s, round ? STORE_ATTACHED : STORE_LOADED, NULL);
+		m = expert_store_model(s);
+		map = expert_store_map_get(s);
+		p = expert_map_placement(map);
+		for (uint32_t l = 0; l < p->n_layers; l++) {
+			const struct moe_layer *L = moe_model_layer(m, l);
+
+			for (uint32_t e = 0; L && e < L->n_experts; e++) {
+				uint32_t node = p->layers[l].experts[e].node[0];
+				const struct store_object *obj = &s->objects[node];
+				const uint8_t *w1 = (const uint8_t *)L->experts[e].ffn.w1;
+				uint64_t len = (uint64_t)L->experts[e].ffn.d_ff * L->d_model * 4;
+				uint64_t on_node = 0, pages = 0;
+				unsigned long mask[16] = { 0 };
+				int policy = -1;
+
+				ASSERT_OK(store_object_pages_on_node(obj, (uint64_t)(w1 - obj->base),
+								     len, (int)real.nodes[node].id,
+								     &on_node, &pages));
+				assert_true(pages > 0);
+				if (on_node != pages)
+					fail_msg("layer %u expert %u: %llu of %llu pages on node %u", l,
+						 e, (unsigned long long)on_node,
+						 (unsigned long long)pages, real.nodes[node].id);
+				SYS_OK(get_mempolicy(&policy, mask, sizeof(mask) * 8, (void *)(uintptr_t)w1,
+						     MPOL_F_ADDR));
+				ASSERT_EQ(policy, MPOL_BIND);
+				assert_true(mask[real.nodes[node].id / 64] &
+					    (1ul << (real.nodes[node].id % 64)));
+			}
+		}
+		expert_map_put(map);
+		expert_store_close(s);
+	}
+	drop_ok("real");
+}
+
 /* 1, 2 and 4 simulated nodes, loaded and then attached. */
 static void test_interleave_nodes(void **state)
 {
@@ -996,6 +1057,7 @@ int main(void)
 #define T(_t) cmocka_unit_test_setup_teardown(_t, test_setup, test_teardown)
 	const struct CMUnitTest tests[] = {
 		T(test_attach_same_weights), T(test_huge_pages_claimed_only_when_mapped),
+		T(test_real_placement),
 		T(test_flipped_header_bytes),
 		T(test_damaged_objects),     T(test_swapped_nodes),
 		T(test_rewritten_weights),   T(test_other_model),
