@@ -148,6 +148,17 @@ static int reactor_arm_read(struct reactor *r, int fd, void *buf, unsigned len, 
 
 /* ---- the reactor's own watchers ---- */
 
+/* Batches consumed from the clients' rings that wait for a run (slow path: the drain log). */
+static uint32_t reactor_pending_count(const struct reactor *r)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < r->cfg->max_clients; i++)
+		if (r->clients[i].s)
+			n += r->clients[i].s->pending_count;
+	return n;
+}
+
 static void reactor_on_signal(struct reactor *r, void *arg, uint32_t slot, uint32_t gen, int res)
 {
 	struct signalfd_siginfo si;
@@ -160,8 +171,10 @@ static void reactor_on_signal(struct reactor *r, void *arg, uint32_t slot, uint3
 		} else if (!r->stopping) {
 			r->stopping = true;
 			r->stop_signal = (int)si.ssi_signo;
-			log_info("%s: draining %s", strsignal((int)si.ssi_signo),
-				 "in-flight batches, then exiting");
+			log_info(
+			    "%s: draining %u queued batches and %u runs in flight, then exiting",
+			    strsignal((int)si.ssi_signo), reactor_pending_count(r),
+			    sched_in_flight(r->sched));
 		}
 	}
 	if (reactor_arm_read(r, r->signal_fd, r->signal_buf, sizeof(struct signalfd_siginfo),

@@ -17,7 +17,8 @@
  *
  *   - test_sigterm_drains: batches moed took from the ring but had not run
  *     (waiting for merge partners) when SIGTERM came still complete, with
- *     correct results, before the client sees -ECONNRESET.
+ *     correct results, before the client sees -ECONNRESET; moed's log says
+ *     that the signal found all of them queued.
  *
  * moe_reconnect() with no daemon fails (-ENOENT / -ECONNREFUSED) and may be
  * tried again. A new moed starts on the same socket and state_dir;
@@ -341,6 +342,20 @@ static bool batches_submit_queued(struct client *cl, float **x, float **y, unsig
 	return false;
 }
 
+/* Copy moed's log file to stderr (ctest shows it when the test fails). */
+static void drain_log_print(void)
+{
+	char line[4096];
+	FILE *f = fopen(daemon_.log_path, "re");
+
+	if (!f)
+		return;
+	fprintf(stderr, "test: moed's log (%s):\n", daemon_.log_path);
+	while (fgets(line, sizeof(line), f))
+		fprintf(stderr, "  %s", line);
+	fclose(f);
+}
+
 /*
  * SIGTERM drains: batches moed has taken from the ring but not run yet (they
  * wait for merge partners: a second, idle client and a 1 s merge window)
@@ -349,7 +364,9 @@ static bool batches_submit_queued(struct client *cl, float **x, float **y, unsig
  * shows every batch queued, less than 0.8 s after their submission began,
  * so it provably comes while they wait; an attempt that cannot show this in
  * time (a slow machine) lets the window run them, checks them, and tries
- * again; three such attempts fail the test.
+ * again; three such attempts fail the test. Then moed's log must say that
+ * the signal found all of them queued ("draining 6 queued batches"), so the
+ * drain path provably ran.
  */
 static void test_sigterm_drains(void **state)
 {
@@ -359,9 +376,11 @@ static void test_sigterm_drains(void **state)
 	struct moe_client_opts o;
 	struct moe_client *idle;
 	float *x[6], *y[6];
+	char drain_line[64];
 	unsigned attempt;
 
 	(void)state;
+	ASSERT_OK(test_daemon_log_to_file(&daemon_, "drain.log"));
 	ASSERT_OK(test_daemon_start(&daemon_, extra));
 	client_open(&cl);
 	moe_client_opts_init(&o);
@@ -387,6 +406,15 @@ static void test_sigterm_drains(void **state)
 		         "submission: the drain path could not be exercised",
 		         attempts, n);
 	ASSERT_EQ(test_daemon_stop(&daemon_), 0);
+	/* moed's own word that the signal found the batches queued: the drain path ran */
+	snprintf(drain_line, sizeof(drain_line), "draining %u queued batches", n);
+	if (test_daemon_log_count(&daemon_, drain_line) != 1) {
+		drain_log_print();
+		fail_msg("moed's log has no \"%s\" line: SIGTERM did not find the batches "
+		         "queued",
+		         drain_line);
+	}
+	daemon_.log_path[0] = '\0'; /* later starts log to stderr again */
 	batches_expect_done(&cl, x, y, n, "drained output");
 	wait_expect_reset(&cl, "after the drain");
 	for (unsigned i = 0; i < n; i++) {
@@ -441,6 +469,7 @@ static int test_teardown(void **state)
 {
 	if (daemon_.pid > 0)
 		test_daemon_kill(&daemon_, SIGKILL);
+	daemon_.log_path[0] = '\0'; /* a failed test_sigterm_drains left it set */
 	return fd_check_teardown(state);
 }
 

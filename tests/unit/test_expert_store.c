@@ -523,8 +523,9 @@ static void test_huge_pages_claimed_only_when_mapped(void **state)
 
 	(void)state;
 	if (shm_mount_has_huge()) {
-		print_message("/dev/shm gives huge pages here: nothing to check\n");
-		return;
+		/* skip() fails under CI=true (test_assert.h): CI's /dev/shm must be plain */
+		print_message("/dev/shm gives huge pages here: nothing to check, skipped\n");
+		skip();
 	}
 	opts_init(&o, &topo2, "huge", false);
 	s = store_open_ok(model_f32, &o);

@@ -6,7 +6,8 @@
  * and n around the 8-wide vector and 4-row blocks) with row strides wider
  * than the rows, whose padding holds NaN on the inputs and a sentinel on the
  * output so a stride bug shows; every small-m variant this CPU runs (the
- * test prints which ran and which the CPU lacks); and activation_apply
+ * test prints which ran and which the CPU lacks, and a variant whose
+ * features /proc/cpuinfo lists must run); and activation_apply
  * against libm's double formulas, large |x| included.
  */
 #include "test_assert.h"
@@ -164,13 +165,51 @@ static void test_matmul_small_m_direct(void **state)
 }
 
 /*
+ * Whether the "flags" line of /proc/cpuinfo lists @flag: what the kernel says
+ * the CPU has, independent of the __builtin_cpu_supports() that
+ * matmul_small_m.c asks. Fails the test when the line cannot be read.
+ */
+static bool cpuinfo_has_flag(const char *flag)
+{
+	char line[8192];
+	size_t len = strlen(flag);
+	bool found = false, seen = false;
+	FILE *f = fopen("/proc/cpuinfo", "re");
+
+	if (!f)
+		fail_msg("/proc/cpuinfo: %s", strerror(errno));
+	while (!seen && fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "flags", 5) != 0)
+			continue;
+		seen = true;
+		for (const char *p = strchr(line, ':'); p && *p; p += strcspn(p, " \n")) {
+			p += strspn(p, ": \n");
+			if (strncmp(p, flag, len) == 0 && (p[len] == ' ' || p[len] == '\n'))
+				found = true;
+		}
+	}
+	fclose(f);
+	if (!seen)
+		fail_msg("/proc/cpuinfo has no flags line");
+	return found;
+}
+
+/*
  * Every instantiation of the small-m kernel this CPU runs (the one picked
  * at run time hides the others on a given machine), over block edges in m
  * and n, and k across the 2048-float chunk boundary with a tail.
  */
 static void test_matmul_small_m_every_variant(void **state)
 {
+#if defined(__x86_64__)
 	static const char *const names[] = { "avx512", "avx2", "generic" };
+	/* what matmul_small_m.c's variants need */
+	const bool cpu_has[] = {cpuinfo_has_flag("avx512f") && cpuinfo_has_flag("fma"),
+	                        cpuinfo_has_flag("avx2") && cpuinfo_has_flag("fma"), true};
+#else
+	static const char *const names[] = {"generic"};
+	const bool cpu_has[] = {true};
+#endif
 	static const uint32_t ms[] = { 1, 2, 3, 4, 5, 9, 16, 17, 33, 64, 70 };
 	static const uint32_t ks[] = { 15, 16, 2048, 2049, 4100 };
 	static const uint32_t ns[] = { 1, 4, 7, 9 };
@@ -183,12 +222,20 @@ static void test_matmul_small_m_every_variant(void **state)
 	for (size_t v = 0; v < sizeof(names) / sizeof(names[0]); v++) {
 		int r = matmul_small_m_force(names[v]);
 
+		/* a variant the CPU has must run: never skipped for want of support */
+		if (r == -EOPNOTSUPP && cpu_has[v])
+			fail_msg("small-m variant %s: -EOPNOTSUPP, but /proc/cpuinfo lists its "
+			         "features",
+			         names[v]);
 		if (r == -EOPNOTSUPP) {
 			snprintf(skipped + strlen(skipped), sizeof(skipped) - strlen(skipped),
 				 " %s", names[v]);
 			continue;
 		}
 		ASSERT_OK(r);
+		if (!cpu_has[v])
+			fail_msg("small-m variant %s runs, but /proc/cpuinfo lacks its features",
+			         names[v]);
 		snprintf(ran + strlen(ran), sizeof(ran) - strlen(ran), " %s", names[v]);
 		tested++;
 		for (size_t a = 0; a < sizeof(ms) / sizeof(ms[0]); a++)
@@ -197,6 +244,12 @@ static void test_matmul_small_m_every_variant(void **state)
 					check_product(MATMUL_SMALLM, ms[a], ks[b], ns[c], ks[b] + 1,
 						      ks[b] + 3, ns[c] + 2, &seed);
 	}
+	/* the one picked at run time is the first (widest) the CPU has */
+	for (size_t v = 0; v < sizeof(names) / sizeof(names[0]); v++)
+		if (cpu_has[v]) {
+			assert_string_equal(original, names[v]);
+			break;
+		}
 	ASSERT_ERRNO(matmul_small_m_force("sse9"), EINVAL);
 	ASSERT_OK(matmul_small_m_force(original));
 	/* on stdout, so that ctest -V and the CI log say what this machine checked */

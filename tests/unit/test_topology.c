@@ -357,8 +357,11 @@ static void test_parse_cpu_not_allowed(void **state)
 			 "topo:2: node 1: cpu %d is not one this process may use", outside);
 		assert_non_null(strstr(d.msg, expect));
 	}
-	if (cpu_a == cpu_b)
-		return;
+	if (cpu_a == cpu_b) {
+		/* skip() fails under CI=true (test_assert.h) */
+		print_message("one allowed CPU: the narrowed-affinity half skipped\n");
+		skip();
+	}
 	/* narrowed to cpu_a: a file naming cpu_b no longer loads */
 	CPU_ZERO(&one);
 	CPU_SET(cpu_a, &one);
