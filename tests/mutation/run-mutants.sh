@@ -13,7 +13,7 @@
 # never touched.
 #
 # On demand, not in CI (it rebuilds and runs integration tests once per
-# mutant: the whole list takes about 20 minutes on 2 CPUs, the first build
+# mutant: the whole list takes 7 to 20 minutes on 2 CPUs, the first build
 # included):
 #
 #     tests/mutation/run-mutants.sh              # every mutant
