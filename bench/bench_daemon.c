@@ -34,8 +34,8 @@
  *  4. Cross-client merging: 4 client processes, each moe_forward() of T = 16
  *     batches of layer 0 of the first shape in a closed loop for a fixed
  *     time, total tokens/s with merge_window_us = 2000 over
- *     merge_window_us = 0 (moed restarted between them). merge_speedup
- *     (expected >= 1.5).
+ *     merge_window_us = 0 (moed restarted between them), in ABBA rounds.
+ *     merge_speedup, the median of the rounds' ratios (expected >= 1.5).
  *  5. Head-of-line blocking: one client process streams T = 1024 batches of
  *     the first shape (3 in flight, MOE_REQ_NO_MERGE) while this process
  *     submits T = 1 batches one at a time, 1 ms apart, and times each
@@ -1128,10 +1128,13 @@ out:
  * merge_speedup from runs in ABBA order (on, off, off, on), MERGE_ABBA_ROUNDS
  * times, so that a drift of the machine's speed during the phase (memory
  * bandwidth moves by half within a minute on a shared host) falls on both
- * settings alike: the speedup is the ratio of the median tokens/s of each
- * setting; moed's counters are the mean per run.
+ * settings alike. A round's ratio is its two runs with merging over its two
+ * without, which cancels a linear drift within the round; merge_speedup is
+ * the median of the rounds' ratios (an odd count: one disturbed round cannot
+ * move it). The tokens/s printed per setting are the medians of its runs;
+ * moed's counters are the mean per run.
  */
-#define MERGE_ABBA_ROUNDS 2
+#define MERGE_ABBA_ROUNDS 3
 #define MERGE_RUNS        (2 * MERGE_ABBA_ROUNDS) /* per setting */
 
 static double merge_median(double *v, uint32_t n)
@@ -1142,7 +1145,7 @@ static double merge_median(double *v, uint32_t n)
 
 static int bench_merge(const struct shape *s, const char *path, struct results *res)
 {
-	double tps[2][MERGE_RUNS];
+	double tps[2][MERGE_RUNS], ratio[MERGE_ABBA_ROUNDS];
 	uint64_t merged_window[2] = { 0 }, totals[2][3] = { { 0 } };
 	static const char *const keys[3] = { "batches", "engine_runs", "merged_batches" };
 	uint32_t n[2] = { 0 };
@@ -1169,6 +1172,11 @@ static int bench_merge(const struct shape *s, const char *path, struct results *
 		free(json);
 	}
 	if (r >= 0) {
+		/* before merge_median() sorts them: runs 2i and 2i + 1 are round i's */
+		for (uint32_t i = 0; i < MERGE_ABBA_ROUNDS; i++)
+			ratio[i] = (tps[0][2 * i] + tps[0][2 * i + 1]) /
+				   (tps[1][2 * i] + tps[1][2 * i + 1]);
+		res->merge_speedup = merge_median(ratio, MERGE_ABBA_ROUNDS);
 		res->merge_on_tps = merge_median(tps[0], n[0]);
 		res->merge_off_tps = merge_median(tps[1], n[1]);
 		res->merged_in_window = merged_window[0] / n[0];
@@ -1177,7 +1185,6 @@ static int bench_merge(const struct shape *s, const char *path, struct results *
 		res->merged_batches = totals[0][2] / n[0];
 		res->batches_off = totals[1][0] / n[1];
 		res->engine_runs_off = totals[1][1] / n[1];
-		res->merge_speedup = res->merge_on_tps / res->merge_off_tps;
 		res->have_merge = true;
 	}
 	res->background_merge = cpu_background(&mark);
