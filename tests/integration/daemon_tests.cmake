@@ -56,6 +56,7 @@ moed_daemon_it(it_status_privacy)
 moed_daemon_it(it_merge_precheck)
 moed_daemon_it(it_merge_bitwise)
 moed_daemon_it(it_expert_changes)
+moed_daemon_it(it_round_robin)
 moed_daemon_it(it_flipper SHM)
 target_link_libraries(it_flipper PRIVATE Threads::Threads)
 
