@@ -98,9 +98,19 @@ static int group_setup(void **state)
 	return 0;
 }
 
+/*
+ * Every store folder a fixture made, removed here too: a failed assertion
+ * leaves its test before fixture_free(), and its objects would stay in
+ * /dev/shm (memory) otherwise.
+ */
+static char made_dirs[16][64];
+static unsigned n_made_dirs;
+
 static int group_teardown(void **state)
 {
 	(void)state;
+	for (unsigned i = 0; i < n_made_dirs; i++)
+		tree_remove(made_dirs[i]);
 	tree_remove(model_dir);
 	return 0;
 }
@@ -146,6 +156,8 @@ static struct fixture *fixture_new(uint32_t n_nodes, uint64_t budget)
 	test_topo_make(&f->topo, n_nodes);
 	strcpy(f->store_dir, "/dev/shm/moed-store-change.XXXXXX");
 	assert_non_null(mkdtemp(f->store_dir));
+	if (n_made_dirs < sizeof(made_dirs) / sizeof(made_dirs[0]))
+		strcpy(made_dirs[n_made_dirs++], f->store_dir);
 	so.dir = f->store_dir;
 	so.name = "t";
 	so.keep = false;
