@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * bench_common: what every benchmark program needs: sorting samples, the
+ * bench_common: what every benchmark program needs: the clock, sorting samples, the
  * CPU time the machine and this process spent (so a figure can say how much
  * other processes took meanwhile), and seeded inputs.
  */
@@ -11,6 +11,12 @@
 
 /* qsort comparator for doubles, ascending. */
 int bench_cmp_double(const void *a, const void *b);
+
+/* The median of @v[0..n) (n >= 1; @v is left as it was); NAN when out of memory. */
+double bench_median(const double *v, size_t n);
+
+/* Seconds on the monotonic clock. */
+double bench_now_s(void);
 
 /* CPU seconds the whole machine spent busy (/proc/stat); negative on a read failure. */
 double bench_machine_busy_s(void);

@@ -35,6 +35,7 @@
 #include "engine/engine.h"
 #include "model/model.h"
 #include "router/router_config.h"
+#include "util/parse.h"
 
 /* The sum kernel's v8f never crosses a call (static, inlined into the clones). */
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -69,14 +70,6 @@ static const char *arg_shape; /* NULL: all */
 static uint32_t arg_tokens;   /* 0: the default list */
 
 /* ---- time and statistics ---- */
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ---- reading memory ---- */
 
@@ -202,12 +195,12 @@ static double run_read(void *arg)
 			exit(EXIT_FAILURE);
 		}
 	pthread_barrier_wait(&start);
-	t0 = now_s();
+	t0 = bench_now_s();
 	parts[0].start = NULL;
 	read_thread(&parts[0]);
 	for (uint32_t i = 1; i < rr->n_threads; i++)
 		pthread_join(threads[i], NULL);
-	t = now_s() - t0;
+	t = bench_now_s() - t0;
 	pthread_barrier_destroy(&start);
 	for (uint32_t i = 0; i < rr->n_threads; i++)
 		s += parts[i].sum;
@@ -447,11 +440,11 @@ static double run_layer(void *arg)
 {
 	struct layer_run *lr = arg;
 	struct diag d = { { 0 } };
-	double t0 = now_s(), t;
+	double t0 = bench_now_s(), t;
 	int r;
 
 	r = engine_forward(lr->engine, lr->L, NULL, &lr->batch, &d);
-	t = now_s() - t0;
+	t = bench_now_s() - t0;
 	if (r < 0) {
 		fprintf(stderr, "engine_forward: %s: %s\n", strerror(-r), d.msg);
 		exit(EXIT_FAILURE);
@@ -472,7 +465,7 @@ static double run_grouped(void *arg)
 {
 	const struct grouped_run *g = arg;
 	const uint32_t d = g->L->d_model, ff = g->L->d_ff;
-	const double t0 = now_s();
+	const double t0 = bench_now_s();
 
 	for (uint32_t a = 0; a < g->n_active; a++) {
 		const struct ffn_weights *f = &g->L->experts[g->active[a]].ffn;
@@ -487,7 +480,7 @@ static double run_grouped(void *arg)
 			    g->h1 + r0 * ff, (int)ff, f->w2, (int)ff, 0.0f, g->yg + r0 * d,
 			    (int)d);
 	}
-	return now_s() - t0;
+	return bench_now_s() - t0;
 }
 
 static void grouped_run_done(struct grouped_run *g)
@@ -686,7 +679,7 @@ static int run_case(struct engine *engine, const struct bench_layer *bl, const s
 	int r = -ENOMEM;
 	/* what other processes took meanwhile: the usual cause of an outlier here */
 	const double busy0 = bench_machine_busy_s(), self0 = bench_rusage_s(RUSAGE_SELF);
-	const double wall0 = now_s();
+	const double wall0 = bench_now_s();
 
 	*res = (struct result){ .shape = s, .T = T, .background = -1 };
 	x = malloc(sizeof(float) * T * d);
@@ -718,7 +711,7 @@ static int run_case(struct engine *engine, const struct bench_layer *bl, const s
 		if (busy1 >= 0)
 			res->background =
 				fmax(0.0, ((busy1 - busy0) - (bench_rusage_s(RUSAGE_SELF) - self0)) /
-						  (now_s() - wall0));
+						  (bench_now_s() - wall0));
 	}
 	r = 0;
 out:
@@ -802,19 +795,6 @@ static void usage(FILE *out)
 		"  --shape S    A (E8 k2 d1024 ff3584, Mixtral-like) or B (E64 k6 d2048 ff1408,\n"
 		"               DeepSeek/Qwen-like); default both\n"
 		"  --tokens T   one batch size instead of 1, 16, 128, 1024\n");
-}
-
-static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *ret)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi)
-		return -EINVAL;
-	*ret = (uint32_t)v;
-	return 0;
 }
 
 int main(int argc, char **argv)
@@ -907,7 +887,7 @@ int main(int argc, char **argv)
 
 		if (arg_quick ? strcmp(s->name, "A") != 0 : arg_shape && strcmp(s->name, arg_shape))
 			continue;
-		t0 = now_s();
+		t0 = bench_now_s();
 		r = bench_layer_new(s, &bl);
 		if (r < 0) {
 			fprintf(stderr, "shape %s: cannot build the layer: %s\n", s->name,
@@ -915,7 +895,7 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		fprintf(stderr, "# shape %s (%s): %.2f GB of expert weights filled in %.2f s\n",
-			s->name, s->tag, bl->weight_bytes / 1e9, now_s() - t0);
+			s->name, s->tag, bl->weight_bytes / 1e9, bench_now_s() - t0);
 
 		for (size_t ti = 0; ti < sizeof(default_tokens) / sizeof(default_tokens[0]); ti++) {
 			uint32_t T = arg_tokens ? arg_tokens : default_tokens[ti];

@@ -60,14 +60,6 @@ static const struct {
 static bool arg_json;
 static uint32_t arg_cols; /* 0: all ff rows of W; else a column tile of the engine */
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* U(-scale, scale) from xorshift64, two floats a step: 512 MiB fills in well under a second. */
 static void fill_uniform(float *p, size_t n, float scale, uint64_t seed)
 {
@@ -110,17 +102,17 @@ static double time_kernel(struct kbench *kb, enum matmul_kernel k, uint32_t m)
 	double t0, one, times[N_REPS];
 	uint32_t calls;
 
-	t0 = now_s();
+	t0 = bench_now_s();
 	call_once(kb, k, m);
-	one = now_s() - t0;
+	one = bench_now_s() - t0;
 	calls = one > 0 ? (uint32_t)fmin(1e5, ceil(REP_S / one)) : 1;
 	if (calls < 1)
 		calls = 1;
 	for (int r = 0; r < N_REPS; r++) {
-		t0 = now_s();
+		t0 = bench_now_s();
 		for (uint32_t c = 0; c < calls; c++)
 			call_once(kb, k, m);
-		times[r] = (now_s() - t0) / calls;
+		times[r] = (bench_now_s() - t0) / calls;
 	}
 	qsort(times, N_REPS, sizeof(times[0]), bench_cmp_double);
 	return times[N_REPS / 2];

@@ -32,7 +32,6 @@
  * it claims run where their node is. Both folders are removed at exit, also
  * on a fatal signal (not on SIGKILL). Not a test: it prints figures.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -40,7 +39,6 @@
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -51,11 +49,13 @@
 #include <unistd.h>
 
 #include "bench_common.h"
+#include "bench_scratch.h"
 #include "engine/engine.h"
 #include "model/synth_model.h"
 #include "numa/topology.h"
 #include "store/expert_store.h"
 #include "util/log.h"
+#include "util/parse.h"
 
 #ifndef MOE_BUILD_TYPE
 #define MOE_BUILD_TYPE "unknown"
@@ -75,92 +75,12 @@ static uint32_t arg_tokens = 256;
 static const char *arg_model_dir = "/var/tmp";
 static const char *arg_shm_dir = "/dev/shm";
 
-/* ---- the private folders, removed at exit and on a fatal signal ---- */
+/* ---- the private folders (bench_scratch.h) ---- */
 
 static char model_dir[PATH_MAX];
 static char shm_dir[PATH_MAX];
-static volatile sig_atomic_t model_dir_made, shm_dir_made;
-
-/* Remove the files in @dir, then @dir; async-signal-safe (bench_store's). */
-static void dir_remove(const char *dir)
-{
-	char buf[4096] __attribute__((aligned(8)));
-	ssize_t n;
-	int fd;
-
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd >= 0) {
-		while ((n = getdents64(fd, buf, sizeof(buf))) > 0)
-			for (ssize_t at = 0; at < n;) {
-				struct dirent64 *e = (struct dirent64 *)(void *)(buf + at);
-
-				if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-					(void)unlinkat(fd, e->d_name, 0);
-				at += e->d_reclen;
-			}
-		close(fd);
-	}
-	(void)rmdir(dir);
-}
-
-static void folders_remove(void)
-{
-	if (shm_dir_made) {
-		shm_dir_made = 0;
-		dir_remove(shm_dir);
-	}
-	if (model_dir_made) {
-		model_dir_made = 0;
-		dir_remove(model_dir);
-	}
-}
-
-static void on_fatal_signal(int sig)
-{
-	folders_remove();
-	raise(sig); /* SA_RESETHAND restored the default action */
-}
-
-static void folders_guard(void)
-{
-	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGABRT,
-				    SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGPIPE };
-	struct sigaction sa = { .sa_handler = on_fatal_signal, .sa_flags = SA_RESETHAND };
-
-	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		(void)sigaction(sigs[i], &sa, NULL);
-	atexit(folders_remove);
-}
-
-static int folder_make(const char *parent, char *buf, size_t len, volatile sig_atomic_t *made)
-{
-	if ((size_t)snprintf(buf, len, "%s/bench_replicas.XXXXXX", parent) >= len)
-		return -ENAMETOOLONG;
-	if (!mkdtemp(buf))
-		return -errno;
-	*made = 1;
-	return 0;
-}
 
 /* ---- time and statistics ---- */
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double median_of(const double *v, uint32_t n)
-{
-	double s[2 * MAX_ROUNDS];
-
-	memcpy(s, v, n * sizeof(*v));
-	qsort(s, n, sizeof(s[0]), bench_cmp_double);
-	return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-}
 
 /* ---- the set-up ---- */
 
@@ -252,7 +172,7 @@ static int run(struct bench *b, struct engine *e, struct expert_map *m, uint32_t
 				   .homes = expert_map_homes(m, 0), .output = b->out,
 				   .tokens_per_expert = b->tpe };
 	const size_t bytes = sizeof(float) * arg_tokens * D_MODEL;
-	double t0 = now_s();
+	double t0 = bench_now_s();
 	int r;
 
 	for (uint32_t i = 0; i < n; i++) {
@@ -260,7 +180,7 @@ static int run(struct bench *b, struct engine *e, struct expert_map *m, uint32_t
 		if (r < 0)
 			return r;
 	}
-	*ret_s = now_s() - t0;
+	*ret_s = bench_now_s() - t0;
 	b->n_runs++;
 	if (!b->have_reference) {
 		memcpy(b->reference, b->out, bytes);
@@ -279,7 +199,7 @@ static double background_since(double busy0, double self0, double wall0)
 	if (busy0 < 0 || busy1 < 0)
 		return -1;
 	return fmax(0.0, ((busy1 - busy0) - (bench_rusage_s(RUSAGE_SELF) - self0)) /
-				 (now_s() - wall0));
+				 (bench_now_s() - wall0));
 }
 
 struct figure {
@@ -298,7 +218,7 @@ static int measure_round(struct bench *b, struct engine *e, struct expert_map *m
 {
 	double *a = &f->a_s[2 * round], *bb = &f->b_s[2 * round];
 	const double busy0 = bench_machine_busy_s(), self0 = bench_rusage_s(RUSAGE_SELF);
-	const double wall0 = now_s();
+	const double wall0 = bench_now_s();
 	double bg;
 	int r;
 
@@ -327,15 +247,15 @@ static void figure_finish(struct figure *f, uint32_t reps)
 	const uint32_t R = arg_rounds;
 	const double tok = (double)arg_tokens * reps;
 
-	f->ratio = median_of(f->round_ratio, R);
+	f->ratio = bench_median(f->round_ratio, R);
 	f->lo = f->hi = f->round_ratio[0];
 	for (uint32_t i = 1; i < R; i++) {
 		f->lo = fmin(f->lo, f->round_ratio[i]);
 		f->hi = fmax(f->hi, f->round_ratio[i]);
 	}
-	f->tps_a = tok / median_of(f->a_s, 2 * R);
-	f->tps_b = tok / median_of(f->b_s, 2 * R);
-	f->quiet = f->n_quiet ? median_of(f->quiet_ratio, f->n_quiet) : NAN;
+	f->tps_a = tok / bench_median(f->a_s, 2 * R);
+	f->tps_b = tok / bench_median(f->b_s, 2 * R);
+	f->quiet = f->n_quiet ? bench_median(f->quiet_ratio, f->n_quiet) : NAN;
 }
 
 /* ---- the program ---- */
@@ -361,23 +281,18 @@ static int parse_args(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	unsigned long v;
-	char *end;
 	int c;
 
 	while ((c = getopt_long(argc, argv, "r:t:m:s:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
 		case 't':
-			errno = 0;
-			v = strtoul(optarg, &end, 10);
-			if (errno || end == optarg || *end || v < 1 ||
-			    v > (c == 'r' ? MAX_ROUNDS : 65536)) {
+			if (parse_u32(optarg, 1, c == 'r' ? MAX_ROUNDS : 65536,
+				      c == 'r' ? &arg_rounds : &arg_tokens) < 0) {
 				fprintf(stderr, "--%s: out of range: '%s'\n",
 					c == 'r' ? "rounds" : "tokens", optarg);
 				return -EINVAL;
 			}
-			*(c == 'r' ? &arg_rounds : &arg_tokens) = (uint32_t)v;
 			break;
 		case 'm':
 			arg_model_dir = optarg;
@@ -418,12 +333,11 @@ int main(int argc, char **argv)
 		return 2;
 	log_set_program("bench_replicas");
 	log_set_max_level(LOG_LEVEL_WARNING);
-	folders_guard();
 	r = topology_two_nodes(&topo, &cpu0, &b.d);
 	if (r == 0)
-		r = folder_make(arg_model_dir, model_dir, sizeof(model_dir), &model_dir_made);
+		r = bench_scratch_dir(arg_model_dir, "bench_replicas", model_dir, sizeof(model_dir));
 	if (r == 0)
-		r = folder_make(arg_shm_dir, shm_dir, sizeof(shm_dir), &shm_dir_made);
+		r = bench_scratch_dir(arg_shm_dir, "bench_replicas", shm_dir, sizeof(shm_dir));
 	if (r == 0)
 		r = model_generate(model_path, sizeof(model_path), &b.d);
 	if (r < 0)
@@ -518,7 +432,7 @@ int main(int argc, char **argv)
 
 	busy0 = bench_machine_busy_s();
 	self0 = bench_rusage_s(RUSAGE_SELF);
-	wall0 = now_s();
+	wall0 = bench_now_s();
 	for (uint32_t round = 0; round < arg_rounds; round++)
 		for (uint32_t i = 0; i < 2; i++) {
 			r = measure_round(&b, engines[i], ma, mb, round, &figs[i]);
@@ -558,6 +472,6 @@ fail:
 	free(b.reference);
 	free((void *)(uintptr_t)b.given.expert);
 	free((void *)(uintptr_t)b.given.weight);
-	folders_remove();
+	bench_scratch_remove();
 	return r < 0 ? 1 : 0;
 }

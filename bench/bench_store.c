@@ -30,7 +30,6 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -43,10 +42,12 @@
 #include <unistd.h>
 
 #include "bench_common.h"
+#include "bench_scratch.h"
 #include "model/synth_model.h"
 #include "numa/topology.h"
 #include "store/expert_store.h"
 #include "util/log.h"
+#include "util/parse.h"
 
 #ifndef MOE_BUILD_TYPE
 #define MOE_BUILD_TYPE "unknown"
@@ -64,98 +65,12 @@ static const char *arg_model_dir = "/var/tmp";
 static const char *arg_shm_dir = "/dev/shm";
 static const char *arg_topology_file; /* NULL: detect */
 
-/* ---- the private folders, removed at exit and on a fatal signal ---- */
+/* ---- the private folders (bench_scratch.h) ---- */
 
 static char model_dir[PATH_MAX];
 static char shm_dir[PATH_MAX];
-static volatile sig_atomic_t model_dir_made, shm_dir_made;
-
-/*
- * Remove the files in @dir, then @dir. Only async-signal-safe calls
- * (open, getdents64, unlinkat, rmdir), as a signal handler runs it; the
- * folders hold files only (a model of one shard, store objects).
- */
-static void dir_remove(const char *dir)
-{
-	char buf[4096] __attribute__((aligned(8)));
-	ssize_t n;
-	int fd;
-
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd >= 0) {
-		while ((n = getdents64(fd, buf, sizeof(buf))) > 0)
-			for (ssize_t at = 0; at < n;) {
-				struct dirent64 *e = (struct dirent64 *)(void *)(buf + at);
-
-				if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-					(void)unlinkat(fd, e->d_name, 0);
-				at += e->d_reclen;
-			}
-		close(fd);
-	}
-	(void)rmdir(dir);
-}
-
-static void folders_remove(void)
-{
-	if (shm_dir_made) {
-		shm_dir_made = 0;
-		dir_remove(shm_dir);
-	}
-	if (model_dir_made) {
-		model_dir_made = 0;
-		dir_remove(model_dir);
-	}
-}
-
-static void on_fatal_signal(int sig)
-{
-	folders_remove();
-	/* SA_RESETHAND restored the default action: die of the same signal */
-	raise(sig);
-}
-
-static void folders_guard(void)
-{
-	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGABRT,
-				    SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGPIPE };
-	struct sigaction sa = { .sa_handler = on_fatal_signal, .sa_flags = SA_RESETHAND };
-
-	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		(void)sigaction(sigs[i], &sa, NULL);
-	atexit(folders_remove);
-}
-
-/* mkdtemp("@parent/bench_store.XXXXXX") into @buf; marks it for removal. */
-static int folder_make(const char *parent, char *buf, size_t len, volatile sig_atomic_t *made)
-{
-	if ((size_t)snprintf(buf, len, "%s/bench_store.XXXXXX", parent) >= len)
-		return -ENAMETOOLONG;
-	if (!mkdtemp(buf))
-		return -errno;
-	*made = 1;
-	return 0;
-}
 
 /* ---- time, statistics, the machine ---- */
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double median_of(const double *v, uint32_t n)
-{
-	double s[4 * MAX_ROUNDS];
-
-	memcpy(s, v, n * sizeof(*v));
-	qsort(s, n, sizeof(s[0]), bench_cmp_double);
-	return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-}
 
 static double min_of(const double *v, uint32_t n)
 {
@@ -274,7 +189,7 @@ out_close:
 /* The baseline: the whole file into a fresh malloc'd buffer with plain read()s. */
 static int plain_read(const char *path, double *ret_s)
 {
-	double t0 = now_s(), t;
+	double t0 = bench_now_s(), t;
 	size_t size, done = 0;
 	struct stat st;
 	char *buf;
@@ -305,7 +220,7 @@ static int plain_read(const char *path, double *ret_s)
 		done += (size_t)n;
 	}
 	close(fd);
-	t = now_s() - t0;
+	t = bench_now_s() - t0;
 	free(buf);
 	if (r == 0)
 		*ret_s = t;
@@ -332,17 +247,17 @@ static void calibrate(const char *path, uint64_t f32_bytes, const char *tag)
 
 	if (!buf)
 		return;
-	t0 = now_s();
+	t0 = bench_now_s();
 	for (size_t i = 0; i < size; i += page)
 		((volatile char *)buf)[i] = 1;
-	t_touch = now_s() - t0;
+	t_touch = bench_now_s() - t0;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd >= 0 && file_cache_drop(path, &resident) == 0) {
-		t0 = now_s();
+		t0 = bench_now_s();
 		while (done < size && ((n = read(fd, buf + done, size - done)) > 0 ||
 				       (n < 0 && errno == EINTR)))
 			done += n > 0 ? (size_t)n : 0;
-		t_read = now_s() - t0;
+		t_read = bench_now_s() - t0;
 	}
 	if (fd >= 0)
 		close(fd);
@@ -403,14 +318,14 @@ static int store_run(const char *model, const struct expert_store_opts *o,
 	const struct expert_store_info *info;
 	struct store_sample s = { 0 };
 	struct expert_store *store;
-	double t0 = now_s();
+	double t0 = bench_now_s();
 	int r;
 
 	diag_clear(d);
 	r = expert_store_open(model, o, &store, d);
 	if (r < 0)
 		return r;
-	s.seconds = now_s() - t0;
+	s.seconds = bench_now_s() - t0;
 	info = expert_store_info(store);
 	s.source = info->source;
 	snprintf(s.reload_reason, sizeof(s.reload_reason), "%s", info->reload_reason);
@@ -456,7 +371,7 @@ static double background_since(double busy0, double self0, double wall0)
 	if (busy0 < 0 || busy1 < 0)
 		return -1;
 	return fmax(0.0, ((busy1 - busy0) - (bench_rusage_s(RUSAGE_SELF) - self0)) /
-				 (now_s() - wall0));
+				 (bench_now_s() - wall0));
 }
 
 struct model_file {
@@ -515,7 +430,7 @@ static int measure_load(struct bench_ctx *c, const struct model_file *m, struct 
 	double reads[2 * MAX_ROUNDS], loads[2 * MAX_ROUNDS], ratio[MAX_ROUNDS];
 	double mem_ratio[2 * MAX_ROUNDS], obj_mb[2 * MAX_ROUNDS], f32_mb[2 * MAX_ROUNDS];
 	const double busy0 = bench_machine_busy_s(), self0 = bench_rusage_s(RUSAGE_SELF);
-	const double wall0 = now_s();
+	const double wall0 = bench_now_s();
 	struct expert_store_opts o;
 	struct store_sample s;
 	double worst = 0, unused = 0;
@@ -571,16 +486,16 @@ static int measure_load(struct bench_ctx *c, const struct model_file *m, struct 
 	*load = (struct figure){
 		.name = "load_vs_read", .model = m->tag, .file_mb = (double)m->bytes / 1e6,
 		.resident_max = worst, .base_what = "read", .meas_what = "load", .unit = "ms",
-		.base = median_of(reads, 2 * R) * 1e3, .meas = median_of(loads, 2 * R) * 1e3,
-		.ratio = median_of(ratio, R), .ratio_min = min_of(ratio, R),
+		.base = bench_median(reads, 2 * R) * 1e3, .meas = bench_median(loads, 2 * R) * 1e3,
+		.ratio = bench_median(ratio, R), .ratio_min = min_of(ratio, R),
 		.ratio_max = max_of(ratio, R), .target = 0.8, .target_is_min = true, .rounds = R,
 		.background = background_since(busy0, self0, wall0),
 	};
 	*mem = (struct figure){
 		.name = "memory_ratio", .model = m->tag, .file_mb = (double)m->bytes / 1e6,
 		.resident_max = -1, .base_what = "f32", .meas_what = "objects", .unit = "MB",
-		.base = median_of(f32_mb, 2 * R), .meas = median_of(obj_mb, 2 * R),
-		.ratio = median_of(mem_ratio, 2 * R), .ratio_min = min_of(mem_ratio, 2 * R),
+		.base = bench_median(f32_mb, 2 * R), .meas = bench_median(obj_mb, 2 * R),
+		.ratio = bench_median(mem_ratio, 2 * R), .ratio_min = min_of(mem_ratio, 2 * R),
 		.ratio_max = max_of(mem_ratio, 2 * R), .target = 1.05, .target_is_min = false,
 		.rounds = R, .background = -1,
 	};
@@ -599,7 +514,7 @@ static int measure_restart(struct bench_ctx *c, const struct model_file *m, stru
 	const uint32_t R = arg_rounds;
 	double loads[2 * MAX_ROUNDS], attaches[2 * MAX_ROUNDS], ratio[MAX_ROUNDS];
 	const double busy0 = bench_machine_busy_s(), self0 = bench_rusage_s(RUSAGE_SELF);
-	const double wall0 = now_s();
+	const double wall0 = bench_now_s();
 	struct expert_store_opts o;
 	struct store_sample s;
 	double worst = 0;
@@ -638,8 +553,8 @@ static int measure_restart(struct bench_ctx *c, const struct model_file *m, stru
 	*f = (struct figure){
 		.name = "attach_speedup", .model = m->tag, .file_mb = (double)m->bytes / 1e6,
 		.resident_max = worst, .base_what = "load", .meas_what = "attach", .unit = "ms",
-		.base = median_of(loads, 2 * R) * 1e3, .meas = median_of(attaches, 2 * R) * 1e3,
-		.ratio = median_of(ratio, R), .ratio_min = min_of(ratio, R),
+		.base = bench_median(loads, 2 * R) * 1e3, .meas = bench_median(attaches, 2 * R) * 1e3,
+		.ratio = bench_median(ratio, R), .ratio_min = min_of(ratio, R),
 		.ratio_max = max_of(ratio, R), .target = 20, .target_is_min = true, .rounds = R,
 		.background = background_since(busy0, self0, wall0),
 	};
@@ -764,19 +679,6 @@ static void usage(FILE *out)
 		MAX_ROUNDS);
 }
 
-static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *ret)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi)
-		return -EINVAL;
-	*ret = (uint32_t)v;
-	return 0;
-}
-
 static int parse_args(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -859,23 +761,22 @@ int main(int argc, char **argv)
 	log_set_program("bench_store");
 	/* the store's progress lines every second would bury the figures */
 	log_set_max_level(LOG_LEVEL_WARNING);
-	folders_guard();
 	r = arg_topology_file ? topology_load(arg_topology_file, &topo, &c.d)
 			      : topology_detect(&topo, &c.d);
 	if (r < 0) {
 		fprintf(stderr, "topology: %s\n", c.d.msg);
 		return 1;
 	}
-	r = folder_make(arg_model_dir, model_dir, sizeof(model_dir), &model_dir_made);
+	r = bench_scratch_dir(arg_model_dir, "bench_store", model_dir, sizeof(model_dir));
 	if (r == 0)
-		r = folder_make(arg_shm_dir, shm_dir, sizeof(shm_dir), &shm_dir_made);
+		r = bench_scratch_dir(arg_shm_dir, "bench_store", shm_dir, sizeof(shm_dir));
 	if (r < 0) {
 		fprintf(stderr, "cannot make a private folder in %s or %s: %s\n", arg_model_dir,
 			arg_shm_dir, strerror(-r));
 		return 1;
 	}
 	for (size_t i = 0; i < n_models; i++) {
-		double t0 = now_s();
+		double t0 = bench_now_s();
 
 		diag_clear(&c.d);
 		r = model_generate(&models[i], &c.d);
@@ -884,7 +785,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		fprintf(stderr, "# %s: %.1f MB generated in %.2f s\n", models[i].path,
-			(double)models[i].bytes / 1e6, now_s() - t0);
+			(double)models[i].bytes / 1e6, bench_now_s() - t0);
 	}
 	if (!arg_json)
 		print_header(&topo);
