@@ -42,17 +42,10 @@ static uint64_t **expert_bytes_new(const struct moe_model *m, const struct place
 static void node_tokens(const struct placement *p, const struct layer_stats *layers,
 			double *ret)
 {
-	for (uint32_t l = 0; layers && l < p->n_layers; l++) {
-		const struct layer_place *lp = &p->layers[l];
-
-		for (uint32_t e = 0; e < lp->n_experts && e < layers[l].n_experts; e++) {
-			const struct expert_place *ep = &lp->experts[e];
-
-			for (uint32_t c = 0; c < ep->n_copies; c++)
-				ret[ep->node[c]] +=
-					(double)layers[l].tokens_per_expert[e] / ep->n_copies;
-		}
-	}
+	for (uint32_t l = 0; layers && l < p->n_layers; l++)
+		if (layers[l].tokens_per_expert)
+			placement_add_node_load(p, l, layers[l].tokens_per_expert,
+						layers[l].n_experts, ret);
 }
 
 /* The pool's figures of node @n into @o: workers, busy, tasks, expert tokens and their rate. */

@@ -217,3 +217,16 @@ int placement_drop_copy(struct placement *p, uint32_t layer, uint32_t expert, ui
 	copy_remove(e, (uint32_t)slot);
 	return 0;
 }
+
+void placement_add_node_load(const struct placement *p, uint32_t layer, const uint64_t *tokens,
+			     uint32_t n_experts, double *node_load)
+{
+	const struct layer_place *lp = &p->layers[layer];
+
+	for (uint32_t e = 0; e < lp->n_experts && e < n_experts; e++) {
+		const struct expert_place *ep = &lp->experts[e];
+
+		for (uint32_t c = 0; c < ep->n_copies; c++)
+			node_load[ep->node[c]] += (double)tokens[e] / ep->n_copies;
+	}
+}

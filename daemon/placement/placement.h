@@ -109,6 +109,14 @@ int placement_move(struct placement *p, uint32_t layer, uint32_t expert, uint32_
  */
 int placement_drop_copy(struct placement *p, uint32_t layer, uint32_t expert, uint32_t node);
 
+/*
+ * Add each node's share of @layer's tokens to @node_load[node]: @tokens[e]
+ * (e < @n_experts, which may be below the layer's) is what expert e
+ * received, split evenly over its copies, as its tiles are.
+ */
+void placement_add_node_load(const struct placement *p, uint32_t layer, const uint64_t *tokens,
+			     uint32_t n_experts, double *node_load);
+
 /* NULL-safe; returns NULL. */
 struct placement *placement_free(struct placement *p);
 

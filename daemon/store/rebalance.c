@@ -73,13 +73,9 @@ size_t rebalance_plan(const struct placement *p, uint32_t layer, const uint64_t 
 	if (layer >= p->n_layers || !p->layers[layer].n_experts)
 		return 0;
 	lp = &p->layers[layer];
-	for (uint32_t x = 0; x < lp->n_experts; x++) {
-		const struct expert_place *ep = &lp->experts[x];
-
+	for (uint32_t x = 0; x < lp->n_experts; x++)
 		sum += (double)tokens[x];
-		for (uint32_t c = 0; c < ep->n_copies; c++)
-			node_load[ep->node[c]] += (double)tokens[x] / ep->n_copies;
-	}
+	placement_add_node_load(p, layer, tokens, lp->n_experts, node_load);
 	if (sum == 0)
 		return 0;
 	mean = sum / lp->n_experts;
