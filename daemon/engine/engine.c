@@ -55,6 +55,7 @@ struct forward_ctx {
 	enum matmul_kernel kernel;
 	const float *x;
 	float *xs, *ys, *y;
+	const float *xin; /* the experts' input rows: xs, or rows another host sent */
 	float *h;      /* FFN: [n_rows][ldh]; BASE: [n_rows][d_ff] */
 	uint32_t ldh;
 	float *ln;     /* BASE: [n_rows][d_model] */
@@ -63,6 +64,7 @@ struct forward_ctx {
 	size_t tmp_stride;
 	const float *shared_gate; /* [T] or NULL */
 	const struct expert_home *homes; /* [n_experts] or NULL (engine_batch.homes) */
+	const uint16_t *remote_host;     /* [n_experts] or NULL: bins computed elsewhere */
 	const struct ffn_tile *tiles;
 };
 
@@ -159,7 +161,7 @@ static void task_ffn_up(void *arg, uint32_t task, uint32_t worker)
 	const uint32_t dm = c->layer->d_model;
 
 	expert_ffn_up(t->ffn, c->cfg->activation, c->kernel,
-		      c->xs + (size_t)t->row0 * dm, t->rows, dm, t->c0, t->c1,
+		      c->xin + (size_t)t->row0 * dm, t->rows, dm, t->c0, t->c1,
 		      c->h + (size_t)t->row0 * c->ldh, c->ldh, c->tmp + worker * c->tmp_stride);
 }
 
@@ -183,7 +185,7 @@ static void task_base(void *arg, uint32_t task, uint32_t worker)
 
 	(void)worker;
 	expert_base(&L->experts[t->bin], c->cfg->base_sublayers, L->d_model, L->d_ff,
-		    c->xs + r0 * L->d_model, c->mix + r0, t->rows, c->ys + r0 * L->d_model,
+		    c->xin + r0 * L->d_model, c->mix + r0, t->rows, c->ys + r0 * L->d_model,
 		    c->ln + r0 * L->d_model, c->h + r0 * L->d_ff);
 }
 
@@ -233,6 +235,8 @@ static size_t build_tiles(const struct forward_ctx *c, bool up, struct ffn_tile 
 		uint32_t row_tile = rows ? (rows + n_row - 1) / n_row : 0;
 		uint32_t n_col = (uint32_t)(((uint64_t)cols + COL_TILE - 1) / COL_TILE);
 
+		if (c->remote_host && bin < c->layer->n_experts && c->remote_host[bin])
+			continue; /* another host computes it */
 		for (uint32_t r0 = 0; r0 < rows; r0 += row_tile) {
 			for (uint32_t i = 0; i < n_col; i++) {
 				struct ffn_tile t = {
@@ -524,6 +528,77 @@ static int run_experts(struct engine *e, struct scratch *s, struct forward_ctx *
 	return 0;
 }
 
+/*
+ * A remote expert that failed loses its slots as a capacity drop does: no
+ * row in the combine (so a token that lost every slot gets the drop
+ * policy's passthrough), -1 in the routing the client sees, and counted in
+ * the batch's and its token's drops.
+ */
+static void drop_failed_experts(const uint8_t *failed, uint32_t n_experts,
+				struct dispatch_plan *plan, struct route_result *route)
+{
+	for (uint32_t ex = 0; ex < n_experts; ex++) {
+		if (!failed[ex])
+			continue;
+		for (uint32_t row = plan->bin_start[ex]; row < plan->bin_start[ex + 1]; row++) {
+			uint32_t slot = plan->row_slot[row];
+
+			plan->slot_row[slot] = PLAN_NO_ROW;
+			route->expert[slot] = -1;
+			route->weight[slot] = 0.0f;
+			if (route->token_dropped)
+				route->token_dropped[slot / plan->k]++;
+			route->n_dropped++;
+			route->tokens_per_expert[ex]--;
+		}
+	}
+}
+
+/*
+ * The experts with remote experts: their rows leave before the local
+ * experts compute and are collected after, so the transfers overlap the
+ * local work. collect() runs whenever dispatch() succeeded, even when the
+ * local part failed, so that the peers' side lets go of the batch.
+ */
+static int run_experts_remote(struct engine *e, struct scratch *s, struct forward_ctx *c,
+			      const struct engine_remote *remote, struct route_result *route,
+			      struct dispatch_plan *plan, struct diag *d)
+{
+	const uint32_t n_experts = c->layer->n_experts;
+	struct engine_remote_job job = {
+		.layer = c->layer->index, .d_model = c->layer->d_model,
+		.activation = c->cfg->activation, .n_experts = n_experts,
+		.host = remote->host, .bin_start = plan->bin_start, .xs = c->xs, .ys = c->ys,
+	};
+	uint8_t *failed;
+	bool any = false;
+	int r, rc;
+
+	for (uint32_t ex = 0; ex < n_experts && !any; ex++)
+		any = remote->host[ex] && plan->bin_start[ex + 1] > plan->bin_start[ex];
+	if (!any)
+		return run_experts(e, s, c);
+	failed = scratch_calloc(s, n_experts, sizeof(*failed));
+	if (!failed)
+		return -ENOMEM;
+	r = remote->dispatch(remote->ctx, &job);
+	if (r < 0)
+		return diag_set(d, r, "cannot send layer %u's remote experts their rows",
+				c->layer->index);
+	c->remote_host = remote->host;
+	r = run_experts(e, s, c);
+	c->remote_host = NULL;
+	rc = remote->collect(remote->ctx, &job, failed);
+	if (r < 0)
+		return r;
+	if (rc < 0)
+		return diag_set(d, rc, "layer %u: a host that computes some of its experts failed "
+				       "or missed its deadline",
+				c->layer->index);
+	drop_failed_experts(failed, n_experts, plan, route);
+	return 0;
+}
+
 static float *shared_gate_values(const struct moe_layer *L, const float *x, uint32_t n_tokens,
 				 struct scratch *s)
 {
@@ -536,6 +611,56 @@ static float *shared_gate_values(const struct moe_layer *L, const float *x, uint
 	for (uint32_t t = 0; t < n_tokens; t++)
 		g[t] = 1.0f / (1.0f + expf(-g[t]));
 	return g;
+}
+
+int engine_experts_scratch(struct engine *e, struct scratch *s, const struct moe_layer *layer,
+			   enum activation activation, const uint32_t *bin_start, const float *xs,
+			   float *ys, const struct expert_home *homes, struct diag *d)
+{
+	struct router_config cfg;
+	struct dispatch_plan plan;
+	struct forward_ctx c;
+	int r;
+
+	if (layer->router.kind == ROUTER_BASE)
+		return diag_set(d, -EINVAL, "layer %u's BASE experts do not compute elsewhere",
+				layer->index);
+	diag_clear(d);
+	if (bin_start[0] != 0)
+		return diag_set(d, -EINVAL, "remote rows start at row %u, not 0", bin_start[0]);
+	for (uint32_t ex = 0; ex < layer->n_experts; ex++)
+		if (bin_start[ex + 1] < bin_start[ex] ||
+		    bin_start[ex + 1] - bin_start[ex] > ENGINE_MAX_TOKENS)
+			return diag_set(d, -EINVAL, "expert %u's remote rows are out of order", ex);
+	cfg = layer->router;
+	cfg.activation = activation;
+	r = layer_serves_config(layer, &cfg, d);
+	if (r < 0)
+		return r;
+	if (homes) {
+		r = engine_homes_check(layer, &cfg, homes, d);
+		if (r < 0)
+			return r;
+	}
+	scratch_reset(s);
+	/* only what build_tiles() reads: the bins and their rows, no shared expert */
+	plan = (struct dispatch_plan){ .n_bins = layer->n_experts,
+				       .bin_start = scratch_alloc(s, sizeof(uint32_t) *
+									(layer->n_experts + 1)),
+				       .n_rows = bin_start[layer->n_experts] };
+	if (!plan.bin_start) {
+		r = -ENOMEM;
+		goto out;
+	}
+	memcpy(plan.bin_start, bin_start, sizeof(uint32_t) * (layer->n_experts + 1));
+	c = (struct forward_ctx){ .layer = layer, .cfg = &cfg, .plan = &plan,
+				  .kernel = e->kernel, .xin = xs, .ys = ys, .homes = homes };
+	r = run_experts(e, s, &c);
+out:
+	scratch_reset(s);
+	if (r == -ENOMEM)
+		diag_set(d, r, "out of memory for %u rows of remote experts", plan.n_rows);
+	return r;
 }
 
 int engine_forward(struct engine *e, const struct moe_layer *layer,
@@ -591,6 +716,7 @@ int engine_forward_scratch(struct engine *e, struct scratch *s, const struct moe
 				  .kernel = e->kernel, .x = x, .y = b->output,
 				  .homes = cfg->kind == ROUTER_BASE ? NULL : b->homes };
 	c.xs = scratch_alloc(s, sizeof(float) * plan.n_rows * layer->d_model);
+	c.xin = c.xs;
 	c.ys = scratch_alloc(s, sizeof(float) * plan.n_rows * layer->d_model);
 	if (!c.xs || !c.ys) {
 		r = -ENOMEM;
@@ -605,7 +731,9 @@ int engine_forward_scratch(struct engine *e, struct scratch *s, const struct moe
 	}
 
 	pool_run(e->pool, (plan.n_rows + COPY_BLOCK - 1) / COPY_BLOCK, task_gather, &c);
-	r = run_experts(e, s, &c);
+	r = cfg->kind != ROUTER_BASE && b->remote
+		    ? run_experts_remote(e, s, &c, b->remote, &route, &plan, d)
+		    : run_experts(e, s, &c);
 	if (r < 0)
 		goto out;
 	pool_run(e->pool, (b->n_tokens + COPY_BLOCK - 1) / COPY_BLOCK, task_combine, &c);

@@ -79,6 +79,45 @@ struct expert_home {
 	struct expert_copy copy[PLACEMENT_MAX_COPIES];
 };
 
+/*
+ * Experts that compute on another host (daemon/peers/). The engine gathers a
+ * remote expert's rows like any expert's, hands them to dispatch() before the
+ * local experts compute and takes their results with collect() after, so the
+ * transfers overlap the local work. The combine then runs as always: the
+ * output is bitwise what one host holding every expert gives, as long as the
+ * remote host computes each expert's rows with engine_experts_scratch()
+ * (the same tiles, hence the same sums). BASE layers ignore it.
+ */
+struct engine_remote_job {
+	uint32_t layer;             /* the layer's index in its model */
+	uint32_t d_model;
+	enum activation activation;
+	uint32_t n_experts;
+	const uint16_t *host;       /* engine_remote.host */
+	const uint32_t *bin_start;  /* [n_experts + 1]: expert e's rows are [bin_start[e], [e+1]) */
+	const float *xs;            /* [rows][d_model]: the gathered (and scaled) rows */
+	float *ys;                  /* [rows][d_model]: collect() writes the remote experts' rows */
+};
+
+struct engine_remote {
+	const uint16_t *host; /* [n_experts]: 0 computes here, else the remote host (1-based) */
+	void *ctx;
+	/*
+	 * Send the rows of every remote expert with rows (called only when
+	 * there are some). 0, or -errno to fail the batch; collect() is called
+	 * after a 0 only.
+	 */
+	int (*dispatch)(void *ctx, const struct engine_remote_job *job);
+	/*
+	 * Wait for what dispatch() sent, within the peers' deadline. 0 with
+	 * failed[e] = 1 for each expert whose host failed or missed its deadline
+	 * (its rows are not written: the engine drops those slots, as capacity
+	 * drops are), or -errno to fail the batch (the policy is the caller's).
+	 * @failed has n_experts entries, zeroed by the engine.
+	 */
+	int (*collect)(void *ctx, const struct engine_remote_job *job, uint8_t *failed);
+};
+
 struct engine;
 
 /* The statistics of one segment of a batch (see engine_batch.segment_rows). */
@@ -107,6 +146,8 @@ struct engine_batch {
 	 * the same with or without homes.
 	 */
 	const struct expert_home *homes;
+	/* Optional: experts on other hosts (NULL: every expert computes here). */
+	const struct engine_remote *remote;
 	/*
 	 * Optional segments: the batch is n_segments runs of consecutive tokens
 	 * (several clients' batches merged into one run), segment_rows[i] tokens
@@ -167,6 +208,18 @@ int engine_check_input(const struct router_config *cfg, const float *x, uint32_t
  */
 int engine_forward(struct engine *e, const struct moe_layer *layer,
 		   const struct router_config *cfg, struct engine_batch *b, struct diag *d);
+
+/*
+ * Compute @layer's experts for rows another host gathered and sent
+ * (engine_remote_job: @bin_start over n_experts bins, @xs in, @ys out), with
+ * the tiles engine_forward() uses, so each row's result is bitwise what the
+ * sending host would have computed. @homes as engine_batch.homes (NULL: the
+ * layer's own weights). 0, -EINVAL (a BASE layer, bins past the layer's
+ * experts, homes that do not fit) or -ENOMEM; the temporaries are in @s.
+ */
+int engine_experts_scratch(struct engine *e, struct scratch *s, const struct moe_layer *layer,
+			   enum activation activation, const uint32_t *bin_start, const float *xs,
+			   float *ys, const struct expert_home *homes, struct diag *d);
 
 /* The same with the temporaries in @s (owned by the caller, one per thread). */
 int engine_forward_scratch(struct engine *e, struct scratch *s, const struct moe_layer *layer,
