@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "peers/peer_config.h"
 #include "util/parse.h"
 
 enum config_type {
@@ -43,6 +44,7 @@ static const char *const doorbell_names[] = { "auto", "futex", "eventfd", NULL }
 /* in the order of enum placement_policy */
 static const char *const placement_names[] = { "balanced", "interleave", "explicit", NULL };
 static const char *const bool_names[] = { "no", "yes", NULL };
+static const char *const peer_failure_names[] = { "error", "drop", NULL };
 
 static const struct config_row config_table[] = {
 	ROW("socket", CONFIG_PATH, socket, 0, 0, "control socket path"),
@@ -98,6 +100,18 @@ static const struct config_row config_table[] = {
 	    "(within replica_budget); 0: off"),
 	ROW("rebalance_hot_percent", CONFIG_U32, rebalance_hot_percent, 101, 100000,
 	    "an expert receiving more than this percent of its layer's mean tokens is hot"),
+	ROW("listen", CONFIG_PATH, listen, 0, 0,
+	    "ADDR:PORT where this daemon accepts peer daemons ([::1]:7000 for IPv6); empty: none"),
+	ROW("peers", CONFIG_PATH, peers, 0, 0,
+	    "the other daemons of the pool: NAME=ADDR:PORT[,NAME=ADDR:PORT...]"),
+	ROW("expert_hosts", CONFIG_PATH, expert_hosts, 0, 0,
+	    "which host computes which experts: EXPERTS@HOST[;...], L:EXPERTS@HOST for layer L; "
+	    "HOST is self or a peer's NAME; experts not named compute here"),
+	ROW("peer_deadline_ms", CONFIG_U32, peer_deadline_ms, 1, 600000,
+	    "the longest a remote transfer may take; past it the peer's tokens get peer_failure"),
+	ENUM_ROW("peer_failure", peer_failure, peer_failure_names,
+		 "a peer gone or past its deadline: error (the batch fails with -EHOSTUNREACH) | "
+		 "drop (its slots are dropped and counted)"),
 };
 
 #define N_ROWS (sizeof(config_table) / sizeof(config_table[0]))
@@ -111,6 +125,8 @@ void moed_config_init(struct moed_config *c)
 	c->runs_in_flight = 2;
 	c->merge_window_us = 200;
 	c->rebalance_hot_percent = 200;
+	c->peer_deadline_ms = 1000;
+	c->peer_failure = PEER_FAILURE_ERROR;
 	c->poll_us = 50;
 	c->max_clients = 64;
 	c->max_arena_bytes = 1ull << 30;
@@ -264,6 +280,21 @@ int moed_config_load(struct moed_config *c, const char *path, struct diag *d)
 	return r;
 }
 
+/* The peer settings' syntax, and that expert_hosts names only listed peers. */
+static int peers_config_validate(const struct moed_config *c, struct diag *d)
+{
+	struct peer_list peers;
+	struct peer_addr at;
+	int r;
+
+	if (c->listen[0] && peer_addr_parse(c->listen, &at, d) < 0)
+		return diag_prefix(d, -EINVAL, "listen");
+	r = peer_list_parse(c->peers, &peers, d);
+	if (r < 0)
+		return r;
+	return expert_hosts_parse(c->expert_hosts, &peers, 0, NULL, NULL, d);
+}
+
 int moed_config_validate(const struct moed_config *c, struct diag *d)
 {
 	if (!c->socket[0])
@@ -286,7 +317,7 @@ int moed_config_validate(const struct moed_config *c, struct diag *d)
 		return diag_set(d, -EINVAL, "placement = explicit needs expert_nodes");
 	if (!c->store_dir[0])
 		return diag_set(d, -EINVAL, "store_dir: must not be empty");
-	return 0;
+	return peers_config_validate(c, d);
 }
 
 uint32_t moed_config_clients_per_process(const struct moed_config *c)

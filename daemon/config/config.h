@@ -25,6 +25,12 @@ enum doorbell_mode {
 	DOORBELL_EVENTFD, /* always the eventfd fallback */
 };
 
+/* What a batch gets when a host that computes some of its experts fails. */
+enum peer_failure {
+	PEER_FAILURE_ERROR, /* the batch fails with -EHOSTUNREACH */
+	PEER_FAILURE_DROP,  /* the host's slots are dropped, as capacity drops are */
+};
+
 #define CONFIG_PATH_MAX 4096
 
 struct moed_config {
@@ -55,6 +61,12 @@ struct moed_config {
 	uint64_t replica_budget;             /* per node: room for copies made while serving */
 	uint32_t rebalance_interval_ms;      /* automatic replicas from measured load; 0: off */
 	uint32_t rebalance_hot_percent;      /* of the layer's mean tokens: an expert above gets a copy */
+	/* other hosts (daemon/peers/peer_config.h has the syntax) */
+	char listen[CONFIG_PATH_MAX];        /* ADDR:PORT for peers; empty: none */
+	char peers[CONFIG_PATH_MAX];         /* NAME=ADDR:PORT[,...] */
+	char expert_hosts[CONFIG_PATH_MAX];  /* [L:]EXPERTS@HOST[;...] */
+	uint32_t peer_deadline_ms;           /* the longest a remote transfer may take */
+	enum peer_failure peer_failure;
 };
 
 void moed_config_init(struct moed_config *c);

@@ -603,6 +603,11 @@ static void test_dump_of_every_key_changed_loads_back_identical(void **state)
 		{ "replica_budget", "3G" },
 		{ "rebalance_interval_ms", "5000" },
 		{ "rebalance_hot_percent", "300" },
+		{ "listen", "10.0.0.1:7300" },
+		{ "peers", "b=10.0.0.2:7300,c=[fd00::3]:7300" },
+		{ "expert_hosts", "4-5@b;6,7@c;1:4@self" },
+		{ "peer_deadline_ms", "250" },
+		{ "peer_failure", "drop" },
 	};
 	struct moed_config c, defaults;
 	unsigned n_keys = 0;

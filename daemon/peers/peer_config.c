@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: MIT */
+/* peer_config: listen, peers and expert_hosts; see peer_config.h. */
+#include "peers/peer_config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/parse.h"
+
+#define ENTRY_MAX 200
+
+int peer_addr_parse(const char *s, struct peer_addr *ret, struct diag *d)
+{
+	const char *colon, *addr = s;
+	size_t addr_len;
+	unsigned char bin[16];
+	uint32_t port;
+
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+
+		if (!close || close[1] != ':')
+			return diag_set(d, -EINVAL, "'%s': expected [IPV6]:PORT", s);
+		addr = s + 1;
+		addr_len = (size_t)(close - addr);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return diag_set(d, -EINVAL, "'%s': expected ADDR:PORT", s);
+		addr_len = (size_t)(colon - s);
+	}
+	if (addr_len == 0 || addr_len >= sizeof(ret->addr))
+		return diag_set(d, -EINVAL, "'%s': the address is empty or too long", s);
+	memcpy(ret->addr, addr, addr_len);
+	ret->addr[addr_len] = '\0';
+	if (inet_pton(AF_INET, ret->addr, bin) != 1 && inet_pton(AF_INET6, ret->addr, bin) != 1)
+		return diag_set(d, -EINVAL, "'%s': '%s' is not a numeric IPv4 or IPv6 address", s,
+				ret->addr);
+	if (parse_u32(colon + 1, 1, 65535, &port) < 0)
+		return diag_set(d, -EINVAL, "'%s': the port is not a number in 1..65535", s);
+	ret->port = (uint16_t)port;
+	return 0;
+}
+
+static bool name_valid(const char *s, size_t len)
+{
+	if (len == 0 || len >= PEER_NAME_MAX || (len == 4 && memcmp(s, "self", 4) == 0))
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '.' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* [p, end) without the blanks around it, into @buf (NUL-ended). -EINVAL if empty or long. */
+static int entry_copy(const char *p, const char *end, char *buf, size_t size)
+{
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	if (p == end || (size_t)(end - p) >= size)
+		return -EINVAL;
+	memcpy(buf, p, (size_t)(end - p));
+	buf[end - p] = '\0';
+	return 0;
+}
+
+int peer_list_parse(const char *s, struct peer_list *ret, struct diag *d)
+{
+	const char *p = s;
+
+	ret->n = 0;
+	if (!s[strspn(s, " \t")])
+		return 0;
+	for (;;) {
+		const char *end = p + strcspn(p, ",");
+		char entry[ENTRY_MAX], *eq;
+		struct peer_entry *pe;
+
+		if (entry_copy(p, end, entry, sizeof(entry)) < 0)
+			return diag_set(d, -EINVAL, "peers: an empty or overlong entry near '%.40s'",
+					p);
+		eq = strchr(entry, '=');
+		if (!eq)
+			return diag_set(d, -EINVAL, "peers entry '%s': expected NAME=ADDR:PORT",
+					entry);
+		if (!name_valid(entry, (size_t)(eq - entry)))
+			return diag_set(d, -EINVAL,
+					"peers entry '%s': NAME must be 1..%d of A-Z a-z 0-9 _ . - "
+					"and not 'self'",
+					entry, PEER_NAME_MAX - 1);
+		if (ret->n == PEERS_MAX)
+			return diag_set(d, -EINVAL, "peers: more than %d peers", PEERS_MAX);
+		pe = &ret->peer[ret->n];
+		memcpy(pe->name, entry, (size_t)(eq - entry));
+		pe->name[eq - entry] = '\0';
+		for (uint32_t i = 0; i < ret->n; i++)
+			if (strcmp(ret->peer[i].name, pe->name) == 0)
+				return diag_set(d, -EINVAL, "peers: '%s' is named twice", pe->name);
+		if (peer_addr_parse(eq + 1, &pe->at, d) < 0)
+			return diag_prefix(d, -EINVAL, "peers entry '%s'", entry);
+		ret->n++;
+		if (!*end)
+			return 0;
+		p = end + 1;
+	}
+}
+
+/* One `[L:]EXPERTS@HOST` entry, split and looked up. */
+struct host_entry {
+	char text[ENTRY_MAX];
+	bool has_layer;
+	uint32_t layer;
+	const char *experts;
+	size_t experts_len;
+	uint16_t host;
+};
+
+static int host_entry_parse(const struct peer_list *peers, struct host_entry *en, struct diag *d)
+{
+	char *at = strchr(en->text, '@'), *colon = strchr(en->text, ':');
+	const char *name;
+
+	if (!at || strchr(at + 1, '@') || (colon && (colon > at || strchr(colon + 1, ':'))))
+		return diag_set(d, -EINVAL, "expert_hosts entry '%s': expected [LAYER:]EXPERTS@HOST",
+				en->text);
+	en->has_layer = colon != NULL;
+	if (colon) {
+		*colon = '\0';
+		if (parse_u32(en->text, 0, UINT32_MAX, &en->layer) < 0) {
+			*colon = ':';
+			return diag_set(d, -EINVAL, "expert_hosts entry '%s': LAYER is not a number",
+					en->text);
+		}
+		*colon = ':';
+	}
+	en->experts = colon ? colon + 1 : en->text;
+	en->experts_len = (size_t)(at - en->experts);
+	name = at + 1;
+	if (strcmp(name, "self") == 0) {
+		en->host = 0;
+		return 0;
+	}
+	for (uint32_t i = 0; i < peers->n; i++)
+		if (strcmp(peers->peer[i].name, name) == 0) {
+			en->host = (uint16_t)(i + 1);
+			return 0;
+		}
+	return diag_set(d, -EINVAL, "expert_hosts entry '%s': '%s' is neither self nor a peer",
+			en->text, name);
+}
+
+struct host_apply {
+	const struct host_entry *en;
+	uint16_t *host;      /* NULL: syntax only */
+	uint8_t *named;      /* [n]: set by an entry of this level */
+	uint32_t n;
+	struct diag *d;
+	bool shared;         /* an entry for every layer: indices past n are skipped */
+};
+
+static int host_apply_range(uint32_t lo, uint32_t hi, void *ctx)
+{
+	struct host_apply *a = ctx;
+
+	if (!a->host)
+		return 0;
+	if (hi >= a->n && !a->shared)
+		return diag_set(a->d, -EINVAL, "expert_hosts entry '%s': expert %u beyond layer "
+					       "%u's %u experts",
+				a->en->text, hi, a->en->layer, a->n);
+	for (uint32_t e = lo; e <= hi && e < a->n; e++) {
+		if (a->named[e])
+			return diag_set(a->d, -EINVAL, "expert_hosts entry '%s': expert %u is "
+						       "named twice",
+					a->en->text, e);
+		a->named[e] = 1;
+		a->host[e] = a->en->host;
+	}
+	return 0;
+}
+
+/*
+ * Walk the entries; apply those of @layer (UINT32_MAX: those for every
+ * layer) to @host ([n] entries, NULL: check only).
+ */
+static int entries_walk(const char *s, const struct peer_list *peers, uint32_t layer,
+			uint32_t n_layers, uint16_t *host, uint8_t *named, uint32_t n,
+			struct diag *d)
+{
+	const char *p = s;
+
+	for (;;) {
+		const char *end = p + strcspn(p, ";");
+		struct host_entry en;
+		struct host_apply a = { .en = &en, .host = host, .named = named, .n = n, .d = d,
+					.shared = layer == UINT32_MAX };
+		int r;
+
+		memset(&en, 0, sizeof(en));
+		if (entry_copy(p, end, en.text, sizeof(en.text)) < 0)
+			return diag_set(d, -EINVAL,
+					"expert_hosts: an empty or overlong entry near '%.40s'", p);
+		r = host_entry_parse(peers, &en, d);
+		if (r < 0)
+			return r;
+		if (n_layers && en.has_layer && en.layer >= n_layers)
+			return diag_set(d, -EINVAL, "expert_hosts entry '%s': layer %u beyond the "
+						    "model's %u layers",
+					en.text, en.layer, n_layers);
+		if (!host || (layer == UINT32_MAX ? !en.has_layer : en.has_layer && en.layer == layer))
+			r = parse_id_list(en.experts, en.experts_len, host_apply_range, &a);
+		else
+			r = parse_id_list(en.experts, en.experts_len, host_apply_range,
+					  &(struct host_apply){ .en = &en });
+		/* a range's own message (diag keeps the first) or else the syntax */
+		if (r < 0)
+			return diag_set(d, -EINVAL, "expert_hosts entry '%s': EXPERTS is not a list "
+						    "such as 0-3,6",
+					en.text);
+		if (!*end)
+			return 0;
+		p = end + 1;
+	}
+}
+
+int expert_hosts_parse(const char *s, const struct peer_list *peers, uint32_t n_layers,
+		       const uint32_t *n_experts, uint16_t *const *host, struct diag *d)
+{
+	uint32_t max_experts = 0;
+	uint16_t *shared;
+	uint8_t *named, *shared_named;
+	int r;
+
+	if (!s[strspn(s, " \t")]) {
+		for (uint32_t l = 0; l < n_layers; l++)
+			memset(host[l], 0, sizeof(uint16_t) * n_experts[l]);
+		return 0;
+	}
+	if (!n_layers)
+		return entries_walk(s, peers, UINT32_MAX, 0, NULL, NULL, 0, d);
+	for (uint32_t l = 0; l < n_layers; l++)
+		if (n_experts[l] > max_experts)
+			max_experts = n_experts[l];
+	shared = calloc(max_experts + 1, sizeof(*shared));
+	shared_named = calloc(max_experts + 1, 1);
+	named = calloc(max_experts + 1, 1);
+	if (!shared || !named || !shared_named) {
+		r = diag_set(d, -ENOMEM, "expert_hosts: out of memory");
+		goto out;
+	}
+	r = entries_walk(s, peers, UINT32_MAX, n_layers, shared, shared_named, max_experts, d);
+	for (uint32_t l = 0; l < n_layers && r == 0; l++) {
+		memcpy(host[l], shared, sizeof(uint16_t) * n_experts[l]);
+		memset(named, 0, max_experts + 1);
+		r = entries_walk(s, peers, l, n_layers, host[l], named, n_experts[l], d);
+	}
+out:
+	free(shared);
+	free(shared_named);
+	free(named);
+	return r;
+}
