@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "moe_abi.h"
+#include "peers/peers.h"
 
 bool status_may_see(uid_t uid, uid_t client_uid)
 {
@@ -72,7 +73,7 @@ int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t 
 		"{s:{s:I, s:s, s:f, s:s, s:I, s:I, s:I, s:I, s:I}, "
 		"s:{s:s, s:I, s:I, s:I, s:I}, "
 		"s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o*, s:o*, "
-		"s:o*}",
+		"s:o*, s:o*}",
 		"daemon", "pid", (json_int_t)getpid(), "phase", "serving", "uptime_s", v->uptime_s,
 		"doorbell",
 		v->doorbell, "merge_window_us", (json_int_t)v->merge_window_us, "poll_us",
@@ -90,7 +91,8 @@ int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t 
 		"merged_batches", (json_int_t)v->merged_batches, "runs_active",
 		(json_int_t)v->runs_active,
 		"clients", status_clients(v, uid), "layers", status_layers(v), "store",
-		v->store ? status_store_json(v->store, v->engine, v->layers, v->uptime_s) : NULL);
+		v->store ? status_store_json(v->store, v->engine, v->layers, v->uptime_s) : NULL,
+		"peers", v->peers ? peers_status_json(v->peers, v->now_ns) : NULL);
 	if (!root)
 		return -ENOMEM;
 	text = json_dumps(root, JSON_INDENT(2));

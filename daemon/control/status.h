@@ -22,6 +22,7 @@
 
 struct engine;
 struct expert_store;
+struct peers;
 
 struct status_client {
 	uint32_t id;
@@ -53,6 +54,8 @@ struct status_view {
 	const struct layer_stats *layers;   /* [n_layers] */
 	struct expert_store *store;   /* where the weights live */
 	const struct engine *engine;  /* its pool's per-node counters */
+	const struct peers *peers;    /* other hosts, or NULL */
+	uint64_t now_ns;              /* CLOCK_MONOTONIC */
 };
 
 /*

@@ -143,6 +143,7 @@ static int print_summary(const char *text)
 		       (long long)get_int(c, "queued"));
 	print_layers(json_object_get(root, "layers"));
 	print_store(json_object_get(root, "store"));
+	moectl_print_peers(json_object_get(root, "peers"));
 	json_decref(root);
 	return 0;
 }

@@ -22,6 +22,7 @@ static void usage(FILE *out)
 		"\n"
 		"commands:\n"
 		"  status      what a running moed is doing (--json for scripts)\n"
+		"  peers       the other hosts: state, traffic, round trips, failures\n"
 		"  experts     where the experts live (NUMA nodes, replicas, load), and\n"
 		"              replicate|move|drop to change it while moed serves\n"
 		"  store drop  remove the expert store a stopped moed left in shared memory\n"
@@ -158,6 +159,8 @@ int main(int argc, char **argv)
 		return cmd_status(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "experts") == 0)
 		return cmd_experts(argc - 1, argv + 1, socket_path);
+	if (strcmp(argv[1], "peers") == 0)
+		return cmd_peers(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "store") == 0)
 		return cmd_store(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "workload") == 0)

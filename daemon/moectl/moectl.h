@@ -9,6 +9,7 @@
 int cmd_forward(int argc, char **argv, const char *socket_path);
 int cmd_status(int argc, char **argv, const char *socket_path);
 int cmd_experts(int argc, char **argv, const char *socket_path);
+int cmd_peers(int argc, char **argv, const char *socket_path);
 int cmd_store(int argc, char **argv, const char *socket_path);
 int cmd_workload(int argc, char **argv, const char *socket_path);
 int forward_via_daemon(const char *socket_path, const char *input, const char *input_tensor,
@@ -40,3 +41,6 @@ double moectl_now_s(void);
  * option, or -EINVAL (message logged) for a missing value.
  */
 int moectl_router_option(int argc, char **argv, int i, char *buf, unsigned size);
+
+/* The status's "peers" object, for people (moectl peers, moectl status). */
+void moectl_print_peers(const struct json_t *peers);

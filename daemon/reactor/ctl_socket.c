@@ -383,6 +383,8 @@ static void ctl_status_view(struct reactor *r, struct status_client *cl, struct 
 		.uptime_s = (double)(reactor_now_ns() - r->t_start_ns) / 1e9,
 		.store = r->store,
 		.engine = r->engine,
+		.peers = r->peers,
+		.now_ns = reactor_now_ns(),
 		.doorbell = r->futex_doorbells ? "futex" : "eventfd",
 		.merge_window_us = r->cfg->merge_window_us,
 		.poll_us = r->cfg->poll_us,

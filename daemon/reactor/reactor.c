@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
@@ -146,6 +147,64 @@ static int reactor_arm_read(struct reactor *r, int fd, void *buf, unsigned len, 
 	return 0;
 }
 
+/* ---- other hosts (peers/) ---- */
+
+/* One of the peers' fds is readable: peers_poll() in the loop does the work. */
+static void reactor_on_peers(struct reactor *r, void *arg, uint32_t slot, uint32_t gen, int res)
+{
+	(void)arg, (void)gen, (void)res;
+	if (slot < 3)
+		r->peers_fd_armed[slot] = false;
+}
+
+/*
+ * UCX's protocol before a sleep: arm the worker (busy: events came in, poll
+ * again), then wait on its fd. The inbox and served-request eventfds are
+ * polled the same way; peers_poll() drains them.
+ */
+static bool reactor_peers_prepare_sleep(struct reactor *r)
+{
+	if (peers_arm(r->peers) == -EAGAIN)
+		return false;
+	for (uint32_t i = 0; i < 3; i++) {
+		struct io_uring_sqe *sqe;
+
+		if (r->peers_fd_armed[i])
+			continue;
+		sqe = reactor_get_sqe(r);
+		if (!sqe)
+			return false;
+		io_uring_prep_poll_add(sqe, r->peers_fd[i], POLLIN);
+		io_uring_sqe_set_data64(sqe, ud_make(r->w.peers, i, 0));
+		r->peers_fd_armed[i] = true;
+	}
+	return true;
+}
+
+static int reactor_peers_new(struct reactor *r, struct diag *d)
+{
+	const struct expert_store_info *info = expert_store_info(r->store);
+	struct peers_opts o = { .cfg = r->cfg, .model = r->model, .identity_hex = info->identity,
+				.engine = r->engine, .store = r->store };
+	char host[64] = "moed";
+	char name[32];
+	int ret;
+
+	if (gethostname(host, sizeof(host) - 1) < 0)
+		snprintf(host, sizeof(host), "moed");
+	snprintf(name, sizeof(name), "%.31s", r->cfg->listen[0] ? r->cfg->listen : host);
+	o.name = name;
+	ret = peers_new(&o, &r->peers, d);
+	if (ret < 0 || !r->peers)
+		return ret;
+	peers_fds(r->peers, r->peers_fd);
+	ret = reactor_watcher_add(r, "peers", reactor_on_peers, NULL);
+	if (ret < 0)
+		return diag_set(d, ret, "no room for the peers' watcher");
+	r->w.peers = (uint32_t)ret;
+	return 0;
+}
+
 /* ---- the reactor's own watchers ---- */
 
 /* Batches consumed from the clients' rings that wait for a run (slow path: the drain log). */
@@ -188,6 +247,8 @@ static void reactor_on_timer(struct reactor *r, void *arg, uint32_t slot, uint32
 	uint64_t now = reactor_now_ns();
 
 	ctl_on_tick(r, now);
+	if (r->peers)
+		peers_tick(r->peers, now);
 	if (r->rebalancer) {
 		const struct rebalance_opts o = { .hot_percent = r->cfg->rebalance_hot_percent };
 
@@ -310,9 +371,12 @@ int reactor_new(const struct moed_config *cfg, int listen_fd, struct expert_stor
 	ret = reactor_register_watchers(r, d);
 	if (ret < 0)
 		goto err;
+	ret = reactor_peers_new(r, d);
+	if (ret < 0)
+		goto err;
 	sp = (struct sched_params){ .cfg = cfg, .store = store, .engine = engine,
 				    .clients = r->clients, .layer_slots = r->layer_slots,
-				    .max_experts = r->model_info.max_experts };
+				    .max_experts = r->model_info.max_experts, .peers = r->peers };
 	ret = sched_new(&sp, &r->sched, d);
 	if (ret < 0)
 		goto err;
@@ -357,6 +421,8 @@ struct reactor *reactor_free(struct reactor *r)
 		return NULL;
 	/* first: runners may still compute; their runs reference no session */
 	sched_free(r->sched);
+	/* after the runners: none of them waits on a peer any more */
+	peers_free(r->peers);
 	rebalancer_free(r->rebalancer);
 	if (r->clients)
 		for (uint32_t i = 0; i < r->cfg->max_clients; i++)
@@ -586,10 +652,13 @@ int reactor_run(struct reactor *r)
 
 		/* one pass: every client's SQEs, finished runs, new runs, CQEs out */
 		worked = reactor_sweep(r, now);
+		if (r->peers)
+			worked += peers_poll(r->peers, now);
 		worked += sched_complete_done(r->sched, now);
 		worked += sched_start_ready(r->sched, r->n_clients, now, r->stopping, &wait_ns);
 		reactor_flush_all(r);
-		if (r->stopping && !reactor_has_pending(r) && !sched_in_flight(r->sched))
+		if (r->stopping && !reactor_has_pending(r) && !sched_in_flight(r->sched) &&
+		    !(r->peers && peers_busy(r->peers)))
 			break;
 		if (r->needs_submit) {
 			io_uring_submit(&r->ring);
@@ -613,6 +682,8 @@ int reactor_run(struct reactor *r)
 		}
 		/* adaptive polling: right after work, more is likely to follow */
 		if (now - r->last_work_ns < poll_ns || (wait_ns && wait_ns < poll_ns))
+			continue;
+		if (r->peers && !reactor_peers_prepare_sleep(r))
 			continue;
 		if (!reactor_prepare_sleep(r)) {
 			reactor_clear_sleep(r);

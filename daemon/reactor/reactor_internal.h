@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "reactor/admission.h"
 #include "sched/sched.h"
+#include "peers/peers.h"
 #include "store/rebalance.h"
 #include "session/session.h"
 #include "session/sqe_validate.h"
@@ -73,7 +74,7 @@ struct reactor_totals {
 
 /* The watcher ids of the reactor's own event sources. */
 struct reactor_watch_ids {
-	uint32_t accept, conn_recv, signal, timer, doorbell, hangup, pidfd, run_done;
+	uint32_t accept, conn_recv, signal, timer, doorbell, hangup, pidfd, run_done, peers;
 };
 
 struct reactor {
@@ -83,6 +84,9 @@ struct reactor {
 	struct engine *engine;
 	struct sched *sched;
 	struct rebalancer *rebalancer; /* NULL unless rebalance_interval_ms */
+	struct peers *peers;           /* NULL unless listen or peers is set */
+	int peers_fd[3];               /* what peers_fds() gave: polled before a sleep */
+	bool peers_fd_armed[3];
 	struct io_uring ring;
 	bool ring_ready;
 	bool futex_doorbells; /* the probe said IORING_OP_FUTEX_WAIT works */

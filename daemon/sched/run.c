@@ -89,6 +89,7 @@ static int run_engine_call(struct run *run, uint32_t row0, uint32_t rows, bool s
 		.expert_weight = run->want_route ? run->weight + row0 * k : NULL,
 		.tokens_per_expert = run->counts,
 		.homes = run->homes,
+		.remote = run->has_remote ? &run->remote : NULL,
 		.segment_rows = segmented ? run->segment_rows : NULL,
 		.n_segments = segmented ? run->n_live : 0,
 		.segment_stats = segmented ? run->segment_stats : NULL,

@@ -25,6 +25,7 @@
 #include "util/scratch.h"
 
 struct expert_map;
+struct peers_batch;
 
 #define RUN_MAX_MEMBERS 256 /* batches per merged run */
 
@@ -47,6 +48,9 @@ struct run {
 	const struct moe_layer *layer;
 	struct expert_map *map;          /* the store's map the run started with (a reference) */
 	const struct expert_home *homes; /* from it: where the layer's experts compute, or NULL */
+	struct peers_batch *peers_batch; /* this run's calls to other hosts (NULL: one host) */
+	struct engine_remote remote;     /* the layer's experts on other hosts, if has_remote */
+	bool has_remote;
 	uint32_t layer_index;
 	uint32_t k;              /* routing slots per token of this run */
 	bool given;              /* routing supplied by the (single) member */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "exec/executor.h"
+#include "peers/peers.h"
 #include "router/router_config.h"
 #include "sched/run.h"
 #include "util/log.h"
@@ -20,6 +21,7 @@ struct sched {
 	struct client_slot *clients;
 	const uint32_t *layer_slots;
 	uint32_t max_experts;
+	struct peers *peers;           /* NULL: one host */
 	bool *layer_mergeable;
 	uint32_t n_layers;
 
@@ -48,6 +50,7 @@ int sched_new(const struct sched_params *p, struct sched **ret_sched, struct dia
 	s->clients = p->clients;
 	s->layer_slots = p->layer_slots;
 	s->max_experts = p->max_experts;
+	s->peers = p->peers;
 	s->n_layers = moe_model_n_layers(s->model);
 	s->n_runs = p->cfg->runs_in_flight;
 	s->layer_mergeable = calloc(s->n_layers ? s->n_layers : 1, sizeof(*s->layer_mergeable));
@@ -62,6 +65,11 @@ int sched_new(const struct sched_params *p, struct sched **ret_sched, struct dia
 
 		s->layer_mergeable[l] = L && router_config_per_token(&L->router);
 	}
+	for (uint32_t i = 0; s->peers && i < s->n_runs; i++)
+		if (peers_batch_new(s->peers, &s->runs[i].peers_batch) < 0) {
+			r = diag_set(d, -ENOMEM, "out of memory");
+			goto err;
+		}
 	r = layer_stats_new(s->model, &s->layers);
 	if (r < 0) {
 		diag_set(d, r, "out of memory");
@@ -88,6 +96,7 @@ struct sched *sched_free(struct sched *s)
 	for (uint32_t i = 0; s->runs && i < s->n_runs; i++) {
 		/* a run still busy at exit holds its map */
 		s->runs[i].map = expert_map_put(s->runs[i].map);
+		s->runs[i].peers_batch = peers_batch_free(s->runs[i].peers_batch);
 		run_done(&s->runs[i]);
 	}
 	layer_stats_free(s->layers, s->n_layers);
@@ -176,6 +185,8 @@ static void run_prepare(struct sched *s, struct run *run, uint32_t layer)
 	run->layer = L;
 	run->map = expert_store_map_get(s->store);
 	run->homes = expert_map_homes(run->map, layer);
+	run->has_remote = run->peers_batch &&
+			  peers_batch_remote(run->peers_batch, layer, &run->remote);
 	run->layer_index = layer;
 	run->k = s->layer_slots[layer];
 	run->given = false;

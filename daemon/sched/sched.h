@@ -59,6 +59,7 @@ struct sched_params {
 	struct client_slot *clients; /* the reactor's table, [cfg->max_clients] */
 	const uint32_t *layer_slots; /* routing slots per layer */
 	uint32_t max_experts;        /* the counts array a client gets back */
+	struct peers *peers;         /* other hosts' experts, or NULL */
 };
 
 struct sched;
