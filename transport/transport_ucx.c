@@ -299,6 +299,14 @@ static ucs_status_t am_recv(void *arg, const void *header, size_t header_len, vo
 	return UCS_OK;
 }
 
+static bool any_free_slot(const struct ucx_transport *t)
+{
+	for (uint32_t i = 0; i < TRANSPORT_MAX_CONNS; i++)
+		if (t->conns[i].state == CONN_FREE)
+			return true;
+	return false;
+}
+
 static void on_conn_request(ucp_conn_request_h req, void *arg)
 {
 	struct ucx_transport *t = arg;
@@ -316,13 +324,11 @@ static void on_conn_request(ucp_conn_request_h req, void *arg)
 
 	if (ucp_conn_request_query(req, &attr) == UCS_OK)
 		format_addr(&attr.client_address, addr, sizeof(addr));
-	/* every slot taken: refuse, the client sees -ECONNREFUSED */
-	for (uint32_t i = 0; i < TRANSPORT_MAX_CONNS; i++)
-		if (t->conns[i].state == CONN_FREE)
-			goto accept;
-	ucp_listener_reject(t->listener, req);
-	return;
-accept:
+	if (!any_free_slot(t)) {
+		/* the client's endpoint fails with UCS_ERR_REJECTED: -ECONNREFUSED */
+		ucp_listener_reject(t->listener, req);
+		return;
+	}
 	/* on failure UCX has disposed of the request; the client's endpoint fails */
 	if (ucp_ep_create(t->worker, &p, &ep) != UCS_OK)
 		return;

@@ -10,8 +10,10 @@
  * 8 MiB one (rendezvous: transport_recv returns 1, then on_recv_done), a
  * reply on the accepted connection, data the handler leaves (dropped, the
  * sender completes, the next message still arrives), a refused connect, the
- * server vanishing under an in-flight send, close with a send in flight,
- * refusals of bad calls, and the status mapping.
+ * server vanishing under an in-flight send and under an in-flight receive,
+ * close with a send in flight, close from inside a handler, 40 connections
+ * between one pair routed right before and after half of them are replaced,
+ * refusals of bad calls, and the status mapping. No test leaves an fd open.
  */
 #include "test_assert.h"
 #include "test_fds.h"
@@ -33,6 +35,8 @@
 #define BIG_BYTES    (8u << 20)     /* well above UCX's rendezvous threshold */
 #define SMALL_BYTES  100u
 #define LOCALHOST    "127.0.0.1"
+#define MSG_LOG      64
+#define MANY         40 /* connections between one client and one server */
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -46,19 +50,25 @@ struct side {
 	char accept_addr[64];
 	uint32_t n_error, error_conn, error_seq;
 	int error_status;
+	uint32_t error_log[MSG_LOG]; /* every failed connection, in order */
 
 	uint32_t n_msg, msg_conn;
 	uint16_t msg_id;
 	unsigned char msg_header[TRANSPORT_MAX_HEADER];
 	size_t msg_header_len, msg_data_len;
+	/* every message's connection and id, in order of arrival */
+	uint32_t log_conn[MSG_LOG], log_id[MSG_LOG];
 	/* on_message takes the data into buf (take) or leaves it */
 	bool take;
+	/* on_message then closes the connection, or frees another transport */
+	bool close_on_message;
+	struct side *free_on_message;
 	unsigned char *buf;
 	size_t buf_len;
 	uint64_t recv_cookie;
 	int recv_ret;
 
-	uint32_t n_recv_done;
+	uint32_t n_recv_done, recv_done_seq;
 	uint64_t recv_done_cookie;
 	int recv_done_status;
 
@@ -90,6 +100,8 @@ static void on_conn_error(void *ctx, uint32_t conn, int status)
 {
 	struct side *s = ctx;
 
+	if (s->n_error < MSG_LOG)
+		s->error_log[s->n_error] = conn;
 	s->n_error++;
 	s->error_seq = ++s->seq;
 	s->error_conn = conn;
@@ -109,14 +121,23 @@ static void on_message(void *ctx, uint32_t conn, const struct transport_msg *m,
 	if (m->header_len <= sizeof(s->msg_header))
 		memcpy(s->msg_header, m->header, m->header_len);
 	s->msg_data_len = m->data_len;
-	s->recv_ret = -ENODATA; /* "not taken" */
-	if (!s->take)
-		return;
-	if (m->data_len > s->buf_len) {
-		s->recv_ret = -ENOSPC; /* the test's buffer is too small: fails below */
-		return;
+	if (s->n_msg <= MSG_LOG) {
+		s->log_conn[s->n_msg - 1] = conn;
+		s->log_id[s->n_msg - 1] = m->id;
 	}
-	s->recv_ret = transport_recv(s->t, rx, s->buf, m->data_len, s->recv_cookie);
+	s->recv_ret = -ENODATA; /* "not taken" */
+	if (s->take && m->data_len > s->buf_len)
+		s->recv_ret = -ENOSPC; /* the test's buffer is too small: fails below */
+	else if (s->take)
+		s->recv_ret = transport_recv(s->t, rx, s->buf, m->data_len, s->recv_cookie);
+	if (s->close_on_message)
+		transport_close(s->t, conn);
+	if (s->free_on_message) {
+		struct side *other = s->free_on_message;
+
+		s->free_on_message = NULL;
+		other->t = transport_free(other->t);
+	}
 }
 
 static void on_send_done(void *ctx, uint64_t cookie, int status)
@@ -133,7 +154,7 @@ static void on_recv_done(void *ctx, uint64_t cookie, int status)
 {
 	struct side *s = ctx;
 
-	s->seq++;
+	s->recv_done_seq = ++s->seq;
 	s->n_recv_done++;
 	s->recv_done_cookie = cookie;
 	s->recv_done_status = status;
@@ -251,6 +272,7 @@ static unsigned char *filled(size_t n, uint64_t seed)
 
 /* A server listening on 127.0.0.1 and a client connected to it. */
 struct pair {
+	int fds; /* open before the pair was made: as many must be open after */
 	struct side srv, cli;
 	uint16_t port;
 	uint32_t cli_conn;
@@ -262,6 +284,7 @@ static int pair_setup(void **state)
 
 	if (!p)
 		return -1;
+	p->fds = test_count_open_fds();
 	side_new(&p->srv);
 	side_new(&p->cli);
 	ASSERT_OK(transport_listen(p->srv.t, LOCALHOST, 0, &p->port));
@@ -275,10 +298,16 @@ static int pair_setup(void **state)
 static int pair_teardown(void **state)
 {
 	struct pair *p = *state;
+	int fds = p->fds;
 
 	side_free(&p->cli);
 	side_free(&p->srv);
 	free(p);
+	if (test_count_open_fds() != fds) {
+		print_error("fd leak: %d open before the test, %d after\n", fds,
+			    test_count_open_fds());
+		return -1;
+	}
 	return 0;
 }
 
@@ -492,6 +521,101 @@ static void test_close_with_send_in_flight(void **state)
 	free(big);
 }
 
+static void test_server_gone_under_receive(void **state)
+{
+	struct pair *p = *state;
+	unsigned char *big = filled(BIG_BYTES, 10);
+
+	/* the client starts taking 8 MiB from the server, which is gone right after */
+	p->cli.take = true;
+	p->cli.buf = malloc(BIG_BYTES);
+	p->cli.buf_len = BIG_BYTES;
+	p->cli.recv_cookie = 51;
+	p->cli.free_on_message = &p->srv;
+	ASSERT_EQ(transport_send(p->srv.t, p->srv.accept_conn, 1, NULL, 0, big, BIG_BYTES, 52), 1);
+	PUMP_UNTIL(&p->cli, &p->srv, p->cli.n_error == 1);
+	assert_null(p->srv.t);
+	ASSERT_EQ(p->cli.recv_ret, 1);
+	/* the receive in flight finished first, with an error */
+	ASSERT_EQ(p->cli.n_recv_done, 1);
+	ASSERT_EQ(p->cli.recv_done_cookie, 51);
+	assert_true(p->cli.recv_done_status < 0);
+	assert_true(p->cli.recv_done_seq < p->cli.error_seq);
+	assert_true(p->cli.error_status < 0);
+	transport_close(p->cli.t, p->cli_conn);
+	free(big);
+}
+
+static void test_close_from_handler(void **state)
+{
+	struct pair *p = *state;
+	unsigned char small[SMALL_BYTES] = { 1 };
+
+	/* the server closes the connection from inside its message's handler */
+	p->srv.close_on_message = true;
+	ASSERT_OK(transport_send(p->cli.t, p->cli_conn, 9, NULL, 0, small, sizeof(small), 61));
+	PUMP_UNTIL(&p->cli, &p->srv, p->srv.n_msg == 1 && p->cli.n_error == 1);
+	ASSERT_EQ(p->srv.msg_id, 9);
+	ASSERT_EQ(p->cli.error_conn, p->cli_conn);
+	ASSERT_EQ(p->srv.n_error, 0);
+	ASSERT_ERRNO(transport_send(p->srv.t, p->srv.accept_conn, 1, NULL, 0, NULL, 0, 0),
+		     ENOTCONN);
+	transport_close(p->cli.t, p->cli_conn);
+}
+
+/* Each client connection i sends id i; the server answers with the same id where it came. */
+static void exchange_on_all(struct pair *p, const uint32_t *conns, uint32_t n)
+{
+	uint32_t srv_of[MANY];
+	bool seen[MANY] = { false };
+
+	p->srv.n_msg = p->cli.n_msg = 0;
+	for (uint32_t i = 0; i < n; i++)
+		ASSERT_OK(transport_send(p->cli.t, conns[i], (uint16_t)i, NULL, 0, NULL, 0, 0));
+	PUMP_UNTIL(&p->cli, &p->srv, p->srv.n_msg == n);
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t i = p->srv.log_id[k];
+
+		assert_true(i < n && !seen[i]);
+		seen[i] = true;
+		srv_of[i] = p->srv.log_conn[k];
+		/* one server connection per client connection */
+		for (uint32_t j = 0; j < k; j++)
+			assert_true(p->srv.log_conn[j] != srv_of[i]);
+	}
+	for (uint32_t i = 0; i < n; i++)
+		ASSERT_OK(transport_send(p->srv.t, srv_of[i], (uint16_t)i, NULL, 0, NULL, 0, 0));
+	PUMP_UNTIL(&p->cli, &p->srv, p->cli.n_msg == n);
+	for (uint32_t k = 0; k < n; k++)
+		ASSERT_EQ(p->cli.log_conn[k], conns[p->cli.log_id[k]]);
+}
+
+static void test_many_connections(void **state)
+{
+	struct pair *p = *state;
+	uint32_t conns[MANY];
+
+	/* the pair's connection plus MANY - 1 more, all to the one server */
+	conns[0] = p->cli_conn;
+	for (uint32_t i = 1; i < MANY; i++)
+		ASSERT_OK(transport_connect(p->cli.t, LOCALHOST, p->port, &conns[i]));
+	PUMP_UNTIL(&p->cli, &p->srv, p->cli.n_connected == MANY && p->srv.n_accept == MANY);
+	exchange_on_all(p, conns, MANY);
+
+	/* close every other one, on both sides, then open them again */
+	for (uint32_t i = 0; i < MANY; i += 2)
+		transport_close(p->cli.t, conns[i]);
+	PUMP_UNTIL(&p->cli, &p->srv, p->srv.n_error == MANY / 2);
+	for (uint32_t k = 0; k < MANY / 2; k++)
+		transport_close(p->srv.t, p->srv.error_log[k]);
+	for (uint32_t i = 0; i < MANY; i += 2)
+		ASSERT_OK(transport_connect(p->cli.t, LOCALHOST, p->port, &conns[i]));
+	PUMP_UNTIL(&p->cli, &p->srv,
+		   p->cli.n_connected == MANY + MANY / 2 && p->srv.n_accept == MANY + MANY / 2);
+	exchange_on_all(p, conns, MANY);
+	ASSERT_EQ(p->cli.n_error, 0);
+}
+
 static void test_bad_calls(void **state)
 {
 	struct pair *p = *state;
@@ -549,6 +673,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_server_gone, pair_setup, pair_teardown),
 		cmocka_unit_test_setup_teardown(test_close_with_send_in_flight, pair_setup,
 						pair_teardown),
+		cmocka_unit_test_setup_teardown(test_server_gone_under_receive, pair_setup,
+						pair_teardown),
+		cmocka_unit_test_setup_teardown(test_close_from_handler, pair_setup, pair_teardown),
+		cmocka_unit_test_setup_teardown(test_many_connections, pair_setup, pair_teardown),
 		cmocka_unit_test_setup_teardown(test_bad_calls, pair_setup, pair_teardown),
 		cmocka_unit_test(test_status_map),
 	};
