@@ -52,7 +52,7 @@ struct transport_rx;
 
 struct transport_msg {
 	uint16_t id;            /* the message kind, the daemon's own numbering */
-	const void *header;     /* valid during on_message only */
+	const void *header;     /* valid during on_message only, not aligned: copy it out */
 	size_t header_len;
 	size_t data_len;        /* bytes that transport_recv() can take */
 };
@@ -61,7 +61,10 @@ struct transport_handlers {
 	void *ctx;
 	/* An outbound connection is usable (from transport_progress()). */
 	void (*on_connected)(void *ctx, uint32_t conn);
-	/* A peer connected to our listener; @conn is the new connection. */
+	/*
+	 * A peer connected to our listener; @conn is the new connection and
+	 * @remote_addr the peer's numeric IP address (no port; "?" if unknown).
+	 */
 	void (*on_accept)(void *ctx, uint32_t conn, const char *remote_addr);
 	/*
 	 * A connection failed (peer gone, unreachable, reset) with -errno.
@@ -145,7 +148,7 @@ static inline int transport_send(struct transport *t, uint32_t conn, uint16_t id
  * Take the data of the message being delivered (only inside on_message),
  * @len == its data_len, into @buf. Returns 0 when @buf holds it already,
  * 1 when it arrives later (on_recv_done(@cookie); @buf must stay valid),
- * or -errno. Not calling it discards the data.
+ * or -errno (the data is discarded). Not calling it discards the data.
  */
 static inline int transport_recv(struct transport *t, struct transport_rx *rx, void *buf,
 				 size_t len, uint64_t cookie)
@@ -164,7 +167,10 @@ static inline void transport_close(struct transport *t, uint32_t conn)
 	t->ops->close(t, conn);
 }
 
-/* Make progress; calls the handlers. The number of events handled (0: idle). */
+/*
+ * Make progress; calls the handlers. The number of events handled (0: idle).
+ * Called from a handler it does nothing and returns 0.
+ */
 static inline int transport_progress(struct transport *t)
 {
 	return t->ops->progress(t);
@@ -185,7 +191,11 @@ static inline int transport_event_fd(const struct transport *t)
 	return t->ops->event_fd(t);
 }
 
-/* Close every connection and free. NULL-safe; returns NULL. */
+/*
+ * Close every connection and free. What was in flight is dropped without a
+ * handler call: the buffers are free again when it returns. Not from a
+ * handler. NULL-safe; returns NULL.
+ */
 static inline struct transport *transport_free(struct transport *t)
 {
 	if (t)
