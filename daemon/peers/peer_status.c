@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* peer_status: the peers' states and counters as JSON (moectl status, moectl peers). */
+#include <stdio.h>
+
 #include "peers/peers_internal.h"
 
 static json_t *peer_json(const struct peers *p, const struct peer *peer, uint64_t now)
@@ -10,8 +12,9 @@ static json_t *peer_json(const struct peers *p, const struct peer *peer, uint64_
 	for (uint32_t l = 0; l < moe_model_n_layers(p->model); l++)
 		for (uint32_t e = 0; e < p->n_experts[l]; e++)
 			experts += p->host[l][e] == (uint16_t)(peer - p->peer) + 1;
-	return json_pack("{s:s, s:s, s:i, s:s, s:f, s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-			 "s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f}",
+	json_error_t err;
+	json_t *j = json_pack_ex(&err, 0, "{s:s, s:s, s:i, s:s, s:f, s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+			 "s:I, s:I, s:I, s:I, s:f, s:f, s:f}",
 			 "name", peer->cfg.name, "addr", peer->cfg.at.addr, "port",
 			 (int)peer->cfg.at.port, "state", peer_state_name(peer->state),
 			 "state_for_s",
@@ -26,6 +29,10 @@ static json_t *peer_json(const struct peers *p, const struct peer *peer, uint64_
 			 "bytes_in", (json_int_t)n->bytes_in, "connects", (json_int_t)n->connects,
 			 "disconnects", (json_int_t)n->disconnects, "rtt_last_us", n->rtt_last_us,
 			 "rtt_avg_us", n->rtt_avg_us, "rtt_max_us", n->rtt_max_us);
+	/* a format that does not match its values is a bug: say which */
+	if (!j)
+		fprintf(stderr, "peer_status: %s\n", err.text);
+	return j;
 }
 
 json_t *peers_status_json(const struct peers *p, uint64_t now)
