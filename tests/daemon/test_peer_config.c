@@ -249,6 +249,19 @@ static void test_addr_malformed_refused(void **state)
 	EXPECT_ADDR_REFUSED("[::1]:70:00", "the port is not a number");
 }
 
+/*
+ * IPv6 goes in brackets, IPv4 does not (the header's contract): without
+ * them "2001:db8::1:7000" would silently be 2001:db8::1 port 7000 when the
+ * port was forgotten.
+ */
+static void test_addr_family_matches_brackets(void **state)
+{
+	(void)state;
+	EXPECT_ADDR_REFUSED("::1:7000", "'::1' is not a numeric IPv4 address");
+	EXPECT_ADDR_REFUSED("2001:db8::1:7000", "'2001:db8::1' is not a numeric IPv4 address");
+	EXPECT_ADDR_REFUSED("[10.0.0.1]:7000", "'10.0.0.1' is not a numeric IPv6 address");
+}
+
 /* An address of PEER_ADDR_MAX bytes or more, or a hostile long input, is refused. */
 static void test_addr_too_long_refused(void **state)
 {
@@ -428,6 +441,11 @@ static void test_list_bad_address_names_entry(void **state)
 	ASSERT_ERRNO(peer_list_parse("a=10.0.0.2:7300, b=10.0.0.3:0", &l, &d), EINVAL);
 	assert_string_equal(d.msg, "peers entry 'b=10.0.0.3:0': '10.0.0.3:0': the port is not a "
 				   "number in 1..65535");
+	memset(&d, 0, sizeof(d));
+	ASSERT_ERRNO(peer_list_parse("a=host.example:7300", &l, &d), EINVAL);
+	assert_string_equal(d.msg, "peers entry 'a=host.example:7300': 'host.example:7300': "
+				   "'host.example' is not a numeric IPv4 address (IPv6 goes in "
+				   "brackets)");
 	EXPECT_LIST_REFUSED("a=", "peers entry 'a=': '': expected ADDR:PORT");
 	EXPECT_LIST_REFUSED("a=[::1]", "peers entry 'a=[::1]': '[::1]': expected [IPV6]:PORT");
 	EXPECT_LIST_REFUSED("a==1.2.3.4:1", "peers entry 'a==1.2.3.4:1'");
@@ -745,6 +763,7 @@ int main(void)
 		cmocka_unit_test(test_addr_ipv6_bracketed),
 		cmocka_unit_test(test_addr_port_bounds),
 		cmocka_unit_test(test_addr_malformed_refused),
+		cmocka_unit_test(test_addr_family_matches_brackets),
 		cmocka_unit_test(test_addr_too_long_refused),
 		cmocka_unit_test(test_addr_null_diag),
 		cmocka_unit_test(test_list_empty_is_none),
