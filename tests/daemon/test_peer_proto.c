@@ -563,6 +563,45 @@ static void test_req_data_len_mismatch_refused(void **state)
 						  "data bytes for 10 rows");
 }
 
+/*
+ * On a daemon whose width and max_rows are large enough, rows * d_model *
+ * sizeof(float) can exceed 64 bits: the wrapped size must not pass for the
+ * data's length (the server would then read total_rows * d_model floats
+ * from a buffer of data_len bytes). A size that fits is still accepted.
+ */
+static void test_req_data_size_cannot_wrap(void **state)
+{
+	const uint32_t wide = 0x80000000u;
+	struct peer_expert_req q, ret;
+	struct diag d = { { 0 } };
+
+	(void)state;
+	/* 2^31 rows of 2^31 floats: 2^64 bytes, 0 in 64 bits */
+	req_init(&q);
+	q.d_model = wide;
+	q.n_bins = 1;
+	q.bin[0] = (struct peer_bin){ 0, 0x80000000u };
+	q.total_rows = 0x80000000u;
+	ASSERT_ERRNO(req_decode(&q, peer_expert_req_size(1), 0, wide, UINT32_MAX, &ret, &d), EPROTO);
+	expect_msg_at(&d, "an expert request with 0 data bytes for 2147483648 rows", __LINE__);
+
+	/* (2^32 - 1)^2 floats: 4 (2^32 - 1)^2 mod 2^64 bytes */
+	q.d_model = UINT32_MAX;
+	q.bin[0].rows = UINT32_MAX;
+	q.total_rows = UINT32_MAX;
+	ASSERT_ERRNO(req_decode(&q, peer_expert_req_size(1), (size_t)0xfffffff800000004ull,
+				UINT32_MAX, UINT32_MAX, &ret, NULL),
+		     EPROTO);
+
+	/* 2^31 - 1 rows of 2^31 floats are 2^64 - 2^33 bytes: fits, accepted at that size */
+	q.d_model = wide;
+	q.bin[0].rows = 0x7fffffffu;
+	q.total_rows = 0x7fffffffu;
+	ASSERT_OK(req_decode(&q, peer_expert_req_size(1), (size_t)0xfffffffe00000000ull, wide,
+			     UINT32_MAX, &ret, NULL));
+	ASSERT_EQ(ret.total_rows, 0x7fffffffu);
+}
+
 /* Each check runs before anything after it: the first fault found is the one reported. */
 static void test_req_first_fault_reported(void **state)
 {
@@ -823,6 +862,7 @@ int main(void)
 		cmocka_unit_test(test_req_total_rows_mismatch_refused),
 		cmocka_unit_test(test_req_rows_over_max_refused),
 		cmocka_unit_test(test_req_data_len_mismatch_refused),
+		cmocka_unit_test(test_req_data_size_cannot_wrap),
 		cmocka_unit_test(test_req_first_fault_reported),
 		cmocka_unit_test(test_reply_valid),
 		cmocka_unit_test(test_reply_length_refused),
