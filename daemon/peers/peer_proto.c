@@ -130,8 +130,7 @@ int peer_expert_reply_decode(const void *hdr, size_t len, size_t data_len,
 	ret->why[sizeof(ret->why) - 1] = '\0';
 	if (ret->status > 0 || ret->status < -4095)
 		return diag_set(d, -EPROTO, "an expert reply with status %d", ret->status);
-	if (ret->status == 0 &&
-	    data_len != (uint64_t)ret->total_rows * ret->d_model * sizeof(float))
+	if (ret->status == 0 && !data_len_is(data_len, ret->total_rows, ret->d_model))
 		return diag_set(d, -EPROTO, "an expert reply with %zu data bytes for %u rows of %u",
 				data_len, ret->total_rows, ret->d_model);
 	return 0;

@@ -709,6 +709,30 @@ static void test_reply_data_len(void **state)
 	EXPECT_REPLY_OK(&rep, SIZE_MAX);
 }
 
+/*
+ * total_rows and d_model of a reply are the peer's: their byte size can
+ * exceed 64 bits, and the wrapped size must not pass for the data's length.
+ */
+static void test_reply_data_size_cannot_wrap(void **state)
+{
+	struct peer_expert_reply rep;
+
+	(void)state;
+	reply_init(&rep);
+	rep.total_rows = 0x80000000u;
+	rep.d_model = 0x80000000u;
+	EXPECT_REPLY_REFUSED(&rep, 0, "an expert reply with 0 data bytes for 2147483648 rows of "
+				      "2147483648");
+	rep.total_rows = UINT32_MAX;
+	rep.d_model = UINT32_MAX;
+	EXPECT_REPLY_REFUSED(&rep, (size_t)0xfffffff800000004ull,
+			     "an expert reply with 18446744039349813252 data bytes for 4294967295 "
+			     "rows of 4294967295");
+	rep.total_rows = 0x7fffffffu;
+	rep.d_model = 0x80000000u;
+	EXPECT_REPLY_OK(&rep, (size_t)0xfffffffe00000000ull);
+}
+
 /* why arrives NUL-ended even when the sender filled all of it, on success and failure. */
 static void test_reply_why_nul_ended(void **state)
 {
@@ -869,6 +893,7 @@ int main(void)
 		cmocka_unit_test(test_reply_magic_refused),
 		cmocka_unit_test(test_reply_status_range),
 		cmocka_unit_test(test_reply_data_len),
+		cmocka_unit_test(test_reply_data_size_cannot_wrap),
 		cmocka_unit_test(test_reply_why_nul_ended),
 		cmocka_unit_test(test_hello_valid),
 		cmocka_unit_test(test_hello_refused),
