@@ -18,7 +18,12 @@ int peer_addr_parse(const char *s, struct peer_addr *ret, struct diag *d)
 	size_t addr_len;
 	unsigned char bin[16];
 	uint32_t port;
+	int family;
 
+	/*
+	 * IPv6 only in brackets, IPv4 only without: "2001:db8::1:7000" must not
+	 * pass as 2001:db8::1 port 7000 when the port was left out.
+	 */
 	if (s[0] == '[') {
 		const char *close = strchr(s, ']');
 
@@ -27,19 +32,22 @@ int peer_addr_parse(const char *s, struct peer_addr *ret, struct diag *d)
 		addr = s + 1;
 		addr_len = (size_t)(close - addr);
 		colon = close + 1;
+		family = AF_INET6;
 	} else {
 		colon = strrchr(s, ':');
 		if (!colon)
 			return diag_set(d, -EINVAL, "'%s': expected ADDR:PORT", s);
 		addr_len = (size_t)(colon - s);
+		family = AF_INET;
 	}
 	if (addr_len == 0 || addr_len >= sizeof(ret->addr))
 		return diag_set(d, -EINVAL, "'%s': the address is empty or too long", s);
 	memcpy(ret->addr, addr, addr_len);
 	ret->addr[addr_len] = '\0';
-	if (inet_pton(AF_INET, ret->addr, bin) != 1 && inet_pton(AF_INET6, ret->addr, bin) != 1)
-		return diag_set(d, -EINVAL, "'%s': '%s' is not a numeric IPv4 or IPv6 address", s,
-				ret->addr);
+	if (inet_pton(family, ret->addr, bin) != 1)
+		return diag_set(d, -EINVAL, "'%s': '%s' is not a numeric %s", s, ret->addr,
+				family == AF_INET6 ? "IPv6 address"
+						   : "IPv4 address (IPv6 goes in brackets)");
 	if (parse_u32(colon + 1, 1, 65535, &port) < 0)
 		return diag_set(d, -EINVAL, "'%s': the port is not a number in 1..65535", s);
 	ret->port = (uint16_t)port;

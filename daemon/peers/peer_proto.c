@@ -3,6 +3,7 @@
 #include "peers/peer_proto.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "compute/activations.h"
@@ -16,6 +17,18 @@ static int fixed_copy(const void *hdr, size_t len, void *ret, size_t size, const
 		return diag_set(d, -EPROTO, "%s of %zu bytes, not %zu", what, len, size);
 	memcpy(ret, hdr, size);
 	return 0;
+}
+
+/*
+ * @rows (below 2^32) rows of @d_model floats are exactly @data_len bytes.
+ * rows * d_model fits 64 bits; the bytes may not, and a wrapped size must
+ * not pass for a peer's data length.
+ */
+static bool data_len_is(size_t data_len, uint64_t rows, uint32_t d_model)
+{
+	uint64_t floats = rows * d_model;
+
+	return floats <= SIZE_MAX / sizeof(float) && data_len == floats * sizeof(float);
 }
 
 static int magic_version(uint32_t magic, uint16_t version, const char *what, struct diag *d)
@@ -99,7 +112,7 @@ int peer_expert_req_decode(const void *hdr, size_t len, size_t data_len, uint32_
 	if (sum != ret->total_rows || sum > max_rows)
 		return diag_set(d, -EPROTO, "an expert request of %llu rows (total %u, at most %u)",
 				(unsigned long long)sum, ret->total_rows, max_rows);
-	if (data_len != sum * d_model * sizeof(float))
+	if (!data_len_is(data_len, sum, d_model)) /* sum <= max_rows: below 2^32 */
 		return diag_set(d, -EPROTO, "an expert request with %zu data bytes for %llu rows",
 				data_len, (unsigned long long)sum);
 	return 0;
@@ -117,8 +130,7 @@ int peer_expert_reply_decode(const void *hdr, size_t len, size_t data_len,
 	ret->why[sizeof(ret->why) - 1] = '\0';
 	if (ret->status > 0 || ret->status < -4095)
 		return diag_set(d, -EPROTO, "an expert reply with status %d", ret->status);
-	if (ret->status == 0 &&
-	    data_len != (uint64_t)ret->total_rows * ret->d_model * sizeof(float))
+	if (ret->status == 0 && !data_len_is(data_len, ret->total_rows, ret->d_model))
 		return diag_set(d, -EPROTO, "an expert reply with %zu data bytes for %u rows of %u",
 				data_len, ret->total_rows, ret->d_model);
 	return 0;
