@@ -647,6 +647,7 @@ int transport_ucx_new(const struct transport_handlers *h, struct transport **ret
 		.cb = am_recv,
 	};
 	struct ucx_transport *t;
+	ucp_config_t *config;
 	ucs_status_t s;
 
 	if (why && why_len)
@@ -668,7 +669,19 @@ int transport_ucx_new(const struct transport_handlers *h, struct transport **ret
 	t->efd = -1;
 	ucx_conns_init(t);
 
-	s = ucp_init(&cp, NULL, &t->context);
+	s = ucp_config_read(NULL, NULL, &config);
+	if (s != UCS_OK)
+		return new_failed(t, why_ucx(why, why_len, "ucp_config_read", s));
+	/*
+	 * A daemon restarted after a crash must listen on its port again at
+	 * once, while the dead one's connections still sit in TIME_WAIT: UCX
+	 * leaves SO_REUSEADDR off unless told. UCX_CM_REUSEADDR in the
+	 * environment still wins.
+	 */
+	if (!getenv("UCX_CM_REUSEADDR"))
+		ucp_config_modify(config, "CM_REUSEADDR", "y");
+	s = ucp_init(&cp, config, &t->context);
+	ucp_config_release(config);
 	if (s != UCS_OK) {
 		t->context = NULL;
 		return new_failed(t, why_ucx(why, why_len, "ucp_init", s));
