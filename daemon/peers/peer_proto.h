@@ -36,7 +36,7 @@ enum peer_msg_id {
 
 /* The model both sides must serve: the store's identity and its shape. */
 struct peer_model_id {
-	uint8_t hash[16];   /* XXH3-128 of the checkpoint's headers (store/model_identity) */
+	uint8_t hash[16];   /* peer_identity(): headers and sampled values */
 	uint32_t n_layers;
 	uint32_t d_model;
 };

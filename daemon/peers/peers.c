@@ -20,6 +20,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "peers/peer_identity.h"
 #include "peers/peers_internal.h"
 #include "util/log.h"
 
@@ -222,18 +223,6 @@ static void on_transfer_done(void *ctx, uint64_t cookie, int status)
 
 /* ---- set-up ---- */
 
-static int hex_to_bytes(const char *hex, uint8_t *out, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		unsigned v;
-
-		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
-			return -EINVAL;
-		out[i] = (uint8_t)v;
-	}
-	return 0;
-}
-
 static int peers_tables(struct peers *p, struct diag *d)
 {
 	const struct moe_model *m = p->model;
@@ -326,10 +315,11 @@ int peers_new(const struct peers_opts *o, struct peers **ret_peers, struct diag 
 		pthread_cond_init(&p->done, &ca);
 		pthread_condattr_destroy(&ca);
 	}
-	if (!o->identity_hex || hex_to_bytes(o->identity_hex, p->model_id.hash, 16) < 0) {
+	if (!o->identity_hex || !o->identity_hex[0]) {
 		r = diag_set(d, -EINVAL, "peers: the model has no identity to compare");
 		goto fail;
 	}
+	peer_identity(o->model, o->identity_hex, p->model_id.hash);
 	r = peers_tables(p, d);
 	if (r < 0)
 		goto fail;

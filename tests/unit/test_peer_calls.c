@@ -13,8 +13,9 @@
  *     (error) or drops the slots (drop), the miss is counted, the peer
  *     reconnects; the replies released later touch nothing (ASan watches);
  *   - a crashed peer fails its calls at once (no deadline wait);
- *   - B refuses A when the model differs or when it does not compute what
- *     A would ask, and A's status says why.
+ *   - B refuses A when the model differs (the store's identity, or only the
+ *     values: same names and shapes, another seed) or when it does not
+ *     compute what A would ask, and A's status says why.
  */
 #include "test_assert.h"
 
@@ -44,8 +45,10 @@
 #define DEADLINE_MS 300
 
 static char tmp_dir[] = "/tmp/test_peer_calls.XXXXXX";
-static char model_path[300];
+static char model_path[300], model2_path[300];
 static struct moe_model *model;
+static struct moe_model *model_reseeded; /* the same shapes and names, other values */
+static struct moe_model *model_b;        /* what B serves (model unless a test says) */
 static struct engine *engine_a, *engine_b;
 static float *x;
 static float *local[N_LAYERS];
@@ -125,12 +128,14 @@ static void pair_start(struct pair *p, const char *policy, const char *id_b,
 	fake_net_current = &p->net;
 	/* B first: A connects at once */
 	o.cfg = &p->cfg_b;
+	o.model = model_b;
 	o.identity_hex = id_b;
 	o.engine = engine_b;
 	o.name = "B";
 	if (peers_new(&o, &p->b, &d) < 0)
 		fail_msg("peers_new B: %s", d.msg);
 	o.cfg = &p->cfg_a;
+	o.model = model;
 	o.identity_hex = ID_A;
 	o.engine = engine_a;
 	o.name = "A";
@@ -272,6 +277,13 @@ static int group_setup(void **state)
 	so.settings[so.n_settings++] = "activation=silu_gated";
 	if (synth_model_write(&so, &d) < 0 || moe_model_open(model_path, NULL, 0, &model, &d) < 0)
 		fail_msg("model: %s", d.msg);
+	so.seed = 6;
+	snprintf(model2_path, sizeof(model2_path), "%s/m2.safetensors", tmp_dir);
+	so.output = model2_path;
+	if (synth_model_write(&so, &d) < 0 ||
+	    moe_model_open(model2_path, NULL, 0, &model_reseeded, &d) < 0)
+		fail_msg("model: %s", d.msg);
+	model_b = model;
 	engine_opts_init(&eo);
 	eo.n_workers = 1;
 	assert_int_equal(engine_new(&eo, &engine_a, &d), 0);
@@ -306,7 +318,9 @@ static int group_teardown(void **state)
 	engine_free(engine_a);
 	engine_free(engine_b);
 	moe_model_free(model);
+	moe_model_free(model_reseeded);
 	unlink(model_path);
+	unlink(model2_path);
 	rmdir(tmp_dir);
 	return 0;
 }
@@ -454,6 +468,15 @@ static void other_model_is_refused(void **state)
 	refused(ID_OTHER, "", "", "another model");
 }
 
+/* the store's identity hashes headers only: the values must tell these apart */
+static void same_shapes_other_values_are_refused(void **state)
+{
+	(void)state;
+	model_b = model_reseeded;
+	refused(ID_A, "", "", "another model");
+	model_b = model;
+}
+
 static void experts_b_does_not_compute_are_refused(void **state)
 {
 	(void)state;
@@ -470,6 +493,7 @@ int main(void)
 		cmocka_unit_test(late_reply_with_drop_policy),
 		cmocka_unit_test(crashed_peer_fails_calls_at_once),
 		cmocka_unit_test(other_model_is_refused),
+		cmocka_unit_test(same_shapes_other_values_are_refused),
 		cmocka_unit_test(experts_b_does_not_compute_are_refused),
 	};
 
