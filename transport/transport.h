@@ -38,6 +38,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -108,6 +109,25 @@ struct transport {
  */
 int transport_ucx_new(const struct transport_handlers *h, struct transport **ret_t,
 		      char *why, size_t why_len);
+
+struct transport_ucx_opts {
+	/*
+	 * Send every message eagerly (UCX fragments large ones and hands the
+	 * receiver the whole message, so transport_recv() returns 0), never
+	 * by rendezvous. For moed's peers: UCX 1.13 (Debian 12) aborts in
+	 * ucp_ep_req_purge (ucp_ep.c:3318, "req->send.uct.func !=
+	 * ucp_rndv_progress_rma_get_zcopy") when an endpoint fails while a
+	 * rendezvous receive reads from it, which is what a requester that
+	 * gave up and closed does to a peer that was hung (SIGSTOP) under its
+	 * request: the peer daemon died. Eager messages fail cleanly.
+	 */
+	bool eager_only;
+};
+
+/* The same with options (transport_ucx_new: all false). */
+int transport_ucx_new_opts(const struct transport_ucx_opts *o,
+			   const struct transport_handlers *h, struct transport **ret_t, char *why,
+			   size_t why_len);
 
 /*
  * Accept connections on @addr:@port (@port 0: any free port, returned in

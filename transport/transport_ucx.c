@@ -627,6 +627,15 @@ static int why_ucx(char *why, size_t why_len, const char *call, ucs_status_t s)
 int transport_ucx_new(const struct transport_handlers *h, struct transport **ret_t,
 		      char *why, size_t why_len)
 {
+	const struct transport_ucx_opts o = { .eager_only = false };
+
+	return transport_ucx_new_opts(&o, h, ret_t, why, why_len);
+}
+
+int transport_ucx_new_opts(const struct transport_ucx_opts *o,
+			   const struct transport_handlers *h, struct transport **ret_t, char *why,
+			   size_t why_len)
+{
 	ucp_params_t cp = {
 		.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME,
 		.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP,
@@ -680,6 +689,9 @@ int transport_ucx_new(const struct transport_handlers *h, struct transport **ret
 	 */
 	if (!getenv("UCX_CM_REUSEADDR"))
 		ucp_config_modify(config, "CM_REUSEADDR", "y");
+	/* see transport_ucx_opts.eager_only; UCX_RNDV_THRESH in the environment still wins */
+	if (o->eager_only && !getenv("UCX_RNDV_THRESH"))
+		ucp_config_modify(config, "RNDV_THRESH", "inf");
 	s = ucp_init(&cp, config, &t->context);
 	ucp_config_release(config);
 	if (s != UCS_OK) {

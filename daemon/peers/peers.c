@@ -223,6 +223,15 @@ static void on_transfer_done(void *ctx, uint64_t cookie, int status)
 
 /* ---- set-up ---- */
 
+/* UCX without rendezvous: see transport_ucx_opts.eager_only for the UCX 1.13 abort it avoids */
+static int transport_ucx_eager(const struct transport_handlers *h, struct transport **ret,
+			       char *why, size_t why_len)
+{
+	const struct transport_ucx_opts o = { .eager_only = true };
+
+	return transport_ucx_new_opts(&o, h, ret, why, why_len);
+}
+
 static int peers_tables(struct peers *p, struct diag *d)
 {
 	const struct moe_model *m = p->model;
@@ -334,7 +343,7 @@ int peers_new(const struct peers_opts *o, struct peers **ret_peers, struct diag 
 		goto fail;
 	}
 	hh.ctx = p;
-	r = (o->transport_new ? o->transport_new : transport_ucx_new)(&hh, &p->t, why, sizeof(why));
+	r = (o->transport_new ? o->transport_new : transport_ucx_eager)(&hh, &p->t, why, sizeof(why));
 	if (r < 0) {
 		diag_set(d, r, "peers: cannot start UCX: %s", why);
 		goto fail;

@@ -50,7 +50,7 @@ struct peers_opts {
 	struct engine *engine;          /* computes the requests peers send */
 	struct expert_store *store;     /* NULL: the layers' own weights (tests) */
 	const char *name;               /* this host's name for the peers' logs */
-	transport_new_fn transport_new; /* NULL: transport_ucx_new; tests give a fake */
+	transport_new_fn transport_new; /* NULL: UCX, eager only; tests give a fake */
 };
 
 struct peers;

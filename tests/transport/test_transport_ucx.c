@@ -168,6 +168,9 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Every side made from now on sends eagerly only (transport_ucx_opts.eager_only). */
+static bool eager_only;
+
 static void side_new(struct side *s)
 {
 	const struct transport_handlers h = {
@@ -181,8 +184,10 @@ static void side_new(struct side *s)
 	};
 	char why[256];
 
+	const struct transport_ucx_opts o = { .eager_only = eager_only };
+
 	memset(s, 0, sizeof(*s));
-	if (transport_ucx_new(&h, &s->t, why, sizeof(why)) < 0)
+	if (transport_ucx_new_opts(&o, &h, &s->t, why, sizeof(why)) < 0)
 		fail_msg("transport_ucx_new: %s", why);
 	ASSERT_OK(transport_event_fd(s->t));
 }
@@ -397,14 +402,19 @@ static void test_large_message_and_reply(void **state)
 	p->srv.recv_cookie = 99;
 	r = transport_send(p->cli.t, p->cli_conn, 3, &header, sizeof(header), data, BIG_BYTES, 11);
 	ASSERT_EQ(r, 1); /* 8 MiB cannot have left at once */
-	PUMP_UNTIL(&p->cli, &p->srv, p->srv.n_recv_done == 1 && p->cli.n_send_done == 1);
+	PUMP_UNTIL(&p->cli, &p->srv,
+		   (eager_only ? p->srv.n_msg == 1 : p->srv.n_recv_done == 1) &&
+			   p->cli.n_send_done == 1);
 	ASSERT_EQ(p->srv.n_msg, 1);
 	ASSERT_EQ(p->srv.msg_id, 3);
 	ASSERT_EQ(p->srv.msg_data_len, BIG_BYTES);
 	assert_memory_equal(p->srv.msg_header, &header, sizeof(header));
-	ASSERT_EQ(p->srv.recv_ret, 1); /* rendezvous: the data comes after the header */
-	ASSERT_EQ(p->srv.recv_done_cookie, 99);
-	ASSERT_EQ(p->srv.recv_done_status, 0);
+	/* rendezvous: the data comes after the header; eager only: with it */
+	ASSERT_EQ(p->srv.recv_ret, eager_only ? 0 : 1);
+	if (!eager_only) {
+		ASSERT_EQ(p->srv.recv_done_cookie, 99);
+		ASSERT_EQ(p->srv.recv_done_status, 0);
+	}
 	assert_memory_equal(p->srv.buf, data, BIG_BYTES);
 	ASSERT_EQ(p->cli.send_done_cookie, 11);
 	ASSERT_EQ(p->cli.send_done_status, 0);
@@ -423,6 +433,18 @@ static void test_large_message_and_reply(void **state)
 	assert_memory_equal(p->cli.buf, back, SMALL_BYTES);
 	free(data);
 	free(back);
+}
+
+/* The same 8 MiB and its answer with eager_only: whole in on_message, taken at once. */
+static void test_large_message_eager_only(void **state)
+{
+	eager_only = true;
+	if (pair_setup(state) < 0)
+		fail_msg("pair_setup");
+	test_large_message_and_reply(state);
+	eager_only = false;
+	if (pair_teardown(state) < 0)
+		fail_msg("pair_teardown");
 }
 
 static void test_data_left_is_dropped(void **state)
@@ -666,6 +688,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_small_message, pair_setup, pair_teardown),
 		cmocka_unit_test_setup_teardown(test_large_message_and_reply, pair_setup,
 						pair_teardown),
+		cmocka_unit_test(test_large_message_eager_only),
 		cmocka_unit_test_setup_teardown(test_data_left_is_dropped, pair_setup,
 						pair_teardown),
 		cmocka_unit_test_setup_teardown(test_connect_refused, fd_check_setup,
