@@ -18,3 +18,13 @@ if(NOT MOE_SANITIZE AND NOT MOE_FUZZ)
   set_tests_properties(it_netns_selftest PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
                                                     RUN_SERIAL TRUE LABELS netns)
 endif()
+
+# Three moed daemons serving one model over UCX (tests/netns/it_peers.sh):
+# the golden cases split over the hosts bitwise equal to one host, then a
+# peer killed, hung, partitioned, lossy and slow, both failure policies and
+# a peer with another model. In every build: it runs moed.
+add_test(NAME it_peers
+         COMMAND bash ${_netns_dir}/it_peers.sh $<TARGET_FILE:moed> $<TARGET_FILE:moectl>
+                 ${MOE_GOLDEN_DIR})
+set_tests_properties(it_peers PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77 RUN_SERIAL TRUE
+                                         LABELS netns ENVIRONMENT "${_it_env}")
