@@ -54,7 +54,7 @@ struct status_view {
 	const struct layer_stats *layers;   /* [n_layers] */
 	struct expert_store *store;   /* where the weights live */
 	const struct engine *engine;  /* its pool's per-node counters */
-	const struct peers *peers;    /* other hosts, or NULL */
+	struct peers *peers;          /* other hosts, or NULL (its status takes its lock) */
 	uint64_t now_ns;              /* CLOCK_MONOTONIC */
 };
 

@@ -73,6 +73,14 @@ void moectl_print_peers(const json_t *peers)
 			printf(" (%s)", moectl_term_safe(w, why, sizeof(why)));
 		printf("\n");
 	}
+	if (get_int(json_object_get(peers, "overlap"), "remote_batches") > 0) {
+		const json_t *o = json_object_get(peers, "overlap");
+
+		printf("  %lld engine calls with remote experts: %.3f s remote, %.3f s waited for "
+		       "(%.0f%% hidden behind local compute)\n",
+		       get_int(o, "remote_batches"), get_real(o, "remote_span_s"),
+		       get_real(o, "waited_s"), 100.0 * get_real(o, "hidden_share"));
+	}
 	if (served)
 		printf("  serving %zu peer connections: %lld requests, %lld tokens, %lld failed\n",
 		       json_array_size(json_object_get(served, "connections")),

@@ -28,6 +28,7 @@
 struct peers_batch {
 	struct peers *p;
 	struct peer_call *calls; /* this engine call's, via batch_next */
+	uint64_t t_dispatch_ns;
 	uint64_t deadline_ns;
 };
 
@@ -175,7 +176,8 @@ static int batch_dispatch(void *ctx, const struct engine_remote_job *job)
 	}
 	if (!b->calls)
 		return 0;
-	b->deadline_ns = now_ns() + (uint64_t)p->cfg->peer_deadline_ms * 1000000ull;
+	b->t_dispatch_ns = now_ns();
+	b->deadline_ns = b->t_dispatch_ns + (uint64_t)p->cfg->peer_deadline_ms * 1000000ull;
 	for (struct peer_call *c = b->calls; c; c = c->batch_next) {
 		c->next = first;
 		first = c;
@@ -206,15 +208,25 @@ static int batch_collect(void *ctx, const struct engine_remote_job *job, uint8_t
 	struct peers *p = b->p;
 	struct timespec until = { .tv_sec = (time_t)(b->deadline_ns / 1000000000ull),
 				  .tv_nsec = (long)(b->deadline_ns % 1000000000ull) };
+	uint64_t t_wait = now_ns(), t_last = t_wait;
 	bool any_failed = false;
 
 	pthread_mutex_lock(&p->mu);
 	while (!batch_all_final(b))
 		if (pthread_cond_timedwait(&p->done, &p->mu, &until) == ETIMEDOUT)
 			break;
-	for (struct peer_call *c = b->calls; c; c = c->batch_next)
-		if (c->state == CALL_QUEUED || c->state == CALL_SENT)
+	for (struct peer_call *c = b->calls; c; c = c->batch_next) {
+		if (c->state == CALL_QUEUED || c->state == CALL_SENT) {
 			c->state = CALL_ABANDONED;
+			c->t_final_ns = now_ns();
+		}
+		if (c->t_final_ns > t_last)
+			t_last = c->t_final_ns;
+	}
+	/* the overlap: how long the remote part took, and how much of it we waited for */
+	p->remote_batches++;
+	p->remote_span_ns += t_last - b->t_dispatch_ns;
+	p->waited_ns += t_last > t_wait ? t_last - t_wait : 0;
 	pthread_mutex_unlock(&p->mu);
 
 	while (b->calls) {
@@ -266,6 +278,7 @@ static bool call_finish_locked(struct peers *p, struct peer_call *c, enum call_s
 		return false;
 	c->state = state;
 	c->status = status;
+	c->t_final_ns = now_ns();
 	pthread_cond_broadcast(&p->done);
 	return true;
 }

@@ -35,7 +35,7 @@ static json_t *peer_json(const struct peers *p, const struct peer *peer, uint64_
 	return j;
 }
 
-json_t *peers_status_json(const struct peers *p, uint64_t now)
+json_t *peers_status_json(struct peers *p, uint64_t now)
 {
 	json_t *root = json_object(), *arr = json_array(), *acc = json_array();
 
@@ -59,6 +59,16 @@ json_t *peers_status_json(const struct peers *p, uint64_t now)
 										  : "error"));
 	json_object_set_new(root, "peer_deadline_ms", json_integer(p->cfg->peer_deadline_ms));
 	json_object_set_new(root, "peers", arr);
+	pthread_mutex_lock(&p->mu);
+	json_object_set_new(root, "overlap",
+			    json_pack("{s:I, s:f, s:f, s:f}", "remote_batches",
+				      (json_int_t)p->remote_batches, "remote_span_s",
+				      (double)p->remote_span_ns / 1e9, "waited_s",
+				      (double)p->waited_ns / 1e9, "hidden_share",
+				      p->remote_span_ns ? 1.0 - (double)p->waited_ns /
+								  (double)p->remote_span_ns
+							: 0.0));
+	pthread_mutex_unlock(&p->mu);
 	json_object_set_new(root, "served_by_us",
 			    json_pack("{s:o, s:I, s:I, s:I}", "connections", acc, "requests",
 				      (json_int_t)p->served_requests, "tokens",

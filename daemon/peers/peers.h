@@ -92,4 +92,4 @@ struct peers_batch *peers_batch_free(struct peers_batch *b);
 bool peers_batch_remote(struct peers_batch *b, uint32_t layer, struct engine_remote *ret);
 
 /* The peers for `moectl status` and `moectl peers`: an array of objects. */
-json_t *peers_status_json(const struct peers *p, uint64_t now_ns);
+json_t *peers_status_json(struct peers *p, uint64_t now_ns);

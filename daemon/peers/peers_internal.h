@@ -87,6 +87,7 @@ struct peer_call {
 	bool send_busy, recv_busy; /* reactor only: transfers in flight */
 	bool missed;               /* reactor only: counted as a deadline miss */
 	uint64_t t_sent_ns;
+	uint64_t t_final_ns;       /* when it reached a final state (under peers->mu) */
 	struct peer_expert_req req;
 	float *rows;               /* [total_rows][d_model] out */
 	float *result;             /* [total_rows][d_model] in */
@@ -149,6 +150,13 @@ struct peers {
 	struct serve_job *jobs;
 	uint64_t next_job_id;
 	uint64_t served_requests, served_rows, served_errors;
+	/*
+	 * Overlap, under mu: per engine call with remote experts, the span from
+	 * dispatch to the last reply (remote_span) and the part of it its
+	 * runner spent blocked in collect (waited). 1 - waited / remote_span is
+	 * the share of the remote work hidden behind the local experts.
+	 */
+	uint64_t remote_span_ns, waited_ns, remote_batches;
 	uint64_t now_ns;           /* the time of the current peers_poll() */
 	/* connections to close once transport_progress() returned (not from its callbacks) */
 	uint32_t to_close[TRANSPORT_MAX_CONNS];
