@@ -109,6 +109,9 @@ static const struct config_row config_table[] = {
 	    "HOST is self or a peer's NAME; experts not named compute here"),
 	ROW("peer_deadline_ms", CONFIG_U32, peer_deadline_ms, 1, 600000,
 	    "the longest a remote transfer may take; past it the peer's tokens get peer_failure"),
+	ROW("max_hosts_per_token", CONFIG_U32, max_hosts_per_token, 0, PEERS_MAX + 1,
+	    "top-k layers: a token's experts lie on at most this many hosts (DeepSeek-V3's "
+	    "node-limited routing; each host's experts one block of equal size); 0: any"),
 	ENUM_ROW("peer_failure", peer_failure, peer_failure_names,
 		 "a peer gone or past its deadline: error (the batch fails with -EHOSTUNREACH) | "
 		 "drop (its slots are dropped and counted)"),

@@ -67,6 +67,7 @@ struct moed_config {
 	char expert_hosts[CONFIG_PATH_MAX];  /* [L:]EXPERTS@HOST[;...] */
 	uint32_t peer_deadline_ms;           /* the longest a remote transfer may take */
 	enum peer_failure peer_failure;
+	uint32_t max_hosts_per_token;        /* top-k layers: hosts one token may visit; 0: any */
 };
 
 void moed_config_init(struct moed_config *c);

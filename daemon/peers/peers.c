@@ -247,7 +247,10 @@ static int peers_tables(struct peers *p, struct diag *d)
 	p->n_experts = calloc(moe_model_n_layers(m), sizeof(*p->n_experts));
 	p->host = calloc(moe_model_n_layers(m), sizeof(*p->host));
 	p->layer_remote = calloc(moe_model_n_layers(m), sizeof(*p->layer_remote));
-	if (!p->n_experts || !p->host || !p->layer_remote)
+	p->host_limited = calloc(moe_model_n_layers(m), sizeof(*p->host_limited));
+	p->has_host_limit = calloc(moe_model_n_layers(m), sizeof(*p->has_host_limit));
+	if (!p->n_experts || !p->host || !p->layer_remote || !p->host_limited ||
+	    !p->has_host_limit)
 		return diag_set(d, -ENOMEM, "peers: out of memory");
 	for (uint32_t l = 0; l < moe_model_n_layers(m); l++) {
 		p->n_experts[l] = moe_model_layer(m, l)->n_experts;
@@ -282,6 +285,72 @@ static int peers_tables(struct peers *p, struct diag *d)
 					p->host[l][e] == i + 1;
 	}
 	return 0;
+}
+
+/*
+ * max_hosts_per_token on top-k layers: DeepSeek-V3's node-limited routing
+ * (a token keeps the best M nodes, each scored by the sum of its two best
+ * experts' affinities, and chooses its k experts among theirs) is the
+ * router's group limit with the hosts as the groups. So each host's experts
+ * of the layer must be one contiguous block, all blocks of one size; a
+ * layer that limits groups already keeps its own groups (its model chose
+ * them), and M >= the hosts of the layer needs no limit.
+ */
+static int host_limit_setup(struct peers *p, struct diag *d)
+{
+	const uint32_t M = p->cfg->max_hosts_per_token;
+
+	if (!M)
+		return 0;
+	for (uint32_t l = 0; l < moe_model_n_layers(p->model); l++) {
+		const struct moe_layer *L = moe_model_layer(p->model, l);
+		const uint16_t *h = p->host[l];
+		uint32_t E = L->n_experts, block = 0, blocks = 0, run = 0;
+		uint8_t seen[PEERS_MAX + 1] = { 0 };
+		struct router_config *rc = &p->host_limited[l];
+
+		if (L->router.kind != ROUTER_TOPK || !p->layer_remote[l])
+			continue;
+		if (L->router.expert_groups)
+			return diag_set(d, -EINVAL,
+					"max_hosts_per_token: layer %u already limits its tokens to "
+					"%u of %u expert groups; give each host whole groups instead",
+					l, L->router.topk_groups, L->router.expert_groups);
+		for (uint32_t e = 0; e < E; e++) {
+			run++;
+			if (e + 1 < E && h[e + 1] == h[e])
+				continue;
+			if (seen[h[e]] || (block && run != block))
+				return diag_set(d, -EINVAL,
+						"max_hosts_per_token: layer %u's experts are not one "
+						"block of equal size per host (expert_hosts); the "
+						"limit needs each host's experts contiguous",
+						l);
+			seen[h[e]] = 1;
+			block = run;
+			run = 0;
+			blocks++;
+		}
+		if (M >= blocks)
+			continue;
+		*rc = L->router;
+		rc->expert_groups = blocks;
+		rc->topk_groups = M;
+		rc->group_score = GROUP_SCORE_TOP2;
+		if (router_config_validate(rc, E, d) < 0)
+			return diag_prefix(d, -EINVAL, "max_hosts_per_token on layer %u", l);
+		p->has_host_limit[l] = true;
+		log_info("layer %u: a token's %u experts lie on at most %u of %u hosts", l,
+			 rc->top_k, M, blocks);
+	}
+	return 0;
+}
+
+const struct router_config *peers_layer_router(const struct peers *p, uint32_t layer)
+{
+	if (!p || layer >= moe_model_n_layers(p->model) || !p->has_host_limit[layer])
+		return NULL;
+	return &p->host_limited[layer];
 }
 
 int peers_new(const struct peers_opts *o, struct peers **ret_peers, struct diag *d)
@@ -330,6 +399,9 @@ int peers_new(const struct peers_opts *o, struct peers **ret_peers, struct diag 
 	}
 	peer_identity(o->model, o->identity_hex, p->model_id.hash);
 	r = peers_tables(p, d);
+	if (r < 0)
+		goto fail;
+	r = host_limit_setup(p, d);
 	if (r < 0)
 		goto fail;
 	p->inbox_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -392,6 +464,8 @@ struct peers *peers_free(struct peers *p)
 	free(p->host);
 	free(p->n_experts);
 	free(p->layer_remote);
+	free(p->host_limited);
+	free(p->has_host_limit);
 	pthread_cond_destroy(&p->done);
 	pthread_mutex_destroy(&p->mu);
 	free(p);

@@ -81,6 +81,12 @@ bool peers_busy(const struct peers *p);
 /* Experts of @layer that compute on a peer ([n_experts], 0: here), or NULL if none does. */
 const uint16_t *peers_layer_hosts(const struct peers *p, uint32_t layer);
 
+/*
+ * The routing of @layer under max_hosts_per_token (the layer's own with
+ * groups that are the hosts' blocks of experts), or NULL: the layer's own.
+ */
+const struct router_config *peers_layer_router(const struct peers *p, uint32_t layer);
+
 /* One run's remote calls (a runner's; see engine_remote). */
 struct peers_batch;
 int peers_batch_new(struct peers *p, struct peers_batch **ret);

@@ -135,6 +135,8 @@ struct peers {
 	uint32_t *n_experts;       /* [n_layers] */
 	uint16_t **host;           /* [n_layers][n_experts[l]]: 0 here, i + 1 peer i */
 	bool *layer_remote;        /* [n_layers]: some expert of the layer is elsewhere */
+	struct router_config *host_limited; /* [n_layers]: max_hosts_per_token's routing */
+	bool *has_host_limit;      /* [n_layers]: host_limited[l] applies */
 	struct peer peer[PEERS_MAX];
 	uint32_t n_peers;
 	struct accepted acc[ACCEPTED_MAX];

@@ -95,7 +95,7 @@ static int run_engine_call(struct run *run, uint32_t row0, uint32_t rows, bool s
 		.segment_stats = segmented ? run->segment_stats : NULL,
 	};
 	ret = engine_forward_scratch(run->engine, &run->scratch, run->layer,
-				     run->given ? &run->given_cfg : NULL, b, d);
+				     run->given ? &run->given_cfg : run->host_cfg, b, d);
 	run->engine_calls++;
 	if (ret == 0)
 		for (uint32_t e = 0; e < run->layer->n_experts; e++)
@@ -138,7 +138,8 @@ static void member_set_result(struct run_member *m, int status, const struct eng
 static void run_check_members(struct run *run)
 {
 	const size_t dm = run->layer->d_model;
-	const struct router_config *cfg = run->given ? &run->given_cfg : &run->layer->router;
+	const struct router_config *cfg = run->given  ? &run->given_cfg
+						 : run->host_cfg ? run->host_cfg : &run->layer->router;
 	uint32_t rows = 0;
 
 	run->n_live = 0;

@@ -51,6 +51,7 @@ struct run {
 	struct peers_batch *peers_batch; /* this run's calls to other hosts (NULL: one host) */
 	struct engine_remote remote;     /* the layer's experts on other hosts, if has_remote */
 	bool has_remote;
+	const struct router_config *host_cfg; /* peers' host-limited routing, or NULL */
 	uint32_t layer_index;
 	uint32_t k;              /* routing slots per token of this run */
 	bool given;              /* routing supplied by the (single) member */

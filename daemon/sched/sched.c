@@ -187,6 +187,7 @@ static void run_prepare(struct sched *s, struct run *run, uint32_t layer)
 	run->homes = expert_map_homes(run->map, layer);
 	run->has_remote = run->peers_batch &&
 			  peers_batch_remote(run->peers_batch, layer, &run->remote);
+	run->host_cfg = peers_layer_router(s->peers, layer);
 	run->layer_index = layer;
 	run->k = s->layer_slots[layer];
 	run->given = false;

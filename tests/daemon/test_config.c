@@ -608,6 +608,7 @@ static void test_dump_of_every_key_changed_loads_back_identical(void **state)
 		{ "expert_hosts", "4-5@b;6,7@c;1:4@self" },
 		{ "peer_deadline_ms", "250" },
 		{ "peer_failure", "drop" },
+		{ "max_hosts_per_token", "2" },
 	};
 	struct moed_config c, defaults;
 	unsigned n_keys = 0;

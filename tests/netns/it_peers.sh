@@ -8,7 +8,10 @@
 # 1. Every golden case split over the hosts (host a keeps experts 0, 3, 6,
 #    ..., b computes 1, 4, 7, ..., c computes 2, 5, 8, ...): `moectl forward`
 #    through a gives bitwise the output of a serving the case alone.
-# 2. Faults, with the default model (experts 2-4 on b, 5-7 on c), deadline
+# 2. Node-limited routing (max_hosts_per_token = 1, experts 0-3 on a, 4-7 on
+#    b): each token's experts lie on one host, bitwise the routing with the
+#    hosts as expert groups (DeepSeek-V3's node limit).
+# 3. Faults, with the default model (experts 2-4 on b, 5-7 on c), deadline
 #    500 ms, peer_failure = drop, a client stream through a's socket:
 #    - c killed (SIGKILL) in the middle of a stream: every batch completes,
 #      the lost slots are counted as dropped, b keeps serving; c restarted
@@ -225,6 +228,40 @@ check [ "$d" = 0 ] && echo "ok   three hosts, 200 batches: no drops"
 "$moectl" --socket "$tmp/a.sock" forward --model "$tmp/state-a/default-model.safetensors" \
 	--input "$tmp/state-a/default-model.safetensors" --output "$tmp/default.ref" \
 	>/dev/null 2>&1 || { echo "FAIL: the reference forward"; fail=$((fail + 1)); }
+
+# node-limited routing: with max_hosts_per_token = 1 and experts 0-3 here,
+# 4-7 on b, every token's experts lie on one host, and the output is bitwise
+# the one host's with the hosts as DeepSeek's expert groups
+check stop a
+dm=$tmp/state-a/default-model.safetensors
+if start a "" --set "peers=b=$(addr_of b)" --set "expert_hosts=4-7@b" \
+	--set max_hosts_per_token=1 && wait_state a b up &&
+	"$moectl" --socket "$tmp/a.sock" forward --input "$dm" --output "$tmp/limited.out" \
+		>/dev/null 2>&1 &&
+	"$moectl" forward --model "$dm" --input "$dm" --output "$tmp/limited.ref" \
+		--expert_groups 2 --topk_groups 1 --group_score top2 >/dev/null 2>&1; then
+	check /usr/bin/python3 "$st_tool" same "$tmp/limited.ref" "$tmp/limited.out" &&
+		check /usr/bin/python3 - "$tmp/limited.out" <<'PY' &&
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    h = json.loads(f.read(n))
+    data = f.read()
+t = h["expert_index"]
+a, b = t["data_offsets"]
+idx = struct.unpack("<%di" % ((b - a) // 4), data[a:b])
+k = t["shape"][1]
+rows = [idx[i:i + k] for i in range(0, len(idx), k)]
+bad = [r for r in rows if len({e // 4 for e in r if e >= 0}) > 1]
+sys.exit(1 if bad or not rows else 0)
+PY
+		echo "ok   max_hosts_per_token=1: one host per token, bitwise the grouped routing"
+else
+	echo "FAIL: node-limited routing did not run"
+	fail=$((fail + 1))
+fi
+check stop a
+start_a drop && wait_state a b up && wait_state a c up || exit 1
 
 # c dies in the middle of a stream
 timeout $((120 * slow)) "$moectl" --socket "$tmp/a.sock" workload --batches 3000 --tokens 32 \

@@ -483,6 +483,49 @@ static void experts_b_does_not_compute_are_refused(void **state)
 	refused(ID_A, "6@x", "x=10.0.0.3:7301", "does not compute");
 }
 
+/* max_hosts_per_token: the hosts' blocks become the router's groups, or are refused */
+static void host_limit(const char *hosts, int expect, uint32_t groups)
+{
+	struct moed_config c;
+	struct peers_opts o = { .cfg = &c, .model = model, .identity_hex = ID_A,
+				.engine = engine_a, .transport_new = fake_transport_new };
+	struct fake_net net = { 0 };
+	struct diag d = { { 0 } };
+	struct peers *p = NULL;
+	const struct router_config *rc;
+
+	moed_config_init(&c);
+	cfg_set(&c, "peers", "b=10.0.0.2:7300,c=10.0.0.3:7300");
+	cfg_set(&c, "expert_hosts", hosts);
+	cfg_set(&c, "max_hosts_per_token", "1");
+	fake_net_current = &net;
+	assert_int_equal(peers_new(&o, &p, &d), expect);
+	if (expect < 0) {
+		assert_null(p);
+		assert_non_null(strstr(d.msg, "max_hosts_per_token"));
+		return;
+	}
+	for (uint32_t l = 0; l < N_LAYERS; l++) {
+		rc = peers_layer_router(p, l);
+		assert_non_null(rc);
+		assert_int_equal(rc->expert_groups, groups);
+		assert_int_equal(rc->topk_groups, 1);
+		assert_int_equal(rc->group_score, GROUP_SCORE_TOP2);
+		assert_int_equal(rc->top_k, moe_model_layer(model, l)->router.top_k);
+	}
+	peers_free(p);
+}
+
+static void max_hosts_per_token(void **state)
+{
+	(void)state;
+	host_limit("4-7@b", 0, 2);
+	host_limit("2-3@b;4-5@c;6-7@b", -EINVAL, 0); /* b holds two blocks */
+	host_limit("5-7@b", -EINVAL, 0);             /* blocks of 5 and 3 */
+	host_limit("2-3@b;4-5@c;6-7@self", -EINVAL, 0);
+	host_limit("0-3@c", 0, 2);                   /* this host keeps the second block */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -495,6 +538,7 @@ int main(void)
 		cmocka_unit_test(other_model_is_refused),
 		cmocka_unit_test(same_shapes_other_values_are_refused),
 		cmocka_unit_test(experts_b_does_not_compute_are_refused),
+		cmocka_unit_test(max_hosts_per_token),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
