@@ -346,6 +346,39 @@ static int host_limit_setup(struct peers *p, struct diag *d)
 	return 0;
 }
 
+/*
+ * Hierarchical layers choose a group of experts first (mesh-tensorflow's
+ * outer gate), then experts within it: with each group on one host, the
+ * first level chooses hosts. Say for each such layer whether it does; a
+ * group split over hosts still computes right, its tokens just visit more
+ * hosts.
+ */
+static void hierarchical_note(const struct peers *p)
+{
+	for (uint32_t l = 0; l < moe_model_n_layers(p->model); l++) {
+		const struct moe_layer *L = moe_model_layer(p->model, l);
+		uint32_t per = L->router.experts_per_group, split = 0;
+
+		if (L->router.kind != ROUTER_HIERARCHICAL || !p->layer_remote[l] || !per)
+			continue;
+		for (uint32_t g = 0; g < L->router.groups; g++)
+			for (uint32_t e = g * per + 1; e < (g + 1) * per && e < L->n_experts; e++)
+				if (p->host[l][e] != p->host[l][g * per]) {
+					split++;
+					break;
+				}
+		if (split)
+			log_warning("layer %u: %u of its %u hierarchical groups span several hosts; "
+				    "give each host whole groups (%u experts each) so that the "
+				    "first level chooses hosts",
+				    l, split, L->router.groups, per);
+		else
+			log_info("layer %u: each hierarchical group lies on one host: the first "
+				 "level chooses hosts",
+				 l);
+	}
+}
+
 const struct router_config *peers_layer_router(const struct peers *p, uint32_t layer)
 {
 	if (!p || layer >= moe_model_n_layers(p->model) || !p->has_host_limit[layer])
@@ -404,6 +437,7 @@ int peers_new(const struct peers_opts *o, struct peers **ret_peers, struct diag 
 	r = host_limit_setup(p, d);
 	if (r < 0)
 		goto fail;
+	hierarchical_note(p);
 	p->inbox_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (p->inbox_fd < 0) {
 		r = diag_set(d, -errno, "peers: eventfd: %m");

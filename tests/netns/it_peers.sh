@@ -6,8 +6,10 @@
 # on TCP, as the README's multi-host example does.
 #
 # 1. Every golden case split over the hosts (host a keeps experts 0, 3, 6,
-#    ..., b computes 1, 4, 7, ..., c computes 2, 5, 8, ...): `moectl forward`
-#    through a gives bitwise the output of a serving the case alone.
+#    ..., b computes 1, 4, 7, ..., c computes 2, 5, 8, ...; hierarchical
+#    cases whole groups: 4-7 on b, 12-15 on c, so that the first level
+#    chooses hosts): `moectl forward` through a gives bitwise the output of
+#    a serving the case alone.
 # 2. Node-limited routing (max_hosts_per_token = 1, experts 0-3 on a, 4-7 on
 #    b): each token's experts lie on one host, bitwise the routing with the
 #    hosts as expert groups (DeepSeek-V3's node limit).
@@ -185,8 +187,17 @@ for case in "${cases[@]}"; do
 	stop a || ok=0
 	start b "$case" --set "listen=$(addr_of b)" || ok=0
 	start c "$case" --set "listen=$(addr_of c)" || ok=0
+	# hierarchical cases: whole groups of 4 per host, so the first level picks hosts
+	hosts=$split
+	case $name in hierarchical_*) hosts="4-7@b;12-15@c" ;; esac
 	start a "$case" --set "peers=b=$(addr_of b),c=$(addr_of c)" \
-		--set "expert_hosts=$split" --set peer_deadline_ms=$((10000 * slow)) || ok=0
+		--set "expert_hosts=$hosts" --set peer_deadline_ms=$((10000 * slow)) || ok=0
+	case $name in hierarchical_*)
+		grep -q 'first level chooses hosts' "$tmp/a.log" || {
+			echo "FAIL $name: moed did not see its groups on single hosts"
+			ok=0
+		} ;;
+	esac
 	if [ "$ok" = 1 ] && wait_state a b up && wait_state a c up; then
 		if ! "$moectl" --socket "$tmp/a.sock" forward --input "$case" \
 			--output "$tmp/$name.split" >"$tmp/fwd.log" 2>&1; then
