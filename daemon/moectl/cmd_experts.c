@@ -110,24 +110,14 @@ static void print_map(const json_t *map)
 	}
 }
 
-/* The daemon's status as parsed JSON, or NULL (logged). */
+/* The serving daemon's status with its expert map, or NULL (logged). */
 static json_t *status_get(const char *socket_path)
 {
-	json_error_t err;
-	char *text = NULL;
-	json_t *root;
-	int r = moe_daemon_status(socket_path, &text);
+	json_t *root = moectl_status_get(socket_path);
 
-	if (r < 0) {
-		log_error("cannot get the status of moed at %s: %s",
-			  socket_path ? socket_path : "the default socket", moe_strerror(r));
-		return NULL;
-	}
-	root = json_loads(text, 0, &err);
-	free(text);
 	if (!root)
-		log_error("the daemon's status is not JSON: %s", err.text);
-	else if (json_object_get(root, "load"))
+		return NULL;
+	if (json_object_get(root, "load"))
 		log_error("moed is still loading its experts (moectl status shows how far)"),
 			json_decref(root), root = NULL;
 	else if (!json_is_object(json_object_get(json_object_get(root, "store"), "map")))

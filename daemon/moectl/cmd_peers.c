@@ -90,35 +90,15 @@ void moectl_print_peers(const json_t *peers)
 
 int cmd_peers(int argc, char **argv, const char *socket_path)
 {
-	bool json = false;
-	json_error_t err;
+	bool json;
 	json_t *root, *peers;
-	char *text = NULL;
-	int r;
+	int r = moectl_show_options(argc, argv, "moectl [--socket PATH] peers [--json]", &json);
 
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0) {
-			json = true;
-		} else if (strcmp(argv[i], "--help") == 0) {
-			printf("usage: moectl [--socket PATH] peers [--json]\n");
-			return 0;
-		} else {
-			log_error("unknown option %s (moectl peers --help)", argv[i]);
-			return 2;
-		}
-	}
-	r = moe_daemon_status(socket_path, &text);
-	if (r < 0) {
-		log_error("cannot get the status of moed at %s: %s",
-			  socket_path ? socket_path : "the default socket", moe_strerror(r));
+	if (r >= 0)
+		return r;
+	root = moectl_status_get(socket_path);
+	if (!root)
 		return 1;
-	}
-	root = json_loads(text, 0, &err);
-	free(text);
-	if (!root) {
-		log_error("the daemon's status is not JSON: %s", err.text);
-		return 1;
-	}
 	peers = json_object_get(root, "peers");
 	if (json) {
 		char *out = json_dumps(peers ? peers : json_null(), JSON_INDENT(2) | JSON_ENCODE_ANY);

@@ -150,21 +150,12 @@ static int print_summary(const char *text)
 
 int cmd_status(int argc, char **argv, const char *socket_path)
 {
-	bool json = false;
+	bool json;
 	char *text = NULL;
-	int r;
+	int r = moectl_show_options(argc, argv, "moectl [--socket PATH] status [--json]", &json);
 
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0) {
-			json = true;
-		} else if (strcmp(argv[i], "--help") == 0) {
-			printf("usage: moectl [--socket PATH] status [--json]\n");
-			return 0;
-		} else {
-			log_error("unknown option %s (moectl status --help)", argv[i]);
-			return 2;
-		}
-	}
+	if (r >= 0)
+		return r;
 	r = moe_daemon_status(socket_path, &text);
 	if (r < 0) {
 		log_error("cannot get the status of moed at %s: %s",

@@ -8,8 +8,11 @@
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <moe.h>
 
 #include "moectl.h"
 #include "router/router_config.h"
@@ -100,6 +103,42 @@ double moectl_now_s(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+json_t *moectl_status_get(const char *socket_path)
+{
+	json_error_t err;
+	char *text = NULL;
+	json_t *root;
+	int r = moe_daemon_status(socket_path, &text);
+
+	if (r < 0) {
+		log_error("cannot get the status of moed at %s: %s",
+			  socket_path ? socket_path : "the default socket", moe_strerror(r));
+		return NULL;
+	}
+	root = json_loads(text, 0, &err);
+	free(text);
+	if (!root)
+		log_error("the daemon's status is not JSON: %s", err.text);
+	return root;
+}
+
+int moectl_show_options(int argc, char **argv, const char *usage, bool *ret_json)
+{
+	*ret_json = false;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0) {
+			*ret_json = true;
+		} else if (strcmp(argv[i], "--help") == 0) {
+			printf("usage: %s\n", usage);
+			return 0;
+		} else {
+			log_error("unknown option %s (%s)", argv[i], usage);
+			return 2;
+		}
+	}
+	return -1;
 }
 
 int moectl_router_option(int argc, char **argv, int i, char *buf, unsigned size)

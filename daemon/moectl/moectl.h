@@ -2,6 +2,8 @@
 /* moectl: the subcommands, each in its own file. */
 #pragma once
 
+#include <stdbool.h>
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +43,15 @@ double moectl_now_s(void);
  * option, or -EINVAL (message logged) for a missing value.
  */
 int moectl_router_option(int argc, char **argv, int i, char *buf, unsigned size);
+
+/* The daemon's status, parsed, or NULL after a log line saying why. */
+struct json_t *moectl_status_get(const char *socket_path);
+
+/*
+ * The options of a command that shows something: --json and --help (which
+ * prints @usage). -1 to go on, else the exit status to return (0 or 2).
+ */
+int moectl_show_options(int argc, char **argv, const char *usage, bool *ret_json);
 
 /* The status's "peers" object, for people (moectl peers, moectl status). */
 void moectl_print_peers(const struct json_t *peers);

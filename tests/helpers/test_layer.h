@@ -101,6 +101,19 @@ static inline void mem_layer_free(struct mem_layer *m)
 	free(m);
 }
 
+/* Mixtral's routing: top-@k renormalised, SiLU-gated experts. */
+static inline struct router_config topk_silu_config(uint32_t k)
+{
+	struct router_config c;
+
+	router_config_init(&c);
+	c.kind = ROUTER_TOPK;
+	c.top_k = k;
+	c.normalize = true;
+	c.activation = ACT_SILU_GATED;
+	return c;
+}
+
 static inline float *input_new(uint32_t T, uint32_t d, uint64_t seed)
 {
 	float *x = malloc(sizeof(float) * T * d);

@@ -41,18 +41,6 @@ static struct ffn_weights replica[N_EXPERTS][MAX_REPLICAS];
 static float *replica_owned[N_EXPERTS * MAX_REPLICAS * 5];
 static unsigned n_replica_owned;
 
-static struct router_config config(void)
-{
-	struct router_config c;
-
-	router_config_init(&c);
-	c.kind = ROUTER_TOPK;
-	c.top_k = K;
-	c.normalize = true;
-	c.activation = ACT_SILU_GATED;
-	return c;
-}
-
 /* A fresh copy of @n floats of @src (NULL stays NULL). */
 static const float *dup_floats(const float *src, size_t n)
 {
@@ -97,7 +85,7 @@ static void homes_make(struct expert_home *h, uint32_t n_nodes, uint32_t shift)
 static int forward(struct engine *eng, const struct moe_layer *L,
 		   const struct expert_home *homes, float *out, struct diag *d)
 {
-	struct router_config c = config();
+	struct router_config c = topk_silu_config(K);
 	struct engine_batch b = { .x = x, .n_tokens = NT, .homes = homes, .output = out };
 
 	memset(out, 0xa5, sizeof(float) * NT * DM); /* the engine must write every element */

@@ -42,18 +42,6 @@ static struct mem_layer *layer;
 static float *x;
 static struct engine *engine;
 
-static struct router_config config(void)
-{
-	struct router_config c;
-
-	router_config_init(&c);
-	c.kind = ROUTER_TOPK;
-	c.top_k = K;
-	c.normalize = true;
-	c.activation = ACT_SILU_GATED;
-	return c;
-}
-
 static int setup(void **state)
 {
 	struct layer_spec sp = { .d = DM, .ff = FF, .E = N_EXPERTS, .gated = true, .bias = true,
@@ -62,7 +50,7 @@ static int setup(void **state)
 
 	(void)state;
 	layer = mem_layer_new(&sp);
-	layer->L.router = config();
+	layer->L.router = topk_silu_config(K);
 	x = input_new(NT, DM, 7);
 	engine_opts_init(&o);
 	o.n_workers = 2;
@@ -180,7 +168,7 @@ static int forward(const struct router_config *cfg, const struct engine_remote *
 
 static void remote_experts_bitwise(void **state)
 {
-	const struct router_config cfg = config();
+	const struct router_config cfg = topk_silu_config(K);
 	static struct result local, remote_res;
 	static const uint16_t splits[][N_EXPERTS] = {
 		{ 0, 0, 0, 0, 0, 0 }, { 1, 0, 0, 0, 0, 0 }, { 0, 1, 0, 1, 0, 2 },
@@ -217,7 +205,7 @@ static void remote_experts_bitwise(void **state)
 
 static void failed_expert_drops_its_slots(void **state)
 {
-	const struct router_config cfg = config();
+	const struct router_config cfg = topk_silu_config(K);
 	static struct result local, res;
 	static const uint16_t host[N_EXPERTS] = { 0, 0, 1, 0, 1, 0 };
 	struct fake_peers p;
@@ -264,7 +252,7 @@ static void failed_expert_drops_its_slots(void **state)
 /* top-1 with passthrough: a token whose one expert failed keeps its input, scaled. */
 static void failed_expert_passthrough(void **state)
 {
-	struct router_config cfg = config();
+	struct router_config cfg = topk_silu_config(K);
 	static struct result res;
 	static const uint16_t host[N_EXPERTS] = { 1, 1, 1, 1, 1, 1 };
 	struct fake_peers p;
@@ -295,7 +283,7 @@ static void failed_expert_passthrough(void **state)
 
 static void errors_fail_the_batch(void **state)
 {
-	const struct router_config cfg = config();
+	const struct router_config cfg = topk_silu_config(K);
 	static struct result res;
 	static const uint16_t host[N_EXPERTS] = { 0, 1, 0, 0, 0, 0 };
 	struct fake_peers p;
