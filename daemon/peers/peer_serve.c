@@ -350,12 +350,14 @@ void serve_on_transfer_done(struct peers *p, uint64_t cookie, int status)
 		job_start(p, j);
 }
 
-int serve_take_done(struct peers *p)
+int serve_take_done(struct peers *p, bool fd_ready)
 {
 	struct exec_item *done;
 	int n = 0;
 
-	executor_ack_event(p->serve);
+	/* the eventfd only when its poll fired (see calls_take_inbox) */
+	if (fd_ready)
+		executor_ack_event(p->serve);
 	done = executor_take_done(p->serve);
 	while (done) {
 		struct serve_job *j = (struct serve_job *)done;

@@ -516,13 +516,25 @@ int peers_fds(const struct peers *p, int fds[3])
 	return 3;
 }
 
+void peers_fd_ready(struct peers *p, uint32_t i)
+{
+	p->fds_ready |= 1u << i;
+}
+
 int peers_poll(struct peers *p, uint64_t now)
 {
+	const uint32_t ready = p->fds_ready;
 	int n = 0, k;
 
 	p->now_ns = now;
-	n += calls_take_inbox(p, now);
-	n += serve_take_done(p);
+	p->fds_ready = 0;
+	n += calls_take_inbox(p, now, ready & 2);
+	n += serve_take_done(p, ready & 4);
+	/* ucp_worker_progress polls UCX's sockets: a syscall, only when it may find something */
+	if (!(ready & 1) && !p->pending && !p->jobs && !n &&
+	    now - p->last_progress_ns < PEERS_PROGRESS_NS)
+		return 0;
+	p->last_progress_ns = now;
 	while ((k = transport_progress(p->t)) > 0)
 		n += k;
 	close_deferred(p);
@@ -536,8 +548,10 @@ int peers_arm(struct peers *p)
 {
 	int r = transport_arm(p->t);
 
-	if (r == -EAGAIN)
+	if (r == -EAGAIN) {
+		p->fds_ready |= 1; /* events wait: the next peers_poll() must progress */
 		return r;
+	}
 	if (r < 0)
 		log_error("peers: cannot arm the transport's event fd: %s", strerror(-r));
 	return 0;

@@ -36,6 +36,8 @@
 #include "model/model.h"
 #include "util/diag.h"
 
+#define PEERS_PROGRESS_NS 1000000ull /* 1 ms */
+
 struct expert_store;
 struct transport;
 struct transport_handlers;
@@ -69,7 +71,15 @@ struct peers *peers_free(struct peers *p);
  * count (3).
  */
 int peers_fds(const struct peers *p, int fds[3]);
-/* Do what is pending: the runners' calls, replies, served requests. The number of events. */
+/* The reactor saw peers_fds()[@i] readable. */
+void peers_fd_ready(struct peers *p, uint32_t i);
+/*
+ * Do what is pending: the runners' calls, replies, served requests. The
+ * number of events. Cheap when nothing is (no syscall): UCX is progressed
+ * when its fd was readable, while calls or served requests are in flight,
+ * and at least every PEERS_PROGRESS_NS while the reactor is too busy to
+ * sleep.
+ */
 int peers_poll(struct peers *p, uint64_t now_ns);
 /* Before the reactor sleeps: 0, or -EAGAIN when it must poll again first. */
 int peers_arm(struct peers *p);

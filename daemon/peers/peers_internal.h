@@ -160,6 +160,8 @@ struct peers {
 	 */
 	uint64_t remote_span_ns, waited_ns, remote_batches;
 	uint64_t now_ns;           /* the time of the current peers_poll() */
+	uint32_t fds_ready;        /* bit i: peers_fds()[i] was readable (peers_fd_ready) */
+	uint64_t last_progress_ns;
 	/* connections to close once transport_progress() returned (not from its callbacks) */
 	uint32_t to_close[TRANSPORT_MAX_CONNS];
 	uint32_t n_to_close;
@@ -173,7 +175,7 @@ void peers_peer_failed(struct peers *p, uint32_t i, int err, const char *why, ui
 struct peers *peers_of_transport(void *ctx);
 
 /* peer_calls.c: the reactor's side of runs' calls */
-int calls_take_inbox(struct peers *p, uint64_t now_ns);
+int calls_take_inbox(struct peers *p, uint64_t now_ns, bool fd_ready);
 /* A reply arrived on the connection of peer @i. */
 void calls_on_reply(struct peers *p, uint32_t i, const struct transport_msg *m,
 		    struct transport_rx *rx, uint64_t now_ns);
@@ -194,4 +196,4 @@ int serve_find(const struct peers *p, uint32_t conn);
 void serve_on_message(struct peers *p, uint32_t slot, const struct transport_msg *m,
 		      struct transport_rx *rx);
 void serve_on_transfer_done(struct peers *p, uint64_t cookie, int status);
-int serve_take_done(struct peers *p);
+int serve_take_done(struct peers *p, bool fd_ready);

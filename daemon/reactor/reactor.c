@@ -153,8 +153,10 @@ static int reactor_arm_read(struct reactor *r, int fd, void *buf, unsigned len, 
 static void reactor_on_peers(struct reactor *r, void *arg, uint32_t slot, uint32_t gen, int res)
 {
 	(void)arg, (void)gen, (void)res;
-	if (slot < 3)
+	if (slot < 3) {
 		r->peers_fd_armed[slot] = false;
+		peers_fd_ready(r->peers, slot);
+	}
 }
 
 /*
