@@ -86,7 +86,9 @@ struct expert_home {
  * transfers overlap the local work. The combine then runs as always: the
  * output is bitwise what one host holding every expert gives, as long as the
  * remote host computes each expert's rows with engine_experts_scratch()
- * (the same tiles, hence the same sums). BASE layers ignore it.
+ * (the same tiles, hence the same sums) on the same kernels (a CPU of the
+ * same kind and OpenBLAS core: kernels sum in their own orders). BASE
+ * layers ignore it.
  */
 struct engine_remote_job {
 	uint32_t layer;             /* the layer's index in its model */

@@ -32,14 +32,6 @@ struct peers_batch {
 	uint64_t deadline_ns;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static struct peer_call *call_new(uint32_t peer, uint32_t total_rows, uint32_t d_model)
 {
 	struct peer_call *c = calloc(1, sizeof(*c));
@@ -176,7 +168,7 @@ static int batch_dispatch(void *ctx, const struct engine_remote_job *job)
 	}
 	if (!b->calls)
 		return 0;
-	b->t_dispatch_ns = now_ns();
+	b->t_dispatch_ns = peers_now_ns();
 	b->deadline_ns = b->t_dispatch_ns + (uint64_t)p->cfg->peer_deadline_ms * 1000000ull;
 	for (struct peer_call *c = b->calls; c; c = c->batch_next) {
 		c->next = first;
@@ -208,7 +200,7 @@ static int batch_collect(void *ctx, const struct engine_remote_job *job, uint8_t
 	struct peers *p = b->p;
 	struct timespec until = { .tv_sec = (time_t)(b->deadline_ns / 1000000000ull),
 				  .tv_nsec = (long)(b->deadline_ns % 1000000000ull) };
-	uint64_t t_wait = now_ns(), t_last = t_wait;
+	uint64_t t_wait = peers_now_ns(), t_last = t_wait;
 	bool any_failed = false;
 
 	pthread_mutex_lock(&p->mu);
@@ -218,7 +210,7 @@ static int batch_collect(void *ctx, const struct engine_remote_job *job, uint8_t
 	for (struct peer_call *c = b->calls; c; c = c->batch_next) {
 		if (c->state == CALL_QUEUED || c->state == CALL_SENT) {
 			c->state = CALL_ABANDONED;
-			c->t_final_ns = now_ns();
+			c->t_final_ns = peers_now_ns();
 		}
 		if (c->t_final_ns > t_last)
 			t_last = c->t_final_ns;
@@ -278,7 +270,7 @@ static bool call_finish_locked(struct peers *p, struct peer_call *c, enum call_s
 		return false;
 	c->state = state;
 	c->status = status;
-	c->t_final_ns = now_ns();
+	c->t_final_ns = peers_now_ns();
 	pthread_cond_broadcast(&p->done);
 	return true;
 }
@@ -326,6 +318,7 @@ static void call_send(struct peers *p, struct peer_call *c, uint64_t now)
 int calls_take_inbox(struct peers *p, uint64_t now, bool fd_ready)
 {
 	struct peer_call *list, *rev = NULL;
+	enum call_state s;
 	int n = 0;
 	uint64_t v;
 
@@ -354,6 +347,14 @@ int calls_take_inbox(struct peers *p, uint64_t now, bool fd_ready)
 
 		rev = c->next;
 		n++;
+		pthread_mutex_lock(&p->mu);
+		s = c->state;
+		pthread_mutex_unlock(&p->mu);
+		if (s == CALL_ABANDONED) {
+			/* its runner gave up before we sent it: our delay, not the peer's */
+			call_put(p, c);
+			continue;
+		}
 		if (p->peer[c->peer].state != PEER_UP) {
 			p->peer[c->peer].n.calls_failed++;
 			call_finish(p, c, CALL_FAILED, -EHOSTUNREACH);
@@ -373,10 +374,35 @@ static struct peer_call *pending_find(struct peers *p, uint64_t id)
 	return NULL;
 }
 
+/*
+ * A call its runner gave up on is the peer's deadline miss, counted once
+ * whichever way the reactor learns of it (the sweep, a late reply, a late
+ * transfer), and the peer goes down: the next calls fail at once instead
+ * of each waiting a deadline. Returns the peers to mark down, as a bit set.
+ */
+static uint64_t call_count_miss(struct peers *p, struct peer_call *c)
+{
+	if (c->missed)
+		return 0;
+	c->missed = true;
+	p->peer[c->peer].n.deadline_misses++;
+	return p->peer[c->peer].state == PEER_UP && p->peer[c->peer].conn == c->conn
+		       ? 1ull << c->peer
+		       : 0;
+}
+
+static void peers_down_for_misses(struct peers *p, uint64_t set, uint64_t now)
+{
+	for (uint32_t i = 0; i < p->n_peers; i++)
+		if (set & (1ull << i))
+			peers_peer_failed(p, i, -ETIMEDOUT, "missed its deadline", now);
+}
+
 /* Unlink and release the calls that are final and have nothing in flight. */
 static void pending_release(struct peers *p)
 {
 	struct peer_call **pp = &p->pending;
+	uint64_t down = 0;
 
 	while (*pp) {
 		struct peer_call *c = *pp;
@@ -385,6 +411,8 @@ static void pending_release(struct peers *p)
 		pthread_mutex_lock(&p->mu);
 		s = c->state;
 		pthread_mutex_unlock(&p->mu);
+		if (s == CALL_ABANDONED)
+			down |= call_count_miss(p, c);
 		if (s == CALL_SENT || c->send_busy || c->recv_busy) {
 			pp = &c->next;
 			continue;
@@ -392,6 +420,8 @@ static void pending_release(struct peers *p)
 		*pp = c->next;
 		call_put(p, c);
 	}
+	/* after the walk: marking a peer down releases calls too (calls_fail_peer) */
+	peers_down_for_misses(p, down, p->now_ns);
 }
 
 static void rtt_note(struct peer *peer, uint64_t sent, uint64_t now)
@@ -402,6 +432,18 @@ static void rtt_note(struct peer *peer, uint64_t sent, uint64_t now)
 	peer->n.rtt_avg_us = peer->n.rtt_avg_us ? 0.875 * peer->n.rtt_avg_us + 0.125 * us : us;
 	if (us > peer->n.rtt_max_us)
 		peer->n.rtt_max_us = us;
+}
+
+/* A call's result rows are in: DONE, unless its runner gave up meanwhile. */
+static void call_done(struct peers *p, struct peer_call *c, uint64_t now)
+{
+	struct peer *peer = &p->peer[c->peer];
+
+	if (!call_finish(p, c, CALL_DONE, 0))
+		return;
+	rtt_note(peer, c->t_sent_ns, now);
+	peer->n.rows_in += c->req.total_rows;
+	peer->n.bytes_in += sizeof(float) * c->req.total_rows * c->req.d_model;
 }
 
 void calls_on_reply(struct peers *p, uint32_t i, const struct transport_msg *m,
@@ -455,14 +497,11 @@ void calls_on_reply(struct peers *p, uint32_t i, const struct transport_msg *m,
 		peers_peer_failed(p, i, r, "a receive failed", now);
 		return;
 	}
-	peer->n.rows_in += rep.total_rows;
-	peer->n.bytes_in += m->data_len;
 	if (r == 1) {
 		c->recv_busy = true;
 		return;
 	}
-	rtt_note(peer, c->t_sent_ns, now);
-	call_finish(p, c, CALL_DONE, 0);
+	call_done(p, c, now);
 	pending_release(p);
 }
 
@@ -476,8 +515,8 @@ void calls_on_transfer_done(struct peers *p, uint64_t cookie, int status, uint64
 		c->send_busy = false;
 	} else {
 		c->recv_busy = false;
-		if (status == 0 && call_finish(p, c, CALL_DONE, 0))
-			rtt_note(&p->peer[c->peer], c->t_sent_ns, now);
+		if (status == 0)
+			call_done(p, c, now);
 	}
 	if (status < 0) {
 		call_finish(p, c, CALL_FAILED, status);
@@ -504,28 +543,15 @@ void calls_sweep(struct peers *p, uint64_t now)
 {
 	/* a grace of one deadline: the runner gives up first and says so by ABANDONED */
 	const uint64_t deadline = (uint64_t)p->cfg->peer_deadline_ms * 1000000ull;
-	uint32_t missed[PEERS_MAX] = { 0 };
 
 	for (struct peer_call *c = p->pending; c; c = c->next) {
-		bool late;
-
 		pthread_mutex_lock(&p->mu);
-		late = c->state == CALL_ABANDONED ||
-		       (c->state == CALL_SENT && now - c->t_sent_ns > 2 * deadline);
-		if (late && c->state == CALL_SENT)
+		if (c->state == CALL_SENT && now - c->t_sent_ns > 2 * deadline) {
+			/* no runner waits that long: a lost call; it counts as abandoned */
 			call_finish_locked(p, c, CALL_FAILED, -ETIMEDOUT);
+			c->state = CALL_ABANDONED;
+		}
 		pthread_mutex_unlock(&p->mu);
-		/* count each call once: it leaves the list below unless a transfer holds it */
-		if (late && !c->missed) {
-			missed[c->peer]++;
-			c->missed = true;
-		}
 	}
-	for (uint32_t i = 0; i < p->n_peers; i++)
-		if (missed[i]) {
-			p->peer[i].n.deadline_misses += missed[i];
-			if (p->peer[i].state == PEER_UP)
-				peers_peer_failed(p, i, -ETIMEDOUT, "missed its deadline", now);
-		}
 	pending_release(p);
 }

@@ -31,6 +31,19 @@ static bool data_len_is(size_t data_len, uint64_t rows, uint32_t d_model)
 	return floats <= SIZE_MAX / sizeof(float) && data_len == floats * sizeof(float);
 }
 
+/*
+ * A peer's text for our logs and the status JSON: NUL-ended within @n and
+ * printable ASCII only (a control character could forge log lines, and
+ * bytes that are not UTF-8 would make the status unprintable).
+ */
+static void keep_printable(char *s, size_t n)
+{
+	s[n - 1] = '\0';
+	for (size_t i = 0; s[i]; i++)
+		if (s[i] < 0x20 || s[i] > 0x7e)
+			s[i] = '?';
+}
+
 static int magic_version(uint32_t magic, uint16_t version, const char *what, struct diag *d)
 {
 	if (magic != PEER_PROTO_MAGIC)
@@ -50,7 +63,7 @@ int peer_hello_decode(const void *hdr, size_t len, struct peer_hello *ret, struc
 	r = magic_version(ret->magic, ret->version, "a HELLO", d);
 	if (r < 0)
 		return r;
-	ret->name[sizeof(ret->name) - 1] = '\0';
+	keep_printable(ret->name, sizeof(ret->name));
 	return 0;
 }
 
@@ -66,8 +79,8 @@ int peer_hello_reply_decode(const void *hdr, size_t len, struct peer_hello_reply
 		return r;
 	if (ret->status > 0 || ret->status < -4095)
 		return diag_set(d, -EPROTO, "a HELLO reply with status %d", ret->status);
-	ret->name[sizeof(ret->name) - 1] = '\0';
-	ret->why[sizeof(ret->why) - 1] = '\0';
+	keep_printable(ret->name, sizeof(ret->name));
+	keep_printable(ret->why, sizeof(ret->why));
 	return 0;
 }
 
@@ -127,7 +140,7 @@ int peer_expert_reply_decode(const void *hdr, size_t len, size_t data_len,
 		return r;
 	if (ret->magic != PEER_PROTO_MAGIC)
 		return diag_set(d, -EPROTO, "an expert reply without moed's magic");
-	ret->why[sizeof(ret->why) - 1] = '\0';
+	keep_printable(ret->why, sizeof(ret->why));
 	if (ret->status > 0 || ret->status < -4095)
 		return diag_set(d, -EPROTO, "an expert reply with status %d", ret->status);
 	if (ret->status == 0 && !data_len_is(data_len, ret->total_rows, ret->d_model))

@@ -22,6 +22,8 @@ int serve_start(struct peers *p)
 	return executor_new(p->cfg->runs_in_flight, &p->serve);
 }
 
+static void accepted_drop(struct peers *p, uint32_t slot);
+
 static void job_free(struct peers *p, struct serve_job *j)
 {
 	for (struct serve_job **pp = &p->jobs; *pp; pp = &(*pp)->next)
@@ -29,6 +31,8 @@ static void job_free(struct peers *p, struct serve_job *j)
 			*pp = j->next;
 			break;
 		}
+	if (p->acc[j->accepted].used && p->acc[j->accepted].gen == j->acc_gen)
+		p->acc[j->accepted].jobs--;
 	scratch_done(&j->scratch);
 	free(j->x);
 	free(j->y);
@@ -37,12 +41,49 @@ static void job_free(struct peers *p, struct serve_job *j)
 
 void serve_stop(struct peers *p)
 {
-	/* the runners finish the jobs they compute; the jobs go with them */
+	/* the runners finish the jobs they compute, and run no others */
 	p->serve = executor_free(p->serve);
+}
+
+void serve_free(struct peers *p)
+{
 	while (p->jobs)
 		job_free(p, p->jobs);
-	for (uint32_t i = 0; i < ACCEPTED_MAX; i++)
+	for (uint32_t i = 0; i < ACCEPTED_MAX; i++) {
 		free(p->acc[i].asks);
+		p->acc[i].asks = NULL;
+	}
+}
+
+void serve_tick(struct peers *p, uint64_t now)
+{
+	const uint64_t hello_ns = (uint64_t)p->cfg->hello_timeout_ms * 1000000ull;
+	const uint64_t reply_ns = 2ull * p->cfg->peer_deadline_ms * 1000000ull;
+
+	for (uint32_t i = 0; i < ACCEPTED_MAX; i++) {
+		struct accepted *a = &p->acc[i];
+
+		if (!a->used)
+			continue;
+		/* a refusal had a second to arrive; silence is not a peer */
+		if ((a->t_refused_ns && now - a->t_refused_ns > 1000000000ull) ||
+		    (!a->hello_ok && !a->t_refused_ns && now - a->t_accept_ns > hello_ns))
+			accepted_drop(p, i);
+	}
+	/*
+	 * A requester that hangs (SIGSTOP) leaves our reply stuck in its
+	 * socket while its kernel still acknowledges: close the connection,
+	 * which ends the send and frees the job.
+	 */
+	for (struct serve_job *j = p->jobs; j; j = j->next)
+		if (j->t_reply_ns && now - j->t_reply_ns > reply_ns &&
+		    p->acc[j->accepted].used && p->acc[j->accepted].gen == j->acc_gen) {
+			log_error("peer '%s' (%s) has not taken a reply for %u ms; closing its "
+				  "connection",
+				  p->acc[j->accepted].name, p->acc[j->accepted].addr,
+				  2 * p->cfg->peer_deadline_ms);
+			accepted_drop(p, j->accepted);
+		}
 }
 
 int serve_find(const struct peers *p, uint32_t conn)
@@ -61,7 +102,8 @@ void serve_on_accept(struct peers *p, uint32_t conn, const char *addr)
 		if (a->used)
 			continue;
 		free(a->asks);
-		*a = (struct accepted){ .used = true, .conn = conn, .gen = a->gen + 1 };
+		*a = (struct accepted){ .used = true, .conn = conn, .gen = a->gen + 1,
+					.t_accept_ns = p->now_ns };
 		snprintf(a->addr, sizeof(a->addr), "%s", addr ? addr : "?");
 		return;
 	}
@@ -101,11 +143,13 @@ static void hello_answer(struct peers *p, uint32_t slot, int status, const char 
 
 	snprintf(rep.name, sizeof(rep.name), "%s", p->name);
 	snprintf(rep.why, sizeof(rep.why), "%s", why ? why : "");
-	if (status < 0)
+	if (status < 0 && ratelimit_below(&p->log_rl, p->now_ns, NULL))
 		log_error("peers: refused '%s' (%s): %s", a->name, a->addr, rep.why);
-	else
+	else if (status == 0)
 		log_info("peer '%s' (%s) connected", a->name, a->addr);
 	a->hello_ok = status == 0;
+	if (status < 0)
+		a->t_refused_ns = p->now_ns;
 	r = transport_send(p->t, a->conn, PEER_MSG_HELLO_REPLY, &rep, sizeof(rep), NULL, 0,
 			   cookie_make(COOKIE_NONE, 0));
 	if (r < 0)
@@ -166,7 +210,8 @@ static void on_hello(struct peers *p, uint32_t slot, const struct transport_msg 
 		hello_answer(p, slot, -ENOMEM, "out of memory");
 		return;
 	}
-	r = transport_recv(p->t, rx, a->asks, asks, cookie_make(COOKIE_HELLO, slot));
+	r = transport_recv(p->t, rx, a->asks, asks,
+			   cookie_make(COOKIE_HELLO, (uint64_t)a->gen << 16 | slot));
 	if (r < 0)
 		accepted_drop(p, slot);
 	else if (r == 0)
@@ -197,7 +242,7 @@ static void job_reply(struct peers *p, struct serve_job *j)
 	r = transport_send(p->t, a->conn, PEER_MSG_EXPERT_REPLY, &rep, sizeof(rep),
 			   bytes ? j->y : NULL, bytes, cookie_make(COOKIE_SERVE_SEND, j->id));
 	if (r == 1) {
-		j->send_busy = true;
+		j->t_reply_ns = p->now_ns;
 		return;
 	}
 	job_free(p, j);
@@ -240,7 +285,6 @@ out:
 static void job_start(struct peers *p, struct serve_job *j)
 {
 	j->item.run = job_compute;
-	j->computing = true;
 	executor_submit(p->serve, &j->item);
 }
 
@@ -259,11 +303,28 @@ static void on_request(struct peers *p, uint32_t slot, const struct transport_ms
 				 .acc_gen = a->gen };
 	j->next = p->jobs;
 	p->jobs = j;
+	a->jobs++;
 	r = peer_expert_req_decode(m->header, m->header_len, m->data_len, moe_model_n_layers(p->model),
 				   p->model_id.d_model, p->n_experts, ENGINE_MAX_TOKENS, &j->req,
 				   &d);
 	if (r == 0 && !a->hello_ok)
 		r = diag_set(&d, -EPROTO, "an expert request before HELLO");
+	if (r == 0 && p->stopping)
+		r = diag_set(&d, -ESHUTDOWN, "this moed is stopping");
+	if (r == 0 && a->jobs > SERVE_MAX_JOBS_PER_CONN)
+		r = diag_set(&d, -EBUSY, "more than %d requests of one connection at once",
+			     SERVE_MAX_JOBS_PER_CONN);
+	/* rows as one of our own merged runs can have: the memory a request may cost */
+	if (r == 0) {
+		const struct moe_layer *L = moe_model_layer(p->model, j->req.layer);
+		uint64_t max_rows = (uint64_t)p->cfg->max_merged_tokens *
+				    router_config_slots(&L->router);
+
+		if (j->req.total_rows > max_rows)
+			r = diag_set(&d, -E2BIG, "an expert request of %u rows; at most %llu "
+						 "(max_merged_tokens x slots)",
+				     j->req.total_rows, (unsigned long long)max_rows);
+	}
 	for (uint32_t i = 0; r == 0 && i < j->req.n_bins; i++)
 		if (p->host[j->req.layer][j->req.bin[i].expert] != 0)
 			r = diag_set(&d, -EINVAL, "layer %u's expert %u does not compute here",
@@ -276,7 +337,8 @@ static void on_request(struct peers *p, uint32_t slot, const struct transport_ms
 			       sizeof(j->req.call));
 		j->status = r;
 		snprintf(j->why, sizeof(j->why), "%.159s", d.msg);
-		log_error("peer '%s' (%s): %s", a->name, a->addr, d.msg);
+		if (ratelimit_below(&p->log_rl, p->now_ns, NULL))
+			log_error("peer '%s' (%s): %s", a->name, a->addr, d.msg);
 		job_reply(p, j);
 		return;
 	}
@@ -294,9 +356,7 @@ static void on_request(struct peers *p, uint32_t slot, const struct transport_ms
 		job_free(p, j);
 		return;
 	}
-	if (r == 1)
-		j->recv_busy = true;
-	else
+	if (r == 0)
 		job_start(p, j);
 }
 
@@ -325,10 +385,11 @@ void serve_on_transfer_done(struct peers *p, uint64_t cookie, int status)
 	struct serve_job *j;
 
 	if (cookie_kind(cookie) == COOKIE_HELLO) {
-		uint32_t slot = (uint32_t)cookie_value(cookie);
+		uint32_t slot = (uint32_t)(cookie_value(cookie) & 0xffff);
+		uint32_t gen = (uint32_t)(cookie_value(cookie) >> 16);
 
-		if (slot < ACCEPTED_MAX && p->acc[slot].used && p->acc[slot].asks &&
-		    !p->acc[slot].hello_ok) {
+		if (slot < ACCEPTED_MAX && p->acc[slot].used && p->acc[slot].gen == gen &&
+		    p->acc[slot].asks && !p->acc[slot].hello_ok) {
 			if (status == 0)
 				hello_check_asks(p, slot);
 			else
@@ -343,7 +404,6 @@ void serve_on_transfer_done(struct peers *p, uint64_t cookie, int status)
 		job_free(p, j);
 		return;
 	}
-	j->recv_busy = false;
 	if (status < 0)
 		job_free(p, j);
 	else
@@ -363,7 +423,6 @@ int serve_take_done(struct peers *p, bool fd_ready)
 		struct serve_job *j = (struct serve_job *)done;
 
 		done = done->next;
-		j->computing = false;
 		job_reply(p, j);
 		n++;
 	}

@@ -414,6 +414,7 @@ int peers_new(const struct peers_opts *o, struct peers **ret_peers, struct diag 
 	p->engine = o->engine;
 	p->store = o->store;
 	p->inbox_fd = -1;
+	p->log_rl = (struct ratelimit)RATELIMIT_INIT(1000000000ull, 10);
 	snprintf(p->name, sizeof(p->name), "%s", o->name ? o->name : "moed");
 	p->model_id.n_layers = moe_model_n_layers(o->model);
 	p->model_id.d_model = moe_model_n_layers(o->model) ? moe_model_layer(o->model, 0)->d_model : 0;
@@ -467,8 +468,9 @@ int peers_new(const struct peers_opts *o, struct peers **ret_peers, struct diag 
 		}
 		log_info("listening for peers on %s", o->cfg->listen);
 	}
+	p->now_ns = peers_now_ns();
 	for (uint32_t i = 0; i < p->n_peers; i++)
-		peer_connect(p, i, 0);
+		peer_connect(p, i, p->now_ns);
 	*ret_peers = p;
 	return 0;
 fail:
@@ -481,12 +483,20 @@ struct peers *peers_free(struct peers *p)
 	if (!p)
 		return NULL;
 	serve_stop(p);
-	/* the transport first: no callback may run on what follows */
+	/* the transport next: no callback may run on what follows, and UCX lets go of buffers */
 	p->t = transport_free(p->t);
+	serve_free(p);
 	while (p->pending) {
 		struct peer_call *c = p->pending;
 
 		p->pending = c->next;
+		call_put(p, c);
+	}
+	/* calls no reactor pass took: their runners let go in collect, the reactor's is left */
+	while (p->inbox) {
+		struct peer_call *c = p->inbox;
+
+		p->inbox = c->next;
 		call_put(p, c);
 	}
 	if (p->inbox_fd >= 0)
@@ -546,7 +556,13 @@ int peers_poll(struct peers *p, uint64_t now)
 
 int peers_arm(struct peers *p)
 {
-	int r = transport_arm(p->t);
+	int r;
+
+	/* UCX's order: progress until nothing is left, then arm (peers_poll may have skipped it) */
+	while (transport_progress(p->t) > 0)
+		;
+	p->last_progress_ns = p->now_ns;
+	r = transport_arm(p->t);
 
 	if (r == -EAGAIN) {
 		p->fds_ready |= 1; /* events wait: the next peers_poll() must progress */
@@ -565,6 +581,7 @@ void peers_tick(struct peers *p, uint64_t now)
 		hello_wait = HELLO_MIN_WAIT_NS;
 	p->now_ns = now;
 	calls_sweep(p, now);
+	serve_tick(p, now);
 	for (uint32_t i = 0; i < p->n_peers; i++)
 		if (p->peer[i].state == PEER_CONNECTING &&
 		    now - p->peer[i].state_since_ns > hello_wait)
@@ -579,7 +596,13 @@ void peers_tick(struct peers *p, uint64_t now)
 
 bool peers_busy(const struct peers *p)
 {
-	return p->pending || p->jobs;
+	/* our own calls only: requests of other hosts are answered -ESHUTDOWN while we stop */
+	return p->pending != NULL;
+}
+
+void peers_stopping(struct peers *p)
+{
+	p->stopping = true;
 }
 
 const uint16_t *peers_layer_hosts(const struct peers *p, uint32_t layer)

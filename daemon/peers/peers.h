@@ -85,8 +85,10 @@ int peers_poll(struct peers *p, uint64_t now_ns);
 int peers_arm(struct peers *p);
 /* The reactor's tick: reconnects, deadlines of connections and calls. */
 void peers_tick(struct peers *p, uint64_t now_ns);
-/* Calls or served requests still in flight (the reactor drains them before it exits). */
+/* Calls of our runs still in flight (the reactor drains them before it exits). */
 bool peers_busy(const struct peers *p);
+/* The daemon drains: requests from peers are answered -ESHUTDOWN from now on. */
+void peers_stopping(struct peers *p);
 
 /* Experts of @layer that compute on a peer ([n_experts], 0: here), or NULL if none does. */
 const uint16_t *peers_layer_hosts(const struct peers *p, uint32_t layer);

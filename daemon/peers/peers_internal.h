@@ -9,12 +9,14 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "exec/executor.h"
 #include "peers/peer_config.h"
 #include "peers/peer_proto.h"
 #include "peers/peers.h"
 #include "transport.h"
+#include "util/ratelimit.h"
 #include "util/scratch.h"
 
 /*
@@ -29,6 +31,14 @@ enum cookie_kind {
 	COOKIE_SERVE_SEND = 4, /* a served reply's rows; value: job id */
 	COOKIE_HELLO = 5,      /* a HELLO's asks; value: accepted slot */
 };
+
+static inline uint64_t peers_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 static inline uint64_t cookie_make(enum cookie_kind k, uint64_t v)
 {
@@ -103,7 +113,7 @@ struct serve_job {
 	uint32_t acc_gen;
 	struct peer_expert_req req;
 	float *x, *y;
-	bool recv_busy, send_busy, computing;
+	uint64_t t_reply_ns;       /* our reply's send began (0: not yet) */
 	int status;
 	char why[160];
 	struct scratch scratch;
@@ -115,6 +125,9 @@ struct accepted {
 	bool hello_ok;
 	uint32_t conn;
 	uint32_t gen;
+	uint32_t jobs;             /* its requests not answered yet */
+	uint64_t t_accept_ns;
+	uint64_t t_refused_ns;     /* we refused its HELLO (0: not) */
 	char addr[64];
 	char name[32];
 	struct peer_hello hello;   /* while its asks arrive */
@@ -122,6 +135,8 @@ struct accepted {
 };
 
 #define ACCEPTED_MAX 64
+/* Requests of one connection in flight at once: more are answered -EBUSY. */
+#define SERVE_MAX_JOBS_PER_CONN 16
 
 struct peers {
 	const struct moed_config *cfg;
@@ -152,6 +167,8 @@ struct peers {
 	struct serve_job *jobs;
 	uint64_t next_job_id;
 	uint64_t served_requests, served_rows, served_errors;
+	bool stopping;             /* the daemon drains: requests are answered -ESHUTDOWN */
+	struct ratelimit log_rl;   /* lines a peer's messages provoke */
 	/*
 	 * Overlap, under mu: per engine call with remote experts, the span from
 	 * dispatch to the last reply (remote_span) and the part of it its
@@ -189,7 +206,12 @@ void call_put(struct peers *p, struct peer_call *c);
 
 /* peer_serve.c */
 int serve_start(struct peers *p);
+/* Stop the serve threads (after the jobs they compute). */
 void serve_stop(struct peers *p);
+/* Free the jobs and the accepted slots' buffers: after the transport is gone. */
+void serve_free(struct peers *p);
+/* Connections without HELLO in time, refused ones, replies stuck past the deadline. */
+void serve_tick(struct peers *p, uint64_t now_ns);
 void serve_on_accept(struct peers *p, uint32_t conn, const char *addr);
 void serve_on_conn_error(struct peers *p, uint32_t slot);
 int serve_find(const struct peers *p, uint32_t conn);

@@ -659,6 +659,8 @@ int reactor_run(struct reactor *r)
 		worked += sched_complete_done(r->sched, now);
 		worked += sched_start_ready(r->sched, r->n_clients, now, r->stopping, &wait_ns);
 		reactor_flush_all(r);
+		if (r->stopping && r->peers)
+			peers_stopping(r->peers);
 		if (r->stopping && !reactor_has_pending(r) && !sched_in_flight(r->sched) &&
 		    !(r->peers && peers_busy(r->peers)))
 			break;

@@ -804,6 +804,18 @@ static void test_hello_name_nul_ended(void **state)
 	ASSERT_EQ(ret.max_experts, 128);
 }
 
+/* a peer's text reaches logs and JSON: control bytes and non-ASCII become '?' */
+static void test_hello_name_printable(void **state)
+{
+	struct peer_hello h, ret;
+
+	(void)state;
+	hello_init(&h);
+	memcpy(h.name, "a\nb\x1b[31m\xff", 10);
+	ASSERT_OK(hello_decode(&h, sizeof(h), &ret, NULL));
+	assert_string_equal(ret.name, "a?b?[31m?");
+}
+
 static void test_hello_reply_valid(void **state)
 {
 	struct peer_hello_reply h, ret;
@@ -898,6 +910,7 @@ int main(void)
 		cmocka_unit_test(test_hello_valid),
 		cmocka_unit_test(test_hello_refused),
 		cmocka_unit_test(test_hello_name_nul_ended),
+		cmocka_unit_test(test_hello_name_printable),
 		cmocka_unit_test(test_hello_reply_valid),
 		cmocka_unit_test(test_hello_reply_refused),
 		cmocka_unit_test(test_hello_reply_strings_nul_ended),

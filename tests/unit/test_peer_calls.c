@@ -66,6 +66,7 @@ struct pair {
 	pthread_t pump;
 	pthread_mutex_t mu; /* held while the pump polls: status reads take it too */
 	atomic_bool stop;
+	atomic_bool no_tick; /* no peers_tick(): only replies and transfers move calls */
 };
 
 static uint64_t now_ns(void)
@@ -87,7 +88,7 @@ static void *pump_main(void *arg)
 		pthread_mutex_lock(&p->mu);
 		peers_poll(p->a, now);
 		peers_poll(p->b, now);
-		if (now - last_tick > 10000000ull) {
+		if (!atomic_load(&p->no_tick) && now - last_tick > 10000000ull) {
 			peers_tick(p->a, now);
 			peers_tick(p->b, now);
 			last_tick = now;
@@ -408,6 +409,34 @@ static void held_replies(const char *policy, int expect)
 	pair_stop(&p);
 }
 
+/*
+ * A reply that comes after its runner gave up, before any tick swept the
+ * call: still the peer's deadline miss, and the peer goes down, so the
+ * next batches do not each wait a deadline.
+ */
+static void late_reply_before_the_sweep(void **state)
+{
+	static struct out o;
+	struct pair p;
+
+	(void)state;
+	pair_start(&p, "drop", ID_A, "", "");
+	wait_state(&p, "up");
+	atomic_store(&p.no_tick, true);
+	atomic_store(&p.net.hold_id, PEER_MSG_EXPERT_REPLY);
+	assert_int_equal(forward_remote(&p, 0, &o), 0);
+	expect_dropped(&o, 0);
+	atomic_store(&p.net.hold_id, 0);
+	for (int i = 0; i < 200 && peer_counter(&p, "deadline_misses") == 0; i++)
+		usleep(10000);
+	assert_int_equal(peer_counter(&p, "deadline_misses"), 1);
+	assert_true(peer_state_is(&p, "down"));
+	atomic_store(&p.no_tick, false);
+	wait_state(&p, "up");
+	expect_bitwise(&p);
+	pair_stop(&p);
+}
+
 static void late_reply_with_error_policy(void **state)
 {
 	(void)state;
@@ -534,6 +563,7 @@ int main(void)
 		cmocka_unit_test(duplicate_reply_changes_nothing),
 		cmocka_unit_test(late_reply_with_error_policy),
 		cmocka_unit_test(late_reply_with_drop_policy),
+		cmocka_unit_test(late_reply_before_the_sweep),
 		cmocka_unit_test(crashed_peer_fails_calls_at_once),
 		cmocka_unit_test(other_model_is_refused),
 		cmocka_unit_test(same_shapes_other_values_are_refused),
