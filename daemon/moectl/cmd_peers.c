@@ -56,7 +56,7 @@ void moectl_print_peers(const json_t *peers)
 	json_array_foreach(json_object_get(peers, "peers"), i, pe) {
 		const char *w = json_string_value(json_object_get(pe, "why"));
 
-		printf("  %s %s:%lld: %s for %.1f s, %lld experts; out %lld tokens (%s), in %lld "
+		printf("  %s %s:%lld: %s for %.1f s, %lld experts over all layers; out %lld tokens (%s), in %lld "
 		       "tokens (%s); rtt %.0f us (avg %.0f, max %.0f); %lld calls, %lld failed, %lld "
 		       "past the deadline, %lld late replies, %lld reconnects",
 		       get_str(pe, "name", name, sizeof(name)), get_str(pe, "addr", addr, sizeof(addr)),

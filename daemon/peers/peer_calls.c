@@ -32,31 +32,39 @@ struct peers_batch {
 	uint64_t deadline_ns;
 };
 
-static struct peer_call *call_new(uint32_t peer, uint32_t total_rows, uint32_t d_model)
+/* The rows buffers come from p->bufs (under p->mu): a call's megabytes stay mapped. */
+static struct peer_call *call_new(struct peers *p, uint32_t peer, uint32_t total_rows,
+				  uint32_t d_model)
 {
 	struct peer_call *c = calloc(1, sizeof(*c));
 	size_t bytes = sizeof(float) * total_rows * d_model;
 
 	if (!c)
 		return NULL;
-	c->rows = malloc(bytes);
-	c->result = malloc(bytes);
+	pthread_mutex_lock(&p->mu);
+	c->rows = buf_cache_get(&p->bufs, bytes);
+	c->result = buf_cache_get(&p->bufs, bytes);
 	if (!c->rows || !c->result) {
-		free(c->rows);
-		free(c->result);
+		buf_cache_put(&p->bufs, c->rows, bytes);
+		buf_cache_put(&p->bufs, c->result, bytes);
+		pthread_mutex_unlock(&p->mu);
 		free(c);
 		return NULL;
 	}
+	pthread_mutex_unlock(&p->mu);
+	c->bytes = bytes;
 	c->peer = peer;
 	c->refs = 2;
 	c->state = CALL_QUEUED;
 	return c;
 }
 
-static void call_free(struct peer_call *c)
+static void call_free(struct peers *p, struct peer_call *c)
 {
-	free(c->rows);
-	free(c->result);
+	pthread_mutex_lock(&p->mu);
+	buf_cache_put(&p->bufs, c->rows, c->bytes);
+	buf_cache_put(&p->bufs, c->result, c->bytes);
+	pthread_mutex_unlock(&p->mu);
 	free(c);
 }
 
@@ -68,7 +76,7 @@ void call_put(struct peers *p, struct peer_call *c)
 	last = --c->refs == 0;
 	pthread_mutex_unlock(&p->mu);
 	if (last)
-		call_free(c);
+		call_free(p, c);
 }
 
 /* ---- the runner's side ---- */
@@ -91,8 +99,8 @@ struct peers_batch *peers_batch_free(struct peers_batch *b)
 }
 
 /* One call for experts [e0, e1) of peer @peer with rows (e1 bounded by the bins' count). */
-static int call_build(const struct engine_remote_job *job, uint32_t peer, uint32_t *e_pos,
-		      struct peer_call **ret)
+static int call_build(struct peers *p, const struct engine_remote_job *job, uint32_t peer,
+		      uint32_t *e_pos, struct peer_call **ret)
 {
 	struct peer_expert_req req = { .magic = PEER_PROTO_MAGIC, .layer = job->layer,
 				       .activation = (uint32_t)job->activation,
@@ -114,7 +122,7 @@ static int call_build(const struct engine_remote_job *job, uint32_t peer, uint32
 		*ret = NULL;
 		return 0;
 	}
-	c = call_new(peer, req.total_rows, job->d_model);
+	c = call_new(p, peer, req.total_rows, job->d_model);
 	if (!c)
 		return -ENOMEM;
 	c->req = req;
@@ -136,7 +144,7 @@ static void batch_drop_calls(struct peers_batch *b)
 
 		b->calls = c->batch_next;
 		/* never queued: both references are ours */
-		call_free(c);
+		call_free(b->p, c);
 	}
 }
 
@@ -155,7 +163,7 @@ static int batch_dispatch(void *ctx, const struct engine_remote_job *job)
 		while (e < job->n_experts) {
 			struct peer_call *c;
 
-			r = call_build(job, i, &e, &c);
+			r = call_build(p, job, i, &e, &c);
 			if (r < 0) {
 				batch_drop_calls(b);
 				return r;

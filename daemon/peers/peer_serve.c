@@ -34,8 +34,8 @@ static void job_free(struct peers *p, struct serve_job *j)
 	if (p->acc[j->accepted].used && p->acc[j->accepted].gen == j->acc_gen)
 		p->acc[j->accepted].jobs--;
 	scratch_done(&j->scratch);
-	free(j->x);
-	free(j->y);
+	buf_cache_put(&p->serve_bufs, j->x, j->bytes);
+	buf_cache_put(&p->serve_bufs, j->y, j->bytes);
 	free(j);
 }
 
@@ -53,6 +53,7 @@ void serve_free(struct peers *p)
 		free(p->acc[i].asks);
 		p->acc[i].asks = NULL;
 	}
+	buf_cache_done(&p->serve_bufs);
 }
 
 void serve_tick(struct peers *p, uint64_t now)
@@ -343,8 +344,9 @@ static void on_request(struct peers *p, uint32_t slot, const struct transport_ms
 		return;
 	}
 	bytes = sizeof(float) * j->req.total_rows * j->req.d_model;
-	j->x = malloc(bytes);
-	j->y = malloc(bytes);
+	j->bytes = bytes;
+	j->x = buf_cache_get(&p->serve_bufs, bytes);
+	j->y = buf_cache_get(&p->serve_bufs, bytes);
 	if (!j->x || !j->y) {
 		j->status = -ENOMEM;
 		snprintf(j->why, sizeof(j->why), "out of memory for %u rows", j->req.total_rows);

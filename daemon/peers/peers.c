@@ -510,6 +510,7 @@ struct peers *peers_free(struct peers *p)
 	free(p->layer_remote);
 	free(p->host_limited);
 	free(p->has_host_limit);
+	buf_cache_done(&p->bufs);
 	pthread_cond_destroy(&p->done);
 	pthread_mutex_destroy(&p->mu);
 	free(p);

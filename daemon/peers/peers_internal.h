@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "exec/executor.h"
+#include "peers/buf_cache.h"
 #include "peers/peer_config.h"
 #include "peers/peer_proto.h"
 #include "peers/peers.h"
@@ -101,6 +102,7 @@ struct peer_call {
 	struct peer_expert_req req;
 	float *rows;               /* [total_rows][d_model] out */
 	float *result;             /* [total_rows][d_model] in */
+	size_t bytes;              /* of each */
 };
 
 /* A request a peer sent us, from its arrival to our reply's send. */
@@ -113,6 +115,7 @@ struct serve_job {
 	uint32_t acc_gen;
 	struct peer_expert_req req;
 	float *x, *y;
+	size_t bytes;              /* of each */
 	uint64_t t_reply_ns;       /* our reply's send began (0: not yet) */
 	int status;
 	char why[160];
@@ -159,11 +162,13 @@ struct peers {
 	pthread_mutex_t mu;
 	pthread_cond_t done;       /* a call finished (CLOCK_MONOTONIC) */
 	struct peer_call *inbox;   /* under mu, newest first */
+	struct buf_cache bufs;     /* under mu: calls' rows */
 	int inbox_fd;              /* eventfd: the inbox has calls */
 	/* reactor only */
 	struct peer_call *pending; /* sent, awaiting their reply or their transfers */
 	uint64_t next_call_id;
 	struct executor *serve;    /* computes requests from peers */
+	struct buf_cache serve_bufs; /* served requests' rows (reactor only) */
 	struct serve_job *jobs;
 	uint64_t next_job_id;
 	uint64_t served_requests, served_rows, served_errors;

@@ -52,6 +52,8 @@ cleanup() {
 		kill -9 "${pid[$n]}" 2>/dev/null
 	done
 	netns_cleanup
+	# the stores of daemons killed on purpose (store_keep=no frees only at a clean exit)
+	rm -f /dev/shm/itpeers$$-*
 	if [ "$fail" -gt 0 ]; then
 		for n in "$tmp"/[abc].log; do
 			echo "== last lines of $n"
