@@ -552,14 +552,20 @@ void calls_sweep(struct peers *p, uint64_t now)
 	/* a grace of one deadline: the runner gives up first and says so by ABANDONED */
 	const uint64_t deadline = (uint64_t)p->cfg->peer_deadline_ms * 1000000ull;
 
+	uint64_t down = 0;
+
 	for (struct peer_call *c = p->pending; c; c = c->next) {
+		bool lost;
+
 		pthread_mutex_lock(&p->mu);
-		if (c->state == CALL_SENT && now - c->t_sent_ns > 2 * deadline) {
-			/* no runner waits that long: a lost call; it counts as abandoned */
+		/* a safety net: its runner gives up at one deadline and marks it ABANDONED */
+		lost = c->state == CALL_SENT && now - c->t_sent_ns > 2 * deadline;
+		if (lost)
 			call_finish_locked(p, c, CALL_FAILED, -ETIMEDOUT);
-			c->state = CALL_ABANDONED;
-		}
 		pthread_mutex_unlock(&p->mu);
+		if (lost)
+			down |= call_count_miss(p, c);
 	}
+	peers_down_for_misses(p, down, now);
 	pending_release(p);
 }
