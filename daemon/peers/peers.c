@@ -601,6 +601,11 @@ bool peers_busy(const struct peers *p)
 	return p->pending != NULL;
 }
 
+bool peers_in_flight(const struct peers *p)
+{
+	return p->pending || p->jobs;
+}
+
 void peers_stopping(struct peers *p)
 {
 	p->stopping = true;

@@ -87,6 +87,13 @@ int peers_arm(struct peers *p);
 void peers_tick(struct peers *p, uint64_t now_ns);
 /* Calls of our runs still in flight (the reactor drains them before it exits). */
 bool peers_busy(const struct peers *p);
+/*
+ * Calls of ours or requests of peers in flight: the reactor polls a while
+ * for their ends instead of sleeping, as it does for runs (a one-token
+ * remote call is a chain of hand-offs between threads; each wake-up from a
+ * sleep would add to it).
+ */
+bool peers_in_flight(const struct peers *p);
 /* The daemon drains: requests from peers are answered -ESHUTDOWN from now on. */
 void peers_stopping(struct peers *p);
 

@@ -673,7 +673,7 @@ int reactor_run(struct reactor *r)
 			r->last_work_ns = now;
 		if (reactor_handle_ready(r) || worked)
 			continue;
-		if (sched_in_flight(r->sched)) {
+		if (sched_in_flight(r->sched) || (r->peers && peers_in_flight(r->peers))) {
 			/*
 			 * Nothing to do but wait for a run: let a runner that
 			 * shares this CPU compute (on a small machine a spinning
