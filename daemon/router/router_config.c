@@ -70,7 +70,8 @@ static const struct option_row option_rows[] = {
 	ROW("experts_per_group", OPT_U32, experts_per_group, NULL, 0, 1u << 20,
 	    "hierarchical: experts per group Y"),
 	ROW("priority", OPT_ENUM, priority, priority_names, 0, 0,
-	    "token|score: who keeps a full expert's slots"),
+	    "token|score: who keeps a full expert's slots (switch, gshard, topk): token order, "
+	    "or V-MoE's descending top-1 score with every first choice before any second"),
 	ROW("activation", OPT_ENUM, activation, activation_names, 0, 0,
 	    "relu|gelu|gelu_tanh|silu_gated|gelu_gated"),
 	ROW("nonfinite", OPT_ENUM, nonfinite, nonfinite_names, 0, 0,

@@ -154,10 +154,21 @@ int route_topk(const struct router_config *cfg, const float *logits, const float
 	ret = capacity_priority_order(cfg->priority, top, n_tokens, s, order);
 	if (ret < 0)
 		return ret;
-	for (uint32_t i = 0; i < n_tokens; i++) {
-		uint32_t t = order[i];
+	/*
+	 * Who keeps a full expert's slots. priority=token: flattened (token,
+	 * slot) order, each token's k choices in turn (MegaBlocks after its
+	 * stable sort). priority=score: V-MoE's batch-prioritized routing
+	 * (vmoe/moe.py): tokens by descending top-1 score, and the k axis
+	 * leads, so every first choice claims capacity before any second
+	 * choice ("top-1 choices have priority over top-2 choices"), as the
+	 * gshard router does.
+	 */
+	const bool k_leads = cfg->priority == PRIORITY_SCORE;
+	const uint32_t n_outer = k_leads ? k : n_tokens, n_inner = k_leads ? n_tokens : k;
 
-		for (uint32_t j = 0; j < k; j++) {
+	for (uint32_t a = 0; a < n_outer; a++)
+		for (uint32_t b = 0; b < n_inner; b++) {
+			uint32_t t = order[k_leads ? b : a], j = k_leads ? a : b;
 			size_t slot = (size_t)t * k + j;
 			uint32_t e = choice[slot];
 
@@ -168,6 +179,5 @@ int route_topk(const struct router_config *cfg, const float *logits, const float
 				r->token_dropped[t]++;
 			}
 		}
-	}
 	return 0;
 }

@@ -208,6 +208,43 @@ static void test_switch_capacity_one_token_order(void **state)
 	scratch_done(&s);
 }
 
+/*
+ * topk with priority=score follows V-MoE's batch-prioritized routing: tokens
+ * by descending top-1 score, every first choice before any second choice.
+ * Token 0 (top-1 p = 0.71 on expert 0, then expert 1) and token 1 (top-1
+ * p = 0.55 on expert 1, then expert 0), capacity 1: both first choices
+ * fit, both second choices find their expert full. In token order token 0
+ * would take both experts and token 1 nothing.
+ */
+static void test_topk_priority_score_k_leads(void **state)
+{
+	static const float x[2][3] = { { 3, 2, 0 }, { 1, 1.5f, 0 } };
+	struct scratch s = { 0 };
+	struct route_result r;
+	struct id_layer il;
+	struct router_config c;
+
+	(void)state;
+	id_layer_init(&il, 3);
+	router_config_init(&c);
+	c.kind = ROUTER_TOPK;
+	c.top_k = 2;
+	c.capacity_factor = 0.25; /* int(0.25 * 2 * 2 / 3) = 0: min_capacity 1 */
+	c.min_capacity = 1;
+	c.priority = PRIORITY_SCORE;
+	assert_int_equal(capacity_of(c.capacity_factor, 2, 2, 3, 1), 1);
+	route_ok(&il.layer, &c, &x[0][0], 2, NULL, &s, &r);
+	expect_experts(&r, (const int32_t[]){ 0, -1, 1, -1 });
+	assert_int_equal(r.n_dropped, 2);
+	expect_dropped_weights_zero(&r);
+
+	c.priority = PRIORITY_TOKEN;
+	scratch_reset(&s);
+	route_ok(&il.layer, &c, &x[0][0], 2, NULL, &s, &r);
+	expect_experts(&r, (const int32_t[]){ 0, 1, -1, -1 });
+	scratch_done(&s);
+}
+
 static void test_switch_priority_score(void **state)
 {
 	struct scratch s = { 0 };
@@ -1302,6 +1339,7 @@ int main(void)
 		cmocka_unit_test(test_capacity_of),
 		cmocka_unit_test(test_switch_capacity_one_token_order),
 		cmocka_unit_test(test_switch_priority_score),
+		cmocka_unit_test(test_topk_priority_score_k_leads),
 		cmocka_unit_test(test_switch_argmax_and_tie),
 		cmocka_unit_test(test_topk_k_equals_e),
 		cmocka_unit_test(test_topk_normalize),
