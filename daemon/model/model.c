@@ -124,6 +124,43 @@ static bool has_tensor(const struct moe_model *m, enum tensor_role role, uint32_
 	return find_role(m, role, layer, expert, sub) != NULL;
 }
 
+/*
+ * A DeepSeek-V3 config.json as transformers writes it (DeepseekV3Config,
+ * saved as the difference from its defaults) may name neither scoring_func
+ * nor topk_method, nor n_group and topk_group: DeepseekV3TopkRouter always
+ * routes with sigmoid scores, the selection bias and group-limited choice
+ * (a group scored by its two best experts). Start from those defaults;
+ * what the file says still applies after, except a scoring or a method that
+ * DeepSeek-V3 does not use, which is refused rather than guessed at.
+ */
+/* 1 for a DeepSeek-V3 config (its defaults set), 0 for another, or -EINVAL. */
+static int deepseek_v3_defaults(json_t *root, const char *path, struct router_config *c,
+				struct diag *d)
+{
+	json_t *type = json_object_get(root, "model_type");
+	json_t *sf = json_object_get(root, "scoring_func"), *tm = json_object_get(root, "topk_method");
+
+	if (!json_is_string(type) || strcmp(json_string_value(type), "deepseek_v3") != 0)
+		return 0;
+	if (json_is_string(sf) && strcmp(json_string_value(sf), "sigmoid") != 0)
+		return diag_set(d, -EINVAL, "%s: deepseek_v3 with scoring_func '%s': DeepSeek-V3 "
+					    "scores with sigmoid; no upstream model routes so",
+				path, json_string_value(sf));
+	if (json_is_string(tm) && strcmp(json_string_value(tm), "noaux_tc") != 0)
+		return diag_set(d, -EINVAL, "%s: deepseek_v3 with topk_method '%s': DeepSeek-V3 "
+					    "routes with noaux_tc; no upstream model routes so",
+				path, json_string_value(tm));
+	/* DeepseekV3Config's defaults */
+	c->score = SCORE_SIGMOID;
+	c->top_k = 8;
+	c->normalize = true;
+	c->routed_scaling = 2.5;
+	c->expert_groups = 8;
+	c->topk_groups = 4;
+	c->group_score = GROUP_SCORE_TOP2;
+	return 1;
+}
+
 /* The layout's conventions, then a Hugging Face config.json beside the weights. */
 static int apply_layout_defaults(const struct moe_model *m, struct router_config *c,
 				 struct diag *d)
@@ -131,6 +168,8 @@ static int apply_layout_defaults(const struct moe_model *m, struct router_config
 	char path[PATH_MAX];
 	json_error_t jerr;
 	json_t *root, *v;
+	const char *method;
+	bool v3;
 	int r = 0;
 	FILE *f;
 
@@ -152,6 +191,11 @@ static int apply_layout_defaults(const struct moe_model *m, struct router_config
 		json_decref(root);
 		return diag_set(d, -EINVAL, "%s:%d: %s", path, jerr.line, jerr.text);
 	}
+	r = deepseek_v3_defaults(root, path, c, d);
+	if (r < 0)
+		goto out;
+	v3 = r == 1;
+	r = 0;
 	v = json_object_get(root, "num_experts_per_tok");
 	if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= 1024)
 		c->top_k = (uint32_t)json_integer_value(v);
@@ -170,20 +214,27 @@ static int apply_layout_defaults(const struct moe_model *m, struct router_config
 			goto out;
 		}
 	}
-	/* DeepSeek: group-limited routing and the scale of the routed weights */
+	/*
+	 * DeepSeek: group-limited routing (V3 without topk_method: noaux_tc,
+	 * its groups DeepseekV3Config's unless the file names them) and the
+	 * scale of the routed weights
+	 */
 	v = json_object_get(root, "topk_method");
-	if (json_is_string(v) && strcmp(json_string_value(v), "greedy") != 0) {
+	method = json_is_string(v) ? json_string_value(v) : v3 ? "noaux_tc" : NULL;
+	if (method && strcmp(method, "greedy") != 0) {
 		json_t *ng = json_object_get(root, "n_group"), *tg = json_object_get(root, "topk_group");
+		bool ng_ok = json_is_integer(ng) && json_integer_value(ng) > 0 &&
+			     json_integer_value(ng) <= 65536;
+		bool tg_ok = json_is_integer(tg) && json_integer_value(tg) > 0 &&
+			     json_integer_value(tg) <= 65536;
 
-		if (json_is_integer(ng) && json_integer_value(ng) > 0 &&
-		    json_integer_value(ng) <= 65536 && json_is_integer(tg) &&
-		    json_integer_value(tg) > 0 && json_integer_value(tg) <= 65536) {
+		if (ng_ok && (tg_ok || v3))
 			c->expert_groups = (uint32_t)json_integer_value(ng);
+		if (tg_ok && (ng_ok || v3))
 			c->topk_groups = (uint32_t)json_integer_value(tg);
-			c->group_score = strcmp(json_string_value(v), "noaux_tc") == 0
-						 ? GROUP_SCORE_TOP2
-						 : GROUP_SCORE_MAX;
-		}
+		if ((ng_ok && tg_ok) || v3)
+			c->group_score = strcmp(method, "noaux_tc") == 0 ? GROUP_SCORE_TOP2
+								       : GROUP_SCORE_MAX;
 	}
 	v = json_object_get(root, "routed_scaling_factor");
 	if (json_is_number(v) && json_number_value(v) > 0 && json_number_value(v) <= 1e6)

@@ -513,6 +513,40 @@ static void test_deepseek_config_json(void **state)
 	fputs("{\"scoring_func\": \"softplus\"}\n", f);
 	fclose(f);
 	open_refused(dir, NULL, 0, EINVAL, "scoring_func");
+
+	/*
+	 * DeepSeek-V3 as transformers saves it (only what differs from
+	 * DeepseekV3Config): no scoring_func, no topk_method. Its router is
+	 * sigmoid, noaux_tc groups, normalised, scaled by 2.5; the file's
+	 * n_group and num_experts_per_tok still apply (this model has 4 experts).
+	 */
+	f = fopen(cfg, "w");
+	assert_non_null(f);
+	fputs("{\"model_type\": \"deepseek_v3\", \"n_group\": 2, \"topk_group\": 1, "
+	      "\"num_experts_per_tok\": 2}\n",
+	      f);
+	fclose(f);
+	m = open_ok(dir, NULL, 0);
+	L = moe_model_layer(m, 0);
+	assert_int_equal(L->router.score, SCORE_SIGMOID);
+	assert_true(L->router.normalize);
+	assert_int_equal(L->router.top_k, 2);
+	assert_int_equal(L->router.expert_groups, 2);
+	assert_int_equal(L->router.topk_groups, 1);
+	assert_int_equal(L->router.group_score, GROUP_SCORE_TOP2);
+	ASSERT_CLOSE(L->router.routed_scaling, 2.5, 0, 0);
+	moe_model_free(m);
+	/* and what DeepSeek-V3 never does is refused, not guessed */
+	f = fopen(cfg, "w");
+	assert_non_null(f);
+	fputs("{\"model_type\": \"deepseek_v3\", \"scoring_func\": \"softmax\"}\n", f);
+	fclose(f);
+	open_refused(dir, NULL, 0, EINVAL, "deepseek_v3 with scoring_func 'softmax'");
+	f = fopen(cfg, "w");
+	assert_non_null(f);
+	fputs("{\"model_type\": \"deepseek_v3\", \"topk_method\": \"greedy\"}\n", f);
+	fclose(f);
+	open_refused(dir, NULL, 0, EINVAL, "deepseek_v3 with topk_method 'greedy'");
 	free(cfg);
 	free(file);
 	free(dir);
