@@ -503,9 +503,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	listen_fd = -1; /* the reactor's now */
-	log_info("serving %s (%u layers) on %s with %u workers", model_path,
+	log_info("serving %s (%u layers) on %s with %u workers; OpenBLAS core %s", model_path,
 		 moe_model_n_layers(expert_store_model(store)), cfg.socket,
-		 engine_n_workers(engine));
+		 engine_n_workers(engine), engine_blas_info(engine)->core);
+	if (engine_blas_info(engine)->advice[0])
+		log_warning("%s", engine_blas_info(engine)->advice);
 	if (ready_fd >= 0) {
 		if (write(ready_fd, "1", 1) != 1)
 			log_warning("cannot report readiness to the parent, ignoring");

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/engine.h"
 #include "moe_abi.h"
 #include "peers/peers.h"
 
@@ -95,6 +96,13 @@ int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t 
 		"peers", v->peers ? peers_status_json(v->peers, v->now_ns) : NULL);
 	if (!root)
 		return -ENOMEM;
+	if (v->engine) {
+		const struct blas_info *b = engine_blas_info(v->engine);
+		json_t *dm = json_object_get(root, "daemon");
+
+		json_object_set_new(dm, "blas_core", json_string(b->core ? b->core : "?"));
+		json_object_set_new(dm, "blas_advice", json_string(b->advice));
+	}
 	text = json_dumps(root, JSON_INDENT(2));
 	json_decref(root);
 	if (!text)

@@ -118,6 +118,8 @@ static int print_summary(const char *text)
 	       (long long)get_int(d, "workers"),
 	       moectl_term_safe(get_str(d, "doorbell"), safe, sizeof(safe)),
 	       (long long)get_int(d, "merge_window_us"));
+	if (json_string_length(json_object_get(d, "blas_advice")) > 0)
+		printf("warning: %s\n", moectl_term_safe(get_str(d, "blas_advice"), safe, sizeof(safe)));
 	printf("model %s: %lld layers, d_model %lld, up to %lld experts, %lld slots per token\n",
 	       moectl_term_safe(get_str(m, "name"), safe2, sizeof(safe2)), (long long)get_int(m, "layers"),
 	       (long long)get_int(m, "d_model"),

@@ -19,9 +19,9 @@
 #include <stdlib.h>
 
 #include "compute/activations.h"
-#include "util/rng.h"
 #include "compute/blas_setup.h"
 #include "compute/matmul.h"
+#include "util/rng.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -425,6 +425,32 @@ static int setup(void **state)
 	return blas_setup_single_thread(&info) < 0 ? -1 : 0;
 }
 
+/* A generic OpenBLAS core on a CPU that has AVX2 or AVX-512 is named, with its fix. */
+static void test_blas_core_advice(void **state)
+{
+	char buf[200];
+
+	(void)state;
+	blas_core_advice("Prescott", true, true, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "Prescott"));
+	assert_non_null(strstr(buf, "OPENBLAS_CORETYPE=SkylakeX"));
+	blas_core_advice("Prescott", true, false, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "OPENBLAS_CORETYPE=Haswell"));
+	blas_core_advice("sandybridge", true, false, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "sandybridge"));
+	/* the right core, or a CPU without AVX2: nothing to say */
+	blas_core_advice("Haswell", true, false, buf, sizeof(buf));
+	assert_string_equal(buf, "");
+	blas_core_advice("SkylakeX", true, true, buf, sizeof(buf));
+	assert_string_equal(buf, "");
+	blas_core_advice("Zen", true, false, buf, sizeof(buf));
+	assert_string_equal(buf, "");
+	blas_core_advice("Prescott", false, false, buf, sizeof(buf));
+	assert_string_equal(buf, "");
+	blas_core_advice(NULL, true, true, buf, sizeof(buf));
+	assert_string_equal(buf, "");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -438,6 +464,7 @@ int main(void)
 		cmocka_unit_test(test_act_gelu_tanh),
 		cmocka_unit_test(test_act_silu_gated),
 		cmocka_unit_test(test_act_gelu_gated),
+		cmocka_unit_test(test_blas_core_advice),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
