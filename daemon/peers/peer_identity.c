@@ -5,22 +5,15 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "store/model_identity.h"
+
 #define SAMPLES 16
 #define RUN 64 /* floats per sample */
-
-static void hash_u64(XXH3_state_t *st, uint64_t v)
-{
-	unsigned char le[8];
-
-	for (int i = 0; i < 8; i++)
-		le[i] = (unsigned char)(v >> (8 * i));
-	XXH3_128bits_update(st, le, sizeof(le));
-}
 
 /* @n floats at @p (NULL: absent, which is hashed too) by their sampled runs. */
 static void hash_values(XXH3_state_t *st, const float *p, uint64_t n)
 {
-	hash_u64(st, p ? n : UINT64_MAX);
+	model_identity_hash_u64(st, p ? n : UINT64_MAX);
 	if (!p || !n)
 		return;
 	if (n <= (uint64_t)SAMPLES * RUN) {
@@ -36,7 +29,7 @@ static void hash_values(XXH3_state_t *st, const float *p, uint64_t n)
 
 static void hash_ffn(XXH3_state_t *st, const struct ffn_weights *f, uint32_t d)
 {
-	hash_u64(st, f->d_ff);
+	model_identity_hash_u64(st, f->d_ff);
 	hash_values(st, f->w1, (uint64_t)f->d_ff * d);
 	hash_values(st, f->w2, (uint64_t)f->d_ff * d);
 	hash_values(st, f->w3, (uint64_t)f->d_ff * d);
@@ -56,12 +49,12 @@ void peer_identity(const struct moe_model *m, const char *store_identity, uint8_
 	}
 	XXH3_128bits_reset(st);
 	XXH3_128bits_update(st, store_identity, strlen(store_identity));
-	hash_u64(st, moe_model_n_layers(m));
+	model_identity_hash_u64(st, moe_model_n_layers(m));
 	for (uint32_t l = 0; l < moe_model_n_layers(m); l++) {
 		const struct moe_layer *L = moe_model_layer(m, l);
 
-		hash_u64(st, L->d_model);
-		hash_u64(st, L->n_experts);
+		model_identity_hash_u64(st, L->d_model);
+		model_identity_hash_u64(st, L->n_experts);
 		hash_values(st, L->router_w, (uint64_t)L->n_experts * L->d_model);
 		for (uint32_t e = 0; e < L->n_experts; e++)
 			hash_ffn(st, &L->experts[e].ffn, L->d_model);

@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <xxhash.h>
 
-static void hash_u64(XXH3_state_t *st, uint64_t v)
+void model_identity_hash_u64(XXH3_state_t *st, uint64_t v)
 {
 	uint8_t le[8];
 
@@ -27,15 +27,15 @@ void model_identity(const struct st_set *s, uint8_t out[MODEL_IDENTITY_BYTES])
 	if (!st)
 		return; /* all zeroes: matches no store, so the weights are read */
 	XXH3_128bits_reset(st);
-	hash_u64(st, st_set_file_count(s));
+	model_identity_hash_u64(st, st_set_file_count(s));
 	for (size_t i = 0; i < st_set_file_count(s); i++) {
 		const struct st_file *f = st_set_file_at(s, i);
 		const void *json;
 		size_t len;
 
 		st_file_header(f, &json, &len);
-		hash_u64(st, st_file_size(f));
-		hash_u64(st, len);
+		model_identity_hash_u64(st, st_file_size(f));
+		model_identity_hash_u64(st, len);
 		XXH3_128bits_update(st, json, len);
 	}
 	h = XXH3_128bits_digest(st);

@@ -18,6 +18,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <xxhash.h>
+
 #include "model/safetensors.h"
 
 #define MODEL_IDENTITY_BYTES 16
@@ -28,6 +30,9 @@ struct file_print {
 };
 
 void model_identity(const struct st_set *s, uint8_t out[MODEL_IDENTITY_BYTES]);
+
+/* Feed @v to @st as 8 little-endian bytes (the same hash on every host). */
+void model_identity_hash_u64(XXH3_state_t *st, uint64_t v);
 
 /* Hex of an identity into @buf (2 * MODEL_IDENTITY_BYTES + 1 bytes). */
 void model_identity_hex(const uint8_t id[MODEL_IDENTITY_BYTES], char *buf);
