@@ -60,6 +60,16 @@ static void synth_defaults(struct synth_opts *o, const char *path)
 	o->seed = 7;
 }
 
+/* @path holds exactly @text afterwards. */
+static void write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_true(fputs(text, f) >= 0);
+	assert_int_equal(fclose(f), 0);
+}
+
 static void synth_set(struct synth_opts *o, const char *setting)
 {
 	assert_true(o->n_settings < SYNTH_MAX_SETTINGS);
@@ -403,7 +413,6 @@ static void test_layout_defaults_and_config_json(void **state)
 	char *dir = path_in("mixtral_sharded"), *cfg, *index;
 	struct synth_opts o;
 	struct moe_model *m;
-	FILE *f;
 
 	(void)state;
 	synth_defaults(&o, dir);
@@ -420,12 +429,8 @@ static void test_layout_defaults_and_config_json(void **state)
 
 	if (asprintf(&cfg, "%s/config.json", dir) < 0)
 		fail_msg("asprintf");
-	f = fopen(cfg, "w");
-	assert_non_null(f);
-	fputs("{\"num_experts_per_tok\": 3, \"norm_topk_prob\": false, "
-	      "\"hidden_act\": \"gelu\"}\n",
-	      f);
-	fclose(f);
+	write_text(cfg, "{\"num_experts_per_tok\": 3, \"norm_topk_prob\": false, "
+		        "\"hidden_act\": \"gelu\"}\n");
 	m = open_ok(dir, NULL, 0);
 	assert_int_equal(moe_model_layer(m, 1)->router.top_k, 3);
 	assert_false(moe_model_layer(m, 1)->router.normalize);
@@ -444,10 +449,7 @@ static void test_layout_defaults_and_config_json(void **state)
 	moe_model_free(m);
 
 	/* a broken config.json is an error, not silently ignored */
-	f = fopen(cfg, "w");
-	assert_non_null(f);
-	fputs("{\"num_experts_per_tok\": ", f);
-	fclose(f);
+	write_text(cfg, "{\"num_experts_per_tok\": ");
 	open_refused(dir, NULL, 0, EINVAL, "config.json");
 	free(index);
 	free(cfg);
@@ -461,7 +463,6 @@ static void test_deepseek_config_json(void **state)
 	const struct moe_layer *L;
 	struct synth_opts o;
 	struct moe_model *m;
-	FILE *f;
 
 	(void)state;
 	assert_int_equal(mkdir(dir, 0755), 0);
@@ -473,13 +474,9 @@ static void test_deepseek_config_json(void **state)
 	o.shared_d_ff = 8;
 	synth_set(&o, "activation=silu_gated");
 	synth_write_ok(&o);
-	f = fopen(cfg, "w");
-	assert_non_null(f);
-	fputs("{\"num_experts_per_tok\": 2, \"norm_topk_prob\": true, \"scoring_func\": "
-	      "\"sigmoid\", \"topk_method\": \"noaux_tc\", \"n_group\": 2, \"topk_group\": 1, "
-	      "\"routed_scaling_factor\": 2.5}\n",
-	      f);
-	fclose(f);
+	write_text(cfg, "{\"num_experts_per_tok\": 2, \"norm_topk_prob\": true, \"scoring_func\": "
+		        "\"sigmoid\", \"topk_method\": \"noaux_tc\", \"n_group\": 2, \"topk_group\": 1, "
+		        "\"routed_scaling_factor\": 2.5}\n");
 
 	m = open_ok(dir, NULL, 0);
 	assert_string_equal(moe_model_layout(m), "deepseek");
@@ -494,24 +491,16 @@ static void test_deepseek_config_json(void **state)
 	moe_model_free(m);
 
 	/* V2's group_limited_greedy scores a group by its best expert */
-	f = fopen(cfg, "w");
-	assert_non_null(f);
-	fputs("{\"topk_method\": \"group_limited_greedy\", \"n_group\": 2, \"topk_group\": 1}\n", f);
-	fclose(f);
+	write_text(cfg, "{\"topk_method\": \"group_limited_greedy\", \"n_group\": 2, "
+		        "\"topk_group\": 1}\n");
 	m = open_ok(dir, NULL, 0);
 	assert_int_equal(moe_model_layer(m, 1)->router.group_score, GROUP_SCORE_MAX);
 	moe_model_free(m);
 
 	/* an activation or score moed does not have is refused, not approximated */
-	f = fopen(cfg, "w");
-	assert_non_null(f);
-	fputs("{\"hidden_act\": \"gelu_pytorch_tanh\"}\n", f);
-	fclose(f);
+	write_text(cfg, "{\"hidden_act\": \"gelu_pytorch_tanh\"}\n");
 	open_refused(dir, NULL, 0, EINVAL, "hidden_act");
-	f = fopen(cfg, "w");
-	assert_non_null(f);
-	fputs("{\"scoring_func\": \"softplus\"}\n", f);
-	fclose(f);
+	write_text(cfg, "{\"scoring_func\": \"softplus\"}\n");
 	open_refused(dir, NULL, 0, EINVAL, "scoring_func");
 
 	/*
@@ -520,12 +509,8 @@ static void test_deepseek_config_json(void **state)
 	 * sigmoid, noaux_tc groups, normalised, scaled by 2.5; the file's
 	 * n_group and num_experts_per_tok still apply (this model has 4 experts).
 	 */
-	f = fopen(cfg, "w");
-	assert_non_null(f);
-	fputs("{\"model_type\": \"deepseek_v3\", \"n_group\": 2, \"topk_group\": 1, "
-	      "\"num_experts_per_tok\": 2}\n",
-	      f);
-	fclose(f);
+	write_text(cfg, "{\"model_type\": \"deepseek_v3\", \"n_group\": 2, \"topk_group\": 1, "
+		        "\"num_experts_per_tok\": 2}\n");
 	m = open_ok(dir, NULL, 0);
 	L = moe_model_layer(m, 0);
 	assert_int_equal(L->router.score, SCORE_SIGMOID);
@@ -537,15 +522,9 @@ static void test_deepseek_config_json(void **state)
 	ASSERT_CLOSE(L->router.routed_scaling, 2.5, 0, 0);
 	moe_model_free(m);
 	/* and what DeepSeek-V3 never does is refused, not guessed */
-	f = fopen(cfg, "w");
-	assert_non_null(f);
-	fputs("{\"model_type\": \"deepseek_v3\", \"scoring_func\": \"softmax\"}\n", f);
-	fclose(f);
+	write_text(cfg, "{\"model_type\": \"deepseek_v3\", \"scoring_func\": \"softmax\"}\n");
 	open_refused(dir, NULL, 0, EINVAL, "deepseek_v3 with scoring_func 'softmax'");
-	f = fopen(cfg, "w");
-	assert_non_null(f);
-	fputs("{\"model_type\": \"deepseek_v3\", \"topk_method\": \"greedy\"}\n", f);
-	fclose(f);
+	write_text(cfg, "{\"model_type\": \"deepseek_v3\", \"topk_method\": \"greedy\"}\n");
 	open_refused(dir, NULL, 0, EINVAL, "deepseek_v3 with topk_method 'greedy'");
 	free(cfg);
 	free(file);
