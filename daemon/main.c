@@ -11,6 +11,11 @@
  * Without --foreground moed forks into the background and its first process
  * exits once the socket listens (0) or start-up failed (1), so a script can
  * start it and use it on the next line.
+ *
+ * As a systemd service (systemd/moed.service: --foreground, Type=notify)
+ * moed reports its phases, readiness and a watchdog through sd_notify
+ * (service_notify.h), and takes its control socket from moed.socket when
+ * socket-activated (service_socket.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +37,8 @@
 #include "model/synth_model.h"
 #include "numa/topology.h"
 #include "reactor/reactor.h"
+#include "service/service_notify.h"
+#include "service/service_socket.h"
 #include "store/expert_store.h"
 #include "store/load_record.h"
 #include "util/log.h"
@@ -237,6 +244,31 @@ err:
 }
 
 /*
+ * The control socket from moed.socket, when systemd activated moed; its
+ * path becomes moed's socket path (the store's default name and moectl's
+ * hints follow it). -ENOENT when not activated, another -errno (logged)
+ * when what systemd passed cannot serve.
+ */
+static int take_activated_socket(struct moed_config *cfg)
+{
+	char path[sizeof(cfg->socket)];
+	struct diag d = { { 0 } };
+	int fd = service_listen_socket(path, sizeof(path), &d);
+
+	if (fd == -ENOENT)
+		return fd;
+	if (fd < 0)
+		return log_errno(fd, "%s", d.msg);
+	if (strcmp(path, cfg->socket) != 0)
+		log_warning("socket activation: systemd listens on %s, the configuration says %s; "
+			    "serving on %s",
+			    path, cfg->socket, path);
+	snprintf(cfg->socket, sizeof(cfg->socket), "%s", path);
+	log_info("control socket %s from systemd (socket activation)", path);
+	return fd;
+}
+
+/*
  * Fork into the background: the parent waits for the child's "ready" byte
  * on a pipe (or its end: start-up failed) and exits accordingly.
  * Returns the write end the child reports on, or -errno.
@@ -423,6 +455,7 @@ int main(int argc, char **argv)
 	char default_path[CONFIG_PATH_MAX + 64];
 	const char *model_path, *model_name;
 	int ready_fd = -1, listen_fd = -1, r;
+	bool socket_activated = false;
 	sigset_t mask;
 
 	log_set_program("moed");
@@ -448,6 +481,10 @@ int main(int argc, char **argv)
 	sigaddset(&mask, SIGHUP);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	r = service_notify_start();
+	if (r < 0)
+		log_warning("cannot start notifying the service manager (%s); going on without it",
+			    strerror(-r));
 
 	if (cfg.model[0]) {
 		model_path = cfg.model;
@@ -469,7 +506,11 @@ int main(int argc, char **argv)
 	 * Listen first: while the experts load (minutes for a large model),
 	 * `moectl status` shows the progress and clients are told to wait.
 	 */
-	listen_fd = listen_socket(&cfg);
+	listen_fd = take_activated_socket(&cfg);
+	if (listen_fd == -ENOENT)
+		listen_fd = listen_socket(&cfg);
+	else if (listen_fd >= 0)
+		socket_activated = true;
 	if (listen_fd < 0) {
 		r = listen_fd;
 		goto out;
@@ -508,6 +549,7 @@ int main(int argc, char **argv)
 		 engine_n_workers(engine), engine_blas_info(engine)->core);
 	if (engine_blas_info(engine)->advice[0])
 		log_warning("%s", engine_blas_info(engine)->advice);
+	service_notify_ready("serving, 0 clients");
 	if (ready_fd >= 0) {
 		if (write(ready_fd, "1", 1) != 1)
 			log_warning("cannot report readiness to the parent, ignoring");
@@ -520,12 +562,15 @@ out:
 	load_status_stop(loading);
 	if (listen_fd >= 0)
 		close(listen_fd);
-	if (listen_fd >= 0 || reactor)
-		unlink(cfg.socket);
+	if ((listen_fd >= 0 || reactor) && !socket_activated)
+		unlink(cfg.socket); /* an activated socket is systemd's: it stays for the next moed */
 	reactor_free(reactor);
 	engine_free(engine);
 	expert_store_close(store);
 	if (ready_fd >= 0)
 		close(ready_fd);
+	if (r < 0)
+		service_notify_status("failed: %s (the log says more)", strerror(-r));
+	service_notify_stop();
 	return r < 0 ? 1 : 0;
 }

@@ -15,10 +15,20 @@
 
 #include "control/ctl_reply.h"
 #include "moe_proto.h"
+#include "service/service_notify.h"
 #include "session/hello.h"
 
 /* How long a connection may take to send its first message. */
 #define FIRST_MESSAGE_TIMEOUT_MS 1000
+
+/*
+ * systemd hears the load's progress every second (STATUS=) and, while the
+ * load moves, that it needs longer than TimeoutStartSec= (EXTEND_TIMEOUT_USEC):
+ * a load that read nothing and changed phase for STALL_SECONDS gets no more
+ * extensions, so systemd's own timeout ends a start that hangs.
+ */
+#define PROGRESS_INTERVAL_MS 1000
+#define STALL_SECONDS        60
 
 struct load_status {
 	int listen_fd;
@@ -26,6 +36,10 @@ struct load_status {
 	const struct store_progress *progress;
 	struct timespec t_start;
 	pthread_t thread;
+	/* the progress systemd last heard of, when, and when it last moved */
+	enum store_phase told_phase;
+	uint64_t told_bytes;
+	double told_s, moved_s;
 };
 
 static double seconds_since(const struct timespec *t0)
@@ -102,6 +116,32 @@ static void serve_conn(const struct load_status *ls, int fd)
 		answer_again(fd, &req);
 }
 
+/* STATUS= with the phase and percent; EXTEND_TIMEOUT_USEC while the load moves. */
+static void notify_progress(struct load_status *ls)
+{
+	enum store_phase phase = atomic_load_explicit(&ls->progress->phase, memory_order_relaxed);
+	uint64_t done = atomic_load_explicit(&ls->progress->bytes_done, memory_order_relaxed);
+	uint64_t total = atomic_load_explicit(&ls->progress->bytes_total, memory_order_relaxed);
+	double now = seconds_since(&ls->t_start);
+
+	if (ls->told_s > 0 && now - ls->told_s < PROGRESS_INTERVAL_MS / 1000.0)
+		return; /* a connection woke the thread: systemd heard of us a moment ago */
+	ls->told_s = now;
+	if (phase != ls->told_phase || done != ls->told_bytes) {
+		ls->told_phase = phase;
+		ls->told_bytes = done;
+		ls->moved_s = now;
+	}
+	if (phase == STORE_PHASE_LOADING && total)
+		service_notify_status("loading the experts: %.0f%% (%.2f of %.2f GB)",
+				      100.0 * (double)done / (double)total, (double)done / 1e9,
+				      (double)total / 1e9);
+	else
+		service_notify_status("expert store: %s", store_phase_name(phase));
+	if (now - ls->moved_s < STALL_SECONDS)
+		service_notify_extend_timeout(2ull * PROGRESS_INTERVAL_MS * 1000);
+}
+
 static void *load_status_thread(void *arg)
 {
 	struct load_status *ls = arg;
@@ -109,10 +149,14 @@ static void *load_status_thread(void *arg)
 	for (;;) {
 		struct pollfd p[2] = { { .fd = ls->listen_fd, .events = POLLIN },
 				       { .fd = ls->stop_fd, .events = POLLIN } };
-		int fd;
+		int fd, n;
 
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
+		notify_progress(ls);
+		n = poll(p, 2, PROGRESS_INTERVAL_MS);
+		if (n < 0 && errno != EINTR)
 			break;
+		if (n <= 0)
+			continue;
 		if (p[1].revents)
 			break;
 		if (!(p[0].revents & POLLIN))

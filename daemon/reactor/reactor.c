@@ -230,12 +230,14 @@ static void reactor_on_signal(struct reactor *r, void *arg, uint32_t slot, uint3
 		if (si.ssi_signo == SIGHUP) {
 			log_info("SIGHUP: nothing to reload in this version, ignoring");
 		} else if (!r->stopping) {
+			uint32_t queued = reactor_pending_count(r);
+
 			r->stopping = true;
 			r->stop_signal = (int)si.ssi_signo;
 			log_info(
 			    "%s: draining %u queued batches and %u runs in flight, then exiting",
-			    strsignal((int)si.ssi_signo), reactor_pending_count(r),
-			    sched_in_flight(r->sched));
+			    strsignal((int)si.ssi_signo), queued, sched_in_flight(r->sched));
+			reactor_service_stopping(queued, sched_in_flight(r->sched));
 		}
 	}
 	if (reactor_arm_read(r, r->signal_fd, r->signal_buf, sizeof(struct signalfd_siginfo),
@@ -249,6 +251,7 @@ static void reactor_on_timer(struct reactor *r, void *arg, uint32_t slot, uint32
 	uint64_t now = reactor_now_ns();
 
 	ctl_on_tick(r, now);
+	reactor_service_tick(r, now);
 	if (r->peers)
 		peers_tick(r->peers, now);
 	if (r->rebalancer) {
@@ -644,6 +647,7 @@ int reactor_run(struct reactor *r)
 	ret = reactor_arm_own(r);
 	if (ret < 0)
 		return ret;
+	reactor_service_start(r, reactor_now_ns());
 	log_info("doorbells: %s; %u runs in flight at most",
 		 r->futex_doorbells ? "io_uring futex wait" : "eventfd polled by io_uring",
 		 r->cfg->runs_in_flight);
@@ -652,6 +656,7 @@ int reactor_run(struct reactor *r)
 		uint64_t now = reactor_now_ns(), wait_ns = 0;
 		int worked;
 
+		reactor_service_pass(r, now);
 		/* one pass: every client's SQEs, finished runs, new runs, CQEs out */
 		worked = reactor_sweep(r, now);
 		if (r->peers)
@@ -693,6 +698,9 @@ int reactor_run(struct reactor *r)
 			reactor_clear_sleep(r);
 			continue;
 		}
+		/* wake in time for the watchdog's next ping (wait_ns 0: no deadline) */
+		if (service_watchdog_sleep_ns(&r->watchdog, now) < (wait_ns ? wait_ns : UINT64_MAX))
+			wait_ns = service_watchdog_sleep_ns(&r->watchdog, now) + 1;
 		ret = reactor_wait(r, wait_ns);
 		reactor_clear_sleep(r);
 		if (ret < 0)

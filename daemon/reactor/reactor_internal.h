@@ -16,6 +16,7 @@
 #include "reactor/admission.h"
 #include "sched/sched.h"
 #include "peers/peers.h"
+#include "service/service_notify.h"
 #include "store/rebalance.h"
 #include "session/session.h"
 #include "session/sqe_validate.h"
@@ -123,12 +124,32 @@ struct reactor {
 	uint64_t last_work_ns;
 	bool stopping;
 	int stop_signal;
+
+	/* systemd (reactor_service.c) */
+	struct service_watchdog watchdog;
+	uint32_t status_clients;        /* the client count the last STATUS= told */
+	uint64_t status_ns;             /* when it was sent */
+	uint64_t status_batches, status_tokens; /* the totals then, for the rates */
 };
 
 uint64_t reactor_now_ns(void);
 struct io_uring_sqe *reactor_get_sqe(struct reactor *r);
 /* Queue a cancellation of the io_uring op armed with @ud. */
 void reactor_cancel(struct reactor *r, uint64_t ud);
+
+/*
+ * reactor_service.c: what systemd hears from the reactor (service_notify.h).
+ * start: the watchdog from WATCHDOG_USEC; pass: every loop pass (the
+ * watchdog's ping); tick: STATUS= when the clients change and every
+ * STATUS_INTERVAL with the rates; stopping: STOPPING=1 with the drain's size.
+ */
+void reactor_service_start(struct reactor *r, uint64_t now_ns);
+static inline void reactor_service_pass(struct reactor *r, uint64_t now_ns)
+{
+	service_watchdog_kick(&r->watchdog, now_ns);
+}
+void reactor_service_tick(struct reactor *r, uint64_t now_ns);
+void reactor_service_stopping(uint32_t queued, uint32_t in_flight);
 
 /* ctl_experts.c: answer EXPERT_CHANGE (checked by ctl_request_parse); takes @fd over */
 void ctl_expert_change(struct reactor *r, int fd, const struct moe_expert_change *req);

@@ -263,6 +263,11 @@ int test_daemon_start(struct test_daemon *d, const char *const *extra)
 	if (d->pid > 0)
 		return -EBUSY;
 	snprintf(state_set, sizeof(state_set), "state_dir=%s", d->state_dir);
+	for (unsigned i = 0; d->launcher && d->launcher[i]; i++) {
+		if (n + 16 >= sizeof(argv) / sizeof(argv[0]))
+			return -E2BIG;
+		argv[n++] = d->launcher[i];
+	}
 	argv[n++] = d->moed;
 	argv[n++] = "--foreground";
 	argv[n++] = "--socket";
@@ -313,8 +318,8 @@ int test_daemon_start(struct test_daemon *d, const char *const *extra)
 			char *const *v;
 		} av = {.c = argv};
 
-		execv(d->moed, av.v);
-		fprintf(stderr, "test: exec %s: %s\n", d->moed, strerror(errno));
+		execvp(argv[0], av.v);
+		fprintf(stderr, "test: exec %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
 	}
 	d->pid = pid;

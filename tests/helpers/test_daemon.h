@@ -56,6 +56,8 @@ struct test_daemon {
 	/* Set between init and start (init clears them): */
 	char log_path[128];     /* non-empty: moed's stderr is appended to this file */
 	unsigned long nofile;   /* non-zero: moed's soft and hard RLIMIT_NOFILE */
+	const char *const *launcher; /* non-NULL: a command that execs moed, argv
+	                              * prefix NULL-ended (systemd-socket-activate) */
 };
 
 /*
