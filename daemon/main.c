@@ -6,7 +6,11 @@
  * reactor until SIGTERM or SIGINT, which drain in-flight batches and exit 0.
  *
  *   moed [--config FILE] [--model PATH] [--socket PATH] [--set KEY=VALUE]...
- *        [--foreground] [--dump-config]
+ *        [--foreground] [--dump-config] [--check-config FILE]
+ *
+ * SIGHUP reloads the configuration (reactor_reload.c): FILE, its drop-ins
+ * (FILE.d/NAME.conf) and the command line are read again, and what may
+ * change live is swapped in when the whole validates.
  *
  * Without --foreground moed forks into the background and its first process
  * exits once the socket listens (0) or start-up failed (1), so a script can
@@ -43,24 +47,70 @@
 #include "store/load_record.h"
 #include "util/log.h"
 
-static const char *arg_config;
+/*
+ * Where the configuration comes from: the file (and its drop-ins), then the
+ * command line's --model, --socket and --set in their order. Kept for the
+ * life of moed, so that a reload reads the same sources again.
+ */
+#define MAX_SETS 128
+static struct config_sources {
+	const char *file; /* NULL: defaults and the command line only */
+	const char *key_value[2 * MAX_SETS]; /* option, value, option, value ... */
+	unsigned n;
+} sources;
+
 static bool arg_foreground;
 static bool arg_dump_config;
+static const char *arg_check_config;
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: moed [--config FILE] [--model PATH] [--socket PATH] "
-		   "[--set KEY=VALUE]... [--foreground] [--dump-config]\n");
+		   "[--set KEY=VALUE]... [--foreground] [--dump-config] [--check-config FILE]\n");
 }
 
-static int parse_args(int argc, char **argv, struct moed_config *cfg)
+/* Defaults, then the file and its drop-ins, then the command line; validated. 0 or -errno + @d. */
+static int config_build(const struct config_sources *src, struct moed_config *cfg,
+			struct diag *d)
 {
-	/* the command line overrides the file: collect, apply after loading it */
-	static const char *sets[256];
-	unsigned n_sets = 0;
-	struct diag d = { { 0 } };
 	int r;
 
+	moed_config_init(cfg);
+	if (src->file) {
+		r = moed_config_load_all(cfg, src->file, d);
+		if (r < 0)
+			return r;
+	}
+	for (unsigned i = 0; i < src->n; i += 2) {
+		const char *opt = src->key_value[i], *value = src->key_value[i + 1];
+		char key[64];
+
+		if (strcmp(opt, "--set") == 0) {
+			const char *eq = strchr(value, '=');
+
+			if (!eq || (size_t)(eq - value) >= sizeof(key))
+				return diag_set(d, -EINVAL, "--set %s: expected KEY=VALUE", value);
+			memcpy(key, value, (size_t)(eq - value));
+			key[eq - value] = '\0';
+			value = eq + 1;
+		} else {
+			snprintf(key, sizeof(key), "%s", opt + 2);
+		}
+		r = moed_config_set(cfg, key, value, d);
+		if (r < 0)
+			return r;
+	}
+	return moed_config_validate(cfg, d);
+}
+
+/* reactor_reload_fn: the same sources, read again. */
+static int config_reload(void *arg, struct moed_config *ret, struct diag *d)
+{
+	return config_build(arg, ret, d);
+}
+
+static int parse_args(int argc, char **argv)
+{
 	for (int i = 1; i < argc; i++) {
 		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
 
@@ -72,13 +122,16 @@ static int parse_args(int argc, char **argv, struct moed_config *cfg)
 		} else if (strcmp(opt, "--dump-config") == 0) {
 			arg_dump_config = true;
 		} else if (val && strcmp(opt, "--config") == 0) {
-			arg_config = val;
+			sources.file = val;
 			i++;
-		} else if (val && n_sets + 1 < 256 &&
+		} else if (val && strcmp(opt, "--check-config") == 0) {
+			arg_check_config = val;
+			i++;
+		} else if (val && sources.n + 2 <= 2 * MAX_SETS &&
 			   (strcmp(opt, "--model") == 0 || strcmp(opt, "--socket") == 0 ||
 			    strcmp(opt, "--set") == 0)) {
-			sets[n_sets++] = opt;
-			sets[n_sets++] = val;
+			sources.key_value[sources.n++] = opt;
+			sources.key_value[sources.n++] = val;
 			i++;
 		} else {
 			log_error("unknown option or missing value: %s", opt);
@@ -86,33 +139,30 @@ static int parse_args(int argc, char **argv, struct moed_config *cfg)
 			return -EINVAL;
 		}
 	}
-	if (arg_config) {
-		r = moed_config_load(cfg, arg_config, &d);
-		if (r < 0)
-			return log_errno(r, "%s", d.msg);
-	}
-	for (unsigned i = 0; i < n_sets; i += 2) {
-		char key[64];
-		const char *value = sets[i + 1];
+	return 0;
+}
 
-		if (strcmp(sets[i], "--set") == 0) {
-			const char *eq = strchr(value, '=');
+/*
+ * --check-config FILE: the file, its drop-ins and the rest of the command
+ * line as moed would start with them; nothing else happens. Exit 0 when
+ * they validate, 1 with the reason (file:line for a bad line) otherwise.
+ */
+static int check_config(const char *file)
+{
+	struct moed_config *cfg = malloc(sizeof(*cfg));
+	struct diag d = { { 0 } };
+	int r;
 
-			if (!eq || (size_t)(eq - value) >= sizeof(key))
-				return log_errno(-EINVAL, "--set %s: expected KEY=VALUE", value);
-			memcpy(key, value, (size_t)(eq - value));
-			key[eq - value] = '\0';
-			value = eq + 1;
-		} else {
-			snprintf(key, sizeof(key), "%s", sets[i] + 2);
-		}
-		r = moed_config_set(cfg, key, value, &d);
-		if (r < 0)
-			return log_errno(r, "%s", d.msg);
+	if (!cfg)
+		return log_errno(-ENOMEM, "out of memory"), 1;
+	sources.file = file;
+	r = config_build(&sources, cfg, &d);
+	free(cfg);
+	if (r < 0) {
+		log_error("%s", d.msg);
+		return 1;
 	}
-	r = moed_config_validate(cfg, &d);
-	if (r < 0)
-		return log_errno(r, "%s", d.msg);
+	printf("%s: ok\n", file);
 	return 0;
 }
 
@@ -460,9 +510,15 @@ int main(int argc, char **argv)
 
 	log_set_program("moed");
 	reexec_with_serial_blas(argv);
-	moed_config_init(&cfg);
-	if (parse_args(argc, argv, &cfg) < 0)
+	if (parse_args(argc, argv) < 0)
 		return 2;
+	if (arg_check_config)
+		return check_config(arg_check_config);
+	r = config_build(&sources, &cfg, &d);
+	if (r < 0) {
+		log_errno(r, "%s", d.msg);
+		return 2;
+	}
 	if (arg_dump_config) {
 		moed_config_dump(&cfg, stdout);
 		return 0;
@@ -544,6 +600,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	listen_fd = -1; /* the reactor's now */
+	reactor_set_reload(reactor, &cfg, config_reload, &sources);
 	log_info("serving %s (%u layers) on %s with %u workers; OpenBLAS core %s", model_path,
 		 moe_model_n_layers(expert_store_model(store)), cfg.socket,
 		 engine_n_workers(engine), engine_blas_info(engine)->core);

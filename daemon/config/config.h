@@ -7,8 +7,14 @@
  * File format: `key = value` lines; lines whose first non-blank character
  * is `#` are comments (a `#` inside a value, such as a path, is kept); blank
  * lines are ignored. Values lose surrounding blanks. A bad line is a fatal
- * error that names file:line and the line.
- * Command-line options (--model, --socket) override the file.
+ * error that names file:line and the line. Drop-ins (FILE.d/NAME.conf) apply
+ * on top of the file; command-line options (--model, --socket, --set)
+ * override both.
+ *
+ * Every row of the table has its default (moed_config_init applies them)
+ * and says whether it can change live: a reload (SIGHUP, moectl reload)
+ * parses everything again and swaps in what validates and may change live
+ * (moed_config_apply_live); the rest waits for a restart, and the log says so.
  */
 #pragma once
 
@@ -78,6 +84,14 @@ int moed_config_set(struct moed_config *c, const char *key, const char *value, s
 /* Parse the file at @path into @c (on top of what it holds). 0 or -errno + diag. */
 int moed_config_load(struct moed_config *c, const char *path, struct diag *d);
 
+/*
+ * The file at @path, then its drop-ins: PATH.d/NAME.conf in the byte order
+ * of NAME (as systemd orders drop-ins: 10-a.conf before 20-b.conf), each
+ * on top of what came before. A missing PATH.d is fine; a missing @path is
+ * not. Stops at the first bad file (its file:line in @d).
+ */
+int moed_config_load_all(struct moed_config *c, const char *path, struct diag *d);
+
 /* Cross-key checks (after all sources are applied). */
 int moed_config_validate(const struct moed_config *c, struct diag *d);
 
@@ -93,3 +107,21 @@ uint32_t moed_config_clients_per_uid(const struct moed_config *c);
 
 /* The name of key @i (0, 1, ...), NULL past the last. */
 const char *moed_config_key(unsigned i);
+
+/* Whether key @i changes in a running moed on reload (false past the last). */
+bool moed_config_key_live(unsigned i);
+
+/* One setting that differs between two configurations: its old and new value as text. */
+typedef void (*moed_config_change_fn)(const char *key, const char *was, const char *now,
+				      bool live, void *arg);
+
+/*
+ * A reload: for every setting whose value differs between @dst (in force)
+ * and @src (just parsed and validated), call @report (NULL: none); a live
+ * setting is then copied into @dst, any other stays as it was until a
+ * restart. Only changed live fields of @dst are written, so threads that
+ * read its other fields meanwhile are undisturbed. Returns how many were
+ * applied.
+ */
+unsigned moed_config_apply_live(struct moed_config *dst, const struct moed_config *src,
+				moed_config_change_fn report, void *arg);

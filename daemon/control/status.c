@@ -96,6 +96,13 @@ int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t 
 		"peers", v->peers ? peers_status_json(v->peers, v->now_ns) : NULL);
 	if (!root)
 		return -ENOMEM;
+	if (json_object_set_new(json_object_get(root, "daemon"), "reload",
+				json_pack("{s:I, s:I, s:s}", "count", (json_int_t)v->reloads,
+					  "refused", (json_int_t)v->reloads_refused, "message",
+					  v->reload_message ? v->reload_message : "")) < 0) {
+		json_decref(root);
+		return -ENOMEM;
+	}
 	if (v->engine) {
 		const struct blas_info *b = engine_blas_info(v->engine);
 		json_t *dm = json_object_get(root, "daemon");

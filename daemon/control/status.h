@@ -48,6 +48,9 @@ struct status_view {
 	uint64_t batches, tokens, errors, rejected, dropped;
 	uint64_t engine_runs, merged_batches;
 	uint32_t runs_active; /* runs computing now */
+	/* reloads (SIGHUP, moectl reload): how many, how many refused, the last one's outcome */
+	uint64_t reloads, reloads_refused;
+	const char *reload_message; /* "" before the first */
 	/* per client and per layer */
 	const struct status_client *client; /* [n_client] */
 	uint32_t n_client;

@@ -228,7 +228,7 @@ static void reactor_on_signal(struct reactor *r, void *arg, uint32_t slot, uint3
 	if (res == (int)sizeof(si)) {
 		memcpy(&si, r->signal_buf, sizeof(si));
 		if (si.ssi_signo == SIGHUP) {
-			log_info("SIGHUP: nothing to reload in this version, ignoring");
+			reactor_reload(r);
 		} else if (!r->stopping) {
 			uint32_t queued = reactor_pending_count(r);
 
@@ -254,7 +254,7 @@ static void reactor_on_timer(struct reactor *r, void *arg, uint32_t slot, uint32
 	reactor_service_tick(r, now);
 	if (r->peers)
 		peers_tick(r->peers, now);
-	if (r->rebalancer) {
+	if (r->cfg->rebalance_interval_ms) {
 		const struct rebalance_opts o = { .hot_percent = r->cfg->rebalance_hot_percent };
 
 		rebalancer_tick(r->rebalancer, r->store, sched_layer_stats(r->sched), now,
@@ -385,8 +385,8 @@ int reactor_new(const struct moed_config *cfg, int listen_fd, struct expert_stor
 	ret = sched_new(&sp, &r->sched, d);
 	if (ret < 0)
 		goto err;
-	if (cfg->rebalance_interval_ms &&
-	    rebalancer_new(sched_layer_stats(r->sched), moe_model_n_layers(r->model),
+	/* made even while off: rebalance_interval_ms can change on reload */
+	if (rebalancer_new(sched_layer_stats(r->sched), moe_model_n_layers(r->model),
 			   &r->rebalancer) < 0) {
 		ret = diag_set(d, -ENOMEM, "out of memory");
 		goto err;
@@ -641,7 +641,6 @@ static int reactor_arm_own(struct reactor *r)
 
 int reactor_run(struct reactor *r)
 {
-	uint64_t poll_ns = (uint64_t)r->cfg->poll_us * 1000;
 	int ret;
 
 	ret = reactor_arm_own(r);
@@ -654,6 +653,7 @@ int reactor_run(struct reactor *r)
 
 	for (;;) {
 		uint64_t now = reactor_now_ns(), wait_ns = 0;
+		uint64_t poll_ns = (uint64_t)r->cfg->poll_us * 1000; /* changes on reload */
 		int worked;
 
 		reactor_service_pass(r, now);

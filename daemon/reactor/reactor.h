@@ -52,6 +52,22 @@ int reactor_new(const struct moed_config *cfg, int listen_fd, struct expert_stor
 		const char *model_name, struct engine *engine, struct reactor **ret_reactor,
 		struct diag *d);
 
+/*
+ * Where a reload (SIGHUP) gets the new configuration: all its sources read
+ * again (file, drop-ins, command line) into *@ret and validated; 0 or
+ * -errno with the reason in @d. Called on the reactor thread.
+ */
+typedef int (*reactor_reload_fn)(void *arg, struct moed_config *ret, struct diag *d);
+
+/*
+ * Make SIGHUP reload: @fn parses, the reactor applies what may change live
+ * to @cfg (the object given to reactor_new(), here writable: only fields
+ * that the reactor thread alone reads are written) and logs what needs a
+ * restart. Without it SIGHUP is logged and ignored.
+ */
+void reactor_set_reload(struct reactor *r, struct moed_config *cfg, reactor_reload_fn fn,
+			void *arg);
+
 /* Run until a stop signal; 0 after a clean drain, or -errno. */
 int reactor_run(struct reactor *r);
 

@@ -14,6 +14,7 @@
 #include "engine/engine.h"
 #include "model/model.h"
 #include "reactor/admission.h"
+#include "reactor/reactor.h"
 #include "sched/sched.h"
 #include "peers/peers.h"
 #include "service/service_notify.h"
@@ -125,6 +126,13 @@ struct reactor {
 	bool stopping;
 	int stop_signal;
 
+	/* reloads (reactor_reload.c) */
+	struct moed_config *cfg_mut; /* the same object as cfg, writable by a reload */
+	reactor_reload_fn reload_fn;
+	void *reload_arg;
+	uint64_t reloads, reloads_refused;
+	char reload_message[768];
+
 	/* systemd (reactor_service.c) */
 	struct service_watchdog watchdog;
 	uint32_t status_clients;        /* the client count the last STATUS= told */
@@ -150,6 +158,9 @@ static inline void reactor_service_pass(struct reactor *r, uint64_t now_ns)
 }
 void reactor_service_tick(struct reactor *r, uint64_t now_ns);
 void reactor_service_stopping(uint32_t queued, uint32_t in_flight);
+
+/* reactor_reload.c: SIGHUP. */
+void reactor_reload(struct reactor *r);
 
 /* ctl_experts.c: answer EXPERT_CHANGE (checked by ctl_request_parse); takes @fd over */
 void ctl_expert_change(struct reactor *r, int fd, const struct moe_expert_change *req);

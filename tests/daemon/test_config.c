@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -773,6 +774,184 @@ static void test_moed_conf_shows_docs_and_defaults(void **state)
 	free(text);
 }
 
+/* ---------------------------------------------------------------- drop-ins, reload */
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "we");
+
+	assert_non_null(f);
+	ASSERT_EQ(fputs(text, f) >= 0, 1);
+	ASSERT_EQ(fclose(f), 0);
+}
+
+/* A temp folder with FILE = conf and FILE.d/; the paths land in @dir and @file. */
+static void dropin_tree(char *dir, char *file, size_t size, const char *main_text)
+{
+	const char *tmp = getenv("TMPDIR");
+	char sub[PATH_MAX + 8];
+
+	snprintf(dir, size, "%s/test_config.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	assert_non_null(mkdtemp(dir));
+	snprintf(file, size, "%s/moed.conf", dir);
+	write_file(file, main_text);
+	snprintf(sub, sizeof(sub), "%s.d", file);
+	ASSERT_OK(mkdir(sub, 0755));
+}
+
+static void dropin_write(const char *file, const char *name, const char *text)
+{
+	char path[2 * PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s.d/%s", file, name);
+	write_file(path, text);
+}
+
+static void tree_remove(const char *dir)
+{
+	char cmd[PATH_MAX + 16];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	ASSERT_EQ(system(cmd), 0);
+}
+
+static void test_load_all_applies_dropins_in_name_order(void **state)
+{
+	char dir[PATH_MAX], file[PATH_MAX];
+	struct moed_config c;
+	struct diag d = { { 0 } };
+
+	(void)state;
+	dropin_tree(dir, file, sizeof(dir), "poll_us = 1\nmerge_window_us = 1\nworkers = 1\n");
+	/* written out of order: the names decide, not the order of creation */
+	dropin_write(file, "20-b.conf", "poll_us = 3\n");
+	dropin_write(file, "10-a.conf", "poll_us = 2\nmerge_window_us = 5\n");
+	/* not drop-ins: another suffix, a hidden file */
+	dropin_write(file, "30-c.conf.disabled", "poll_us = 99\n");
+	dropin_write(file, ".40-d.conf", "poll_us = 98\n");
+	moed_config_init(&c);
+	ASSERT_OK(moed_config_load_all(&c, file, &d));
+	ASSERT_EQ(c.poll_us, 3);
+	ASSERT_EQ(c.merge_window_us, 5);
+	ASSERT_EQ(c.workers, 1);
+	tree_remove(dir);
+}
+
+static void test_load_all_without_dropin_folder(void **state)
+{
+	char dir[PATH_MAX], file[PATH_MAX], sub[PATH_MAX + 8];
+	struct moed_config c;
+	struct diag d = { { 0 } };
+
+	(void)state;
+	dropin_tree(dir, file, sizeof(dir), "poll_us = 7\n");
+	snprintf(sub, sizeof(sub), "%s.d", file);
+	ASSERT_OK(rmdir(sub));
+	moed_config_init(&c);
+	ASSERT_OK(moed_config_load_all(&c, file, &d));
+	ASSERT_EQ(c.poll_us, 7);
+	tree_remove(dir);
+}
+
+static void test_load_all_bad_dropin_names_its_file_and_line(void **state)
+{
+	char dir[PATH_MAX], file[PATH_MAX];
+	struct moed_config c;
+	struct diag d = { { 0 } };
+
+	(void)state;
+	dropin_tree(dir, file, sizeof(dir), "poll_us = 1\n");
+	dropin_write(file, "10-ok.conf", "poll_us = 2\n");
+	dropin_write(file, "20-bad.conf", "# fine\nmerge_window_us = soon\n");
+	moed_config_init(&c);
+	ASSERT_ERRNO(moed_config_load_all(&c, file, &d), EINVAL);
+	EXPECT_DIAG(&d, "moed.conf.d/20-bad.conf:2");
+	EXPECT_DIAG(&d, "merge_window_us");
+	tree_remove(dir);
+}
+
+struct reported {
+	unsigned n_live, n_restart;
+	char keys[256];
+};
+
+static void record_change(const char *key, const char *was, const char *now, bool live,
+			  void *arg)
+{
+	struct reported *rp = arg;
+	size_t len = strlen(rp->keys);
+
+	(void)was, (void)now;
+	if (live)
+		rp->n_live++;
+	else
+		rp->n_restart++;
+	snprintf(rp->keys + len, sizeof(rp->keys) - len, "%s%s=%s ", live ? "+" : "-", key, now);
+}
+
+/* A reload copies what may change live, reports everything that differs, writes nothing else. */
+static void test_apply_live_changes_only_live_keys(void **state)
+{
+	struct moed_config in_force, next, before;
+	struct reported rp = { 0 };
+
+	(void)state;
+	moed_config_init(&in_force);
+	moed_config_init(&next);
+	ASSERT_OK(moed_config_set(&next, "merge_window_us", "7", NULL)); /* live */
+	ASSERT_OK(moed_config_set(&next, "rebalance_interval_ms", "500", NULL)); /* live */
+	ASSERT_OK(moed_config_set(&next, "workers", "3", NULL)); /* restart */
+	ASSERT_OK(moed_config_set(&next, "socket", "/elsewhere.sock", NULL)); /* restart */
+	before = in_force;
+	ASSERT_EQ(moed_config_apply_live(&in_force, &next, record_change, &rp), 2);
+	ASSERT_EQ(rp.n_live, 2);
+	ASSERT_EQ(rp.n_restart, 2);
+	assert_non_null(strstr(rp.keys, "+merge_window_us=7"));
+	assert_non_null(strstr(rp.keys, "-workers=3"));
+	ASSERT_EQ(in_force.merge_window_us, 7);
+	ASSERT_EQ(in_force.rebalance_interval_ms, 500);
+	ASSERT_EQ(in_force.workers, before.workers);
+	assert_string_equal(in_force.socket, before.socket);
+	/* nothing left to change: a second reload of the same reports nothing */
+	memset(&rp, 0, sizeof(rp));
+	moed_config_init(&next);
+	next.merge_window_us = 7;
+	next.rebalance_interval_ms = 500;
+	ASSERT_EQ(moed_config_apply_live(&in_force, &next, record_change, &rp), 0);
+	ASSERT_EQ(rp.n_live + rp.n_restart, 0);
+}
+
+/* The live keys are the ones the dump (and so moed.conf) marks "(changes on reload)". */
+static void test_live_keys_marked_in_the_dump(void **state)
+{
+	struct moed_config c;
+	char *dump = NULL;
+	size_t size = 0;
+	FILE *f;
+
+	(void)state;
+	moed_config_init(&c);
+	f = open_memstream(&dump, &size);
+	assert_non_null(f);
+	moed_config_dump(&c, f);
+	ASSERT_EQ(fclose(f), 0);
+	for (unsigned i = 0; moed_config_key(i); i++) {
+		char want[128];
+		const char *at;
+
+		snprintf(want, sizeof(want), "\n%s = ", moed_config_key(i));
+		at = strstr(dump, want);
+		assert_non_null(at);
+		/* the doc line ends right before the key's line */
+		if (moed_config_key_live(i) !=
+		    (at - dump >= 19 && strncmp(at - 19, "(changes on reload)", 19) == 0))
+			fail_msg("key %s: live %d, but its doc line says otherwise",
+				 moed_config_key(i), moed_config_key_live(i));
+	}
+	assert_false(moed_config_key_live(9999));
+	free(dump);
+}
+
 #define T(_f) cmocka_unit_test_setup_teardown(_f, fd_check_setup, fd_check_teardown)
 
 int main(int argc, char **argv)
@@ -808,6 +987,11 @@ int main(int argc, char **argv)
 		T(test_dump_names_every_key),
 		T(test_moed_conf_documents_every_key),
 		T(test_moed_conf_shows_docs_and_defaults),
+		T(test_load_all_applies_dropins_in_name_order),
+		T(test_load_all_without_dropin_folder),
+		T(test_load_all_bad_dropin_names_its_file_and_line),
+		T(test_apply_live_changes_only_live_keys),
+		T(test_live_keys_marked_in_the_dump),
 	};
 
 	arg_source_dir = argc > 1 ? argv[1] : MOE_SOURCE_DIR;

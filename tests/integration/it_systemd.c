@@ -12,6 +12,10 @@
  *     never a gap of the whole timeout (what systemd would act on), also
  *     while one batch computes for longer than the timeout: the reactor
  *     never computes, so a long batch does not silence it;
+ *   - reload (moectl reload, which sends SIGHUP): RELOADING=1 then READY=1,
+ *     a live setting from a new drop-in in force, one that needs a restart
+ *     named and left alone; a bad drop-in refused (moectl exits 1) with the
+ *     settings in force unchanged; --check-config says the same up front;
  *   - socket activation under systemd-socket-activate (systemd's own tool:
  *     it binds the socket, sets LISTEN_FDS and execs moed): moed serves on
  *     the socket it was given and leaves it in place at exit; a socket of
@@ -38,7 +42,7 @@
 #include "model/synth_model.h"
 #include "util/diag.h"
 
-static const char *arg_moed;
+static const char *arg_moed, *arg_moectl;
 static struct test_daemon daemon_;
 
 /* ---------------------------------------------------------------- the notify socket */
@@ -319,6 +323,94 @@ static void test_watchdog_while_a_long_batch_computes(void **state)
 	notify_close(&nl);
 }
 
+/* Run @argv (NULL-ended) to its end; its exit code, or -1 when it did not exit. */
+static int run_command(const char *const *argv)
+{
+	int status;
+	pid_t pid = test_fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		union {
+			const char *const *c;
+			char *const *v;
+		} av = { .c = argv };
+
+		execv(argv[0], av.v);
+		_exit(127);
+	}
+	ASSERT_OK(test_child_wait(pid, 60000, &status));
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "we");
+
+	assert_non_null(f);
+	assert_true(fputs(text, f) >= 0);
+	ASSERT_EQ(fclose(f), 0);
+}
+
+static void test_reload(void **state)
+{
+	char conf[160], dropin_dir[176], dropin[200], msg[512];
+	const char *extra[] = { "--config", conf, NULL };
+	const char *reload[] = { arg_moectl, "--socket", daemon_.socket, "reload", NULL };
+	const char *check[] = { arg_moed, "--check-config", conf, NULL };
+	struct notify_listener nl;
+	json_t *st;
+
+	(void)state;
+	snprintf(conf, sizeof(conf), "%s/moed.conf", daemon_.dir);
+	snprintf(dropin_dir, sizeof(dropin_dir), "%s.d", conf);
+	snprintf(dropin, sizeof(dropin), "%s/50-test.conf", dropin_dir);
+	write_text(conf, "merge_window_us = 300\nworkers = 2\n");
+	ASSERT_OK(mkdir(dropin_dir, 0755));
+	ASSERT_EQ(run_command(check), 0);
+	notify_open(&nl);
+	ASSERT_OK(test_daemon_start(&daemon_, extra));
+	assert_true(notify_wait_for(&nl, "READY=1", 5000, msg, sizeof(msg)));
+
+	/* a live change and one that waits for a restart */
+	write_text(dropin, "merge_window_us = 40\nworkers = 1\n");
+	ASSERT_EQ(run_command(check), 0);
+	ASSERT_EQ(run_command(reload), 0);
+	assert_true(notify_wait_for(&nl, "RELOADING=1", 5000, msg, sizeof(msg)));
+	assert_true(notify_wait_for(&nl, "READY=1", 5000, msg, sizeof(msg)));
+	st = test_status_get(daemon_.socket);
+	assert_non_null(st);
+	ASSERT_EQ(test_json_int(st, "daemon.merge_window_us"), 40);
+	ASSERT_EQ(test_json_int(st, "daemon.workers"), 2);
+	ASSERT_EQ(test_json_int(st, "daemon.reload.count"), 1);
+	ASSERT_EQ(test_json_int(st, "daemon.reload.refused"), 0);
+	assert_non_null(strstr(test_json_str(st, "daemon.reload.message"), "workers"));
+	json_decref(st);
+
+	/* a bad drop-in: refused, everything stays */
+	write_text(dropin, "merge_window_us = soon\n");
+	ASSERT_EQ(run_command(check), 1);
+	ASSERT_EQ(run_command(reload), 1);
+	st = test_status_get(daemon_.socket);
+	assert_non_null(st);
+	ASSERT_EQ(test_json_int(st, "daemon.merge_window_us"), 40);
+	ASSERT_EQ(test_json_int(st, "daemon.reload.count"), 2);
+	ASSERT_EQ(test_json_int(st, "daemon.reload.refused"), 1);
+	assert_non_null(strstr(test_json_str(st, "daemon.reload.message"), "50-test.conf:1"));
+	json_decref(st);
+
+	/* valid alone, not with what stays until a restart (max_clients 64) */
+	write_text(dropin, "max_clients_per_process = 100\n");
+	ASSERT_EQ(run_command(reload), 1);
+	st = test_status_get(daemon_.socket);
+	assert_non_null(st);
+	ASSERT_EQ(test_json_int(st, "daemon.reload.refused"), 2);
+	json_decref(st);
+
+	ASSERT_EQ(test_daemon_stop(&daemon_), 0);
+	notify_close(&nl);
+}
+
 static bool have_socket_activate(void)
 {
 	return access("/usr/bin/systemd-socket-activate", X_OK) == 0 ||
@@ -428,6 +520,7 @@ int main(int argc, char **argv)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_watchdog_while_a_long_batch_computes, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_activation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_activation_wrong_kind, setup,
 						teardown),
@@ -438,5 +531,6 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	arg_moed = argv[1];
+	arg_moectl = argc > 2 ? argv[2] : NULL;
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
