@@ -36,6 +36,7 @@
 
 #include "config/config.h"
 #include "control/load_status.h"
+#include "control/metrics_http.h"
 #include "engine/engine.h"
 #include "model/model.h"
 #include "model/synth_model.h"
@@ -500,6 +501,7 @@ int main(int argc, char **argv)
 	struct expert_store *store = NULL;
 	struct reactor *reactor = NULL;
 	struct load_status *loading = NULL;
+	struct metrics_http *metrics = NULL;
 	static struct store_progress progress; /* read by the load-time status thread */
 	struct diag d = { { 0 } };
 	char default_path[CONFIG_PATH_MAX + 64];
@@ -601,6 +603,15 @@ int main(int argc, char **argv)
 	}
 	listen_fd = -1; /* the reactor's now */
 	reactor_set_reload(reactor, &cfg, config_reload, &sources);
+	/* before READY=1: a port in use is a failed start, not a half-served one */
+	if (cfg.metrics_listen[0]) {
+		r = metrics_http_start(cfg.metrics_listen, cfg.socket, &metrics, &d);
+		if (r < 0) {
+			log_errno(r, "%s", d.msg);
+			goto out;
+		}
+		log_info("Prometheus metrics on http://%s/metrics", cfg.metrics_listen);
+	}
 	log_info("serving %s (%u layers) on %s with %u workers; OpenBLAS core %s", model_path,
 		 moe_model_n_layers(expert_store_model(store)), cfg.socket,
 		 engine_n_workers(engine), engine_blas_info(engine)->core);
@@ -614,8 +625,10 @@ int main(int argc, char **argv)
 		ready_fd = -1;
 	}
 	r = reactor_run(reactor);
+	metrics = metrics_http_stop(metrics);
 	save_load_record(&cfg, reactor, moe_model_n_layers(expert_store_model(store)));
 out:
+	metrics_http_stop(metrics);
 	load_status_stop(loading);
 	if (listen_fd >= 0)
 		close(listen_fd);

@@ -128,6 +128,9 @@ static const struct config_row config_table[] = {
 	ENUM_ROW("peer_failure", peer_failure, peer_failure_names, "error", RESTART,
 		 "a peer gone or past its deadline: error (the batch fails with -EHOSTUNREACH) | "
 		 "drop (its slots are dropped and counted)"),
+	ROW("metrics_listen", CONFIG_PATH, metrics_listen, 0, 0, "", RESTART,
+	    "ADDR:PORT where moed serves Prometheus metrics at /metrics (127.0.0.1:9464: "
+	    "this host only); empty: off"),
 };
 
 #define N_ROWS (sizeof(config_table) / sizeof(config_table[0]))
@@ -356,6 +359,12 @@ int moed_config_validate(const struct moed_config *c, struct diag *d)
 		return diag_set(d, -EINVAL, "placement = explicit needs expert_nodes");
 	if (!c->store_dir[0])
 		return diag_set(d, -EINVAL, "store_dir: must not be empty");
+	if (c->metrics_listen[0]) {
+		struct peer_addr at;
+
+		if (peer_addr_parse(c->metrics_listen, &at, d) < 0)
+			return diag_prefix(d, -EINVAL, "metrics_listen");
+	}
 	return peers_config_validate(c, d);
 }
 

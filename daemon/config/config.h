@@ -74,6 +74,7 @@ struct moed_config {
 	uint32_t peer_deadline_ms;           /* the longest a remote transfer may take */
 	enum peer_failure peer_failure;
 	uint32_t max_hosts_per_token;        /* top-k layers: hosts one token may visit; 0: any */
+	char metrics_listen[CONFIG_PATH_MAX]; /* ADDR:PORT of the Prometheus endpoint; empty: off */
 };
 
 void moed_config_init(struct moed_config *c);

@@ -40,6 +40,24 @@ static json_t *status_clients(const struct status_view *v, uid_t uid)
 	return arr;
 }
 
+/*
+ * A layer's latency: count, sum and quantiles in microseconds, and the
+ * cumulative counts below 2^3, 2^4, ... 2^35 us ("below_pow2_us", for
+ * Prometheus' histogram buckets; metrics.c).
+ */
+static json_t *status_latency(const struct latency_hist *h)
+{
+	json_t *below = json_array();
+
+	for (unsigned p = 3; below && p <= LATENCY_MAX_LOG; p++)
+		json_array_append_new(below,
+				      json_integer((json_int_t)latency_hist_count_below_pow2(h, p)));
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:o*}", "count", (json_int_t)h->count, "sum",
+			 (json_int_t)h->sum_us, "p50", (json_int_t)latency_hist_quantile(h, 0.5),
+			 "p99", (json_int_t)latency_hist_quantile(h, 0.99), "p999",
+			 (json_int_t)latency_hist_quantile(h, 0.999), "below_pow2", below);
+}
+
 static json_t *status_layers(const struct status_view *v)
 {
 	json_t *arr = json_array();
@@ -54,13 +72,14 @@ static json_t *status_layers(const struct status_view *v)
 		for (uint32_t e = 0; per_expert && e < ls->n_experts; e++)
 			json_array_append_new(per_expert,
 					      json_integer((json_int_t)ls->tokens_per_expert[e]));
-		json_array_append_new(arr, json_pack("{s:I, s:I, s:I, s:I, s:I, s:o*}", "layer",
-						     (json_int_t)l, "experts",
+		json_array_append_new(arr, json_pack("{s:I, s:I, s:I, s:I, s:I, s:o*, s:o*}",
+						     "layer", (json_int_t)l, "experts",
 						     (json_int_t)ls->n_experts, "batches",
 						     (json_int_t)ls->batches, "tokens",
 						     (json_int_t)ls->tokens, "dropped",
 						     (json_int_t)ls->dropped, "tokens_per_expert",
-						     per_expert));
+						     per_expert, "latency_us",
+						     status_latency(&ls->latency)));
 	}
 	return arr;
 }

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * layer_stats: what moed counts per MoE layer for `moectl status`: batches,
- * tokens, dropped tokens and the tokens each expert received.
+ * tokens, dropped tokens, the tokens each expert received, and the
+ * latency of its batches (from the moment moed took a batch off its
+ * client's ring to its completion: queueing, merging and computing).
  *
  * Thread-safety: the reactor thread's (runs are counted when they complete).
  */
@@ -9,12 +11,15 @@
 
 #include <stdint.h>
 
+#include "sched/latency_hist.h"
+
 struct moe_model;
 
 struct layer_stats {
 	uint64_t batches, tokens, dropped;
 	uint64_t *tokens_per_expert; /* [n_experts]; NULL for a layer that is not MoE */
 	uint32_t n_experts;
+	struct latency_hist latency; /* of the batches that succeeded */
 };
 
 /* One entry per layer of @model, zeroed. 0 or -ENOMEM. */

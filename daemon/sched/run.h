@@ -33,6 +33,7 @@ struct run_member {
 	uint32_t slot, gen;  /* the client (its table slot and the slot's generation) */
 	struct moe_sqe sqe;  /* the validated copy */
 	uint32_t row0;       /* first row of this batch in the staging buffers */
+	uint64_t t_consumed_ns; /* when the reactor took it off the ring (its latency's start) */
 	/* results, filled by the runner */
 	int status;
 	uint32_t n_dropped, n_sanitized;

@@ -169,7 +169,8 @@ static void run_add_member(struct sched *s, struct run *run, uint32_t slot)
 	struct run_member *m = &run->members[run->n_members++];
 
 	*m = (struct run_member){ .slot = slot, .gen = s->clients[slot].gen,
-				  .sqe = session_pending_peek(c)->sqe, .row0 = run->rows };
+				  .sqe = session_pending_peek(c)->sqe, .row0 = run->rows,
+				  .t_consumed_ns = session_pending_peek(c)->t_consumed_ns };
 	session_pending_pop(c);
 	c->run_in_flight = true;
 	run->rows += m->sqe.n_tokens;
@@ -379,6 +380,8 @@ static void member_complete(struct sched *s, struct run *run, struct run_member 
 		cqe.z_loss = (float)m->z_loss;
 		cqe.flags = (uint16_t)((m->merged ? MOE_CQE_F_MERGED : 0) |
 				       (m->has_z_loss ? MOE_CQE_F_Z_LOSS : 0));
+		latency_hist_add(&s->layers[run->layer_index].latency,
+				 (now_ns - m->t_consumed_ns) / 1000);
 	} else if (session_log_allowed(c, now_ns)) {
 		log_info("client %u, layer %u, %u tokens: %s (%s)", c->id, q->layer, q->n_tokens,
 			 m->why, strerror(-m->status));

@@ -610,6 +610,7 @@ static void test_dump_of_every_key_changed_loads_back_identical(void **state)
 		{ "peer_deadline_ms", "250" },
 		{ "peer_failure", "drop" },
 		{ "max_hosts_per_token", "2" },
+		{ "metrics_listen", "127.0.0.1:9464" },
 	};
 	struct moed_config c, defaults;
 	unsigned n_keys = 0;

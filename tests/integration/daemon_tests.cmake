@@ -59,6 +59,7 @@ moed_daemon_it(it_expert_changes)
 moed_daemon_it(it_round_robin)
 moed_daemon_it(it_flipper SHM)
 moed_daemon_it(it_systemd)
+moed_daemon_it(it_metrics)
 target_link_libraries(it_flipper PRIVATE Threads::Threads)
 
 # Every golden case served by a moed started on it, through moectl and check.py.
