@@ -24,6 +24,7 @@ static const struct {
 	{EXDEV, "The new daemon's region does not fit the arena's old addresses"},
 	{EBUSY, "Another request is still in flight on this client"},
 	{E2BIG, "Requested sizes exceed moed's limits"},
+	{ESHUTDOWN, "moed is stopping: the batch was not run (resubmit to the next moed)"},
 };
 
 MOE_API const char *moe_strerror(int err)

@@ -543,9 +543,10 @@ static unsigned reactor_handle_ready(struct reactor *r)
 /* Consume every client's SQ; returns how many SQEs were taken. */
 static int reactor_sweep(struct reactor *r, uint64_t now_ns)
 {
-	int total = 0;
+	/* draining: what clients submit from now on is refused, never queued */
+	int refuse = r->stopping ? -ESHUTDOWN : 0, total = 0;
 
-	for (uint32_t i = 0; i < r->cfg->max_clients && !r->stopping; i++) {
+	for (uint32_t i = 0; i < r->cfg->max_clients; i++) {
 		struct session *s = r->clients[i].s;
 		uint64_t rejected;
 		int n;
@@ -553,7 +554,7 @@ static int reactor_sweep(struct reactor *r, uint64_t now_ns)
 		if (!s)
 			continue;
 		rejected = s->stats.rejected;
-		n = session_consume(s, &r->limits, now_ns);
+		n = session_consume(s, &r->limits, now_ns, refuse);
 		r->totals.rejected += s->stats.rejected - rejected;
 		if (n < 0) {
 			r->totals.clients_dropped_corrupt++;

@@ -24,7 +24,8 @@
  * STATUS, seeing hang-ups and queuing other clients' SQEs.
  *
  * SIGTERM and SIGINT stop accepting, run the batches already consumed,
- * wait for the runs in flight, publish their completions and return 0.
+ * wait for the runs in flight, publish their completions and return 0;
+ * what clients submit meanwhile completes at once with -ESHUTDOWN.
  */
 #pragma once
 

@@ -189,7 +189,8 @@ static void session_complete_at_once(struct session *s, const struct moe_sqe *sq
 	}
 }
 
-int session_consume(struct session *s, const struct sqe_limits *model_lim, uint64_t now_ns)
+int session_consume(struct session *s, const struct sqe_limits *model_lim, uint64_t now_ns,
+		    int refuse)
 {
 	struct sqe_limits lim = *model_lim;
 	int consumed = 0;
@@ -230,8 +231,8 @@ int session_consume(struct session *s, const struct sqe_limits *model_lim, uint6
 			if (r < 0 && session_log_allowed(s, now_ns))
 				log_info("client %u: bad SQE (user_data %llu): %s", s->id,
 					 (unsigned long long)sqe.user_data, why);
-			if (r < 0 || sqe.opcode == MOE_OP_NOP) {
-				session_complete_at_once(s, &sqe, r);
+			if (r < 0 || sqe.opcode == MOE_OP_NOP || refuse < 0) {
+				session_complete_at_once(s, &sqe, r < 0 ? r : refuse < 0 ? refuse : 0);
 				continue;
 			}
 			struct pending_batch *pb =

@@ -114,12 +114,15 @@ void session_drop_info_fd(struct session *s);
 
 /*
  * Consume SQEs as far as flow control allows: invalid SQEs and NOPs complete
- * at once; FORWARDs go to the pending FIFO. Returns how many SQEs were
- * consumed, or -EPROTO when the client corrupted a ring index (the caller
- * disconnects it). @now_ns stamps the pending batches. @model_lim holds the
- * model's limits; the arena size is this session's own.
+ * at once; FORWARDs go to the pending FIFO, unless @refuse is negative:
+ * then every SQE completes at once with it (moed drains: -ESHUTDOWN).
+ * Returns how many SQEs were consumed, or -EPROTO when the client corrupted
+ * a ring index (the caller disconnects it). @now_ns stamps the pending
+ * batches. @model_lim holds the model's limits; the arena size is this
+ * session's own.
  */
-int session_consume(struct session *s, const struct sqe_limits *model_lim, uint64_t now_ns);
+int session_consume(struct session *s, const struct sqe_limits *model_lim, uint64_t now_ns,
+		    int refuse);
 
 /* The oldest pending batch, or NULL. */
 struct pending_batch *session_pending_peek(struct session *s);

@@ -168,7 +168,8 @@ MOE_API void moe_request_init(struct moe_request *req);
 
 struct moe_completion {
 	uint64_t user_data;
-	int32_t status;       /* 0, or -errno: -EINVAL bad request, -EDOM NaN input, ... */
+	int32_t status;       /* 0, or -errno: -EINVAL bad request, -EDOM NaN input, -ESHUTDOWN
+	                       * submitted while moed drains (not run), ... */
 	uint32_t flags;       /* MOE_COMPLETION_* */
 	uint32_t n_dropped;   /* token slots over an expert's capacity */
 	uint32_t n_sanitized; /* non-finite inputs replaced by the daemon's policy */

@@ -12,6 +12,8 @@
  *     never a gap of the whole timeout (what systemd would act on), also
  *     while one batch computes for longer than the timeout: the reactor
  *     never computes, so a long batch does not silence it;
+ *   - the drain: after SIGTERM a new batch completes with -ESHUTDOWN while
+ *     the one computing finishes;
  *   - reload (moectl reload, which sends SIGHUP): RELOADING=1 then READY=1,
  *     a live setting from a new drop-in in force, one that needs a restart
  *     named and left alone; a bad drop-in refused (moectl exits 1) with the
@@ -323,6 +325,57 @@ static void test_watchdog_while_a_long_batch_computes(void **state)
 	notify_close(&nl);
 }
 
+/*
+ * SIGTERM while a long batch computes: STOPPING=1 comes, a batch another
+ * client submits now completes at once with -ESHUTDOWN (not run, not
+ * queued), the long batch still completes with status 0, and moed exits 0.
+ */
+static void test_drain_refuses_new_batches(void **state)
+{
+	const char *extra[] = { "--model", NULL, "--set", "merge_window_us=0", NULL };
+	char model[256], msg[256];
+	struct notify_listener nl;
+	struct batch big = { 0 }, late = { 0 };
+	struct moe_request rq;
+	struct moe_completion done;
+	int n;
+
+	(void)state;
+	write_slow_model(model, sizeof(model));
+	extra[1] = model;
+	notify_open(&nl);
+	ASSERT_OK(test_daemon_start(&daemon_, extra));
+	batch_open(&big);
+	batch_open(&late);
+
+	moe_request_init(&rq);
+	rq.layer = 0;
+	rq.n_tokens = MAX_T;
+	rq.input = big.x;
+	rq.output = big.y;
+	ASSERT_OK(moe_submit(big.c, &rq));
+	test_sleep_ms(100); /* taken off the ring and computing */
+	ASSERT_OK(kill(daemon_.pid, SIGTERM));
+	assert_true(notify_wait_for(&nl, "STOPPING=1", 10000, msg, sizeof(msg)));
+	n = moe_reap(big.c, &done, 1);
+	if (n != 0) {
+		print_message("the long batch finished before the drain began: nothing to see\n");
+		skip();
+	}
+	rq.n_tokens = 16;
+	rq.input = late.x;
+	rq.output = late.y;
+	ASSERT_OK(moe_submit(late.c, &rq));
+	ASSERT_EQ(moe_wait(late.c, &done, 1, 30ll * 1000000000), 1);
+	ASSERT_EQ(done.status, -ESHUTDOWN);
+	ASSERT_EQ(moe_wait(big.c, &done, 1, 120ll * 1000000000), 1);
+	ASSERT_EQ(done.status, 0);
+	moe_close(late.c);
+	moe_close(big.c);
+	ASSERT_EQ(test_daemon_stop(&daemon_), 0);
+	notify_close(&nl);
+}
+
 /* Run @argv (NULL-ended) to its end; its exit code, or -1 when it did not exit. */
 static int run_command(const char *const *argv)
 {
@@ -520,6 +573,7 @@ int main(int argc, char **argv)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_watchdog_while_a_long_batch_computes, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_drain_refuses_new_batches, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_activation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_activation_wrong_kind, setup,
