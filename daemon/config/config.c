@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <jansson.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -457,4 +458,23 @@ unsigned moed_config_apply_live(struct moed_config *dst, const struct moed_confi
 			applied++;
 	}
 	return applied;
+}
+
+json_t *moed_config_to_json(const struct moed_config *c)
+{
+	char value[CONFIG_PATH_MAX];
+	json_t *arr = json_array();
+
+	for (size_t i = 0; arr && i < N_ROWS; i++) {
+		const struct config_row *row = &config_table[i];
+
+		config_format(c, row, value, sizeof(value));
+		if (json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:b}", "key", row->key,
+							  "value", value, "default", row->def,
+							  "live", row->change == CONFIG_LIVE)) < 0) {
+			json_decref(arr);
+			return NULL;
+		}
+	}
+	return arr;
 }

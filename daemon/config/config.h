@@ -96,6 +96,14 @@ int moed_config_load_all(struct moed_config *c, const char *path, struct diag *d
 /* Cross-key checks (after all sources are applied). */
 int moed_config_validate(const struct moed_config *c, struct diag *d);
 
+/*
+ * Every key in table order as [{"key", "value" (as the file writes it),
+ * "default", "live" (changes on reload)}], for the status and `moectl
+ * config`. A new reference, or NULL when out of memory.
+ */
+struct json_t;
+struct json_t *moed_config_to_json(const struct moed_config *c);
+
 /* Every key with its current value and its documentation, as a config file. */
 void moed_config_dump(const struct moed_config *c, FILE *f);
 

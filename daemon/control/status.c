@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config/config.h"
 #include "engine/engine.h"
 #include "moe_abi.h"
 #include "peers/peers.h"
@@ -119,6 +120,12 @@ int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t 
 				json_pack("{s:I, s:I, s:s}", "count", (json_int_t)v->reloads,
 					  "refused", (json_int_t)v->reloads_refused, "message",
 					  v->reload_message ? v->reload_message : "")) < 0) {
+		json_decref(root);
+		return -ENOMEM;
+	}
+	/* paths, addresses and limits: the operator's business, not every client's */
+	if (v->cfg && (uid == 0 || uid == geteuid()) &&
+	    json_object_set_new(root, "config", moed_config_to_json(v->cfg)) < 0) {
 		json_decref(root);
 		return -ENOMEM;
 	}

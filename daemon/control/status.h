@@ -22,6 +22,7 @@
 
 struct engine;
 struct expert_store;
+struct moed_config;
 struct peers;
 
 struct status_client {
@@ -51,6 +52,7 @@ struct status_view {
 	/* reloads (SIGHUP, moectl reload): how many, how many refused, the last one's outcome */
 	uint64_t reloads, reloads_refused;
 	const char *reload_message; /* "" before the first */
+	const struct moed_config *cfg; /* in force; shown to root and moed's own user only */
 	/* per client and per layer */
 	const struct status_client *client; /* [n_client] */
 	uint32_t n_client;

@@ -32,6 +32,7 @@ static void usage(FILE *out)
 		"  reload      make moed read its configuration again (SIGHUP) and say what\n"
 		"              changed\n"
 		"  metrics     moed's figures in Prometheus' text format\n"
+		"  config      the configuration moed has in force\n"
 		"  workload    drive a running moed with batches through every layer\n"
 		"  forward     run one batch through an MoE layer: in-process, or in the\n"
 		"              moed at --socket PATH\n"
@@ -209,6 +210,8 @@ int main(int argc, char **argv)
 		return cmd_reload(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "metrics") == 0)
 		return cmd_metrics(argc - 1, argv + 1, socket_path);
+	if (strcmp(argv[1], "config") == 0)
+		return cmd_config(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "workload") == 0)
 		return cmd_workload(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "gen-model") == 0)

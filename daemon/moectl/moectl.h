@@ -15,6 +15,7 @@ int cmd_peers(int argc, char **argv, const char *socket_path);
 int cmd_store(int argc, char **argv, const char *socket_path);
 int cmd_reload(int argc, char **argv, const char *socket_path);
 int cmd_metrics(int argc, char **argv, const char *socket_path);
+int cmd_config(int argc, char **argv, const char *socket_path);
 int cmd_workload(int argc, char **argv, const char *socket_path);
 int forward_via_daemon(const char *socket_path, const char *input, const char *input_tensor,
 		       const char *output, uint32_t layer);

@@ -410,6 +410,7 @@ static void ctl_status_view(struct reactor *r, struct status_client *cl, struct 
 		.reloads = r->reloads,
 		.reloads_refused = r->reloads_refused,
 		.reload_message = r->reload_message,
+		.cfg = r->cfg,
 		.client = cl,
 		.n_client = n,
 		.layers = sched_layer_stats(r->sched),

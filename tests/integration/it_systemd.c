@@ -376,8 +376,11 @@ static void test_drain_refuses_new_batches(void **state)
 	notify_close(&nl);
 }
 
-/* Run @argv (NULL-ended) to its end; its exit code, or -1 when it did not exit. */
-static int run_command(const char *const *argv)
+/*
+ * Run @argv (NULL-ended) to its end, its stdout into the file @out (NULL:
+ * the test's); its exit code, or -1 when it did not exit.
+ */
+static int run_command_to(const char *const *argv, const char *out)
 {
 	int status;
 	pid_t pid = test_fork();
@@ -388,12 +391,38 @@ static int run_command(const char *const *argv)
 			const char *const *c;
 			char *const *v;
 		} av = { .c = argv };
+		int fd = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
 
+		if (out && (fd < 0 || dup2(fd, STDOUT_FILENO) < 0))
+			_exit(127);
 		execv(argv[0], av.v);
 		_exit(127);
 	}
 	ASSERT_OK(test_child_wait(pid, 60000, &status));
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int run_command(const char *const *argv)
+{
+	return run_command_to(argv, NULL);
+}
+
+/* The whole file at @path (malloc'd, NUL-terminated). */
+static char *read_text(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	char *text;
+	long size;
+
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	size = ftell(f);
+	rewind(f);
+	text = calloc(1, (size_t)size + 1);
+	assert_non_null(text);
+	ASSERT_EQ(fread(text, 1, (size_t)size, f), size);
+	fclose(f);
+	return text;
 }
 
 static void write_text(const char *path, const char *text)
@@ -411,11 +440,15 @@ static void test_reload(void **state)
 	const char *extra[] = { "--config", conf, NULL };
 	const char *reload[] = { arg_moectl, "--socket", daemon_.socket, "reload", NULL };
 	const char *check[] = { arg_moed, "--check-config", conf, NULL };
+	const char *config[] = { arg_moectl, "--socket", daemon_.socket, "config", "--changed",
+				 NULL };
+	char out[192], *text;
 	struct notify_listener nl;
 	json_t *st;
 
 	(void)state;
 	snprintf(conf, sizeof(conf), "%s/moed.conf", daemon_.dir);
+	snprintf(out, sizeof(out), "%s/config.txt", daemon_.dir);
 	snprintf(dropin_dir, sizeof(dropin_dir), "%s.d", conf);
 	snprintf(dropin, sizeof(dropin), "%s/50-test.conf", dropin_dir);
 	write_text(conf, "merge_window_us = 300\nworkers = 2\n");
@@ -439,6 +472,14 @@ static void test_reload(void **state)
 	ASSERT_EQ(test_json_int(st, "daemon.reload.refused"), 0);
 	assert_non_null(strstr(test_json_str(st, "daemon.reload.message"), "workers"));
 	json_decref(st);
+	/* moectl config: what is in force, the changed keys only */
+	ASSERT_EQ(run_command_to(config, out), 0);
+	text = read_text(out);
+	print_message("moectl config --changed:\n%s", text);
+	assert_non_null(strstr(text, "merge_window_us = 40    # changes on reload\n"));
+	assert_non_null(strstr(text, "\nworkers = 2\n")); /* the 1 waits for a restart */
+	assert_null(strstr(text, "poll_us ="));             /* the default: not shown */
+	free(text);
 
 	/* a bad drop-in: refused, everything stays */
 	write_text(dropin, "merge_window_us = soon\n");
