@@ -103,7 +103,7 @@ done < <(awk '/^\.SH COMMANDS/ { on = 1; next } on && /^\.SH/ { exit }
 # -- 4. moed.8 against moed --help ------------------------------------------
 page=$man_dir/moed.8
 for opt in $("$moed" --help | grep -o -- '--[a-z-]*' | sort -u); do
-	if grep -qF -- "$(sed 's/-/\\-/g' <<<"$opt")" "$page"; then
+	if grep -qF -- "${opt//-/\\-}" "$page"; then
 		echo "ok: moed.8 documents $opt"
 	else
 		failed "moed.8 does not name the option $opt"
