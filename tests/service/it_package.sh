@@ -154,7 +154,9 @@ ok "contents: $(grep -vc '/$' <<<"$contents") files and links where they belong"
 # ---- the extracted files ----
 root=$tmp/root
 dpkg-deb -x "$deb" "$root"
-if out=$("$root/usr/sbin/moed" --check-config "$root/etc/moed/moed.conf" 2>&1); then
+# moed links libmoe too (its metrics endpoint asks for the status as moectl does)
+if out=$(LD_LIBRARY_PATH=$root$libdir "$root/usr/sbin/moed" --check-config \
+	"$root/etc/moed/moed.conf" 2>&1); then
 	ok "extracted moed --check-config: $out"
 else
 	failed "extracted moed --check-config of the extracted moed.conf: $out"
