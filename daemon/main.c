@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "config/config_sources.h"
 #include "control/load_status.h"
 #include "control/metrics_http.h"
 #include "engine/engine.h"
@@ -48,17 +49,8 @@
 #include "store/load_record.h"
 #include "util/log.h"
 
-/*
- * Where the configuration comes from: the file (and its drop-ins), then the
- * command line's --model, --socket and --set in their order. Kept for the
- * life of moed, so that a reload reads the same sources again.
- */
-#define MAX_SETS 128
-static struct config_sources {
-	const char *file; /* NULL: defaults and the command line only */
-	const char *key_value[2 * MAX_SETS]; /* option, value, option, value ... */
-	unsigned n;
-} sources;
+/* Kept for moed's life: a reload reads the same sources again. */
+static struct config_sources sources;
 
 static bool arg_foreground;
 static bool arg_dump_config;
@@ -70,44 +62,10 @@ static void usage(FILE *f)
 		   "[--set KEY=VALUE]... [--foreground] [--dump-config] [--check-config FILE]\n");
 }
 
-/* Defaults, then the file and its drop-ins, then the command line; validated. 0 or -errno + @d. */
-static int config_build(const struct config_sources *src, struct moed_config *cfg,
-			struct diag *d)
-{
-	int r;
-
-	moed_config_init(cfg);
-	if (src->file) {
-		r = moed_config_load_all(cfg, src->file, d);
-		if (r < 0)
-			return r;
-	}
-	for (unsigned i = 0; i < src->n; i += 2) {
-		const char *opt = src->key_value[i], *value = src->key_value[i + 1];
-		char key[64];
-
-		if (strcmp(opt, "--set") == 0) {
-			const char *eq = strchr(value, '=');
-
-			if (!eq || (size_t)(eq - value) >= sizeof(key))
-				return diag_set(d, -EINVAL, "--set %s: expected KEY=VALUE", value);
-			memcpy(key, value, (size_t)(eq - value));
-			key[eq - value] = '\0';
-			value = eq + 1;
-		} else {
-			snprintf(key, sizeof(key), "%s", opt + 2);
-		}
-		r = moed_config_set(cfg, key, value, d);
-		if (r < 0)
-			return r;
-	}
-	return moed_config_validate(cfg, d);
-}
-
 /* reactor_reload_fn: the same sources, read again. */
 static int config_reload(void *arg, struct moed_config *ret, struct diag *d)
 {
-	return config_build(arg, ret, d);
+	return config_sources_build(arg, ret, d);
 }
 
 static int parse_args(int argc, char **argv)
@@ -128,11 +86,11 @@ static int parse_args(int argc, char **argv)
 		} else if (val && strcmp(opt, "--check-config") == 0) {
 			arg_check_config = val;
 			i++;
-		} else if (val && sources.n + 2 <= 2 * MAX_SETS &&
-			   (strcmp(opt, "--model") == 0 || strcmp(opt, "--socket") == 0 ||
-			    strcmp(opt, "--set") == 0)) {
-			sources.key_value[sources.n++] = opt;
-			sources.key_value[sources.n++] = val;
+		} else if (val && (strcmp(opt, "--model") == 0 || strcmp(opt, "--socket") == 0 ||
+				   strcmp(opt, "--set") == 0)) {
+			if (config_sources_add(&sources, opt, val) < 0)
+				return log_errno(-E2BIG, "more than %u --model, --socket and --set",
+						 CONFIG_SOURCES_MAX_SETS);
 			i++;
 		} else {
 			log_error("unknown option or missing value: %s", opt);
@@ -157,7 +115,7 @@ static int check_config(const char *file)
 	if (!cfg)
 		return log_errno(-ENOMEM, "out of memory"), 1;
 	sources.file = file;
-	r = config_build(&sources, cfg, &d);
+	r = config_sources_build(&sources, cfg, &d);
 	free(cfg);
 	if (r < 0) {
 		log_error("%s", d.msg);
@@ -516,7 +474,7 @@ int main(int argc, char **argv)
 		return 2;
 	if (arg_check_config)
 		return check_config(arg_check_config);
-	r = config_build(&sources, &cfg, &d);
+	r = config_sources_build(&sources, &cfg, &d);
 	if (r < 0) {
 		log_errno(r, "%s", d.msg);
 		return 2;
