@@ -107,22 +107,34 @@ double moectl_now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-json_t *moectl_status_get(const char *socket_path)
+json_t *moectl_status_fetch(const char *socket_path, char *why, size_t why_size)
 {
 	json_error_t err;
-	char *text = NULL;
+	char *text = NULL, safe[4 * JSON_ERROR_TEXT_LENGTH + 1];
 	json_t *root;
 	int r = moe_daemon_status(socket_path, &text);
 
 	if (r < 0) {
-		log_error("cannot get the status of moed at %s: %s",
-			  socket_path ? socket_path : "the default socket", moe_strerror(r));
+		snprintf(why, why_size, "cannot get the status of moed at %s: %s",
+			 socket_path ? socket_path : "the default socket", moe_strerror(r));
 		return NULL;
 	}
 	root = json_loads(text, 0, &err);
 	free(text);
+	/* jansson quotes the offending input in its message: that is the peer's text */
 	if (!root)
-		log_error("the daemon's status is not JSON: %s", err.text);
+		snprintf(why, why_size, "the daemon's status is not JSON: %s",
+			 moectl_term_safe(err.text, safe, sizeof(safe)));
+	return root;
+}
+
+json_t *moectl_status_get(const char *socket_path)
+{
+	char why[1024];
+	json_t *root = moectl_status_fetch(socket_path, why, sizeof(why));
+
+	if (!root)
+		log_error("%s", why);
 	return root;
 }
 

@@ -49,6 +49,13 @@ int moectl_router_option(int argc, char **argv, int i, char *buf, unsigned size)
 struct json_t *moectl_status_get(const char *socket_path);
 
 /*
+ * As moectl_status_get(), but the reason for a NULL goes into @why (made safe
+ * for a terminal) instead of the log: for a caller that must put the terminal
+ * back before it says anything (moectl top).
+ */
+struct json_t *moectl_status_fetch(const char *socket_path, char *why, size_t why_size);
+
+/*
  * The options of a command that shows something: --json and --help (which
  * prints @usage). -1 to go on, else the exit status to return (0 or 2).
  */
