@@ -26,6 +26,8 @@ static void usage(FILE *out)
 		"commands:\n"
 		"  status      what a running moed is doing (--json for scripts)\n"
 		"  peers       the other hosts: state, traffic, round trips, failures\n"
+		"  top         a live view: throughput, per-layer rates, expert load as bars\n"
+		"              and a heat map (--batch for plain frames)\n"
 		"  experts     where the experts live (NUMA nodes, replicas, load), and\n"
 		"              replicate|move|drop to change it while moed serves\n"
 		"  store drop  remove the expert store a stopped moed left in shared memory\n"
@@ -36,7 +38,7 @@ static void usage(FILE *out)
 		"              moed at --socket PATH\n"
 		"  gen-model   write a synthetic MoE model (and an input batch)\n"
 		"\n"
-		"--socket PATH: moed's control socket (status, experts, workload, store:\n"
+		"--socket PATH: moed's control socket (status, top, experts, workload, store:\n"
 		"default $MOED_SOCKET, then /run/moed/moed.sock).\n"
 		"\n"
 		"moectl COMMAND --help shows the options of a command.\n");
@@ -214,6 +216,8 @@ int main(int argc, char **argv)
 		return cmd_experts(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "peers") == 0)
 		return cmd_peers(argc - 1, argv + 1, socket_path);
+	if (strcmp(argv[1], "top") == 0)
+		return cmd_top(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "store") == 0)
 		return cmd_store(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "reload") == 0)

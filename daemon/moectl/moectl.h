@@ -12,6 +12,7 @@ int cmd_forward(int argc, char **argv, const char *socket_path);
 int cmd_status(int argc, char **argv, const char *socket_path);
 int cmd_experts(int argc, char **argv, const char *socket_path);
 int cmd_peers(int argc, char **argv, const char *socket_path);
+int cmd_top(int argc, char **argv, const char *socket_path);
 int cmd_store(int argc, char **argv, const char *socket_path);
 int cmd_reload(int argc, char **argv, const char *socket_path);
 int cmd_workload(int argc, char **argv, const char *socket_path);
