@@ -97,7 +97,9 @@ static void top_print_batch(const struct top_lines *lines, bool first)
 /*
  * A frame on the terminal: each row addressed and erased before it is
  * written (no reliance on where the last line's wrap left the cursor),
- * lines cut at the width, rows beyond the height dropped. The lines hold
+ * lines cut at the width, rows beyond the height dropped, then the cursor
+ * parked at the top left (tests/integration/it_top_pty.c waits for that
+ * to know a frame is complete). The lines hold
  * printable ASCII only, so bytes are columns.
  */
 static void top_print_screen(const struct top_lines *lines, double interval_s)
@@ -115,6 +117,8 @@ static void top_print_screen(const struct top_lines *lines, double interval_s)
 		snprintf(hint, sizeof(hint), "q quits; a refresh every %.1f s", interval_s);
 		printf("\033[%u;1H%.*s", rows, (int)cols, hint);
 	}
+	/* the cursor is hidden; parked at home it also marks where a frame ends */
+	printf("\033[H");
 	fflush(stdout);
 }
 
