@@ -98,9 +98,8 @@ static void top_print_batch(const struct top_lines *lines, bool first)
  * A frame on the terminal: each row addressed and erased before it is
  * written (no reliance on where the last line's wrap left the cursor),
  * lines cut at the width, rows beyond the height dropped, then the cursor
- * parked at the top left (tests/integration/it_top_pty.c waits for that
- * to know a frame is complete). The lines hold
- * printable ASCII only, so bytes are columns.
+ * parked at the top left (it_top_pty waits for that to know a frame is
+ * complete). The lines hold printable ASCII only, so bytes are columns.
  */
 static void top_print_screen(const struct top_lines *lines, double interval_s)
 {
