@@ -26,6 +26,8 @@ static void usage(FILE *out)
 		"commands:\n"
 		"  status      what a running moed is doing (--json for scripts)\n"
 		"  peers       the other hosts: state, traffic, round trips, failures\n"
+		"  top         a live view: throughput, per-layer rates, expert load as bars\n"
+		"              and a heat map (--batch for plain frames)\n"
 		"  experts     where the experts live (NUMA nodes, replicas, load), and\n"
 		"              replicate|move|drop to change it while moed serves\n"
 		"  store drop  remove the expert store a stopped moed left in shared memory\n"
@@ -38,7 +40,7 @@ static void usage(FILE *out)
 		"              moed at --socket PATH\n"
 		"  gen-model   write a synthetic MoE model (and an input batch)\n"
 		"\n"
-		"--socket PATH: moed's control socket (status, experts, workload, store:\n"
+		"--socket PATH: moed's control socket (status, top, experts, workload, store:\n"
 		"default $MOED_SOCKET, then /run/moed/moed.sock).\n"
 		"\n"
 		"moectl COMMAND --help shows the options of a command.\n");
@@ -109,22 +111,34 @@ double moectl_now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-json_t *moectl_status_get(const char *socket_path)
+json_t *moectl_status_fetch(const char *socket_path, char *why, size_t why_size)
 {
 	json_error_t err;
-	char *text = NULL;
+	char *text = NULL, safe[4 * JSON_ERROR_TEXT_LENGTH + 1];
 	json_t *root;
 	int r = moe_daemon_status(socket_path, &text);
 
 	if (r < 0) {
-		log_error("cannot get the status of moed at %s: %s",
-			  socket_path ? socket_path : "the default socket", moe_strerror(r));
+		snprintf(why, why_size, "cannot get the status of moed at %s: %s",
+			 socket_path ? socket_path : "the default socket", moe_strerror(r));
 		return NULL;
 	}
 	root = json_loads(text, 0, &err);
 	free(text);
+	/* jansson quotes the offending input in its message: that is the peer's text */
 	if (!root)
-		log_error("the daemon's status is not JSON: %s", err.text);
+		snprintf(why, why_size, "the daemon's status is not JSON: %s",
+			 moectl_term_safe(err.text, safe, sizeof(safe)));
+	return root;
+}
+
+json_t *moectl_status_get(const char *socket_path)
+{
+	char why[1024];
+	json_t *root = moectl_status_fetch(socket_path, why, sizeof(why));
+
+	if (!root)
+		log_error("%s", why);
 	return root;
 }
 
@@ -204,6 +218,8 @@ int main(int argc, char **argv)
 		return cmd_experts(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "peers") == 0)
 		return cmd_peers(argc - 1, argv + 1, socket_path);
+	if (strcmp(argv[1], "top") == 0)
+		return cmd_top(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "store") == 0)
 		return cmd_store(argc - 1, argv + 1, socket_path);
 	if (strcmp(argv[1], "reload") == 0)

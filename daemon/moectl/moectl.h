@@ -12,6 +12,7 @@ int cmd_forward(int argc, char **argv, const char *socket_path);
 int cmd_status(int argc, char **argv, const char *socket_path);
 int cmd_experts(int argc, char **argv, const char *socket_path);
 int cmd_peers(int argc, char **argv, const char *socket_path);
+int cmd_top(int argc, char **argv, const char *socket_path);
 int cmd_store(int argc, char **argv, const char *socket_path);
 int cmd_reload(int argc, char **argv, const char *socket_path);
 int cmd_metrics(int argc, char **argv, const char *socket_path);
@@ -49,6 +50,13 @@ int moectl_router_option(int argc, char **argv, int i, char *buf, unsigned size)
 
 /* The daemon's status, parsed, or NULL after a log line saying why. */
 struct json_t *moectl_status_get(const char *socket_path);
+
+/*
+ * As moectl_status_get(), but the reason for a NULL goes into @why (made safe
+ * for a terminal) instead of the log: for a caller that must put the terminal
+ * back before it says anything (moectl top).
+ */
+struct json_t *moectl_status_fetch(const char *socket_path, char *why, size_t why_size);
 
 /*
  * The options of a command that shows something: --json and --help (which

@@ -61,6 +61,9 @@ moed_daemon_it(it_flipper SHM)
 moed_daemon_it(it_systemd)
 moed_daemon_it(it_metrics)
 target_link_libraries(it_flipper PRIVATE Threads::Threads)
+# moectl top: batch frames (and a fake moed speaking moe_proto.h), and on a pty
+moed_daemon_it(it_top SHM)
+moed_daemon_it(it_top_pty)
 
 # Every golden case served by a moed started on it, through moectl and check.py.
 add_test(NAME it_daemon_golden
