@@ -85,6 +85,20 @@ static void per_layer(const json_t *layers, FILE *out, const char *metric, const
 			(long long)json_integer_value(json_object_get(L, "layer")), num(L, key));
 }
 
+static void layer_aux_loss(const json_t *layers, FILE *out)
+{
+	const json_t *L;
+	size_t i;
+
+	family(out, "moed_aux_loss", "gauge",
+	       "Mean auxiliary (load-balancing) loss of the router per layer, since moed started.");
+	json_array_foreach(layers, i, L)
+		if (json_is_number(json_object_get(L, "aux_loss_mean")))
+			fprintf(out, "moed_aux_loss{layer=\"%lld\"} %.6g\n",
+				(long long)json_integer_value(json_object_get(L, "layer")),
+				num(L, "aux_loss_mean"));
+}
+
 static void layer_latency(const json_t *layers, FILE *out)
 {
 	const char *m = "moed_batch_latency_seconds";
@@ -210,6 +224,7 @@ int metrics_text_write(const json_t *status, FILE *out)
 	per_layer(layers, out, "moed_dropped_tokens_total", "dropped",
 		  "Token slots dropped per layer (capacity, failed peers).");
 	expert_tokens(layers, out);
+	layer_aux_loss(layers, out);
 	layer_latency(layers, out);
 	nodes(json_object_get(status, "store"), out);
 	peers(json_object_get(status, "peers"), out);

@@ -12,6 +12,7 @@
  *   moed_batches_total{layer}  moed_layer_tokens_total{layer}
  *   moed_dropped_tokens_total{layer}  moed_tokens_total{layer,expert}
  *   moed_batch_latency_seconds{layer} (histogram: _bucket{le}, _sum, _count)
+ *   moed_aux_loss{layer} (the router's mean load-balancing loss)
  *   moed_errors_total  moed_rejected_total  moed_engine_runs_total
  *   moed_merged_batches_total  moed_reloads_total  moed_reloads_refused_total
  *   moed_node_expert_bytes{node}  moed_node_busy_ratio{node}

@@ -73,13 +73,17 @@ static json_t *status_layers(const struct status_view *v)
 		for (uint32_t e = 0; per_expert && e < ls->n_experts; e++)
 			json_array_append_new(per_expert,
 					      json_integer((json_int_t)ls->tokens_per_expert[e]));
-		json_array_append_new(arr, json_pack("{s:I, s:I, s:I, s:I, s:I, s:o*, s:o*}",
+		/* the mean over the batches that completed (their CQEs carry each one) */
+		json_array_append_new(arr, json_pack("{s:I, s:I, s:I, s:I, s:I, s:f, s:o*, s:o*}",
 						     "layer", (json_int_t)l, "experts",
 						     (json_int_t)ls->n_experts, "batches",
 						     (json_int_t)ls->batches, "tokens",
 						     (json_int_t)ls->tokens, "dropped",
-						     (json_int_t)ls->dropped, "tokens_per_expert",
-						     per_expert, "latency_us",
+						     (json_int_t)ls->dropped, "aux_loss_mean",
+						     ls->latency.count ? ls->aux_loss_sum /
+									 (double)ls->latency.count
+								       : 0.0,
+						     "tokens_per_expert", per_expert, "latency_us",
 						     status_latency(&ls->latency)));
 	}
 	return arr;

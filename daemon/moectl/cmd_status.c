@@ -74,6 +74,8 @@ static void print_layers(const json_t *layers)
 		/* max over mean: 1.0 is perfect balance */
 		if (sum && n)
 			printf(" (imbalance %.2f)", (double)max * (double)n / (double)sum);
+		if (json_is_number(json_object_get(l, "aux_loss_mean")))
+			printf("; aux loss %.4g", json_number_value(json_object_get(l, "aux_loss_mean")));
 		print_latency(json_object_get(l, "latency_us"));
 		printf("\n");
 	}

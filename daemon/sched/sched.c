@@ -382,6 +382,7 @@ static void member_complete(struct sched *s, struct run *run, struct run_member 
 				       (m->has_z_loss ? MOE_CQE_F_Z_LOSS : 0));
 		latency_hist_add(&s->layers[run->layer_index].latency,
 				 (now_ns - m->t_consumed_ns) / 1000);
+		s->layers[run->layer_index].aux_loss_sum += m->aux_loss;
 	} else if (session_log_allowed(c, now_ns)) {
 		log_info("client %u, layer %u, %u tokens: %s (%s)", c->id, q->layer, q->n_tokens,
 			 m->why, strerror(-m->status));

@@ -28,7 +28,7 @@ static const char *status_text =
 	" \"totals\": {\"clients\": 2, \"clients_served\": 5, \"clients_refused\": 1,"
 	"             \"errors\": 4, \"rejected\": 6, \"engine_runs\": 7, \"merged_batches\": 8},"
 	" \"layers\": ["
-	"   {\"layer\": 0, \"batches\": 10, \"tokens\": 100, \"dropped\": 3,"
+	"   {\"layer\": 0, \"batches\": 10, \"tokens\": 100, \"dropped\": 3, \"aux_loss_mean\": 0.125,"
 	"    \"tokens_per_expert\": [120, 80],"
 	"    \"latency_us\": {\"count\": 10, \"sum\": 2500, \"p50\": 200, \"p99\": 900,"
 	"                    \"p999\": 900, \"below_pow2\": [0, 0, 0, 0, 0, 4, 9, 10]}},"
@@ -131,6 +131,7 @@ static void test_values_and_format(void **state)
 	ASSERT_EQ(sample(text, "moed_dropped_tokens_total{layer=\"0\"}"), 3);
 	ASSERT_EQ(sample(text, "moed_tokens_total{layer=\"0\",expert=\"1\"}"), 80);
 	ASSERT_EQ(sample(text, "moed_tokens_total{layer=\"2\",expert=\"2\"}"), 9);
+	assert_true(sample(text, "moed_aux_loss{layer=\"0\"}") == 0.125);
 	/* below_pow2[5] counts under 2^8 us = 0.000256 s */
 	ASSERT_EQ(sample(text, "moed_batch_latency_seconds_bucket{layer=\"0\",le=\"0.000256\"}"), 4);
 	ASSERT_EQ(sample(text, "moed_batch_latency_seconds_bucket{layer=\"0\",le=\"+Inf\"}"), 10);

@@ -71,3 +71,10 @@ add_test(NAME it_daemon_golden
                  $<TARGET_FILE:moectl> ${MOE_GOLDEN_DIR})
 set_tests_properties(it_daemon_golden PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 RUN_SERIAL ON
                                                  ENVIRONMENT "${_it_env}")
+
+# The status JSON against its documented schema (daemon/control/status.schema.json).
+add_test(NAME it_status_schema
+         COMMAND bash ${_it_dir}/it_status_schema.sh $<TARGET_FILE:moed> $<TARGET_FILE:moectl>
+                 ${PROJECT_SOURCE_DIR}/daemon/control/status.schema.json)
+set_tests_properties(it_status_schema PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 RUN_SERIAL ON
+                                                 ENVIRONMENT "${_it_env}")

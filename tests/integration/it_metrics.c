@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -101,6 +102,9 @@ static double sample(const char *text, const char *series)
 	return strtod(at + strlen(want), NULL);
 }
 
+/* The CQEs' aux losses, summed, to compare with the status's mean. */
+static double aux_loss_sum;
+
 static void run_batches(void)
 {
 	struct moe_client_opts o;
@@ -129,6 +133,7 @@ static void run_batches(void)
 		rq.output = y;
 		ASSERT_OK(moe_forward(c, &rq, &done));
 		ASSERT_EQ(done.status, 0);
+		aux_loss_sum += done.aux_loss;
 	}
 	moe_close(c);
 }
@@ -229,6 +234,16 @@ static void test_scrape(void **state)
 		    test_json_int(st, "layers.0.latency_us.p99"));
 	assert_true(test_json_int(st, "layers.0.latency_us.p99") <=
 		    test_json_int(st, "layers.0.latency_us.p999"));
+	/* the status's mean aux loss is the mean of what the completions carried */
+	{
+		double mean = json_real_value(
+			json_object_get(json_array_get(json_object_get(st, "layers"), 0),
+					"aux_loss_mean"));
+
+		print_message("aux loss: status %.9g, completions %.9g\n", mean,
+			      aux_loss_sum / N_BATCHES);
+		assert_true(fabs(mean - aux_loss_sum / N_BATCHES) <= 1e-6 * (1 + fabs(mean)));
+	}
 	json_decref(st);
 	ASSERT_EQ(test_daemon_stop(&daemon_), 0);
 }
