@@ -255,26 +255,61 @@ err:
 /*
  * The control socket from moed.socket, when systemd activated moed; its
  * path becomes moed's socket path (the store's default name and moectl's
- * hints follow it). -ENOENT when not activated, another -errno (logged)
- * when what systemd passed cannot serve.
+ * hints follow it). -ENOENT when not activated.
  */
-static int take_activated_socket(struct moed_config *cfg)
+static int take_activated_socket(struct service_fds *fds, struct moed_config *cfg)
 {
-	char path[sizeof(cfg->socket)];
-	struct diag d = { { 0 } };
-	int fd = service_listen_socket(path, sizeof(path), &d);
-
-	if (fd == -ENOENT)
-		return fd;
-	if (fd < 0)
-		return log_errno(fd, "%s", d.msg);
-	if (strcmp(path, cfg->socket) != 0)
+	if (fds->control < 0)
+		return -ENOENT;
+	if (strcmp(fds->control_path, cfg->socket) != 0)
 		log_warning("socket activation: systemd listens on %s, the configuration says %s; "
 			    "serving on %s",
-			    path, cfg->socket, path);
-	snprintf(cfg->socket, sizeof(cfg->socket), "%s", path);
-	log_info("control socket %s from systemd (socket activation)", path);
-	return fd;
+			    fds->control_path, cfg->socket, fds->control_path);
+	snprintf(cfg->socket, sizeof(cfg->socket), "%s", fds->control_path);
+	log_info("control socket %s from systemd (socket activation)", fds->control_path);
+	return fds->control;
+}
+
+/*
+ * Hand the store's objects to systemd's fd store: a restarted moed then
+ * has them even when their files are gone (a tmpfs cleaned, a store_dir
+ * that does not outlive the service). Each goes as a fresh open file
+ * description (reopened through /proc), never the one moed holds its lock
+ * on: systemd keeping that one would keep the lock, and the next moed
+ * could not take the store by its path.
+ */
+static void fdstore_put(const struct expert_store *store)
+{
+	int fds[SERVICE_STORE_FDS_MAX];
+	uint32_t n = expert_store_object_fds(store, fds, SERVICE_STORE_FDS_MAX);
+
+	for (uint32_t i = 0; i < n && i < SERVICE_STORE_FDS_MAX; i++) {
+		char proc[64], name[32];
+		int fd;
+
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fds[i]);
+		fd = open(proc, O_RDWR | O_CLOEXEC);
+		if (fd < 0) {
+			log_warning("cannot give the store's object %u to the fd store: %m", i);
+			continue;
+		}
+		service_store_fd_name(i, name, sizeof(name));
+		service_notify_fdstore(name, fd);
+	}
+}
+
+/* A store that does not outlive moed leaves nothing in the fd store either. */
+static void fdstore_drop(const struct expert_store *store)
+{
+	int fds[SERVICE_STORE_FDS_MAX];
+	uint32_t n = expert_store_object_fds(store, fds, SERVICE_STORE_FDS_MAX);
+
+	for (uint32_t i = 0; i < n && i < SERVICE_STORE_FDS_MAX; i++) {
+		char name[32];
+
+		service_store_fd_name(i, name, sizeof(name));
+		service_notify_fdstore_remove(name);
+	}
 }
 
 /*
@@ -409,7 +444,7 @@ static void save_load_record(const struct moed_config *cfg, const struct reactor
 /* The experts' weights: re-attached from a previous moed's store, or loaded. */
 static int open_store(const struct moed_config *cfg, const char *model_path,
 		      const struct topology *topo, struct store_progress *progress,
-		      struct expert_store **ret, struct diag *d)
+		      const int *kept_fds, struct expert_store **ret, struct diag *d)
 {
 	static char name[CONFIG_PATH_MAX];
 	const struct expert_store_info *info;
@@ -432,6 +467,7 @@ static int open_store(const struct moed_config *cfg, const char *model_path,
 		.expert_nodes = cfg->expert_nodes,
 		.progress = progress,
 		.load_record = load_record_path,
+		.kept_fds = kept_fds,
 	};
 	log_info("topology: %u node(s) (%s), %u CPUs", topo->n_nodes, topo->source,
 		 topology_n_cpus(topo));
@@ -439,7 +475,12 @@ static int open_store(const struct moed_config *cfg, const char *model_path,
 	if (r < 0)
 		return r;
 	info = expert_store_info(*ret);
-	if (info->source == STORE_ATTACHED)
+	if (info->source == STORE_ATTACHED && info->from_kept_fds)
+		log_info("weights: %.1f MB re-attached in %.3f s (no weight file read), %u of "
+			 "%u objects from systemd's fd store: their files in %s were gone",
+			 (double)info->weight_bytes / 1e6, info->seconds, info->from_kept_fds,
+			 info->n_nodes, so.dir);
+	else if (info->source == STORE_ATTACHED)
 		log_info("weights: %.1f MB re-attached from %s/%s.node* in %.3f s (no weight "
 			 "file read)",
 			 (double)info->weight_bytes / 1e6, so.dir, name, info->seconds);
@@ -460,6 +501,7 @@ int main(int argc, char **argv)
 	struct reactor *reactor = NULL;
 	struct load_status *loading = NULL;
 	struct metrics_http *metrics = NULL;
+	static struct service_fds passed; /* what systemd handed over (large: static) */
 	static struct store_progress progress; /* read by the load-time status thread */
 	struct diag d = { { 0 } };
 	char default_path[CONFIG_PATH_MAX + 64];
@@ -522,10 +564,18 @@ int main(int argc, char **argv)
 	 * Listen first: while the experts load (minutes for a large model),
 	 * `moectl status` shows the progress and clients are told to wait.
 	 */
-	listen_fd = take_activated_socket(&cfg);
+	r = service_fds_take(&passed, &d);
+	if (r < 0) {
+		log_errno(r, "%s", d.msg);
+		goto out;
+	}
+	if (passed.n_unused)
+		log_warning("systemd passed %u file descriptors moed does not use; closed them",
+			    passed.n_unused);
+	listen_fd = take_activated_socket(&passed, &cfg);
 	if (listen_fd == -ENOENT)
 		listen_fd = listen_socket(&cfg);
-	else if (listen_fd >= 0)
+	else
 		socket_activated = true;
 	if (listen_fd < 0) {
 		r = listen_fd;
@@ -536,11 +586,14 @@ int main(int argc, char **argv)
 	if (r < 0)
 		log_warning("cannot answer on the socket while loading (%s); it answers once "
 			    "the experts are in place", strerror(-r));
-	r = open_store(&cfg, model_path, &topo, &progress, &store, &d);
+	r = open_store(&cfg, model_path, &topo, &progress, passed.store, &store, &d);
+	service_fds_close_store(&passed); /* the store has copies of what it used */
 	if (r < 0) {
 		log_errno(r, "%s", d.msg);
 		goto out;
 	}
+	if (cfg.store_keep)
+		fdstore_put(store);
 	if (cfg.rebalance_interval_ms && !cfg.replica_budget)
 		log_warning("rebalance_interval_ms is set but replica_budget is 0: no replica "
 			    "fits, rebalancing can only drop");
@@ -594,6 +647,8 @@ out:
 		unlink(cfg.socket); /* an activated socket is systemd's: it stays for the next moed */
 	reactor_free(reactor);
 	engine_free(engine);
+	if (store && !cfg.store_keep)
+		fdstore_drop(store);
 	expert_store_close(store);
 	if (ready_fd >= 0)
 		close(ready_fd);

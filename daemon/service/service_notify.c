@@ -11,28 +11,35 @@
 #include <string.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "util/log.h"
 
 #define MSG_MAX   256
-/* READY, RELOADING and STOPPING are a handful in a daemon's life; more waiting means no reader. */
-#define QUEUE_MAX 16
+/*
+ * READY, RELOADING, STOPPING and the fd store's puts (a few per NUMA node)
+ * are a handful in a daemon's life; more waiting means no reader.
+ */
+#define QUEUE_MAX 64
 
 static struct {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	pthread_t thread;
 	bool running, quit, send_failed_logged;
-	char queue[QUEUE_MAX][MSG_MAX]; /* in order */
+	struct {
+		char msg[MSG_MAX];
+		int fd; /* sent along (FDSTORE=1) and closed after, or -1 */
+	} queue[QUEUE_MAX]; /* in order */
 	unsigned head, n;
 	char status[MSG_MAX]; /* the newest STATUS= alone, sent after the queue */
 	bool status_pending, watchdog_pending;
 	uint64_t extend_usec; /* 0: none pending */
 } nt = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 
-static void send_now(const char *msg)
+static void send_now(const char *msg, int fd)
 {
-	int r = sd_notify(0, msg);
+	int r = fd >= 0 ? sd_pid_notify_with_fds(0, 0, msg, &fd, 1) : sd_notify(0, msg);
 
 	if (r < 0 && !nt.send_failed_logged) {
 		nt.send_failed_logged = true; /* only this thread sends */
@@ -46,11 +53,13 @@ static bool pending(void)
 	return nt.n || nt.status_pending || nt.watchdog_pending || nt.extend_usec;
 }
 
-/* Take the next message to send into @msg (under the lock); false when none. */
-static bool take_next(char *msg)
+/* Take the next message to send into @msg and its fd (under the lock); false when none. */
+static bool take_next(char *msg, int *fd)
 {
+	*fd = -1;
 	if (nt.n) {
-		memcpy(msg, nt.queue[nt.head], MSG_MAX);
+		memcpy(msg, nt.queue[nt.head].msg, MSG_MAX);
+		*fd = nt.queue[nt.head].fd;
 		nt.head = (nt.head + 1) % QUEUE_MAX;
 		nt.n--;
 		return true;
@@ -79,19 +88,22 @@ static bool take_next(char *msg)
 static void *sender_main(void *arg)
 {
 	char msg[MSG_MAX];
+	int fd;
 
 	(void)arg;
 	pthread_mutex_lock(&nt.lock);
 	for (;;) {
 		while (!nt.quit && !pending())
 			pthread_cond_wait(&nt.cond, &nt.lock);
-		if (!take_next(msg)) {
+		if (!take_next(msg, &fd)) {
 			if (nt.quit)
 				break;
 			continue;
 		}
 		pthread_mutex_unlock(&nt.lock);
-		send_now(msg); /* may block while the manager's queue is full */
+		send_now(msg, fd); /* may block while the manager's queue is full */
+		if (fd >= 0)
+			close(fd); /* systemd has its own copy now (or none: it refused) */
 		pthread_mutex_lock(&nt.lock);
 	}
 	pthread_mutex_unlock(&nt.lock);
@@ -133,19 +145,31 @@ void service_notify_stop(void)
 	nt.running = false;
 }
 
-/* Append @msg to the ordered queue: it carries its own STATUS=, so an older lone one goes. */
-static void queue_ordered(const char *msg)
+/*
+ * Append @msg, with @fd (taken over; -1: none), to the ordered queue. A
+ * message with its own STATUS= makes an older lone one needless.
+ */
+static void queue_ordered(const char *msg, int fd)
 {
-	if (!nt.running)
-		return;
-	pthread_mutex_lock(&nt.lock);
-	if (nt.n < QUEUE_MAX) {
-		snprintf(nt.queue[(nt.head + nt.n) % QUEUE_MAX], MSG_MAX, "%s", msg);
-		nt.n++;
-		nt.status_pending = false;
-		pthread_cond_signal(&nt.cond);
+	bool queued = false;
+
+	if (nt.running) {
+		pthread_mutex_lock(&nt.lock);
+		if (nt.n < QUEUE_MAX) {
+			unsigned at = (nt.head + nt.n) % QUEUE_MAX;
+
+			snprintf(nt.queue[at].msg, MSG_MAX, "%s", msg);
+			nt.queue[at].fd = fd;
+			nt.n++;
+			if (strstr(msg, "STATUS="))
+				nt.status_pending = false;
+			pthread_cond_signal(&nt.cond);
+			queued = true;
+		}
+		pthread_mutex_unlock(&nt.lock);
 	}
-	pthread_mutex_unlock(&nt.lock);
+	if (!queued && fd >= 0)
+		close(fd);
 }
 
 void service_notify_status(const char *fmt, ...)
@@ -175,12 +199,12 @@ void service_notify_ready(const char *status)
 	char buf[MSG_MAX];
 
 	snprintf(buf, sizeof(buf), "READY=1\nSTATUS=%s", status);
-	queue_ordered(buf);
+	queue_ordered(buf, -1);
 }
 
 void service_notify_reloading(void)
 {
-	queue_ordered("RELOADING=1\nSTATUS=reloading the configuration");
+	queue_ordered("RELOADING=1\nSTATUS=reloading the configuration", -1);
 }
 
 void service_notify_stopping(const char *status)
@@ -188,7 +212,26 @@ void service_notify_stopping(const char *status)
 	char buf[MSG_MAX];
 
 	snprintf(buf, sizeof(buf), "STOPPING=1\nSTATUS=%s", status);
-	queue_ordered(buf);
+	queue_ordered(buf, -1);
+}
+
+void service_notify_fdstore(const char *name, int fd)
+{
+	char buf[MSG_MAX];
+
+	/* whatever the store kept under this name before is stale: only the new one stays */
+	snprintf(buf, sizeof(buf), "FDSTOREREMOVE=1\nFDNAME=%s", name);
+	queue_ordered(buf, -1);
+	snprintf(buf, sizeof(buf), "FDSTORE=1\nFDNAME=%s", name);
+	queue_ordered(buf, fd);
+}
+
+void service_notify_fdstore_remove(const char *name)
+{
+	char buf[MSG_MAX];
+
+	snprintf(buf, sizeof(buf), "FDSTOREREMOVE=1\nFDNAME=%s", name);
+	queue_ordered(buf, -1);
 }
 
 void service_notify_extend_timeout(uint64_t usec)

@@ -13,6 +13,8 @@
  *                          so that a stalled reactor is what systemd catches
  *   RELOADING=1, READY=1   around a reload (SIGHUP)
  *   STOPPING=1             when a stop signal starts the drain
+ *   FDSTORE=1              the expert store's objects, so that a restarted moed
+ *                          has them even when their files were removed
  *
  * sd_notify() blocks while the manager's socket queue is full, and the
  * reactor must never block: the calls below only queue the message, and a
@@ -42,6 +44,16 @@ void service_notify_status(const char *fmt, ...) __attribute__((format(printf, 1
 void service_notify_ready(const char *status);
 void service_notify_reloading(void);
 void service_notify_stopping(const char *status);
+/*
+ * Give @fd (taken over) to systemd's fd store under @name (FDSTORE=1,
+ * after an FDSTOREREMOVE=1 of what it kept under that name): a restarted
+ * moed gets it back in LISTEN_FDS (service_socket.h). The unit must allow it
+ * (FileDescriptorStoreMax=). Without a manager the fd is closed.
+ */
+void service_notify_fdstore(const char *name, int fd);
+/* Let systemd drop what its fd store keeps under @name. */
+void service_notify_fdstore_remove(const char *name);
+
 /* Push the start (or stop) timeout @usec past now; repeat before it runs out. */
 void service_notify_extend_timeout(uint64_t usec);
 

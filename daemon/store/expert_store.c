@@ -7,8 +7,8 @@
 #include "store/expert_store.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,6 +245,26 @@ static int files_unchanged(const struct expert_store *s, char *why, size_t len)
 	return 0;
 }
 
+/*
+ * Node @n's object at @path, or, when its file is gone, the one systemd's
+ * fd store kept for it (a copy of the fd: the kept one stays the caller's).
+ */
+static int object_attach(struct expert_store *s, uint32_t n, const char *path, struct diag *d)
+{
+	int r = store_object_attach(path, &s->objects[n], d), fd;
+
+	if (r != -ENOENT || !s->opts.kept_fds || s->opts.kept_fds[n] < 0)
+		return r;
+	fd = fcntl(s->opts.kept_fds[n], F_DUPFD_CLOEXEC, 0);
+	if (fd < 0)
+		return diag_set(d, -errno, "%s: the fd store's copy: %s", path, strerror(errno));
+	diag_clear(d);
+	r = store_object_attach_fd(fd, path, &s->objects[n], d);
+	if (r == 0)
+		s->info.from_kept_fds++;
+	return r;
+}
+
 static int attach_nodes(struct expert_store *s, struct diag *d)
 {
 	const struct store_header *home = store_object_header(&s->objects[0]);
@@ -258,7 +278,7 @@ static int attach_nodes(struct expert_store *s, struct diag *d)
 
 		r = store_object_path(s->opts.dir, s->opts.name, n, path, sizeof(path));
 		if (r == 0)
-			r = store_object_attach(path, &s->objects[n], d);
+			r = object_attach(s, n, path, d);
 		if (r < 0)
 			return r;
 		s->n_objects = n + 1;
@@ -298,7 +318,7 @@ static int store_attach(struct expert_store *s, const char *path, char *why, siz
 	r = store_object_path(s->opts.dir, s->opts.name, 0, home, sizeof(home));
 	if (r < 0)
 		return diag_set(d, r, "%s/%s: store path too long", s->opts.dir, s->opts.name);
-	r = store_object_attach(home, &s->objects[0], d);
+	r = object_attach(s, 0, home, d);
 	if (r == -EBADMSG) {
 		/* a moed still loading has a home that does not verify yet, and its lock */
 		if (home_busy(home))
@@ -410,6 +430,13 @@ int expert_store_open(const char *model_path, const struct expert_store_opts *o,
 		s->info.huge_pages = s->info.huge_pages || store_object_huge_mapped(&s->objects[n]);
 	*ret_store = s;
 	return 0;
+}
+
+uint32_t expert_store_object_fds(const struct expert_store *s, int *fds, uint32_t max)
+{
+	for (uint32_t n = 0; n < s->n_objects && n < max; n++)
+		fds[n] = s->objects[n].fd;
+	return s->n_objects;
 }
 
 struct expert_store *expert_store_close(struct expert_store *s)

@@ -66,6 +66,12 @@ struct expert_store_opts {
 	unsigned n_overrides;
 	struct store_progress *progress; /* NULL, or filled during the open (outlives it) */
 	const char *load_record;        /* NULL, or the measured load for balanced (load_record.h) */
+	/*
+	 * NULL, or [TOPOLOGY_MAX_NODES] fds (-1: none) of this store's objects
+	 * as systemd's fd store kept them (borrowed): node n's object is taken
+	 * from kept_fds[n] when its file is gone, and checked as any other.
+	 */
+	const int *kept_fds;
 };
 
 enum store_source {
@@ -84,6 +90,7 @@ struct expert_store_info {
 	uint64_t node_bytes[TOPOLOGY_MAX_NODES];
 	uint32_t node_experts[TOPOLOGY_MAX_NODES];
 	bool huge_pages;          /* hugetlbfs, or tmpfs huge pages mapped when the open ended */
+	uint32_t from_kept_fds;   /* objects re-attached from kept_fds: their files were gone */
 };
 
 struct expert_store;
@@ -95,6 +102,12 @@ int expert_store_open(const char *model_path, const struct expert_store_opts *o,
 struct expert_store *expert_store_close(struct expert_store *s);
 
 const struct moe_model *expert_store_model(const struct expert_store *s);
+
+/*
+ * The fds of the store's objects, node index order, into @fds (at most
+ * @max; borrowed: valid until the store closes). Returns how many there are.
+ */
+uint32_t expert_store_object_fds(const struct expert_store *s, int *fds, uint32_t max);
 const struct expert_store_info *expert_store_info(const struct expert_store *s);
 const struct topology *expert_store_topology(const struct expert_store *s);
 

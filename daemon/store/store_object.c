@@ -176,17 +176,29 @@ static int header_check(const struct store_object *o, struct diag *d)
 
 int store_object_attach(const char *path, struct store_object *o, struct diag *d)
 {
-	struct stat st;
-	bool hugetlb;
-	int r;
+	int fd;
 
 	*o = (struct store_object){ .fd = -1 };
 	if (strlen(path) >= sizeof(o->path))
 		return diag_set(d, -ENAMETOOLONG, "%s: path too long", path);
-	strcpy(o->path, path);
-	o->fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
-	if (o->fd < 0)
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
 		return diag_set(d, -errno, "%s: %m", path);
+	return store_object_attach_fd(fd, path, o, d);
+}
+
+int store_object_attach_fd(int fd, const char *path, struct store_object *o, struct diag *d)
+{
+	struct stat st;
+	bool hugetlb;
+	int r;
+
+	*o = (struct store_object){ .fd = fd };
+	if (strlen(path) >= sizeof(o->path)) {
+		r = diag_set(d, -ENAMETOOLONG, "%s: path too long", path);
+		goto fail;
+	}
+	strcpy(o->path, path);
 	if (fstat(o->fd, &st) < 0) {
 		r = diag_set(d, -errno, "%s: cannot stat: %m", path);
 		goto fail;

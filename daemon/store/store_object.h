@@ -98,6 +98,13 @@ uint64_t store_object_spare_begin(const struct store_object *o);
  */
 int store_object_attach(const char *path, struct store_object *o, struct diag *d);
 
+/*
+ * The same for an object already open as @fd (taken over, closed on
+ * failure), such as one systemd's fd store kept after its file was removed;
+ * @path names it in messages and is where it lived.
+ */
+int store_object_attach_fd(int fd, const char *path, struct store_object *o, struct diag *d);
+
 static inline struct store_header *store_object_header(const struct store_object *o)
 {
 	return (struct store_header *)(void *)o->base;

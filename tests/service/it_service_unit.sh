@@ -15,7 +15,9 @@
 #   - metrics over HTTP from inside the sandbox;
 #   - no UCX error under MemoryDenyWriteExecute and the system-call filter;
 #   - stop: a clean drain (exit 0), and a second start re-attaches the expert
-#     store the first left in /dev/shm instead of reading the weights again.
+#     store the first left in /dev/shm instead of reading the weights again;
+#   - the fd store: with the objects' files removed, a restart and a crash
+#     (SIGKILL, Restart=on-failure) re-attach them from systemd's fd store.
 #
 # usage: it_service_unit.sh BUILD_DIR SOURCE_DIR
 set -u
@@ -93,6 +95,21 @@ check "stop drains (exit 0)" systemctl stop moed.service
 check "exit status 0" sh -c "[ \"\$(systemctl show -P ExecMainStatus moed.service)\" = 0 ]"
 check "started again" systemctl start moed.service
 check "the store re-attached" sh -c "journalctl -u moed.service | grep -q 're-attached'"
+# the fd store: the objects' files removed while moed runs; a restart (and a
+# crash, which Restart=on-failure follows) takes them from systemd instead
+check "the store's objects are in the fd store" sh -c \
+	"[ \"\$(systemctl show -P NFileDescriptorStore moed.service)\" -ge 1 ]"
+check "the files removed" sh -c "rm -f /dev/shm/moed-moed-*.node*"
+check "restarted" systemctl restart moed.service
+check "re-attached from the fd store" sh -c \
+	"journalctl -u moed.service | grep -q \"from systemd's fd store\""
+check "a workload after the restart" "$moectl" --socket /run/moed/moed.sock workload --batches 5
+check "killed" systemctl kill -s KILL moed.service
+check "restarted by systemd" sh -c \
+	"for i in \$(seq 100); do [ \"\$(systemctl show -P NRestarts moed.service)\" = 1 ] &&
+	 systemctl is-active --quiet moed.service && exit 0; sleep 0.1; done; exit 1"
+check "re-attached from the fd store again" sh -c \
+	"[ \"\$(journalctl -u moed.service | grep -c \"from systemd's fd store\")\" -ge 2 ]"
 check "stopped again" systemctl stop moed.service
 
 if [ $fail -ne 0 ]; then
