@@ -122,6 +122,7 @@ static int print_summary(const char *text)
 	json_error_t err;
 	json_t *root = json_loads(text, 0, &err), *d, *m, *t, *clients, *c;
 	char safe[256], safe2[256];
+	double uptime;
 	size_t i;
 
 	if (!root)
@@ -155,6 +156,11 @@ static int print_summary(const char *text)
 	       (long long)get_int(t, "rejected"),
 	       (long long)get_int(t, "tokens"), (long long)get_int(t, "dropped"),
 	       (long long)get_int(t, "engine_runs"), (long long)get_int(t, "merged_batches"));
+	/* the average since start; `moectl top` shows the rate of the moment */
+	uptime = json_number_value(json_object_get(d, "uptime_s"));
+	if (uptime > 0)
+		printf("throughput since start: %.1f batches/s, %.0f tokens/s\n",
+		       (double)get_int(t, "batches") / uptime, (double)get_int(t, "tokens") / uptime);
 	clients = json_object_get(root, "clients");
 	json_array_foreach(clients, i, c)
 		printf("  client %lld %s (pid %lld): %lld batches, %lld tokens, %lld failed, "
