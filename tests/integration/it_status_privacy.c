@@ -8,7 +8,8 @@
  * and stays connected. A forked child drops to uid and gid 65534 and
  *
  *   (a) asks for the status with moe_daemon_status(): totals.clients >= 1,
- *       and "clients" holds no entry at all (root's session is not its);
+ *       "clients" holds no entry at all (root's session is not its), and
+ *       there is no "config" (root's status has it);
  *   (b) connects its own libmoe client, "priv-nobody", and asks again:
  *       "clients" holds exactly its own session (uid 65534), not root's.
  *
@@ -94,6 +95,8 @@ static void __attribute__((noreturn)) nobody_child(int ready_fd, int done_fd)
 	            "uid %d sees %zu client(s), the first \"%s\" of uid %lld", NOBODY,
 	            json_array_size(clients), client_name(json_array_get(clients, 0)),
 	            (long long)client_int(json_array_get(clients, 0), "uid"));
+	/* the configuration (paths, addresses) is the operator's */
+	CHILD_CHECK(!json_object_get(st, "config"), "uid %d sees the configuration", NOBODY);
 	json_decref(st);
 
 	/* (b) connected: its own session only */
@@ -158,6 +161,7 @@ static void test_status_privacy(void **state)
 		assert_non_null(st);
 		ASSERT_EQ(test_json_int(st, "totals.clients"), 2);
 		ASSERT_EQ(json_array_size(clients), 2);
+		assert_true(json_is_array(json_object_get(st, "config"))); /* root sees it */
 		root_c = test_status_client(st, "priv-root");
 		nobody_c = test_status_client(st, "priv-nobody");
 		assert_non_null(root_c);
