@@ -3,30 +3,25 @@
  * activations: float32 nonlinearities. The golden references run in double;
  * erff/tanhf/expf in float stay within 1e-6 relative of them, far inside the
  * 1e-3 output tolerance.
+ *
+ * The row loops exist for AVX-512, for AVX2 (both in activations_simd.c,
+ * through libmvec) and as the scalar code below, and the widest one the CPU
+ * runs is picked at first use, as matmul_small_m.c picks its kernel: the
+ * build targets baseline x86-64, the machines it runs on differ.
  */
 #include "activations.h"
 
-#include <math.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
 
-static inline float gelu_erf(float x)
-{
-	return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
-}
+#include "activations_formulas.h"
+#include "activations_simd.h"
 
-static inline float gelu_tanh(float x)
-{
-	const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-
-	return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
-}
-
-static inline float silu(float x)
-{
-	return x / (1.0f + expf(-x));
-}
-
-void activation_apply(enum activation a, float *h1, size_t ld1, const float *h3, size_t ld3,
-		      size_t rows, size_t cols)
+/* Scalar: libm one element at a time; the reference the others are measured against. */
+static void activation_apply_generic(enum activation a, float *h1, size_t ld1, const float *h3,
+				     size_t ld3, size_t rows, size_t cols)
 {
 	for (size_t r = 0; r < rows; r++) {
 		float *h = h1 + r * ld1;
@@ -41,20 +36,101 @@ void activation_apply(enum activation a, float *h1, size_t ld1, const float *h3,
 			break;
 		case ACT_GELU:
 			for (size_t c = 0; c < cols; c++)
-				h[c] = gelu_erf(h[c]);
+				h[c] = act_gelu_erf(h[c]);
 			break;
 		case ACT_GELU_TANH:
 			for (size_t c = 0; c < cols; c++)
-				h[c] = gelu_tanh(h[c]);
+				h[c] = act_gelu_tanh(h[c]);
 			break;
 		case ACT_SILU_GATED:
 			for (size_t c = 0; c < cols; c++)
-				h[c] = silu(h[c]) * g[c];
+				h[c] = act_silu(h[c]) * g[c];
 			break;
 		case ACT_GELU_GATED:
 			for (size_t c = 0; c < cols; c++)
-				h[c] = gelu_erf(h[c]) * g[c];
+				h[c] = act_gelu_erf(h[c]) * g[c];
 			break;
 		}
 	}
+}
+
+static bool cpu_has_baseline(void)
+{
+	return true;
+}
+
+#if defined(__x86_64__)
+/* what the target attributes in activations_simd.c ask for */
+static bool cpu_has_avx512(void)
+{
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+}
+
+static bool cpu_has_avx2(void)
+{
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+
+typedef void (*activation_fn)(enum activation a, float *h1, size_t ld1, const float *h3,
+			      size_t ld3, size_t rows, size_t cols);
+
+/* Widest first: the first one the CPU supports is the default. */
+static const struct activation_variant {
+	const char *name;
+	activation_fn fn;
+	bool (*supported)(void);
+} variants[] = {
+#if defined(__x86_64__)
+	{ "avx512", activation_apply_avx512, cpu_has_avx512 },
+	{ "avx2", activation_apply_avx2, cpu_has_avx2 },
+#endif
+	{ "generic", activation_apply_generic, cpu_has_baseline },
+};
+
+#define N_VARIANTS (sizeof(variants) / sizeof(variants[0]))
+
+/* Chosen once; a race between first callers is benign: all store the same value. */
+static _Atomic(const struct activation_variant *) chosen;
+
+static const struct activation_variant *variant_get(void)
+{
+	const struct activation_variant *v = atomic_load_explicit(&chosen, memory_order_relaxed);
+
+	if (v)
+		return v;
+	for (size_t i = 0; i < N_VARIANTS; i++) {
+		if (variants[i].supported()) {
+			v = &variants[i];
+			break;
+		}
+	}
+	atomic_store_explicit(&chosen, v, memory_order_relaxed);
+	return v;
+}
+
+const char *activation_variant(void)
+{
+	return variant_get()->name;
+}
+
+int activation_variant_force(const char *name)
+{
+	for (size_t i = 0; i < N_VARIANTS; i++) {
+		if (strcmp(variants[i].name, name) != 0)
+			continue;
+		if (!variants[i].supported())
+			return -EOPNOTSUPP;
+		atomic_store_explicit(&chosen, &variants[i], memory_order_relaxed);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+void activation_apply(enum activation a, float *h1, size_t ld1, const float *h3, size_t ld3,
+		      size_t rows, size_t cols)
+{
+	variant_get()->fn(a, h1, ld1, h3, ld3, rows, cols);
 }
