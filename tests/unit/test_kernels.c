@@ -21,6 +21,7 @@
 #include "compute/activations.h"
 #include "compute/blas_setup.h"
 #include "compute/matmul.h"
+#include "test_cpu.h"
 #include "util/rng.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -162,36 +163,6 @@ static void test_matmul_small_m_direct(void **state)
 	free(x);
 	free(w);
 	free(y);
-}
-
-/*
- * Whether the "flags" line of /proc/cpuinfo lists @flag: what the kernel says
- * the CPU has, independent of the __builtin_cpu_supports() that
- * matmul_small_m.c asks. Fails the test when the line cannot be read.
- */
-static bool cpuinfo_has_flag(const char *flag)
-{
-	char line[8192];
-	size_t len = strlen(flag);
-	bool found = false, seen = false;
-	FILE *f = fopen("/proc/cpuinfo", "re");
-
-	if (!f)
-		fail_msg("/proc/cpuinfo: %s", strerror(errno));
-	while (!seen && fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "flags", 5) != 0)
-			continue;
-		seen = true;
-		for (const char *p = strchr(line, ':'); p && *p; p += strcspn(p, " \n")) {
-			p += strspn(p, ": \n");
-			if (strncmp(p, flag, len) == 0 && (p[len] == ' ' || p[len] == '\n'))
-				found = true;
-		}
-	}
-	fclose(f);
-	if (!seen)
-		fail_msg("/proc/cpuinfo has no flags line");
-	return found;
 }
 
 /*
