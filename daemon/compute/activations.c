@@ -12,13 +12,12 @@
  */
 #include "activations.h"
 
-#include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <string.h>
 
 #include "activations_formulas.h"
 #include "activations_simd.h"
+#include "cpu_variant.h"
 
 /* Scalar: libm one element at a time; the reference the others are measured against. */
 static void activation_apply_generic(enum activation a, float *h1, size_t ld1, const float *h3,
@@ -55,40 +54,19 @@ static void activation_apply_generic(enum activation a, float *h1, size_t ld1, c
 	}
 }
 
-static bool cpu_has_baseline(void)
-{
-	return true;
-}
-
-#if defined(__x86_64__)
-/* what the target attributes in activations_simd.c ask for */
-static bool cpu_has_avx512(void)
-{
-	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-}
-
-static bool cpu_has_avx2(void)
-{
-	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-#endif
-
 typedef void (*activation_fn)(enum activation a, float *h1, size_t ld1, const float *h3,
 			      size_t ld3, size_t rows, size_t cols);
 
 /* Widest first: the first one the CPU supports is the default. */
 static const struct activation_variant {
-	const char *name;
+	struct cpu_variant cpu; /* first: cpu_variant.h */
 	activation_fn fn;
-	bool (*supported)(void);
 } variants[] = {
 #if defined(__x86_64__)
-	{ "avx512", activation_apply_avx512, cpu_has_avx512 },
-	{ "avx2", activation_apply_avx2, cpu_has_avx2 },
+	{ { "avx512", cpu_variant_avx512 }, activation_apply_avx512 },
+	{ { "avx2", cpu_variant_avx2 }, activation_apply_avx2 },
 #endif
-	{ "generic", activation_apply_generic, cpu_has_baseline },
+	{ { "generic", cpu_variant_baseline }, activation_apply_generic },
 };
 
 #define N_VARIANTS (sizeof(variants) / sizeof(variants[0]))
@@ -102,32 +80,24 @@ static const struct activation_variant *variant_get(void)
 
 	if (v)
 		return v;
-	for (size_t i = 0; i < N_VARIANTS; i++) {
-		if (variants[i].supported()) {
-			v = &variants[i];
-			break;
-		}
-	}
+	v = cpu_variant_first(variants, N_VARIANTS, sizeof(variants[0]));
 	atomic_store_explicit(&chosen, v, memory_order_relaxed);
 	return v;
 }
 
 const char *activation_variant(void)
 {
-	return variant_get()->name;
+	return variant_get()->cpu.name;
 }
 
 int activation_variant_force(const char *name)
 {
-	for (size_t i = 0; i < N_VARIANTS; i++) {
-		if (strcmp(variants[i].name, name) != 0)
-			continue;
-		if (!variants[i].supported())
-			return -EOPNOTSUPP;
-		atomic_store_explicit(&chosen, &variants[i], memory_order_relaxed);
-		return 0;
-	}
-	return -EINVAL;
+	const void *v;
+	int r = cpu_variant_find(variants, N_VARIANTS, sizeof(variants[0]), name, &v);
+
+	if (r == 0)
+		atomic_store_explicit(&chosen, v, memory_order_relaxed);
+	return r;
 }
 
 void activation_apply(enum activation a, float *h1, size_t ld1, const float *h3, size_t ld3,

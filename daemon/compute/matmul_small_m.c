@@ -9,10 +9,11 @@
  */
 #include "matmul.h"
 
-#include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
+
+#include "cpu_variant.h"
 
 /*
  * Floats of k per pass over a block of weight rows: 4 rows x 2048 floats =
@@ -33,24 +34,7 @@
  * that takes one is static and inlined into its instantiation. */
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-static bool cpu_has_baseline(void)
-{
-	return true;
-}
-
 #if defined(__x86_64__)
-static bool cpu_has_avx512(void)
-{
-	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-}
-
-static bool cpu_has_avx2(void)
-{
-	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-
 #define SMALLM_NAME small_m_avx512
 #define SMALLM_TARGET __attribute__((target("avx512f,fma")))
 #define SMALLM_LANES 16
@@ -91,16 +75,15 @@ typedef void (*small_m_fn)(const float *x, size_t ldx, uint32_t m, uint32_t k, c
  * - generic (SSE2, 4 lanes): ahead up to 4 (1.04x), 0.7x at 8.
  */
 static const struct small_m_variant {
-	const char *name;
+	struct cpu_variant cpu; /* first: cpu_variant.h */
 	small_m_fn fn;
 	uint32_t max_m;
-	bool (*supported)(void);
 } variants[] = {
 #if defined(__x86_64__)
-	{ "avx512", small_m_avx512, 32, cpu_has_avx512 },
-	{ "avx2", small_m_avx2, 24, cpu_has_avx2 },
+	{ { "avx512", cpu_variant_avx512 }, small_m_avx512, 32 },
+	{ { "avx2", cpu_variant_avx2 }, small_m_avx2, 24 },
 #endif
-	{ "generic", small_m_generic, 4, cpu_has_baseline },
+	{ { "generic", cpu_variant_baseline }, small_m_generic, 4 },
 };
 
 #define N_VARIANTS (sizeof(variants) / sizeof(variants[0]))
@@ -114,19 +97,14 @@ static const struct small_m_variant *variant_get(void)
 
 	if (v)
 		return v;
-	for (size_t i = 0; i < N_VARIANTS; i++) {
-		if (variants[i].supported()) {
-			v = &variants[i];
-			break;
-		}
-	}
+	v = cpu_variant_first(variants, N_VARIANTS, sizeof(variants[0]));
 	atomic_store_explicit(&chosen, v, memory_order_relaxed);
 	return v;
 }
 
 const char *matmul_small_m_variant(void)
 {
-	return variant_get()->name;
+	return variant_get()->cpu.name;
 }
 
 uint32_t matmul_small_m_max(void)
@@ -136,15 +114,12 @@ uint32_t matmul_small_m_max(void)
 
 int matmul_small_m_force(const char *name)
 {
-	for (size_t i = 0; i < N_VARIANTS; i++) {
-		if (strcmp(variants[i].name, name) != 0)
-			continue;
-		if (!variants[i].supported())
-			return -EOPNOTSUPP;
-		atomic_store_explicit(&chosen, &variants[i], memory_order_relaxed);
-		return 0;
-	}
-	return -EINVAL;
+	const void *v;
+	int r = cpu_variant_find(variants, N_VARIANTS, sizeof(variants[0]), name, &v);
+
+	if (r == 0)
+		atomic_store_explicit(&chosen, v, memory_order_relaxed);
+	return r;
 }
 
 void matmul_small_m(const float *x, size_t ldx, uint32_t m, uint32_t k, const float *w,

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/* cpu_variant: the widest kernel variant the CPU runs; see cpu_variant.h. */
+#include "cpu_variant.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+bool cpu_variant_baseline(void)
+{
+	return true;
+}
+
+bool cpu_variant_avx512(void)
+{
+#if defined(__x86_64__)
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#else
+	return false;
+#endif
+}
+
+bool cpu_variant_avx2(void)
+{
+#if defined(__x86_64__)
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+	return false;
+#endif
+}
+
+static const struct cpu_variant *entry(const void *table, size_t i, size_t stride)
+{
+	return (const struct cpu_variant *)(const void *)((const uint8_t *)table + i * stride);
+}
+
+const void *cpu_variant_first(const void *table, size_t n, size_t stride)
+{
+	for (size_t i = 0; i < n; i++)
+		if (entry(table, i, stride)->supported())
+			return entry(table, i, stride);
+	return entry(table, n - 1, stride); /* the baseline one: never reached */
+}
+
+int cpu_variant_find(const void *table, size_t n, size_t stride, const char *name,
+		     const void **ret)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct cpu_variant *v = entry(table, i, stride);
+
+		if (strcmp(v->name, name) != 0)
+			continue;
+		if (!v->supported())
+			return -EOPNOTSUPP;
+		*ret = v;
+		return 0;
+	}
+	return -EINVAL;
+}
