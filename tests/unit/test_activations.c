@@ -237,61 +237,27 @@ static void check_tails(const char *variant, const struct act_case *c)
 
 static void test_every_variant(void **state)
 {
-#if defined(__x86_64__)
-	static const char *const names[] = { "avx512", "avx2", "generic" };
-	/* what activations.c's variants need */
-	const bool cpu_has[] = { cpuinfo_has_flag("avx512f") && cpuinfo_has_flag("fma"),
-				 cpuinfo_has_flag("avx2") && cpuinfo_has_flag("fma"), true };
-#else
-	static const char *const names[] = { "generic" };
-	const bool cpu_has[] = { true };
-#endif
 	const char *original = activation_variant();
-	char ran[64] = "", skipped[64] = "";
-	unsigned tested = 0;
+	struct test_variants tv;
 	size_t n;
 	float *x = inputs_make(&n);
 
 	(void)state;
 	printf("bound: |got - want| <= %g * max(1, |gate|) + %g * |want|, over %zu inputs\n",
 	       ACT_ATOL, ACT_RTOL, n);
-	for (size_t v = 0; v < sizeof(names) / sizeof(names[0]); v++) {
-		int r = activation_variant_force(names[v]);
-
-		/* a variant the CPU has must run: never skipped for want of support */
-		if (r == -EOPNOTSUPP && cpu_has[v])
-			fail_msg("activation variant %s: -EOPNOTSUPP, but /proc/cpuinfo lists "
-				 "its features",
-				 names[v]);
-		if (r == -EOPNOTSUPP) {
-			snprintf(skipped + strlen(skipped), sizeof(skipped) - strlen(skipped),
-				 " %s", names[v]);
+	test_variants_init(&tv, "activation");
+	for (size_t v = 0; v < tv.n; v++) {
+		if (!test_variant_forced(&tv, v, activation_variant_force(tv.names[v])))
 			continue;
-		}
-		ASSERT_OK(r);
-		if (!cpu_has[v])
-			fail_msg("activation variant %s runs, but /proc/cpuinfo lacks its features",
-				 names[v]);
-		assert_string_equal(activation_variant(), names[v]);
-		snprintf(ran + strlen(ran), sizeof(ran) - strlen(ran), " %s", names[v]);
-		tested++;
+		assert_string_equal(activation_variant(), tv.names[v]);
 		for (size_t c = 0; c < N_CASES; c++) {
-			check_sweep(names[v], &cases[c], x, n);
-			check_tails(names[v], &cases[c]);
+			check_sweep(tv.names[v], &cases[c], x, n);
+			check_tails(tv.names[v], &cases[c]);
 		}
 	}
-	/* the one picked at run time is the first (widest) the CPU has */
-	for (size_t v = 0; v < sizeof(names) / sizeof(names[0]); v++)
-		if (cpu_has[v]) {
-			assert_string_equal(original, names[v]);
-			break;
-		}
 	ASSERT_ERRNO(activation_variant_force("sse9"), EINVAL);
 	ASSERT_OK(activation_variant_force(original));
-	/* on stdout, so that ctest -V and the CI log say what this machine checked */
-	printf("activation variants tested:%s; skipped, no CPU support:%s (default: %s)\n", ran,
-	       *skipped ? skipped : " none", original);
-	assert_true(tested >= 1); /* generic runs everywhere */
+	test_variants_done(&tv, original);
 	free(x);
 }
 

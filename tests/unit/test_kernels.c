@@ -172,61 +172,27 @@ static void test_matmul_small_m_direct(void **state)
  */
 static void test_matmul_small_m_every_variant(void **state)
 {
-#if defined(__x86_64__)
-	static const char *const names[] = { "avx512", "avx2", "generic" };
-	/* what matmul_small_m.c's variants need */
-	const bool cpu_has[] = {cpuinfo_has_flag("avx512f") && cpuinfo_has_flag("fma"),
-	                        cpuinfo_has_flag("avx2") && cpuinfo_has_flag("fma"), true};
-#else
-	static const char *const names[] = {"generic"};
-	const bool cpu_has[] = {true};
-#endif
 	static const uint32_t ms[] = { 1, 2, 3, 4, 5, 9, 16, 17, 33, 64, 70 };
 	static const uint32_t ks[] = { 15, 16, 2048, 2049, 4100 };
 	static const uint32_t ns[] = { 1, 4, 7, 9 };
 	const char *original = matmul_small_m_variant();
-	char ran[64] = "", skipped[64] = "";
-	unsigned tested = 0;
+	struct test_variants tv;
 	uint64_t seed = 4;
 
 	(void)state;
-	for (size_t v = 0; v < sizeof(names) / sizeof(names[0]); v++) {
-		int r = matmul_small_m_force(names[v]);
-
-		/* a variant the CPU has must run: never skipped for want of support */
-		if (r == -EOPNOTSUPP && cpu_has[v])
-			fail_msg("small-m variant %s: -EOPNOTSUPP, but /proc/cpuinfo lists its "
-			         "features",
-			         names[v]);
-		if (r == -EOPNOTSUPP) {
-			snprintf(skipped + strlen(skipped), sizeof(skipped) - strlen(skipped),
-				 " %s", names[v]);
+	test_variants_init(&tv, "small-m kernel");
+	for (size_t v = 0; v < tv.n; v++) {
+		if (!test_variant_forced(&tv, v, matmul_small_m_force(tv.names[v])))
 			continue;
-		}
-		ASSERT_OK(r);
-		if (!cpu_has[v])
-			fail_msg("small-m variant %s runs, but /proc/cpuinfo lacks its features",
-			         names[v]);
-		snprintf(ran + strlen(ran), sizeof(ran) - strlen(ran), " %s", names[v]);
-		tested++;
 		for (size_t a = 0; a < sizeof(ms) / sizeof(ms[0]); a++)
 			for (size_t b = 0; b < sizeof(ks) / sizeof(ks[0]); b++)
 				for (size_t c = 0; c < sizeof(ns) / sizeof(ns[0]); c++)
 					check_product(MATMUL_SMALLM, ms[a], ks[b], ns[c], ks[b] + 1,
 						      ks[b] + 3, ns[c] + 2, &seed);
 	}
-	/* the one picked at run time is the first (widest) the CPU has */
-	for (size_t v = 0; v < sizeof(names) / sizeof(names[0]); v++)
-		if (cpu_has[v]) {
-			assert_string_equal(original, names[v]);
-			break;
-		}
 	ASSERT_ERRNO(matmul_small_m_force("sse9"), EINVAL);
 	ASSERT_OK(matmul_small_m_force(original));
-	/* on stdout, so that ctest -V and the CI log say what this machine checked */
-	printf("small-m kernel variants tested:%s; skipped, no CPU support:%s (default: %s)\n",
-	       ran, *skipped ? skipped : " none", original);
-	assert_true(tested >= 1); /* generic runs everywhere */
+	test_variants_done(&tv, original);
 }
 
 /* m = 0 or n = 0: nothing is read or written. */
