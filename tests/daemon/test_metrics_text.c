@@ -12,6 +12,7 @@
  * - what is not a status is -EINVAL, and nothing is written.
  */
 #include "test_assert.h"
+#include "test_metrics.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -55,19 +56,6 @@ static char *render(const char *json_text, int *ret)
 	ASSERT_EQ(fclose(f), 0);
 	json_decref(st);
 	return text;
-}
-
-/* The line of @text that starts with @prefix (a series and its labels), or fail. */
-static double sample(const char *text, const char *series)
-{
-	char want[256];
-	const char *at;
-
-	snprintf(want, sizeof(want), "\n%s ", series);
-	at = strstr(text, want);
-	if (!at)
-		fail_msg("no sample %s in:\n%s", series, text);
-	return strtod(at + strlen(want), NULL);
 }
 
 /*
@@ -124,25 +112,29 @@ static void test_values_and_format(void **state)
 
 	(void)state;
 	ASSERT_OK(r);
-	ASSERT_EQ(sample(text, "moed_clients"), 2);
-	ASSERT_EQ(sample(text, "moed_reloads_refused_total"), 1);
-	ASSERT_EQ(sample(text, "moed_batches_total{layer=\"2\"}"), 1);
-	ASSERT_EQ(sample(text, "moed_layer_tokens_total{layer=\"0\"}"), 100);
-	ASSERT_EQ(sample(text, "moed_dropped_tokens_total{layer=\"0\"}"), 3);
-	ASSERT_EQ(sample(text, "moed_tokens_total{layer=\"0\",expert=\"1\"}"), 80);
-	ASSERT_EQ(sample(text, "moed_tokens_total{layer=\"2\",expert=\"2\"}"), 9);
-	assert_true(sample(text, "moed_aux_loss{layer=\"0\"}") == 0.125);
+	ASSERT_EQ(test_metrics_sample(text, "moed_clients"), 2);
+	ASSERT_EQ(test_metrics_sample(text, "moed_reloads_refused_total"), 1);
+	ASSERT_EQ(test_metrics_sample(text, "moed_batches_total{layer=\"2\"}"), 1);
+	ASSERT_EQ(test_metrics_sample(text, "moed_layer_tokens_total{layer=\"0\"}"), 100);
+	ASSERT_EQ(test_metrics_sample(text, "moed_dropped_tokens_total{layer=\"0\"}"), 3);
+	ASSERT_EQ(test_metrics_sample(text, "moed_tokens_total{layer=\"0\",expert=\"1\"}"), 80);
+	ASSERT_EQ(test_metrics_sample(text, "moed_tokens_total{layer=\"2\",expert=\"2\"}"), 9);
+	assert_true(test_metrics_sample(text, "moed_aux_loss{layer=\"0\"}") == 0.125);
 	/* below_pow2[5] counts under 2^8 us = 0.000256 s */
-	ASSERT_EQ(sample(text, "moed_batch_latency_seconds_bucket{layer=\"0\",le=\"0.000256\"}"), 4);
-	ASSERT_EQ(sample(text, "moed_batch_latency_seconds_bucket{layer=\"0\",le=\"+Inf\"}"), 10);
-	ASSERT_EQ(sample(text, "moed_batch_latency_seconds_count{layer=\"0\"}"), 10);
-	assert_true(sample(text, "moed_batch_latency_seconds_sum{layer=\"0\"}") == 0.0025);
-	ASSERT_EQ(sample(text, "moed_node_expert_bytes{node=\"1\"}"), 8192);
-	ASSERT_EQ(sample(text, "moed_peer_up{peer=\"b\"}"), 1);
-	ASSERT_EQ(sample(text, "moed_peer_up{peer=\"c\"}"), 0);
-	ASSERT_EQ(sample(text, "moed_peer_bytes_received_total{peer=\"b\"}"), 22);
-	ASSERT_EQ(sample(text, "moed_peer_deadline_misses_total{peer=\"b\"}"), 1);
-	assert_true(sample(text, "moed_peer_rtt_seconds{peer=\"b\"}") == 0.00025);
+	ASSERT_EQ(test_metrics_sample(
+			  text, "moed_batch_latency_seconds_bucket{layer=\"0\",le=\"0.000256\"}"),
+		  4);
+	ASSERT_EQ(test_metrics_sample(text,
+				      "moed_batch_latency_seconds_bucket{layer=\"0\",le=\"+Inf\"}"),
+		  10);
+	ASSERT_EQ(test_metrics_sample(text, "moed_batch_latency_seconds_count{layer=\"0\"}"), 10);
+	assert_true(test_metrics_sample(text, "moed_batch_latency_seconds_sum{layer=\"0\"}") == 0.0025);
+	ASSERT_EQ(test_metrics_sample(text, "moed_node_expert_bytes{node=\"1\"}"), 8192);
+	ASSERT_EQ(test_metrics_sample(text, "moed_peer_up{peer=\"b\"}"), 1);
+	ASSERT_EQ(test_metrics_sample(text, "moed_peer_up{peer=\"c\"}"), 0);
+	ASSERT_EQ(test_metrics_sample(text, "moed_peer_bytes_received_total{peer=\"b\"}"), 22);
+	ASSERT_EQ(test_metrics_sample(text, "moed_peer_deadline_misses_total{peer=\"b\"}"), 1);
+	assert_true(test_metrics_sample(text, "moed_peer_rtt_seconds{peer=\"b\"}") == 0.00025);
 	/* the model's quote, backslash and newline, escaped */
 	assert_non_null(strstr(text, "moed_info{model=\"m\\\"q\\\\b\\nl\",abi_major=\"1\"} 1\n"));
 	check_format(text);

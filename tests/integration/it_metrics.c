@@ -14,6 +14,7 @@
  * usage: it_metrics MOED MOECTL
  */
 #include "test_assert.h"
+#include "test_metrics.h"
 #include "test_daemon.h"
 
 #include <arpa/inet.h>
@@ -90,18 +91,6 @@ static char *http(const char *request, int *ret_code)
 	return buf;
 }
 
-static double sample(const char *text, const char *series)
-{
-	char want[256];
-	const char *at;
-
-	snprintf(want, sizeof(want), "\n%s ", series);
-	at = strstr(text, want);
-	if (!at)
-		fail_msg("no sample %s", series);
-	return strtod(at + strlen(want), NULL);
-}
-
 /* The CQEs' aux losses, summed, to compare with the status's mean. */
 static double aux_loss_sum;
 
@@ -166,7 +155,7 @@ static char *moectl_metrics(void)
 	rewind(f);
 	text = calloc(1, (size_t)size + 2);
 	assert_non_null(text);
-	text[0] = '\n'; /* sample() looks for "\nNAME " */
+	text[0] = '\n'; /* test_metrics_sample() looks for "\nNAME " */
 	ASSERT_EQ(fread(text + 1, 1, (size_t)size, f), size);
 	fclose(f);
 	return text;
@@ -212,12 +201,12 @@ static void test_scrape(void **state)
 	body = strstr(resp, "\r\n\r\n");
 	assert_non_null(body);
 	body += 3; /* keep one '\n' before the first line */
-	ASSERT_EQ(sample(body, "moed_batches_total{layer=\"0\"}"), N_BATCHES);
-	ASSERT_EQ(sample(body, "moed_layer_tokens_total{layer=\"0\"}"), N_BATCHES * T);
-	ASSERT_EQ(sample(body, "moed_batch_latency_seconds_count{layer=\"0\"}"), N_BATCHES);
-	ASSERT_EQ(sample(body, "moed_batch_latency_seconds_bucket{layer=\"0\",le=\"+Inf\"}"),
+	ASSERT_EQ(test_metrics_sample(body, "moed_batches_total{layer=\"0\"}"), N_BATCHES);
+	ASSERT_EQ(test_metrics_sample(body, "moed_layer_tokens_total{layer=\"0\"}"), N_BATCHES * T);
+	ASSERT_EQ(test_metrics_sample(body, "moed_batch_latency_seconds_count{layer=\"0\"}"), N_BATCHES);
+	ASSERT_EQ(test_metrics_sample(body, "moed_batch_latency_seconds_bucket{layer=\"0\",le=\"+Inf\"}"),
 		  N_BATCHES);
-	assert_true(sample(body, "moed_batch_latency_seconds_sum{layer=\"0\"}") > 0);
+	assert_true(test_metrics_sample(body, "moed_batch_latency_seconds_sum{layer=\"0\"}") > 0);
 
 	cli = moectl_metrics();
 	drop_moving(body);
