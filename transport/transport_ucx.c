@@ -46,6 +46,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "transport_addr.h"
 #include "transport_ucx_status.h"
 
 /* transport_free() gives the forced closes this long to complete before destroying the worker */
@@ -62,31 +63,6 @@ static uint64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* A numeric IPv4 or IPv6 address and a port as a sockaddr; -EINVAL if it is neither. */
-static int parse_sockaddr(const char *addr, uint16_t port, struct sockaddr_storage *ss,
-			  socklen_t *len)
-{
-	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-
-	memset(ss, 0, sizeof(*ss));
-	if (!addr)
-		return -EINVAL;
-	if (inet_pton(AF_INET, addr, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-		*len = sizeof(*sin);
-		return 0;
-	}
-	if (inet_pton(AF_INET6, addr, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
-		*len = sizeof(*sin6);
-		return 0;
-	}
-	return -EINVAL;
 }
 
 static void format_addr(const struct sockaddr_storage *ss, char *buf, size_t len)
@@ -356,7 +332,7 @@ static int ucx_listen(struct transport *base, const char *addr, uint16_t port,
 
 	if (t->listener)
 		return -EALREADY;
-	r = parse_sockaddr(addr, port, &ss, &len);
+	r = transport_sockaddr(addr, port, &ss, &len);
 	if (r < 0)
 		return r;
 	p.sockaddr.addr = (const struct sockaddr *)&ss;
@@ -399,7 +375,7 @@ static int ucx_connect(struct transport *base, const char *addr, uint16_t port,
 
 	if (port == 0)
 		return -EINVAL;
-	r = parse_sockaddr(addr, port, &ss, &len);
+	r = transport_sockaddr(addr, port, &ss, &len);
 	if (r < 0)
 		return r;
 	p.sockaddr.addr = (const struct sockaddr *)&ss;

@@ -2,10 +2,8 @@
 /* metrics_http: the Prometheus endpoint; see metrics_http.h. */
 #include "control/metrics_http.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <pthread.h>
@@ -20,6 +18,7 @@
 
 #include "control/metrics_text.h"
 #include "peers/peer_config.h"
+#include "transport_addr.h"
 
 #define REQUEST_TIMEOUT_MS 2000
 #define REQUEST_MAX        8192
@@ -33,7 +32,7 @@ struct metrics_http {
 
 static int listen_tcp(const char *addr_port, struct diag *d)
 {
-	struct sockaddr_storage ss = { 0 };
+	struct sockaddr_storage ss;
 	struct peer_addr at;
 	socklen_t len;
 	int fd, one = 1, r;
@@ -41,21 +40,8 @@ static int listen_tcp(const char *addr_port, struct diag *d)
 	r = peer_addr_parse(addr_port, &at, d);
 	if (r < 0)
 		return diag_prefix(d, r, "metrics_listen");
-	if (strchr(at.addr, ':')) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(at.port);
-		inet_pton(AF_INET6, at.addr, &s6->sin6_addr); /* checked by peer_addr_parse */
-		len = sizeof(*s6);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(at.port);
-		inet_pton(AF_INET, at.addr, &s4->sin_addr);
-		len = sizeof(*s4);
-	}
+	if (transport_sockaddr(at.addr, at.port, &ss, &len) < 0) /* checked: cannot fail */
+		return diag_set(d, -EINVAL, "metrics_listen: %s is no address", at.addr);
 	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return diag_set(d, -errno, "metrics_listen: socket: %s", strerror(errno));
