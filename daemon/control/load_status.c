@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control/accept_wait.h"
 #include "control/ctl_reply.h"
 #include "moe_proto.h"
 #include "service/service_notify.h"
@@ -147,28 +148,14 @@ static void *load_status_thread(void *arg)
 	struct load_status *ls = arg;
 
 	for (;;) {
-		struct pollfd p[2] = { { .fd = ls->listen_fd, .events = POLLIN },
-				       { .fd = ls->stop_fd, .events = POLLIN } };
-		int fd, n;
+		int fd;
 
 		notify_progress(ls);
-		n = poll(p, 2, PROGRESS_INTERVAL_MS);
-		if (n < 0 && errno != EINTR)
+		fd = accept_wait(ls->listen_fd, ls->stop_fd, PROGRESS_INTERVAL_MS, SOCK_NONBLOCK);
+		if (fd == -ECANCELED)
 			break;
-		if (n <= 0)
-			continue;
-		if (p[1].revents)
-			break;
-		if (!(p[0].revents & POLLIN))
-			continue;
-		fd = accept4(ls->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
-			/* the connection stays queued: do not spin on it */
-			poll(&p[1], 1, 100);
-			continue;
-		}
 		if (fd < 0)
-			continue; /* the peer left before we took it */
+			continue;
 		serve_conn(ls, fd);
 		close(fd);
 	}

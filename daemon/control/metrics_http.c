@@ -16,6 +16,7 @@
 
 #include <moe.h>
 
+#include "control/accept_wait.h"
 #include "control/metrics_text.h"
 #include "peers/peer_config.h"
 #include "transport_addr.h"
@@ -193,22 +194,12 @@ static void *metrics_thread(void *arg)
 	struct metrics_http *m = arg;
 
 	for (;;) {
-		struct pollfd p[2] = { { .fd = m->listen_fd, .events = POLLIN },
-				       { .fd = m->stop_fd, .events = POLLIN } };
-		int fd;
+		int fd = accept_wait(m->listen_fd, m->stop_fd, -1, 0);
 
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
+		if (fd == -ECANCELED)
 			break;
-		if (p[1].revents)
-			break;
-		if (!(p[0].revents & POLLIN))
+		if (fd < 0)
 			continue;
-		fd = accept4(m->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
-				poll(&p[1], 1, 100); /* out of fds: do not spin on the queued one */
-			continue;
-		}
 		serve(m, fd);
 		close(fd);
 	}
