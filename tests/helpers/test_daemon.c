@@ -118,6 +118,54 @@ pid_t test_fork(void)
 	return fork();
 }
 
+int test_run(const char *const *argv, const char *out_path, int timeout_ms)
+{
+	int status, r;
+	pid_t pid = test_fork();
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		/* execv's prototype predates const; it does not write the strings */
+		union {
+			const char *const *c;
+			char *const *v;
+		} av = { .c = argv };
+		int fd = out_path ? open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)
+				  : -1;
+
+		if (out_path && (fd < 0 || dup2(fd, STDOUT_FILENO) < 0))
+			_exit(127);
+		execv(argv[0], av.v);
+		_exit(127);
+	}
+	r = test_child_wait(pid, timeout_ms, &status);
+	if (r < 0)
+		return r;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+char *test_read_file(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	char *text = NULL;
+	long size;
+
+	if (!f)
+		return NULL;
+	if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) >= 0) {
+		rewind(f);
+		text = calloc(1, (size_t)size + 1);
+		if (text && fread(text, 1, (size_t)size, f) != (size_t)size) {
+			free(text);
+			text = NULL;
+			errno = EIO;
+		}
+	}
+	fclose(f);
+	return text;
+}
+
 int test_children_wait(const pid_t *pids, unsigned n, int timeout_ms)
 {
 	char buf[64];

@@ -150,6 +150,16 @@ int test_child_wait(pid_t pid, int timeout_ms, int *ret_status);
 pid_t test_fork(void);
 
 /*
+ * Run @argv (NULL-ended, argv[0] a path) to its end within @timeout_ms,
+ * its stdout into the file @out_path (NULL: the test's). Its exit code,
+ * -1 when a signal ended it, or -errno (-ETIMEDOUT: killed).
+ */
+int test_run(const char *const *argv, const char *out_path, int timeout_ms);
+
+/* The whole file at @path, malloc'd and NUL-terminated; NULL (errno set) when unreadable. */
+char *test_read_file(const char *path);
+
+/*
  * Wait for @n children, each within @timeout_ms. 0 when all exited 0; else
  * -ECHILD after printing the first failure and SIGKILLing and reaping the
  * others (which would otherwise run on against a daemon the test kills).

@@ -10,17 +10,20 @@
 
 /*
  * The value of the sample line "SERIES VALUE" of @text (SERIES: the name and
- * its labels, exactly as written), or fail the test. @text must start with
- * a newline or have the line after its first.
+ * its labels, exactly as written), or fail the test.
  */
 static inline double test_metrics_sample(const char *text, const char *series)
 {
 	char want[256];
+	size_t len;
 	const char *at;
 
-	snprintf(want, sizeof(want), "\n%s ", series);
+	len = (size_t)snprintf(want, sizeof(want), "\n%s ", series);
+	/* a line starts the text or follows a newline */
+	if (strncmp(text, want + 1, len - 1) == 0)
+		return strtod(text + len - 1, NULL);
 	at = strstr(text, want);
 	if (!at)
 		fail_msg("no sample %s in:\n%s", series, text);
-	return strtod(at + strlen(want), NULL);
+	return strtod(at + len, NULL);
 }

@@ -130,34 +130,13 @@ static void run_batches(void)
 /* `moectl metrics` into a malloc'd string. */
 static char *moectl_metrics(void)
 {
+	const char *argv[] = { arg_moectl, "--socket", daemon_.socket, "metrics", NULL };
 	char path[160], *text;
-	int status, fd;
-	long size;
-	FILE *f;
-	pid_t pid;
 
 	snprintf(path, sizeof(path), "%s/metrics.txt", daemon_.dir);
-	pid = test_fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (fd < 0 || dup2(fd, STDOUT_FILENO) < 0)
-			_exit(127);
-		execl(arg_moectl, arg_moectl, "--socket", daemon_.socket, "metrics", (char *)NULL);
-		_exit(127);
-	}
-	ASSERT_OK(test_child_wait(pid, 30000, &status));
-	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	f = fopen(path, "re");
-	assert_non_null(f);
-	fseek(f, 0, SEEK_END);
-	size = ftell(f);
-	rewind(f);
-	text = calloc(1, (size_t)size + 2);
+	ASSERT_EQ(test_run(argv, path, 30000), 0);
+	text = test_read_file(path);
 	assert_non_null(text);
-	text[0] = '\n'; /* test_metrics_sample() looks for "\nNAME " */
-	ASSERT_EQ(fread(text + 1, 1, (size_t)size, f), size);
-	fclose(f);
 	return text;
 }
 
@@ -200,7 +179,7 @@ static void test_scrape(void **state)
 	assert_non_null(strstr(resp, "Content-Type: text/plain; version=0.0.4"));
 	body = strstr(resp, "\r\n\r\n");
 	assert_non_null(body);
-	body += 3; /* keep one '\n' before the first line */
+	body += 4;
 	ASSERT_EQ(test_metrics_sample(body, "moed_batches_total{layer=\"0\"}"), N_BATCHES);
 	ASSERT_EQ(test_metrics_sample(body, "moed_layer_tokens_total{layer=\"0\"}"), N_BATCHES * T);
 	ASSERT_EQ(test_metrics_sample(body, "moed_batch_latency_seconds_count{layer=\"0\"}"), N_BATCHES);

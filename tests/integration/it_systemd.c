@@ -376,53 +376,18 @@ static void test_drain_refuses_new_batches(void **state)
 	notify_close(&nl);
 }
 
-/*
- * Run @argv (NULL-ended) to its end, its stdout into the file @out (NULL:
- * the test's); its exit code, or -1 when it did not exit.
- */
+/* @argv to its end; its exit code (test_run), its stdout into @out (NULL: the test's). */
 static int run_command_to(const char *const *argv, const char *out)
 {
-	int status;
-	pid_t pid = test_fork();
+	int r = test_run(argv, out, 60000);
 
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		union {
-			const char *const *c;
-			char *const *v;
-		} av = { .c = argv };
-		int fd = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
-
-		if (out && (fd < 0 || dup2(fd, STDOUT_FILENO) < 0))
-			_exit(127);
-		execv(argv[0], av.v);
-		_exit(127);
-	}
-	ASSERT_OK(test_child_wait(pid, 60000, &status));
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	assert_true(r >= -1);
+	return r;
 }
 
 static int run_command(const char *const *argv)
 {
 	return run_command_to(argv, NULL);
-}
-
-/* The whole file at @path (malloc'd, NUL-terminated). */
-static char *read_text(const char *path)
-{
-	FILE *f = fopen(path, "re");
-	char *text;
-	long size;
-
-	assert_non_null(f);
-	fseek(f, 0, SEEK_END);
-	size = ftell(f);
-	rewind(f);
-	text = calloc(1, (size_t)size + 1);
-	assert_non_null(text);
-	ASSERT_EQ(fread(text, 1, (size_t)size, f), size);
-	fclose(f);
-	return text;
 }
 
 static void write_text(const char *path, const char *text)
@@ -474,7 +439,8 @@ static void test_reload(void **state)
 	json_decref(st);
 	/* moectl config: what is in force, the changed keys only */
 	ASSERT_EQ(run_command_to(config, out), 0);
-	text = read_text(out);
+	text = test_read_file(out);
+	assert_non_null(text);
 	print_message("moectl config --changed:\n%s", text);
 	assert_non_null(strstr(text, "merge_window_us = 40    # changes on reload\n"));
 	assert_non_null(strstr(text, "\nworkers = 2\n")); /* the 1 waits for a restart */
