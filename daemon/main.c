@@ -271,14 +271,15 @@ static int take_activated_socket(struct service_fds *fds, struct moed_config *cf
 }
 
 /*
- * Hand the store's objects to systemd's fd store: a restarted moed then
+ * Hand the store's objects to systemd's fd store (@keep), or let systemd
+ * drop them (a store that does not outlive moed). Kept, a restarted moed
  * has them even when their files are gone (a tmpfs cleaned, a store_dir
  * that does not outlive the service). Each goes as a fresh open file
  * description (reopened through /proc), never the one moed holds its lock
  * on: systemd keeping that one would keep the lock, and the next moed
  * could not take the store by its path.
  */
-static void fdstore_put(const struct expert_store *store)
+static void fdstore_update(const struct expert_store *store, bool keep)
 {
 	int fds[SERVICE_STORE_FDS_MAX];
 	uint32_t n = expert_store_object_fds(store, fds, SERVICE_STORE_FDS_MAX);
@@ -287,28 +288,18 @@ static void fdstore_put(const struct expert_store *store)
 		char proc[64], name[32];
 		int fd;
 
+		service_store_fd_name(i, name, sizeof(name));
+		if (!keep) {
+			service_notify_fdstore_remove(name);
+			continue;
+		}
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fds[i]);
 		fd = open(proc, O_RDWR | O_CLOEXEC);
 		if (fd < 0) {
 			log_warning("cannot give the store's object %u to the fd store: %m", i);
 			continue;
 		}
-		service_store_fd_name(i, name, sizeof(name));
 		service_notify_fdstore(name, fd);
-	}
-}
-
-/* A store that does not outlive moed leaves nothing in the fd store either. */
-static void fdstore_drop(const struct expert_store *store)
-{
-	int fds[SERVICE_STORE_FDS_MAX];
-	uint32_t n = expert_store_object_fds(store, fds, SERVICE_STORE_FDS_MAX);
-
-	for (uint32_t i = 0; i < n && i < SERVICE_STORE_FDS_MAX; i++) {
-		char name[32];
-
-		service_store_fd_name(i, name, sizeof(name));
-		service_notify_fdstore_remove(name);
 	}
 }
 
@@ -593,7 +584,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (cfg.store_keep)
-		fdstore_put(store);
+		fdstore_update(store, true);
 	if (cfg.rebalance_interval_ms && !cfg.replica_budget)
 		log_warning("rebalance_interval_ms is set but replica_budget is 0: no replica "
 			    "fits, rebalancing can only drop");
@@ -648,7 +639,7 @@ out:
 	reactor_free(reactor);
 	engine_free(engine);
 	if (store && !cfg.store_keep)
-		fdstore_drop(store);
+		fdstore_update(store, false);
 	expert_store_close(store);
 	if (ready_fd >= 0)
 		close(ready_fd);

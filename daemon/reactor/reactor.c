@@ -655,6 +655,7 @@ int reactor_run(struct reactor *r)
 	for (;;) {
 		uint64_t now = reactor_now_ns(), wait_ns = 0;
 		uint64_t poll_ns = (uint64_t)r->cfg->poll_us * 1000; /* changes on reload */
+		uint64_t ping_ns;
 		int worked;
 
 		reactor_service_pass(r, now);
@@ -700,8 +701,9 @@ int reactor_run(struct reactor *r)
 			continue;
 		}
 		/* wake in time for the watchdog's next ping (wait_ns 0: no deadline) */
-		if (service_watchdog_sleep_ns(&r->watchdog, now) < (wait_ns ? wait_ns : UINT64_MAX))
-			wait_ns = service_watchdog_sleep_ns(&r->watchdog, now) + 1;
+		ping_ns = service_watchdog_sleep_ns(&r->watchdog, now);
+		if (ping_ns < (wait_ns ? wait_ns : UINT64_MAX))
+			wait_ns = ping_ns + 1; /* + 1: 0 would mean no deadline */
 		ret = reactor_wait(r, wait_ns);
 		reactor_clear_sleep(r);
 		if (ret < 0)
