@@ -14,6 +14,14 @@
  * DeepSeek/Qwen-like shapes, seeded uniform weights as nn.Linear initialises
  * them, normal inputs), so the benchmark needs no checkpoint. Not a test: it
  * prints figures and never fails on them.
+ *
+ * Every case runs with the experts' weights in float32 and in BF16 (the
+ * same values rounded; --dtype picks one): a BF16 layer reads half the bytes,
+ * so its weight-read floor is the read of the BF16 bytes, and for decode
+ * batches bf16_speedup = BF16 tokens/s over F32 tokens/s of the same shape
+ * and T (target >= 1.8). The grouped-GEMM baseline is OpenBLAS's sgemm on
+ * the float32 values in both cases: there is no BF16 sgemm to compare with,
+ * and float32 is what a BF16 layer must not be slower than for large T.
  */
 #include <cblas.h>
 #include <errno.h>
@@ -33,6 +41,7 @@
 #include "bench_common.h"
 #include "compute/blas_setup.h"
 #include "engine/engine.h"
+#include "model/half.h"
 #include "model/model.h"
 #include "router/router_config.h"
 #include "util/parse.h"
@@ -68,6 +77,7 @@ static bool arg_quick;
 static uint32_t arg_threads = 2;
 static const char *arg_shape; /* NULL: all */
 static uint32_t arg_tokens;   /* 0: the default list */
+static int arg_dtype = -1;    /* enum weight_dtype; -1: F32 and BF16 */
 
 /* ---- time and statistics ---- */
 
@@ -302,11 +312,12 @@ static void fill_uniform(float *p, size_t n, float scale, uint64_t seed)
 /* ---- the layer ---- */
 
 struct bench_layer {
-	struct moe_layer L;
+	struct moe_layer L, L_bf16; /* the same layer with F32 and with BF16 experts */
 	float *weights; /* per expert, contiguous: w1 [ff][d], w3 [ff][d], w2 [d][ff] */
 	size_t weight_bytes;
+	uint16_t *weights_bf16; /* the same values in BF16, same layout; NULL: not wanted */
 	float *router_w;
-	struct moe_expert *experts;
+	struct moe_expert *experts, *experts_bf16;
 };
 
 static size_t expert_floats(const struct shape *s)
@@ -317,6 +328,7 @@ static size_t expert_floats(const struct shape *s)
 struct fill_job {
 	const struct shape *s;
 	float *weights;
+	uint16_t *weights_bf16; /* NULL: none */
 	uint32_t first, step;
 };
 
@@ -332,6 +344,13 @@ static void *fill_thread(void *arg)
 		fill_uniform(w, mat, 1.0f / sqrtf((float)s->d_model), 3 * e + 1);        /* w1 */
 		fill_uniform(w + mat, mat, 1.0f / sqrtf((float)s->d_model), 3 * e + 2);  /* w3 */
 		fill_uniform(w + 2 * mat, mat, 1.0f / sqrtf((float)s->d_ff), 3 * e + 3); /* w2 */
+		if (!j->weights_bf16)
+			continue;
+		/* the BF16 layer holds these values rounded, the F32 one the same rounded values */
+		for (size_t i = 0; i < expert_floats(s); i++) {
+			j->weights_bf16[e * expert_floats(s) + i] = f32_to_bf16(w[i]);
+			w[i] = bf16_to_f32(j->weights_bf16[e * expert_floats(s) + i]);
+		}
 	}
 	return NULL;
 }
@@ -342,13 +361,31 @@ static struct bench_layer *bench_layer_free(struct bench_layer *b)
 		return NULL;
 	if (b->weights)
 		munmap(b->weights, b->weight_bytes);
+	if (b->weights_bf16)
+		munmap(b->weights_bf16, b->weight_bytes / 2);
 	free(b->router_w);
 	free(b->experts);
+	free(b->experts_bf16);
 	free(b);
 	return NULL;
 }
 
-static int bench_layer_new(const struct shape *s, struct bench_layer **ret_layer)
+static void *map_weights(size_t bytes)
+{
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	/*
+	 * Huge pages as a resident weight store would use: the engine and both
+	 * baselines read this same memory, so the choice is fair to all three
+	 * and only takes TLB misses out of the streaming figures.
+	 */
+	(void)madvise(p, bytes, MADV_HUGEPAGE);
+	return p;
+}
+
+static int bench_layer_new(const struct shape *s, bool with_bf16, struct bench_layer **ret_layer)
 {
 	const size_t mat = (size_t)s->d_ff * s->d_model;
 	struct fill_job jobs[MAX_THREADS];
@@ -362,22 +399,14 @@ static int bench_layer_new(const struct shape *s, struct bench_layer **ret_layer
 	if (!b)
 		return -ENOMEM;
 	b->weight_bytes = sizeof(float) * expert_floats(s) * s->n_experts;
-	b->weights = mmap(NULL, b->weight_bytes, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (b->weights == MAP_FAILED) {
-		b->weights = NULL;
-		r = -errno;
-		goto fail;
-	}
-	/*
-	 * Huge pages as a resident weight store would use: the engine and both
-	 * baselines read this same memory, so the choice is fair to all three
-	 * and only takes TLB misses out of the streaming figures.
-	 */
-	(void)madvise(b->weights, b->weight_bytes, MADV_HUGEPAGE);
+	b->weights = map_weights(b->weight_bytes);
+	if (with_bf16)
+		b->weights_bf16 = map_weights(b->weight_bytes / 2);
 	b->router_w = malloc(sizeof(float) * s->n_experts * s->d_model);
 	b->experts = calloc(s->n_experts, sizeof(*b->experts));
-	if (!b->router_w || !b->experts) {
+	b->experts_bf16 = calloc(s->n_experts, sizeof(*b->experts_bf16));
+	if (!b->weights || (with_bf16 && !b->weights_bf16) || !b->router_w || !b->experts ||
+	    !b->experts_bf16) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -388,7 +417,8 @@ static int bench_layer_new(const struct shape *s, struct bench_layer **ret_layer
 	if (n_fill > s->n_experts)
 		n_fill = s->n_experts;
 	for (uint32_t i = 0; i < n_fill; i++) {
-		jobs[i] = (struct fill_job){ .s = s, .weights = b->weights, .first = i,
+		jobs[i] = (struct fill_job){ .s = s, .weights = b->weights,
+					     .weights_bf16 = b->weights_bf16, .first = i,
 					     .step = n_fill };
 		r = -pthread_create(&threads[i], NULL, fill_thread, &jobs[i]);
 		if (r < 0) {
@@ -405,6 +435,14 @@ static int bench_layer_new(const struct shape *s, struct bench_layer **ret_layer
 
 		b->experts[e].ffn = (struct ffn_weights){ .w1 = w, .w3 = w + mat, .w2 = w + 2 * mat,
 							  .d_ff = s->d_ff };
+		if (b->weights_bf16) {
+			const uint16_t *h = b->weights_bf16 + e * expert_floats(s);
+
+			b->experts_bf16[e].ffn = (struct ffn_weights){
+				.w1 = h, .w3 = h + mat, .w2 = h + 2 * mat, .dtype = WEIGHT_BF16,
+				.d_ff = s->d_ff
+			};
+		}
 	}
 	b->L = (struct moe_layer){ .index = 0, .d_model = s->d_model, .d_ff = s->d_ff,
 				   .n_experts = s->n_experts, .router_w = b->router_w,
@@ -421,6 +459,8 @@ static int bench_layer_new(const struct shape *s, struct bench_layer **ret_layer
 		fprintf(stderr, "shape %s: %s\n", s->name, d.msg);
 		goto fail;
 	}
+	b->L_bf16 = b->L;
+	b->L_bf16.experts = b->experts_bf16;
 	*ret_layer = b;
 	return 0;
 fail:
@@ -454,7 +494,7 @@ static double run_layer(void *arg)
 
 /* The active experts' rows, grouped and contiguous, as a grouped-GEMM kernel wants them. */
 struct grouped_run {
-	const struct moe_layer *L;
+	const struct moe_layer *L; /* its float32 experts */
 	uint32_t n_active;
 	uint32_t *active;   /* expert ids with >= 1 row */
 	uint32_t *row0;     /* [n_active + 1] row offsets */
@@ -555,6 +595,7 @@ oom:
 
 struct result {
 	const struct shape *shape;
+	enum weight_dtype dtype;
 	uint32_t T;
 	uint32_t n_active;
 	struct timed layer, grouped, read; /* read.reps 0: not measured */
@@ -611,11 +652,13 @@ static void timed_fold(struct timed *out, const struct timed *blocks, uint32_t n
 	out->median_s = n % 2 ? med[n / 2] : 0.5 * (med[n / 2 - 1] + med[n / 2]);
 }
 
-static int measure_abba(struct layer_run *lr, struct grouped_run *g, const struct bench_layer *bl,
-			const struct shape *s, uint32_t T, double target_s, struct result *res)
+static int measure_abba(struct layer_run *lr, struct grouped_run *g, const struct shape *s,
+			uint32_t T, double target_s, struct result *res)
 {
-	struct read_run rr = { .run_floats = expert_floats(s), .n_runs = g->n_active,
-			       .n_threads = arg_threads };
+	/* the floor reads the layer's own weight bytes: half as many floats' worth in BF16 */
+	struct read_run rr = { .run_floats = expert_floats(s) * weight_dtype_size(res->dtype) /
+					     sizeof(float),
+			       .n_runs = g->n_active, .n_threads = arg_threads };
 	const uint32_t n_a = T <= DECODE_MAX_TOKENS ? 2 : 1; /* the layer, and the read */
 	struct timed blocks[3][ABBA_BLOCKS];
 	double ratio[ABBA_ROUNDS];
@@ -626,7 +669,7 @@ static int measure_abba(struct layer_run *lr, struct grouped_run *g, const struc
 		if (!rr.runs)
 			return -ENOMEM;
 		for (uint32_t a = 0; a < g->n_active; a++)
-			rr.runs[a] = bl->L.experts[g->active[a]].ffn.w1;
+			rr.runs[a] = lr->L->experts[g->active[a]].ffn.w1;
 	}
 	for (uint32_t round = 0; round < ABBA_ROUNDS; round++) {
 		for (uint32_t pos = 0; pos < 4; pos++) {
@@ -669,10 +712,11 @@ static int measure_abba(struct layer_run *lr, struct grouped_run *g, const struc
 }
 
 static int run_case(struct engine *engine, const struct bench_layer *bl, const struct shape *s,
-		    uint32_t T, double target_s, struct result *res)
+		    enum weight_dtype dtype, uint32_t T, double target_s, struct result *res)
 {
 	const uint32_t d = s->d_model, k = s->top_k;
-	struct layer_run lr = { .engine = engine, .L = &bl->L };
+	struct layer_run lr = { .engine = engine,
+				.L = dtype == WEIGHT_BF16 ? &bl->L_bf16 : &bl->L };
 	struct grouped_run g;
 	float *x, *y;
 	int32_t *idx;
@@ -681,7 +725,7 @@ static int run_case(struct engine *engine, const struct bench_layer *bl, const s
 	const double busy0 = bench_machine_busy_s(), self0 = bench_rusage_s(RUSAGE_SELF);
 	const double wall0 = bench_now_s();
 
-	*res = (struct result){ .shape = s, .T = T, .background = -1 };
+	*res = (struct result){ .shape = s, .dtype = dtype, .T = T, .background = -1 };
 	x = malloc(sizeof(float) * T * d);
 	y = malloc(sizeof(float) * T * d);
 	idx = malloc(sizeof(int32_t) * T * k);
@@ -698,7 +742,7 @@ static int run_case(struct engine *engine, const struct bench_layer *bl, const s
 		goto out;
 	res->n_active = g.n_active;
 
-	r = measure_abba(&lr, &g, bl, s, T, target_s, res);
+	r = measure_abba(&lr, &g, s, T, target_s, res);
 	if (r < 0) {
 		grouped_run_done(&g);
 		goto out;
@@ -730,21 +774,41 @@ static void print_header(const struct engine *e)
 	printf("moed engine benchmark (%s build): %u workers; baseline: %s (core %s), %u "
 	       "threads\n",
 	       MOE_BUILD_TYPE, engine_n_workers(e), bi->config, bi->core, arg_threads);
-	printf("efficiency = grouped GEMMs / layer, median of %u ABBA rounds' ratios "
-	       "(target >= 0.90 for T >= 128); "
-	       "vs_read = layer / weight read (target <= 1.3 for T <= %u)\n\n",
-	       ABBA_ROUNDS, DECODE_MAX_TOKENS);
-	printf("%-16s %5s %7s %12s %10s %11s %6s %10s %7s\n", "shape", "T", "experts",
-	       "tokens/s", "layer_ms", "grouped_ms", "eff", "wread_ms", "vs_read");
+	printf("efficiency = grouped F32 GEMMs / layer, median of %u ABBA rounds' ratios "
+	       "(target >= 0.95 for T >= 128); "
+	       "vs_read = layer / read of its weight bytes (target <= 1.3 for T <= %u); "
+	       "bf16_x = BF16 tokens/s / F32 tokens/s (target >= 1.8 for T <= %u)\n\n",
+	       ABBA_ROUNDS, DECODE_MAX_TOKENS, DECODE_MAX_TOKENS);
+	printf("%-16s %5s %5s %7s %12s %10s %11s %6s %10s %7s %7s\n", "shape", "dtype", "T",
+	       "experts", "tokens/s", "layer_ms", "grouped_ms", "eff", "wread_ms", "vs_read",
+	       "bf16_x");
 }
 
-static void print_row(const struct result *r)
+/*
+ * BF16 tokens/s over F32 tokens/s for a BF16 decode case whose F32 twin
+ * (same shape and T, run just before it) is among @res[0..n); 0: none.
+ */
+static double bf16_speedup(const struct result *res, uint32_t n, const struct result *r)
 {
-	printf("%-16s %5u %7u %12.1f %10.3f %11.3f %6.3f", r->shape->tag, r->T, r->n_active,
-	       r->T / r->layer.median_s, r->layer.median_s * 1e3, r->grouped.median_s * 1e3,
-	       r->efficiency);
+	if (r->dtype != WEIGHT_BF16 || r->T > DECODE_MAX_TOKENS)
+		return 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (res[i].dtype == WEIGHT_F32 && res[i].shape == r->shape && res[i].T == r->T)
+			return res[i].layer.median_s / r->layer.median_s;
+	return 0;
+}
+
+static void print_row(const struct result *res, uint32_t n, const struct result *r)
+{
+	double speedup = bf16_speedup(res, n, r);
+
+	printf("%-16s %5s %5u %7u %12.1f %10.3f %11.3f %6.3f", r->shape->tag,
+	       weight_dtype_name(r->dtype), r->T, r->n_active, r->T / r->layer.median_s,
+	       r->layer.median_s * 1e3, r->grouped.median_s * 1e3, r->efficiency);
 	if (r->read.reps)
 		printf(" %10.3f %7.3f", r->read.median_s * 1e3, r->layer.median_s / r->read.median_s);
+	if (speedup > 0)
+		printf(" %7.3f", speedup);
 	printf("\n");
 	fflush(stdout);
 }
@@ -770,10 +834,16 @@ static void print_json(const struct engine *e, const struct result *res, uint32_
 	for (uint32_t i = 0; i < n; i++) {
 		const struct result *r = &res[i];
 
-		printf("%s{\"shape\":\"%s\",\"T\":%u,\"active_experts\":%u,\"tokens_per_s\":%.1f,"
-		       "\"layer_ms\":%.4f,\"grouped_gemm_ms\":%.4f,\"efficiency\":%.4f",
-		       i ? "," : "", r->shape->tag, r->T, r->n_active, r->T / r->layer.median_s,
-		       r->layer.median_s * 1e3, r->grouped.median_s * 1e3, r->efficiency);
+		double speedup = bf16_speedup(res, n, r);
+
+		printf("%s{\"shape\":\"%s\",\"dtype\":\"%s\",\"T\":%u,\"active_experts\":%u,"
+		       "\"tokens_per_s\":%.1f,\"layer_ms\":%.4f,\"grouped_gemm_ms\":%.4f,"
+		       "\"efficiency\":%.4f",
+		       i ? "," : "", r->shape->tag, weight_dtype_name(r->dtype), r->T, r->n_active,
+		       r->T / r->layer.median_s, r->layer.median_s * 1e3, r->grouped.median_s * 1e3,
+		       r->efficiency);
+		if (speedup > 0)
+			printf(",\"bf16_speedup\":%.4f", speedup);
 		if (r->read.reps)
 			printf(",\"weight_read_ms\":%.4f,\"vs_weight_read\":%.4f", r->read.median_s * 1e3,
 			       r->layer.median_s / r->read.median_s);
@@ -788,13 +858,16 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: bench_engine [--json] [--threads N] [--quick] [--shape A|B] [--tokens T]\n"
+		"                    [--dtype f32|bf16]\n"
 		"  --json       one JSON object instead of the table\n"
 		"  --threads N  engine workers, OpenBLAS threads of the baseline and weight-read\n"
 		"               threads (default 2)\n"
 		"  --quick      shape A at T = 1 and 128 only (CI smoke)\n"
 		"  --shape S    A (E8 k2 d1024 ff3584, Mixtral-like) or B (E64 k6 d2048 ff1408,\n"
 		"               DeepSeek/Qwen-like); default both\n"
-		"  --tokens T   one batch size instead of 1, 16, 128, 1024\n");
+		"  --tokens T   one batch size instead of 1, 16, 128, 1024\n"
+		"  --dtype D    the experts' weights in f32 or bf16 only (default: both, each\n"
+		"               case in F32 then BF16)\n");
 }
 
 int main(int argc, char **argv)
@@ -803,9 +876,10 @@ int main(int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },    { "threads", required_argument, NULL, 'n' },
 		{ "quick", no_argument, NULL, 'q' },   { "shape", required_argument, NULL, 's' },
 		{ "tokens", required_argument, NULL, 't' }, { "help", no_argument, NULL, 'h' },
+		{ "dtype", required_argument, NULL, 'd' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct result res[16];
+	struct result res[64];
 	uint32_t n_res = 0;
 	struct engine_opts eo;
 	struct engine *engine = NULL;
@@ -815,8 +889,15 @@ int main(int argc, char **argv)
 	float *evict_buf;
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "jn:qs:t:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "jn:qs:t:hd:", opts, NULL)) != -1) {
 		switch (c) {
+		case 'd':
+			if (strcmp(optarg, "f32") && strcmp(optarg, "bf16")) {
+				fprintf(stderr, "--dtype: f32 or bf16, not '%s'\n", optarg);
+				return 2;
+			}
+			arg_dtype = strcmp(optarg, "f32") == 0 ? WEIGHT_F32 : WEIGHT_BF16;
+			break;
 		case 'j':
 			arg_json = true;
 			break;
@@ -888,7 +969,7 @@ int main(int argc, char **argv)
 		if (arg_quick ? strcmp(s->name, "A") != 0 : arg_shape && strcmp(s->name, arg_shape))
 			continue;
 		t0 = bench_now_s();
-		r = bench_layer_new(s, &bl);
+		r = bench_layer_new(s, arg_dtype != WEIGHT_F32, &bl);
 		if (r < 0) {
 			fprintf(stderr, "shape %s: cannot build the layer: %s\n", s->name,
 				strerror(-r));
@@ -902,22 +983,29 @@ int main(int argc, char **argv)
 
 			if (arg_quick && !arg_tokens && T != 1 && T != 128)
 				continue;
-			r = run_case(engine, bl, s, T, target_s, &res[n_res]);
-			if (r < 0) {
-				fprintf(stderr, "shape %s T=%u: %s\n", s->name, T, strerror(-r));
-				bench_layer_free(bl);
-				goto out;
+			for (int dt = WEIGHT_F32; dt <= WEIGHT_BF16; dt++) {
+				if (arg_dtype >= 0 && dt != arg_dtype)
+					continue;
+				r = run_case(engine, bl, s, (enum weight_dtype)dt, T, target_s,
+					     &res[n_res]);
+				if (r < 0) {
+					fprintf(stderr, "shape %s T=%u: %s\n", s->name, T,
+						strerror(-r));
+					bench_layer_free(bl);
+					goto out;
+				}
+				fprintf(stderr,
+					"# %s %s T=%u: reps/min ms: layer %u/%.3f, grouped %u/%.3f, "
+					"read %u/%.3f; other processes used %.2f cores\n",
+					s->tag, weight_dtype_name((enum weight_dtype)dt), T,
+					res[n_res].layer.reps, res[n_res].layer.min_s * 1e3,
+					res[n_res].grouped.reps, res[n_res].grouped.min_s * 1e3,
+					res[n_res].read.reps, res[n_res].read.min_s * 1e3,
+					res[n_res].background);
+				if (!arg_json)
+					print_row(res, n_res, &res[n_res]);
+				n_res++;
 			}
-			fprintf(stderr,
-				"# %s T=%u: reps/min ms: layer %u/%.3f, grouped %u/%.3f, read "
-				"%u/%.3f; other processes used %.2f cores\n",
-				s->tag, T, res[n_res].layer.reps, res[n_res].layer.min_s * 1e3,
-				res[n_res].grouped.reps, res[n_res].grouped.min_s * 1e3,
-				res[n_res].read.reps, res[n_res].read.min_s * 1e3,
-				res[n_res].background);
-			if (!arg_json)
-				print_row(&res[n_res]);
-			n_res++;
 			if (arg_tokens)
 				break;
 		}

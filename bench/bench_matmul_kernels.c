@@ -93,7 +93,7 @@ static void call_once(struct kbench *kb, enum matmul_kernel k, uint32_t m)
 	const float *w = kb->pool + (size_t)kb->next * kb->w_floats;
 
 	kb->next = (kb->next + 1) % kb->n_copies;
-	matmul_xwt(k, kb->x, kb->d, m, kb->d, w, kb->d, kb->n, kb->y, kb->n);
+	matmul_xwt(k, kb->x, kb->d, m, kb->d, w, WEIGHT_F32, kb->d, kb->n, kb->y, kb->n);
 }
 
 /* Median seconds per call over N_REPS repetitions of about REP_S each. */

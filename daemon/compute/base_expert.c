@@ -40,7 +40,7 @@ void expert_base(const struct moe_expert *e, uint32_t n_sublayers, uint32_t d_mo
 		const struct base_sublayer *sl = &e->sublayers[s];
 
 		layer_norm(ys, rows, d_model, sl->norm_w, sl->norm_b, ln);
-		matmul_xwt(MATMUL_AUTO, ln, d_model, rows, d_model, sl->ff1_w, d_model, d_ff, h,
+		matmul_xwt(MATMUL_AUTO, ln, d_model, rows, d_model, sl->ff1_w, WEIGHT_F32, d_model, d_ff, h,
 			   d_ff);
 		for (uint32_t r = 0; r < rows; r++)
 			for (uint32_t c = 0; c < d_ff; c++) {
@@ -49,7 +49,7 @@ void expert_base(const struct moe_expert *e, uint32_t n_sublayers, uint32_t d_mo
 				h[(size_t)r * d_ff + c] = v < 0 ? 0 : v; /* NaN stays NaN */
 			}
 		/* ln is free again: reuse it for ff2's output before the residual add */
-		matmul_xwt(MATMUL_AUTO, h, d_ff, rows, d_ff, sl->ff2_w, d_ff, d_model, ln,
+		matmul_xwt(MATMUL_AUTO, h, d_ff, rows, d_ff, sl->ff2_w, WEIGHT_F32, d_ff, d_model, ln,
 			   d_model);
 		for (size_t i = 0; i < (size_t)rows * d_model; i++)
 			ys[i] += ln[i] + sl->ff2_b[i % d_model];

@@ -3,6 +3,9 @@
 #include "cpu_variant.h"
 
 #include <errno.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <stdint.h>
 #include <string.h>
 
@@ -24,8 +27,13 @@ bool cpu_variant_avx512(void)
 bool cpu_variant_avx2(void)
 {
 #if defined(__x86_64__)
+	unsigned a, b, c, d;
+
+	/* F16C (half-precision weights) came with every AVX2 CPU, but ask:
+	 * GCC 12's __builtin_cpu_supports() does not know it */
 	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+	       __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 #else
 	return false;
 #endif

@@ -17,7 +17,7 @@ struct cpu_variant {
 	bool (*supported)(void);  /* does this CPU run it? */
 };
 
-/* What the variants' target attributes ask for: avx512f+fma, avx2+fma, nothing. */
+/* What the variants' target attributes ask for: avx512f+fma, avx2+fma+f16c, nothing. */
 bool cpu_variant_avx512(void);
 bool cpu_variant_avx2(void);
 bool cpu_variant_baseline(void);

@@ -6,15 +6,86 @@
 #include "matmul.h"
 
 #include <cblas.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+/*
+ * The float32 panel of half-precision weights that sgemm multiplies: at
+ * most this many bytes of weight rows at a time. sgemm packs x again for
+ * every call, so a panel must be tall enough for that to stay small next to
+ * the multiply (rows x k x m flops against m x k floats packed: 128 rows of
+ * a 14336-wide down projection keep it under a tenth), and small enough to
+ * stay one buffer per thread.
+ */
+#define WIDEN_PANEL_BYTES (8u << 20)
+
+static pthread_key_t panel_key;
+static pthread_once_t panel_once = PTHREAD_ONCE_INIT;
+static int panel_key_err;
+
+static void panel_key_create(void)
+{
+	/* the destructor frees a worker's panel when its thread ends */
+	panel_key_err = pthread_key_create(&panel_key, free);
+}
+
+/* This thread's panel buffer (WIDEN_PANEL_BYTES), made at its first use; NULL without memory. */
+static float *thread_panel(void)
+{
+	float *p;
+
+	pthread_once(&panel_once, panel_key_create);
+	if (panel_key_err)
+		return NULL;
+	p = pthread_getspecific(panel_key);
+	if (p)
+		return p;
+	p = malloc(WIDEN_PANEL_BYTES);
+	if (p && pthread_setspecific(panel_key, p) != 0) {
+		free(p);
+		p = NULL;
+	}
+	return p;
+}
+
+/*
+ * Half-precision weights for an m above the small-m bound: panels of rows
+ * widened into this thread's buffer, each multiplied by sgemm. Without a
+ * buffer the small-m kernel does it (slower for large m, the same values).
+ */
+static void matmul_half_sgemm(const float *x, size_t ldx, uint32_t m, uint32_t k,
+			      const void *w, enum weight_dtype wdtype, size_t ldw, uint32_t n,
+			      float *y, size_t ldy)
+{
+	float *panel = thread_panel();
+	uint32_t panel_rows = (uint32_t)(WIDEN_PANEL_BYTES / sizeof(float) / k);
+
+	if (!panel || panel_rows == 0) {
+		matmul_small_m(x, ldx, m, k, w, wdtype, ldw, n, y, ldy);
+		return;
+	}
+	for (uint32_t r0 = 0; r0 < n; r0 += panel_rows) {
+		uint32_t rows = n - r0 < panel_rows ? n - r0 : panel_rows;
+		const uint8_t *src = (const uint8_t *)w + (size_t)r0 * ldw * weight_dtype_size(wdtype);
+
+		for (uint32_t r = 0; r < rows; r++)
+			matmul_widen(src + (size_t)r * ldw * weight_dtype_size(wdtype), wdtype, k,
+				     panel + (size_t)r * k);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)rows, (int)k,
+			    1.0f, x, (int)ldx, panel, (int)k, 0.0f, y + r0, (int)ldy);
+	}
+}
 
 void matmul_xwt(enum matmul_kernel kernel, const float *x, size_t ldx, uint32_t m, uint32_t k,
-		const float *w, size_t ldw, uint32_t n, float *y, size_t ldy)
+		const void *w, enum weight_dtype wdtype, size_t ldw, uint32_t n, float *y, size_t ldy)
 {
 	if (m == 0 || n == 0)
 		return;
 	if (kernel == MATMUL_AUTO)
 		kernel = m == 1 ? MATMUL_SGEMV
 			       : m <= matmul_small_m_max() ? MATMUL_SMALLM : MATMUL_SGEMM;
+	if (wdtype != WEIGHT_F32 && kernel == MATMUL_SGEMV)
+		kernel = MATMUL_SMALLM;
 	switch (kernel) {
 	case MATMUL_SGEMV:
 		for (uint32_t r = 0; r < m; r++)
@@ -22,10 +93,14 @@ void matmul_xwt(enum matmul_kernel kernel, const float *x, size_t ldx, uint32_t 
 				    x + r * ldx, 1, 0.0f, y + r * ldy, 1);
 		break;
 	case MATMUL_SMALLM:
-		matmul_small_m(x, ldx, m, k, w, ldw, n, y, ldy);
+		matmul_small_m(x, ldx, m, k, w, wdtype, ldw, n, y, ldy);
 		break;
 	case MATMUL_AUTO:
 	case MATMUL_SGEMM:
+		if (wdtype != WEIGHT_F32) {
+			matmul_half_sgemm(x, ldx, m, k, w, wdtype, ldw, n, y, ldy);
+			break;
+		}
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, 1.0f,
 			    x, (int)ldx, w, (int)ldw, 0.0f, y, (int)ldy);
 		break;

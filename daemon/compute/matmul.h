@@ -12,11 +12,20 @@
  * once for all m tokens and beats sgemm (2x at m = 2); above it sgemm's
  * packing pays off. The bound depends on the vector width the CPU offers
  * (matmul_small_m.c lists the measurements).
+ *
+ * Weights may be float32, BF16 or F16 (an expert keeps its checkpoint's
+ * dtype, model.h). OpenBLAS has neither a half-precision sgemv nor sgemm:
+ * up to the small-m bound (m = 1 included) the small-m kernel widens the
+ * weights in registers; above it panels of weight rows are widened into a
+ * per-thread float32 buffer and multiplied by sgemm. Either way the result
+ * is float32 compute on the stored values.
  */
 #pragma once
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "compute/weight_dtype.h"
 
 
 enum matmul_kernel {
@@ -27,11 +36,13 @@ enum matmul_kernel {
 };
 
 /*
- * y (row stride ldy) = x (row stride ldx) · Wᵀ, W with row stride ldw. The
- * caller's thread runs it; OpenBLAS must be single-threaded (blas_setup).
+ * y (row stride ldy) = x (row stride ldx) · Wᵀ, W of dtype @wdtype with row stride ldw elements. The caller's thread runs
+ * it; OpenBLAS must be single-threaded (blas_setup). For half-precision
+ * weights MATMUL_SGEMV means the small-m kernel (there is no such sgemv).
  */
 void matmul_xwt(enum matmul_kernel kernel, const float *x, size_t ldx, uint32_t m, uint32_t k,
-		const float *w, size_t ldw, uint32_t n, float *y, size_t ldy);
+		const void *w, enum weight_dtype wdtype, size_t ldw, uint32_t n, float *y,
+		size_t ldy);
 
 /* Which instantiation of the small-m kernel runs ("avx512", "avx2", "generic"). */
 const char *matmul_small_m_variant(void);
@@ -45,5 +56,7 @@ uint32_t matmul_small_m_max(void);
 int matmul_small_m_force(const char *name);
 
 /* The small-m kernel itself (exposed for tests and the kernel benchmark). */
-void matmul_small_m(const float *x, size_t ldx, uint32_t m, uint32_t k, const float *w,
-		    size_t ldw, uint32_t n, float *y, size_t ldy);
+void matmul_small_m(const float *x, size_t ldx, uint32_t m, uint32_t k, const void *w,
+		    enum weight_dtype wdtype, size_t ldw, uint32_t n, float *y, size_t ldy);
+/* dst[0:n) = the @n weights at @w (dtype @wdtype) as float32, with the chosen variant. */
+void matmul_widen(const void *w, enum weight_dtype wdtype, size_t n, float *dst);

@@ -1,13 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * matmul_small_m_body.h: the small-m kernel, instantiated once per vector
- * width by matmul_small_m.c. Define before including:
+ * width and weight dtype by matmul_small_m.c. Define before including:
  *   SMALLM_NAME   the function's name
  *   SMALLM_TARGET its target attribute (may be empty)
  *   SMALLM_LANES  floats per vector (8: AVX2, 16: AVX-512)
  *   SMALLM_ROWS   weight rows per register block
  *   SMALLM_COLS   token rows per register block
- * All five are undefined again at the end, ready for the next instantiation.
+ *   SMALLM_W      the weights' element type (float, or uint16_t for BF16/F16)
+ *   SMALLM_WLOAD(p)   SMALLM_LANES weights at p as a float vector
+ *   SMALLM_WFLOAT(p)  the weight at p as a float (the row's scalar tail)
+ * The last four are undefined again at the end, ready for the next dtype of
+ * the same width; the including file undefines the width's own.
+ * Half-precision weights are widened in registers, once per load and used
+ * for every token of the block: the products equal float32 compute on the
+ * same stored values.
  * Registers: SMALLM_ROWS * SMALLM_COLS accumulators plus ROWS + COLS loaded
  * vectors must fit the register file (16 for AVX2: 4x2 -> 14; 32 for
  * AVX-512: 4x4 -> 24), or the accumulators spill and the kernel becomes
@@ -19,6 +26,7 @@
 #define SMALLM_VEC SMALLM_CAT(smallm_vf, SMALLM_LANES)
 #define SMALLM_BLOCK SMALLM_CAT(SMALLM_NAME, _block)
 #define SMALLM_HSUM SMALLM_CAT(SMALLM_NAME, _hsum)
+#define SMALLM_WIDEN SMALLM_CAT(SMALLM_NAME, _widen)
 
 typedef float SMALLM_VEC __attribute__((vector_size(SMALLM_LANES * 4)));
 
@@ -51,7 +59,7 @@ SMALLM_HSUM(SMALLM_VEC v)
  * where the scalar tail finishes.
  */
 static inline __attribute__((always_inline)) SMALLM_TARGET void
-SMALLM_BLOCK(const float *x, size_t ldx, const float *w, size_t ldw, uint32_t k0, uint32_t k1,
+SMALLM_BLOCK(const float *x, size_t ldx, const SMALLM_W *w, size_t ldw, uint32_t k0, uint32_t k1,
 	     float *y, size_t ldy, const int R, const int C)
 {
 	SMALLM_VEC acc[SMALLM_ROWS][SMALLM_COLS];
@@ -67,8 +75,9 @@ SMALLM_BLOCK(const float *x, size_t ldx, const float *w, size_t ldw, uint32_t k0
 
 #pragma GCC unroll 16
 		for (int r = 0; r < R; r++) {
-			memcpy(&wv[r], w + r * ldw + i, sizeof(SMALLM_VEC));
-			__builtin_prefetch(w + r * ldw + i + SMALLM_PREFETCH, 0, 0);
+			wv[r] = SMALLM_WLOAD(w + r * ldw + i);
+			__builtin_prefetch((const char *)(w + r * ldw + i) + SMALLM_PREFETCH_BYTES,
+					   0, 0);
 		}
 #pragma GCC unroll 16
 		for (int c = 0; c < C; c++)
@@ -86,15 +95,17 @@ SMALLM_BLOCK(const float *x, size_t ldx, const float *w, size_t ldw, uint32_t k0
 			float s = SMALLM_HSUM(acc[r][c]);
 
 			for (uint32_t j = i; j < k1; j++)
-				s += w[r * ldw + j] * x[c * ldx + j];
+				s += SMALLM_WFLOAT(w + r * ldw + j) * x[c * ldx + j];
 			y[c * ldy + r] += s;
 		}
 	}
 }
 
 static SMALLM_TARGET void SMALLM_NAME(const float *x, size_t ldx, uint32_t m, uint32_t k,
-				      const float *w, size_t ldw, uint32_t n, float *y, size_t ldy)
+				      const void *wp, size_t ldw, uint32_t n, float *y, size_t ldy)
 {
+	const SMALLM_W *w = wp;
+
 	for (uint32_t c = 0; c < m; c++)
 		memset(y + c * ldy, 0, sizeof(float) * n);
 	for (uint32_t r0 = 0; r0 < n; r0 += SMALLM_ROWS) {
@@ -104,7 +115,7 @@ static SMALLM_TARGET void SMALLM_NAME(const float *x, size_t ldx, uint32_t m, ui
 		 * token block passes over them: the weights come from memory once */
 		for (uint32_t k0 = 0; k0 < k; k0 += SMALLM_K_CHUNK) {
 			const uint32_t k1 = k - k0 < SMALLM_K_CHUNK ? k : k0 + SMALLM_K_CHUNK;
-			const float *wb = w + r0 * ldw;
+			const SMALLM_W *wb = w + r0 * ldw;
 			uint32_t c0 = 0;
 
 			if (rows == SMALLM_ROWS) {
@@ -126,13 +137,32 @@ static SMALLM_TARGET void SMALLM_NAME(const float *x, size_t ldx, uint32_t m, ui
 	}
 }
 
+/*
+ * dst[0:n) = the weights at src[0:n) as floats: a panel widened for sgemm
+ * (matmul.c's large-m path for half-precision weights).
+ */
+static __attribute__((unused)) SMALLM_TARGET void SMALLM_WIDEN(const void *srcp, size_t n,
+							       float *dst)
+{
+	const SMALLM_W *src = srcp;
+	size_t i = 0;
+
+	for (; i + SMALLM_LANES <= n; i += SMALLM_LANES) {
+		SMALLM_VEC v = SMALLM_WLOAD(src + i);
+
+		memcpy(dst + i, &v, sizeof(v));
+	}
+	for (; i < n; i++)
+		dst[i] = SMALLM_WFLOAT(src + i);
+}
+
+#undef SMALLM_WIDEN
 #undef SMALLM_BLOCK
 #undef SMALLM_HSUM
 #undef SMALLM_VEC
 #undef SMALLM_CAT
 #undef SMALLM_CAT2
 #undef SMALLM_NAME
-#undef SMALLM_TARGET
-#undef SMALLM_LANES
-#undef SMALLM_ROWS
-#undef SMALLM_COLS
+#undef SMALLM_W
+#undef SMALLM_WLOAD
+#undef SMALLM_WFLOAT

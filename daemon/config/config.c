@@ -57,6 +57,8 @@ static const char *const doorbell_names[] = { "auto", "futex", "eventfd", NULL }
 static const char *const placement_names[] = { "balanced", "interleave", "explicit", NULL };
 static const char *const bool_names[] = { "no", "yes", NULL };
 static const char *const peer_failure_names[] = { "error", "drop", NULL };
+/* in the order of enum expert_dtype */
+static const char *const expert_dtype_names[] = { "checkpoint", "f32", NULL };
 
 static const struct config_row config_table[] = {
 	ROW("socket", CONFIG_PATH, socket, 0, 0, "/run/moed/moed.sock", RESTART, "control socket path"),
@@ -107,6 +109,10 @@ static const struct config_row config_table[] = {
 	    "name of the expert store's objects; empty: derived from the socket path"),
 	ROW("store_keep", CONFIG_BOOL, store_keep, 0, 0, "yes", RESTART,
 	    "yes: the expert store outlives moed and a restart re-attaches it; no: freed at exit"),
+	ENUM_ROW("expert_dtype", expert_dtype, expert_dtype_names, "checkpoint", RESTART,
+		 "the experts' matrices in memory: checkpoint (its dtype: BF16/F16 stay half "
+		 "precision) | f32 (widened at load, twice the memory of a half-precision "
+		 "checkpoint)"),
 	ROW("replica_budget", CONFIG_SIZE, replica_budget, 0, 1ull << 50, "0", RESTART,
 	    "bytes per node for copies made while serving (replicas, moves); 0: none"),
 	ROW("rebalance_interval_ms", CONFIG_U32, rebalance_interval_ms, 0, 3600000, "0", LIVE,

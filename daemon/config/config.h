@@ -37,6 +37,12 @@ enum peer_failure {
 	PEER_FAILURE_DROP,  /* the host's slots are dropped, as capacity drops are */
 };
 
+/* The dtype the store keeps an expert's matrices in. */
+enum expert_dtype {
+	EXPERT_DTYPE_CHECKPOINT, /* the checkpoint's: F32, BF16 or F16 */
+	EXPERT_DTYPE_F32,        /* widened to float32 at load */
+};
+
 #define CONFIG_PATH_MAX 4096
 
 struct moed_config {
@@ -64,6 +70,7 @@ struct moed_config {
 	char store_dir[CONFIG_PATH_MAX];     /* where the expert store's objects live */
 	char store_name[CONFIG_PATH_MAX];    /* empty: derived from the socket path */
 	bool store_keep;                     /* the store outlives moed */
+	enum expert_dtype expert_dtype;
 	uint64_t replica_budget;             /* per node: room for copies made while serving */
 	uint32_t rebalance_interval_ms;      /* automatic replicas from measured load; 0: off */
 	uint32_t rebalance_hot_percent;      /* of the layer's mean tokens: an expert above gets a copy */

@@ -31,8 +31,8 @@ static uint64_t **expert_bytes_new(const struct moe_model *m, const struct place
 			const struct ffn_weights *f = &L->experts[e].ffn;
 			uint64_t ff = f->d_ff, d = L->d_model;
 
-			bytes[l][e] = sizeof(float) * (ff * d * (f->w3 ? 3 : 2) +
-						       (f->b1 ? ff : 0) + (f->b2 ? d : 0));
+			bytes[l][e] = weight_dtype_size(f->dtype) * ff * d * (f->w3 ? 3 : 2) +
+				      sizeof(float) * ((f->b1 ? ff : 0) + (f->b2 ? d : 0));
 		}
 	}
 	return bytes;

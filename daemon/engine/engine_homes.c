@@ -32,6 +32,11 @@ static int copy_check(const struct moe_layer *L, bool gated, uint32_t e, uint32_
 				"w1, w2%s",
 				L->index, e, ci, f->d_ff, f->w1 && f->w2 ? "" : " and lacks w1 or w2",
 				own->d_ff, gated ? ", w3" : "");
+	if (f->dtype != own->dtype)
+		return diag_set(d, -EINVAL, "layer %u expert %u: copy %u holds %s weights, the "
+					    "expert %s",
+				L->index, e, ci, weight_dtype_name(f->dtype),
+				weight_dtype_name(own->dtype));
 	if (!f->b1 != !own->b1 || !f->b2 != !own->b2)
 		return diag_set(d, -EINVAL, "layer %u expert %u: copy %u's biases differ from "
 					    "the expert's",

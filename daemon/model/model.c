@@ -27,30 +27,39 @@ struct owned_block {
 
 struct moe_model {
 	struct st_set *set;
-	struct model_tensor_hook hook; /* .floats NULL: tensor_floats() */
+	struct model_tensor_hook hook; /* .data NULL: tensor_data() */
+	bool widen_experts;            /* model_opts.widen_experts */
 	enum model_layout layout;
 	uint32_t n_layers;
 	struct moe_layer **layers; /* [n_layers]; NULL: not an MoE layer */
 	struct owned_block *owned; /* converted weights */
 };
 
-/* Float32 data of @t: in place when it is F32 and aligned, else a converted copy. */
-static int tensor_floats(struct moe_model *m, const struct st_tensor *t, const float **ret,
-			 struct diag *d)
+/*
+ * @t's data as @as (ST_F32, or @t's own dtype): in place when @t has that
+ * dtype and is aligned for it, else a copy (converted to float32, or the
+ * half-precision values moved to an aligned place) the model owns.
+ */
+static int tensor_data(struct moe_model *m, const struct st_tensor *t, enum st_dtype as,
+		       const void **ret, struct diag *d)
 {
+	size_t size = st_dtype_size(as);
 	struct owned_block *b;
-	int r;
+	int r = 0;
 
-	if (t->dtype == ST_F32 && ((uintptr_t)t->data % _Alignof(float)) == 0) {
+	if (t->dtype == as && ((uintptr_t)t->data % size) == 0) {
 		*ret = t->data;
 		return 0;
 	}
-	if (t->n_elements > (SIZE_MAX - sizeof(*b)) / sizeof(float))
+	if (t->n_elements > (SIZE_MAX - sizeof(*b)) / size)
 		return diag_set(d, -EFBIG, "tensor '%s' is too large", t->name);
-	b = malloc(sizeof(*b) + t->n_elements * sizeof(float));
+	b = malloc(sizeof(*b) + t->n_elements * size);
 	if (!b)
 		return diag_set(d, -ENOMEM, "out of memory converting tensor '%s'", t->name);
-	r = st_tensor_to_f32(t, b->data, d);
+	if (as == ST_F32)
+		r = st_tensor_to_f32(t, b->data, d);
+	else
+		memcpy(b->data, t->data, t->n_elements * size);
 	if (r < 0) {
 		free(b);
 		return r;
@@ -69,12 +78,12 @@ static bool role_is_expert(enum tensor_role role)
 }
 
 /*
- * Look up @role and check its shape against dims[ndim]. Absent and not
- * @required: *ret = NULL, return 0.
+ * Look up @role, check its shape against dims[ndim] and get its data as
+ * @as (see tensor_data). Absent and not @required: *ret = NULL, return 0.
  */
-static int load_weight(struct moe_model *m, enum tensor_role role, uint32_t layer,
+static int load_tensor(struct moe_model *m, enum tensor_role role, uint32_t layer,
 		       uint32_t expert, uint32_t sub, bool required, unsigned ndim,
-		       const uint64_t *dims, const float **ret, struct diag *d)
+		       const uint64_t *dims, enum st_dtype as, const void **ret, struct diag *d)
 {
 	const struct st_tensor *t;
 	char name[256];
@@ -102,10 +111,22 @@ static int load_weight(struct moe_model *m, enum tensor_role role, uint32_t laye
 					"tensor '%s' has size %llu in dimension %u, expected %llu",
 					name, (unsigned long long)t->shape[i], i,
 					(unsigned long long)dims[i]);
-	if (m->hook.floats)
-		return m->hook.floats(m->hook.ctx, t, layer, role_is_expert(role) ? (int64_t)expert : -1,
-				      ret, d);
-	return tensor_floats(m, t, ret, d);
+	if (m->hook.data)
+		return m->hook.data(m->hook.ctx, t, layer, role_is_expert(role) ? (int64_t)expert : -1,
+				    as, ret, d);
+	return tensor_data(m, t, as, ret, d);
+}
+
+/* load_tensor() as float32. */
+static int load_weight(struct moe_model *m, enum tensor_role role, uint32_t layer,
+		       uint32_t expert, uint32_t sub, bool required, unsigned ndim,
+		       const uint64_t *dims, const float **ret, struct diag *d)
+{
+	const void *data;
+	int r = load_tensor(m, role, layer, expert, sub, required, ndim, dims, ST_F32, &data, d);
+
+	*ret = data;
+	return r;
 }
 
 static const struct st_tensor *find_role(const struct moe_model *m, enum tensor_role role,
@@ -301,6 +322,23 @@ static int metadata_matches(const struct moe_model *m, const char *key, uint64_t
 	return 0;
 }
 
+/*
+ * The dtype an FFN's matrices are kept in: the checkpoint's BF16 or F16 when
+ * w1, w2 (and w3) all have it and the options keep it, else float32 for all
+ * (the kernels take one dtype per expert; F64 or a mix is widened).
+ */
+static enum st_dtype ffn_dtype(const struct moe_model *m, const struct st_tensor *w1,
+			       const struct st_tensor *w2, const struct st_tensor *w3)
+{
+	enum st_dtype dt = w1->dtype;
+
+	if (m->widen_experts || (dt != ST_BF16 && dt != ST_F16))
+		return ST_F32;
+	if (!w2 || w2->dtype != dt || (w3 && w3->dtype != dt))
+		return ST_F32;
+	return dt;
+}
+
 static int load_ffn(struct moe_model *m, uint32_t layer, uint32_t expert, bool shared,
 		    uint32_t d_model, bool gated, struct ffn_weights *f, struct diag *d)
 {
@@ -308,6 +346,7 @@ static int load_ffn(struct moe_model *m, uint32_t layer, uint32_t expert, bool s
 	enum tensor_role w2 = shared ? ROLE_SHARED_W2 : ROLE_EXPERT_W2;
 	enum tensor_role w3 = shared ? ROLE_SHARED_W3 : ROLE_EXPERT_W3;
 	const struct st_tensor *t = find_role(m, w1, layer, expert, 0);
+	enum st_dtype as;
 	int r;
 
 	if (!t || t->ndim != 2 || t->shape[1] != d_model || t->shape[0] == 0 ||
@@ -317,14 +356,17 @@ static int load_ffn(struct moe_model *m, uint32_t layer, uint32_t expert, bool s
 				layer, shared ? "shared expert" : "expert", expert, d_model,
 				MODEL_MAX_WIDTH);
 	f->d_ff = (uint32_t)t->shape[0];
-	r = load_weight(m, w1, layer, expert, 0, true, 2, (uint64_t[]){ f->d_ff, d_model }, &f->w1,
-			d);
+	as = ffn_dtype(m, t, find_role(m, w2, layer, expert, 0),
+		       gated ? find_role(m, w3, layer, expert, 0) : NULL);
+	f->dtype = as == ST_BF16 ? WEIGHT_BF16 : as == ST_F16 ? WEIGHT_F16 : WEIGHT_F32;
+	r = load_tensor(m, w1, layer, expert, 0, true, 2, (uint64_t[]){ f->d_ff, d_model }, as,
+			&f->w1, d);
 	if (r >= 0)
-		r = load_weight(m, w2, layer, expert, 0, true, 2,
-				(uint64_t[]){ d_model, f->d_ff }, &f->w2, d);
+		r = load_tensor(m, w2, layer, expert, 0, true, 2,
+				(uint64_t[]){ d_model, f->d_ff }, as, &f->w2, d);
 	if (r >= 0)
-		r = load_weight(m, w3, layer, expert, 0, gated, 2,
-				(uint64_t[]){ f->d_ff, d_model }, &f->w3, d);
+		r = load_tensor(m, w3, layer, expert, 0, gated, 2,
+				(uint64_t[]){ f->d_ff, d_model }, as, &f->w3, d);
 	if (r >= 0 && !shared)
 		r = load_weight(m, ROLE_EXPERT_B1, layer, expert, 0, false, 1,
 				(uint64_t[]){ f->d_ff }, &f->b1, d);
@@ -522,13 +564,17 @@ int moe_model_open(const char *path, const char *const *overrides, unsigned n_ov
 	r = st_set_open(path, &set, d);
 	if (r < 0)
 		return r;
-	return moe_model_open_set(set, path, overrides, n_overrides, NULL, ret_model, d);
+	return moe_model_open_set(set, path,
+				  &(struct model_opts){ .overrides = overrides,
+							.n_overrides = n_overrides },
+				  ret_model, d);
 }
 
-int moe_model_open_set(struct st_set *set, const char *path, const char *const *overrides,
-		       unsigned n_overrides, const struct model_tensor_hook *hook,
+int moe_model_open_set(struct st_set *set, const char *path, const struct model_opts *opts,
 		       struct moe_model **ret_model, struct diag *d)
 {
+	const char *const *overrides = opts ? opts->overrides : NULL;
+	unsigned n_overrides = opts ? opts->n_overrides : 0;
 	struct moe_model *m;
 	bool found = false;
 	int r;
@@ -539,8 +585,9 @@ int moe_model_open_set(struct st_set *set, const char *path, const char *const *
 		return -ENOMEM;
 	}
 	m->set = set;
-	if (hook)
-		m->hook = *hook;
+	if (opts && opts->hook)
+		m->hook = *opts->hook;
+	m->widen_experts = opts && opts->widen_experts;
 
 	/* The MoE layers are those with a router tensor; the layout is theirs. */
 	for (size_t i = 0; i < st_set_tensor_count(m->set); i++) {

@@ -4,9 +4,10 @@
  *
  * A model is opened from a tensor set (model/safetensors.h: one file, a
  * sharded index or a folder). Each layer that has an MoE block becomes a
- * struct moe_layer: the router's weights, the experts' weights as float32
- * (F32 tensors are used in place inside the read-only mapping when aligned;
- * BF16/F16 are converted once at load), and the router settings from the
+ * struct moe_layer: the router's weights, the experts' weights (FFN
+ * matrices in the checkpoint's dtype, F32, BF16 or F16, used in place inside
+ * the read-only mapping when aligned; everything else as float32, converted
+ * once at load when the file has another dtype), and the router settings from the
  * file's "moed.*" metadata (or, for a Hugging Face checkpoint without it, from
  * the layout's conventions and its config.json), which options may override.
  *
@@ -24,19 +25,43 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "compute/weight_dtype.h"
+#include "model/half.h"
 #include "model/safetensors.h"
 #include "router/router_config.h"
 #include "util/diag.h"
 
-/* One FFN: y = W2 · act(W1·x + b1 [, W3·x]) + b2, PyTorch out×in layout. */
+/*
+ * One FFN: y = W2 · act(W1·x + b1 [, W3·x]) + b2, PyTorch out×in layout.
+ * The three matrices keep the checkpoint's dtype, one for all three (F32,
+ * BF16 or F16: a half-precision expert takes half the memory and decode
+ * reads half the bytes; the kernels widen in registers). Biases are F32.
+ */
 struct ffn_weights {
-	const float *w1; /* [ff][d] */
-	const float *w2; /* [d][ff] */
-	const float *w3; /* [ff][d], gated activations only */
+	const void *w1; /* [ff][d] */
+	const void *w2; /* [d][ff] */
+	const void *w3; /* [ff][d], gated activations only */
+	enum weight_dtype dtype; /* of w1, w2, w3 */
 	const float *b1; /* [ff] or NULL */
 	const float *b2; /* [d] or NULL */
 	uint32_t d_ff;
 };
+
+/*
+ * Element @i of @f's matrix @w (its w1, w2 or w3) as float32: for references
+ * and checks; the kernels widen whole vectors in registers.
+ */
+static inline float ffn_weight_at(const struct ffn_weights *f, const void *w, size_t i)
+{
+	switch (f->dtype) {
+	case WEIGHT_BF16:
+		return bf16_to_f32(((const uint16_t *)w)[i]);
+	case WEIGHT_F16:
+		return f16_to_f32(((const uint16_t *)w)[i]);
+	default:
+		return ((const float *)w)[i];
+	}
+}
 
 /* A BASE expert sublayer: x + ff2(relu(ff1(LayerNorm(x)))). */
 struct base_sublayer {
@@ -92,25 +117,38 @@ int moe_model_open(const char *path, const char *const *overrides, unsigned n_ov
 struct moe_model *moe_model_free(struct moe_model *m);
 
 /*
- * How the model gets a weight's float32 data: floats() is called once per
- * weight tensor the model uses, after its shape was checked, with the layer
- * and the routed expert it belongs to (-1: the layer's router, centroids or
- * shared experts). It sets *ret to [t->n_elements] floats that stay valid as
- * long as the model, or returns -errno with @d filled. Without a hook, F32
- * tensors are used in place and others converted into memory the model owns.
+ * How the model gets a weight's data: data() is called once per weight
+ * tensor the model uses, after its shape was checked, with the layer and the
+ * routed expert it belongs to (-1: the layer's router, centroids or shared
+ * experts) and the dtype the model wants it in: ST_F32, or the tensor's own
+ * BF16/F16 for an FFN matrix kept in its dtype. It sets *ret to
+ * [t->n_elements] values of that dtype that stay valid as long as the model,
+ * or returns -errno with @d filled. Without a hook, tensors already in the
+ * wanted dtype are used in place and others converted into memory the model
+ * owns.
  */
 struct model_tensor_hook {
-	int (*floats)(void *ctx, const struct st_tensor *t, uint32_t layer, int64_t expert,
-		      const float **ret, struct diag *d);
+	int (*data)(void *ctx, const struct st_tensor *t, uint32_t layer, int64_t expert,
+		    enum st_dtype as, const void **ret, struct diag *d);
 	void *ctx;
+};
+
+struct model_opts {
+	/* router options as "key=value", applied after the file's metadata, in order */
+	const char *const *overrides;
+	unsigned n_overrides;
+	const struct model_tensor_hook *hook; /* NULL: the data in place or converted */
+	/* FFN matrices as float32 even where the checkpoint has BF16/F16
+	 * (expert_dtype = f32: for kernels slower on half precision) */
+	bool widen_experts;
 };
 
 /*
  * The same as moe_model_open() over an opened tensor set, which the model
  * takes (freed with it, or at once on failure); @path names it in messages.
+ * @opts may be NULL (no overrides, no hook, dtypes kept).
  */
-int moe_model_open_set(struct st_set *set, const char *path, const char *const *overrides,
-		       unsigned n_overrides, const struct model_tensor_hook *hook,
+int moe_model_open_set(struct st_set *set, const char *path, const struct model_opts *opts,
 		       struct moe_model **ret_model, struct diag *d);
 
 /* Number of layer slots (the highest layer index + 1). */

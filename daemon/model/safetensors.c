@@ -20,6 +20,8 @@
 
 #include <jansson.h>
 
+#include "model/half.h"
+
 struct st_meta {
 	const char *key;
 	const char *value;
@@ -136,34 +138,6 @@ static double f64_from_bits(uint64_t bits)
 
 	memcpy(&f, &bits, sizeof(f));
 	return f;
-}
-
-/*
- * IEEE binary16 to binary32, exactly: every half value is a float value.
- * Normal numbers rebias the exponent (15 -> 127); subnormals are mant * 2^-24,
- * which is exact in float; inf and NaN keep their payload in the top mantissa
- * bits (so a quiet NaN stays quiet).
- */
-static float f16_to_f32(uint16_t h)
-{
-	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-	uint32_t exp = (h >> 10) & 0x1fu;
-	uint32_t mant = h & 0x3ffu;
-	float v;
-
-	if (exp == 0x1f)
-		return f32_from_bits(sign | 0x7f800000u | (mant << 13));
-	if (exp == 0) {
-		v = (float)mant * 0x1p-24f;
-		return sign ? -v : v;
-	}
-	return f32_from_bits(sign | ((exp + 127 - 15) << 23) | (mant << 13));
-}
-
-/* bfloat16 is the upper half of a float32. */
-static float bf16_to_f32(uint16_t h)
-{
-	return f32_from_bits((uint32_t)h << 16);
 }
 
 static int st_tensor_name_cmp(const void *a, const void *b)

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "model/half.h"
 #include "router/router_config.h"
 #include "util/rng.h"
 
@@ -25,50 +26,6 @@ static float rng_normal(uint64_t *g)
 	double u2 = rng_uniform01(g);
 
 	return (float)(sqrt(-2.0 * log(u1)) * cos(2 * M_PI * u2));
-}
-
-static uint16_t f32_to_bf16(float f)
-{
-	uint32_t u;
-
-	memcpy(&u, &f, 4);
-	if ((u & 0x7fffffff) > 0x7f800000)
-		return (uint16_t)((u >> 16) | 0x40); /* keep NaN a NaN */
-	u += 0x7fff + ((u >> 16) & 1); /* round to nearest even */
-	return (uint16_t)(u >> 16);
-}
-
-static uint16_t f32_to_f16(float f)
-{
-	uint32_t u, sign, mant;
-	int32_t exp;
-
-	memcpy(&u, &f, 4);
-	sign = (u >> 16) & 0x8000;
-	exp = (int32_t)((u >> 23) & 0xff) - 127 + 15;
-	mant = u & 0x7fffff;
-	if (exp >= 31)
-		return (uint16_t)(sign | 0x7c00);
-	if (exp <= 0) {
-		if (exp < -10)
-			return (uint16_t)sign;
-		mant |= 0x800000;
-		/* subnormal: shift with round to nearest even */
-		uint32_t shift = (uint32_t)(14 - exp);
-		uint32_t half = 1u << (shift - 1), rest = mant & ((1u << shift) - 1);
-		uint32_t v = mant >> shift;
-
-		if (rest > half || (rest == half && (v & 1)))
-			v++;
-		return (uint16_t)(sign | v);
-	}
-	{
-		uint32_t v = ((uint32_t)exp << 10) | (mant >> 13), rest = mant & 0x1fff;
-
-		if (rest > 0x1000 || (rest == 0x1000 && (v & 1)))
-			v++; /* may carry into the exponent: still correct */
-		return (uint16_t)(sign | v);
-	}
 }
 
 struct shard {

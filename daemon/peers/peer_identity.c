@@ -5,36 +5,48 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "compute/matmul.h"
 #include "store/model_identity.h"
 
 #define SAMPLES 16
 #define RUN 64 /* floats per sample */
 
-/* @n floats at @p (NULL: absent, which is hashed too) by their sampled runs. */
-static void hash_values(XXH3_state_t *st, const float *p, uint64_t n)
+/*
+ * @n values of dtype @dt at @p (NULL: absent, which is hashed too) by their
+ * sampled runs, as float32: a host that keeps an expert in BF16 and one that
+ * widened it (expert_dtype = f32) hold the same values and agree.
+ */
+static void hash_values(XXH3_state_t *st, const void *p, enum weight_dtype dt, uint64_t n)
 {
+	float run[RUN];
+
 	model_identity_hash_u64(st, p ? n : UINT64_MAX);
 	if (!p || !n)
 		return;
-	if (n <= (uint64_t)SAMPLES * RUN) {
-		XXH3_128bits_update(st, p, sizeof(float) * n);
-		return;
-	}
 	for (uint64_t i = 0; i < SAMPLES; i++) {
-		uint64_t at = (n - RUN) * i / (SAMPLES - 1);
+		uint64_t at = n <= RUN ? 0 : (n - RUN) * i / (SAMPLES - 1);
+		uint64_t len = n < RUN ? n : RUN;
 
-		XXH3_128bits_update(st, p + at, sizeof(float) * RUN);
+		matmul_widen((const uint8_t *)p + at * weight_dtype_size(dt), dt, len, run);
+		XXH3_128bits_update(st, run, sizeof(float) * len);
+		if (n <= RUN)
+			break;
 	}
+}
+
+static void hash_floats(XXH3_state_t *st, const float *p, uint64_t n)
+{
+	hash_values(st, p, WEIGHT_F32, n);
 }
 
 static void hash_ffn(XXH3_state_t *st, const struct ffn_weights *f, uint32_t d)
 {
 	model_identity_hash_u64(st, f->d_ff);
-	hash_values(st, f->w1, (uint64_t)f->d_ff * d);
-	hash_values(st, f->w2, (uint64_t)f->d_ff * d);
-	hash_values(st, f->w3, (uint64_t)f->d_ff * d);
-	hash_values(st, f->b1, f->d_ff);
-	hash_values(st, f->b2, d);
+	hash_values(st, f->w1, f->dtype, (uint64_t)f->d_ff * d);
+	hash_values(st, f->w2, f->dtype, (uint64_t)f->d_ff * d);
+	hash_values(st, f->w3, f->dtype, (uint64_t)f->d_ff * d);
+	hash_floats(st, f->b1, f->d_ff);
+	hash_floats(st, f->b2, d);
 }
 
 void peer_identity(const struct moe_model *m, const char *store_identity, uint8_t out[16])
@@ -55,12 +67,12 @@ void peer_identity(const struct moe_model *m, const char *store_identity, uint8_
 
 		model_identity_hash_u64(st, L->d_model);
 		model_identity_hash_u64(st, L->n_experts);
-		hash_values(st, L->router_w, (uint64_t)L->n_experts * L->d_model);
+		hash_floats(st, L->router_w, (uint64_t)L->n_experts * L->d_model);
 		for (uint32_t e = 0; e < L->n_experts; e++)
 			hash_ffn(st, &L->experts[e].ffn, L->d_model);
 		if (L->has_shared) {
 			hash_ffn(st, &L->shared, L->d_model);
-			hash_values(st, L->shared_gate, L->d_model);
+			hash_floats(st, L->shared_gate, L->d_model);
 		}
 	}
 	XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(st));

@@ -79,10 +79,13 @@ int store_placement_key(const struct expert_store_opts *o, char *buf, size_t len
 	size_t at;
 	int n;
 
-	n = snprintf(buf, len, "policy=%s;expert_nodes=%s;replica_budget=%llu;simulated=%d;nodes=",
+	n = snprintf(buf, len,
+		     "policy=%s;expert_nodes=%s;replica_budget=%llu;simulated=%d;expert_dtype=%s;"
+		     "nodes=",
 		     placement_policy_name(o->policy),
 		     o->policy == PLACEMENT_EXPLICIT ? o->expert_nodes : "",
-		     (unsigned long long)o->replica_budget, o->topo->simulated);
+		     (unsigned long long)o->replica_budget, o->topo->simulated,
+		     o->widen_experts ? "f32" : "checkpoint");
 	if (n < 0 || (size_t)n >= len)
 		return -ENAMETOOLONG;
 	at = (size_t)n;
@@ -95,12 +98,12 @@ int store_placement_key(const struct expert_store_opts *o, char *buf, size_t len
 	return 0;
 }
 
-/* Where a copy's floats are. */
-static float *copy_data(const struct expert_store *s, const struct manifest_copy *c)
+/* Where a copy's data are. */
+static void *copy_data(const struct expert_store *s, const struct manifest_copy *c)
 {
 	const struct store_object *o = &s->objects[c->node];
 
-	return (float *)(void *)(o->base + store_object_header(o)->data_offset + c->offset);
+	return o->base + store_object_header(o)->data_offset + c->offset;
 }
 
 /*
@@ -187,10 +190,10 @@ int store_build_model(struct expert_store *s, struct diag *d)
 
 		tensors[i] = (struct st_tensor){
 			.name = t->name,
-			.dtype = ST_F32,
+			.dtype = t->dtype,
 			.ndim = t->ndim,
 			.n_elements = t->n_elements,
-			.n_bytes = t->n_elements * sizeof(float),
+			.n_bytes = t->n_elements * st_dtype_size(t->dtype),
 			.data = copy_data(s, &t->copy[0]),
 		};
 		memcpy(tensors[i].shape, t->shape, sizeof(t->shape));
@@ -201,7 +204,10 @@ int store_build_model(struct expert_store *s, struct diag *d)
 	free(tensors);
 	if (r < 0)
 		return r;
-	r = moe_model_open_set(set, m->model, s->opts.overrides, s->opts.n_overrides, NULL,
+	r = moe_model_open_set(set, m->model,
+			       &(struct model_opts){ .overrides = s->opts.overrides,
+						     .n_overrides = s->opts.n_overrides,
+						     .widen_experts = s->opts.widen_experts },
 			       &s->model, d);
 	if (r < 0)
 		return r;

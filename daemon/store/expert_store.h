@@ -64,6 +64,7 @@ struct expert_store_opts {
 	const char *expert_nodes;       /* policy explicit */
 	const char *const *overrides;   /* router options, as for moe_model_open() */
 	unsigned n_overrides;
+	bool widen_experts;             /* expert matrices as float32 (model_opts) */
 	struct store_progress *progress; /* NULL, or filled during the open (outlives it) */
 	const char *load_record;        /* NULL, or the measured load for balanced (load_record.h) */
 	/*

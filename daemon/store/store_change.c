@@ -107,21 +107,21 @@ static uint64_t ffn_copy_bytes(const struct ffn_weights *f, uint32_t d)
 {
 	uint64_t ff = f->d_ff, n = 0;
 
-	n += align_up(ff * d * sizeof(float)) * (f->w3 ? 3 : 2); /* w1, w2 (and w3) */
+	n += align_up(ff * d * weight_dtype_size(f->dtype)) * (f->w3 ? 3 : 2); /* w1, w2 (and w3) */
 	n += f->b1 ? align_up(ff * sizeof(float)) : 0;
 	n += f->b2 ? align_up((uint64_t)d * sizeof(float)) : 0;
 	return n;
 }
 
-/* Copy @n floats from @src to @at, advance @at; NULL in, NULL out (no tensor). */
-static const float *tensor_copy(uint8_t **at, const float *src, uint64_t n)
+/* Copy @bytes from @src to @at, advance @at; NULL in, NULL out (no tensor). */
+static const void *tensor_copy(uint8_t **at, const void *src, uint64_t bytes)
 {
-	float *dst = (float *)(void *)*at;
+	void *dst = *at;
 
 	if (!src)
 		return NULL;
-	memcpy(dst, src, n * sizeof(float));
-	*at += align_up(n * sizeof(float));
+	memcpy(dst, src, bytes);
+	*at += align_up(bytes);
 	return dst;
 }
 
@@ -147,11 +147,12 @@ static struct store_replica *replica_make(struct expert_store *s, const struct c
 	rep->bytes = it->bytes;
 	at = s->objects[it->c.node].base + it->offset;
 	rep->ffn.d_ff = src->d_ff;
-	rep->ffn.w1 = tensor_copy(&at, src->w1, ff * d);
-	rep->ffn.w2 = tensor_copy(&at, src->w2, d * ff);
-	rep->ffn.w3 = tensor_copy(&at, src->w3, ff * d);
-	rep->ffn.b1 = tensor_copy(&at, src->b1, ff);
-	rep->ffn.b2 = tensor_copy(&at, src->b2, d);
+	rep->ffn.dtype = src->dtype;
+	rep->ffn.w1 = tensor_copy(&at, src->w1, ff * d * weight_dtype_size(src->dtype));
+	rep->ffn.w2 = tensor_copy(&at, src->w2, d * ff * weight_dtype_size(src->dtype));
+	rep->ffn.w3 = tensor_copy(&at, src->w3, ff * d * weight_dtype_size(src->dtype));
+	rep->ffn.b1 = tensor_copy(&at, src->b1, ff * sizeof(float));
+	rep->ffn.b2 = tensor_copy(&at, src->b2, d * sizeof(float));
 	return rep;
 }
 

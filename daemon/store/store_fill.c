@@ -85,7 +85,8 @@ static bool start_chunk(struct fill_state *s, struct fill_slot *sl)
 		sl->src_off = s->next_off;
 		sl->len = (uint32_t)(left < FILL_CHUNK ? left : FILL_CHUNK);
 		sl->done = 0;
-		sl->buf = it->dtype == ST_F32 ? (uint8_t *)it->dst + s->next_off : sl->bounce;
+		sl->buf = it->dtype == it->store_dtype ? (uint8_t *)it->dst + s->next_off
+						       : sl->bounce;
 		s->next_off += sl->len;
 	}
 	submit_read(s, sl);
@@ -106,9 +107,9 @@ static int finish_chunk(struct fill_state *s, struct fill_slot *sl)
 
 	atomic_fetch_add_explicit(s->job->bytes_read, sl->len, memory_order_relaxed);
 	sl->busy = false;
-	if (it->dtype == ST_F32)
+	if (it->dtype == it->store_dtype)
 		return 0;
-	return st_tensor_to_f32(&chunk, it->dst + sl->src_off / size, &s->job->diag);
+	return st_tensor_to_f32(&chunk, (float *)it->dst + sl->src_off / size, &s->job->diag);
 }
 
 /*

@@ -6,9 +6,9 @@
  * so that the first touch of every page happens there (the object is bound
  * to the node as well; on a simulated topology the pinning is all there
  * is). A fill reads its byte ranges with io_uring, FILL_DEPTH reads of up to
- * FILL_CHUNK bytes in flight: F32 ranges straight into their place in the
- * store, others (BF16, F16, F64) into a bounce buffer and converted to
- * float32 from there. Progress is one counter of bytes read shared by every
+ * FILL_CHUNK bytes in flight: ranges whose dtype the store keeps (F32, and
+ * BF16/F16 experts) straight into their place in the store, others into a
+ * bounce buffer and converted to float32 from there. Progress is one counter of bytes read shared by every
  * fill, for the log and the status.
  */
 #pragma once
@@ -28,8 +28,9 @@ struct fill_item {
 	uint32_t file;          /* index into fill_job.paths */
 	uint64_t file_offset;   /* of the tensor's data */
 	enum st_dtype dtype;    /* in the file: F32, F16, BF16 or F64 */
+	enum st_dtype store_dtype; /* in the store: ST_F32, or @dtype itself */
 	uint64_t n_elements;
-	float *dst;             /* n_elements floats in the store */
+	void *dst;              /* n_elements of store_dtype in the store */
 };
 
 struct fill_job {

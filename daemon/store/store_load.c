@@ -24,6 +24,7 @@ struct plan_tensor {
 	const struct st_tensor *t;
 	uint32_t layer;
 	int64_t expert;
+	enum st_dtype as; /* in the store: ST_F32, or the checkpoint's BF16/F16 kept */
 };
 
 struct plan {
@@ -33,7 +34,7 @@ struct plan {
 
 /* The model's tensor hook while planning: note the tensor, compute nothing. */
 static int plan_hook(void *ctx, const struct st_tensor *t, uint32_t layer, int64_t expert,
-		     const float **ret, struct diag *d)
+		     enum st_dtype as, const void **ret, struct diag *d)
 {
 	struct plan *p = ctx;
 
@@ -50,15 +51,18 @@ static int plan_hook(void *ctx, const struct st_tensor *t, uint32_t layer, int64
 		p->v = v;
 		p->cap = cap;
 	}
-	p->v[p->n++] = (struct plan_tensor){ t, layer, expert };
+	p->v[p->n++] = (struct plan_tensor){ t, layer, expert, as };
 	/* a pointer the planning model keeps but never reads: the data comes later */
-	*ret = (const float *)t->data;
+	*ret = t->data;
 	return 0;
 }
 
-static uint64_t aligned_f32_bytes(uint64_t n_elements)
+/* The bytes a planned tensor takes in the store, each tensor 64-byte aligned. */
+static uint64_t store_bytes(const struct plan_tensor *pt)
 {
-	return (n_elements * sizeof(float) + STORE_ALIGN - 1) / STORE_ALIGN * STORE_ALIGN;
+	uint64_t n = pt->t->n_elements * st_dtype_size(pt->as);
+
+	return (n + STORE_ALIGN - 1) / STORE_ALIGN * STORE_ALIGN;
 }
 
 /* The load a previous moed recorded, or NULL (logged when a record is there but unusable). */
@@ -103,7 +107,7 @@ static int plan_placement(struct expert_store *s, const struct moe_model *m,
 	}
 	for (size_t i = 0; i < p->n; i++)
 		if (p->v[i].expert >= 0)
-			bytes[p->v[i].layer][p->v[i].expert] += aligned_f32_bytes(p->v[i].t->n_elements);
+			bytes[p->v[i].layer][p->v[i].expert] += store_bytes(&p->v[i]);
 	in = (struct placement_input){
 		.topo = s->opts.topo,
 		.policy = s->opts.policy,
@@ -178,6 +182,7 @@ static int lay_out(struct expert_store *s, const char *path, const struct st_set
 		if (!t->name)
 			return diag_set(d, -ENOMEM, "out of memory");
 		t->src_dtype = pt->t->dtype;
+		t->dtype = pt->as;
 		t->ndim = pt->t->ndim;
 		memcpy(t->shape, pt->t->shape, sizeof(t->shape));
 		t->n_elements = pt->t->n_elements;
@@ -185,7 +190,7 @@ static int lay_out(struct expert_store *s, const char *path, const struct st_set
 		t->expert = pt->expert;
 		t->n_copies = 1;
 		t->copy[0] = (struct manifest_copy){ node, m->node_bytes[node] };
-		m->node_bytes[node] += aligned_f32_bytes(t->n_elements);
+		m->node_bytes[node] += store_bytes(pt);
 	}
 	return 0;
 }
@@ -290,9 +295,10 @@ static int fill_objects(struct expert_store *s, const struct st_set *set, const 
 					items[at].file = f;
 			items[at].file_offset = offset;
 			items[at].dtype = t->src_dtype;
+			items[at].store_dtype = t->dtype;
 			items[at].n_elements = t->n_elements;
-			items[at].dst = (float *)(void *)(o->base + store_object_header(o)->data_offset +
-							  t->copy[0].offset);
+			items[at].dst = o->base + store_object_header(o)->data_offset +
+					t->copy[0].offset;
 			total += p->v[i].t->n_bytes;
 			jobs[n].n_items++;
 			at++;
@@ -327,10 +333,14 @@ int store_load(struct expert_store *s, const char *path, struct diag *d)
 	if (r < 0)
 		return r;
 	model_identity(set, identity);
-	hook = (struct model_tensor_hook){ .floats = plan_hook, .ctx = &plan };
+	hook = (struct model_tensor_hook){ .data = plan_hook, .ctx = &plan };
 	/* the planning model owns the set from here on */
-	r = moe_model_open_set(set, path, s->opts.overrides, s->opts.n_overrides, &hook, &planned,
-			       d);
+	r = moe_model_open_set(set, path,
+			       &(struct model_opts){ .overrides = s->opts.overrides,
+						     .n_overrides = s->opts.n_overrides,
+						     .hook = &hook,
+						     .widen_experts = s->opts.widen_experts },
+			       &planned, d);
 	if (r < 0)
 		goto out;
 	r = plan_placement(s, planned, &plan, &pl, d);

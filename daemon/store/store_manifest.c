@@ -19,9 +19,10 @@ static json_t *tensor_to_json(const struct manifest_tensor *t)
 	for (uint32_t i = 0; i < t->n_copies; i++)
 		json_array_append_new(copies, json_pack("[I,I]", (json_int_t)t->copy[i].node,
 							(json_int_t)t->copy[i].offset));
-	return json_pack("{s:s,s:s,s:o,s:I,s:I,s:o}", "name", t->name, "src_dtype",
-			 st_dtype_name(t->src_dtype), "shape", shape, "layer", (json_int_t)t->layer,
-			 "expert", (json_int_t)t->expert, "copies", copies);
+	return json_pack("{s:s,s:s,s:s,s:o,s:I,s:I,s:o}", "name", t->name, "src_dtype",
+			 st_dtype_name(t->src_dtype), "dtype", st_dtype_name(t->dtype), "shape",
+			 shape, "layer", (json_int_t)t->layer, "expert", (json_int_t)t->expert,
+			 "copies", copies);
 }
 
 char *manifest_to_json(const struct manifest *m)
@@ -91,7 +92,7 @@ static int file_from_json(json_t *o, struct manifest_file *f)
 /* A tensor's copies: in range of their node's bytes, aligned, on distinct nodes. */
 static int copies_from_json(json_t *copies, const struct manifest *m, struct manifest_tensor *t)
 {
-	uint64_t bytes = t->n_elements * sizeof(float);
+	uint64_t bytes = t->n_elements * st_dtype_size(t->dtype);
 	size_t i;
 	json_t *c;
 
@@ -117,14 +118,19 @@ static int copies_from_json(json_t *copies, const struct manifest *m, struct man
 static int tensor_from_json(json_t *o, const struct manifest *m, struct manifest_tensor *t)
 {
 	json_t *shape = json_object_get(o, "shape"), *dim, *expert;
-	const char *dtype;
+	const char *src_dtype, *dtype;
 	uint64_t layer, n = 1;
 	size_t i;
 
 	t->name = get_str(o, "name");
-	dtype = json_string_value(json_object_get(o, "src_dtype"));
+	src_dtype = json_string_value(json_object_get(o, "src_dtype"));
+	dtype = json_string_value(json_object_get(o, "dtype"));
 	expert = json_object_get(o, "expert");
-	if (!t->name || !t->name[0] || !dtype || st_dtype_from_name(dtype, &t->src_dtype) < 0 ||
+	if (!t->name || !t->name[0] || !src_dtype ||
+	    st_dtype_from_name(src_dtype, &t->src_dtype) < 0 || !dtype ||
+	    st_dtype_from_name(dtype, &t->dtype) < 0 ||
+	    (t->dtype != ST_F32 && t->dtype != t->src_dtype) ||
+	    (t->dtype != ST_F32 && t->dtype != ST_BF16 && t->dtype != ST_F16) ||
 	    !json_is_array(shape) || json_array_size(shape) > ST_MAX_DIMS ||
 	    get_u64(o, "layer", MODEL_MAX_LAYERS, &layer) || !json_is_integer(expert) ||
 	    json_integer_value(expert) < -1 || json_integer_value(expert) >= 1 << 16)

@@ -4,9 +4,10 @@
  * JSON: which checkpoint it holds (the path it was opened by, the folder of
  * its config.json, each file's fingerprint), the placement settings it was
  * laid out for, its metadata, the bytes of each node's object and every
- * tensor: name, dtype in the checkpoint, shape, layer, expert (-1 for the
- * layer's own tensors) and its copies (node, offset in the node's data).
- * Tensors are float32 in the store.
+ * tensor: name, dtype in the checkpoint and in the store, shape, layer,
+ * expert (-1 for the layer's own tensors) and its copies (node, offset in
+ * the node's data). In the store a tensor is float32, or BF16/F16 where the
+ * model keeps an expert's matrices in the checkpoint's dtype (model.h).
  *
  * Reading a manifest trusts nothing in it: every copy must lie inside its
  * node's data, aligned, with a shape that adds up.
@@ -30,6 +31,7 @@ struct manifest_copy {
 struct manifest_tensor {
 	char *name;
 	enum st_dtype src_dtype; /* in the checkpoint */
+	enum st_dtype dtype;     /* in the store: ST_F32, or src_dtype when it is BF16/F16 */
 	unsigned ndim;
 	uint64_t shape[ST_MAX_DIMS];
 	uint64_t n_elements;

@@ -601,6 +601,7 @@ static void test_dump_of_every_key_changed_loads_back_identical(void **state)
 		{ "store_dir", "/dev/hugepages" },
 		{ "store_name", "mixtral" },
 		{ "store_keep", "no" },
+		{ "expert_dtype", "f32" },
 		{ "replica_budget", "3G" },
 		{ "rebalance_interval_ms", "5000" },
 		{ "rebalance_hot_percent", "300" },

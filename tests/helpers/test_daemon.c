@@ -575,12 +575,22 @@ int test_status_wait_int(const char *socket, const char *path, int64_t want, int
 
 int test_ref_open(struct test_ref *ref, const char *model_path)
 {
+	return test_ref_open_as(ref, model_path, false);
+}
+
+int test_ref_open_as(struct test_ref *ref, const char *model_path, bool widen_experts)
+{
 	struct engine_opts eo;
 	struct diag d = {{0}};
+	struct st_set *set;
 	int r;
 
 	memset(ref, 0, sizeof(*ref));
-	r = moe_model_open(model_path, NULL, 0, &ref->model, &d);
+	r = st_set_open(model_path, &set, &d);
+	if (r >= 0)
+		r = moe_model_open_set(set, model_path,
+		                       &(struct model_opts){.widen_experts = widen_experts},
+		                       &ref->model, &d);
 	if (r < 0) {
 		fprintf(stderr, "test: cannot open %s: %s\n", model_path, d.msg);
 		return r;
@@ -719,5 +729,29 @@ size_t test_count_mismatches(const char *what, const float *got, const float *wa
 	if (bad > 4)
 		fprintf(stderr, "[%d] %s: %zu of %zu elements differ\n", (int)getpid(), what, bad,
 		        n);
+	return bad;
+}
+
+long test_ref_check(struct test_ref *ref, uint32_t layer, const float *x, uint32_t T,
+                    const float *y, double atol, double rtol, double tie_margin,
+                    const char *what)
+{
+	const size_t d = ref->d_model;
+	float *want = malloc(sizeof(float) * ((size_t)T * d ?: 1));
+	long bad = 0;
+	int r;
+
+	if (!want)
+		return -ENOMEM;
+	r = test_ref_forward(ref, layer, x, T, NULL, NULL, 0, want, NULL, NULL, NULL);
+	if (r < 0) {
+		free(want);
+		return r;
+	}
+	for (uint32_t t = 0; t < T; t++)
+		if (test_ref_route_margin(ref, layer, x + t * d) >= tie_margin)
+			bad += (long)test_count_mismatches(what, y + t * d, want + t * d, d, atol,
+			                                   rtol);
+	free(want);
 	return bad;
 }

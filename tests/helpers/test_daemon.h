@@ -201,6 +201,8 @@ struct test_ref {
 
 /* 0 or -errno (with a message). */
 int test_ref_open(struct test_ref *ref, const char *model_path);
+/* The same with the experts' matrices widened to float32 (expert_dtype = f32) or not. */
+int test_ref_open_as(struct test_ref *ref, const char *model_path, bool widen_experts);
 void test_ref_close(struct test_ref *ref);
 
 /* The layer's experts and routing slots per token (0 when it is not an MoE layer). */
@@ -228,6 +230,17 @@ int test_ref_forward(struct test_ref *ref, uint32_t layer, const float *x, uint3
  * model's); not for selection biases or group-limited routing.
  */
 double test_ref_route_margin(const struct test_ref *ref, uint32_t layer, const float *x);
+
+/*
+ * Check moed's output @y [T][d] for @x on @layer against the reference
+ * (router's own routing): the number of elements off by more than atol +
+ * rtol * |want| (test_count_mismatches, printed with @what), counting only
+ * tokens whose routing margin (test_ref_route_margin) is at least
+ * @tie_margin. -errno when the reference itself fails.
+ */
+long test_ref_check(struct test_ref *ref, uint32_t layer, const float *x, uint32_t T,
+                    const float *y, double atol, double rtol, double tie_margin,
+                    const char *what);
 
 /* Fill @n floats with N(0, 1) values from @seed (splitmix64 + Box-Muller). */
 void test_fill_normal(float *x, size_t n, uint64_t *seed);

@@ -60,6 +60,7 @@ moed_daemon_it(it_round_robin)
 moed_daemon_it(it_flipper SHM)
 moed_daemon_it(it_systemd)
 moed_daemon_it(it_metrics)
+moed_daemon_it(it_half_experts)
 target_link_libraries(it_flipper PRIVATE Threads::Threads)
 # moectl top: batch frames (and a fake moed speaking moe_proto.h), and on a pty
 moed_daemon_it(it_top SHM)

@@ -70,10 +70,10 @@ static void ffn_ref(const struct ffn_weights *f, enum activation act, uint32_t d
 		double a = f->b1 ? f->b1[o] : 0, g = 0;
 
 		for (uint32_t i = 0; i < d; i++)
-			a += (double)f->w1[(size_t)o * d + i] * x[i];
+			a += (double)ffn_weight_at(f, f->w1, (size_t)o * d + i) * x[i];
 		if (act == ACT_SILU_GATED || act == ACT_GELU_GATED) {
 			for (uint32_t i = 0; i < d; i++)
-				g += (double)f->w3[(size_t)o * d + i] * x[i];
+				g += (double)ffn_weight_at(f, f->w3, (size_t)o * d + i) * x[i];
 			h[o] = act_ref(act, a) * g;
 		} else {
 			h[o] = act_ref(act, a);
@@ -83,7 +83,7 @@ static void ffn_ref(const struct ffn_weights *f, enum activation act, uint32_t d
 		double s = f->b2 ? f->b2[o] : 0;
 
 		for (uint32_t j = 0; j < f->d_ff; j++)
-			s += (double)f->w2[(size_t)o * f->d_ff + j] * h[j];
+			s += (double)ffn_weight_at(f, f->w2, (size_t)o * f->d_ff + j) * h[j];
 		y[o] = s;
 	}
 	free(h);

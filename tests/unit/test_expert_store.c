@@ -215,29 +215,39 @@ static void expect_source(const struct expert_store *s, enum store_source want,
 			 reason_needle);
 }
 
-static void expect_floats(const char *what, uint32_t l, int64_t e, const float *got,
-			  const float *want, uint64_t n)
+/* @n elements of @size bytes each, bitwise equal (or both absent). */
+static void expect_values(const char *what, uint32_t l, int64_t e, const void *got,
+			  const void *want, uint64_t n, size_t size)
 {
 	if (!got != !want)
 		fail_msg("layer %u expert %lld %s: %s in the store, %s in the file", l,
 			 (long long)e, what, got ? "present" : "absent", want ? "present" : "absent");
-	if (got && memcmp(got, want, n * sizeof(float)) != 0)
+	if (got && memcmp(got, want, n * size) != 0)
 		fail_msg("layer %u expert %lld %s: the store's values differ from the file's", l,
 			 (long long)e, what);
 }
 
+static void expect_floats(const char *what, uint32_t l, int64_t e, const float *got,
+			  const float *want, uint64_t n)
+{
+	expect_values(what, l, e, got, want, n, sizeof(float));
+}
+
+/* The same values in the same dtype: the store keeps what the model keeps. */
 static void expect_ffn(const char *what, uint32_t l, int64_t e, const struct ffn_weights *got,
 		       const struct ffn_weights *want, uint32_t dm)
 {
+	size_t size = weight_dtype_size(want->dtype);
 	char w[64];
 
 	ASSERT_EQ(got->d_ff, want->d_ff);
+	ASSERT_EQ(got->dtype, want->dtype);
 	snprintf(w, sizeof(w), "%s.w1", what);
-	expect_floats(w, l, e, got->w1, want->w1, (uint64_t)want->d_ff * dm);
+	expect_values(w, l, e, got->w1, want->w1, (uint64_t)want->d_ff * dm, size);
 	snprintf(w, sizeof(w), "%s.w2", what);
-	expect_floats(w, l, e, got->w2, want->w2, (uint64_t)want->d_ff * dm);
+	expect_values(w, l, e, got->w2, want->w2, (uint64_t)want->d_ff * dm, size);
 	snprintf(w, sizeof(w), "%s.w3", what);
-	expect_floats(w, l, e, got->w3, want->w3, (uint64_t)want->d_ff * dm);
+	expect_values(w, l, e, got->w3, want->w3, (uint64_t)want->d_ff * dm, size);
 	snprintf(w, sizeof(w), "%s.b1", what);
 	expect_floats(w, l, e, got->b1, want->b1, want->d_ff);
 	snprintf(w, sizeof(w), "%s.b2", what);
@@ -294,14 +304,14 @@ static void expect_weights(const struct expert_store *s, const char *model)
 	moe_model_free(want);
 }
 
-/* Is [p, p + n floats) inside object @node of @s? (white box: the objects' mappings) */
-static bool in_object(const struct expert_store *s, uint32_t node, const float *p, uint64_t n)
+/* Is [p, p + bytes) inside object @node of @s? (white box: the objects' mappings) */
+static bool in_object(const struct expert_store *s, uint32_t node, const void *p, uint64_t bytes)
 {
 	const struct store_object *o = &s->objects[node];
-	const uint8_t *b = (const uint8_t *)p;
+	const uint8_t *b = p;
 
 	return node < s->n_objects && o->base && b >= o->base + STORE_HEADER_BYTES &&
-	       b + n * sizeof(float) <= o->base + o->bytes;
+	       b + bytes <= o->base + o->bytes;
 }
 
 /*
@@ -330,11 +340,12 @@ static void expect_interleaved(struct expert_store *s, uint32_t n)
 
 		if (!L)
 			continue;
-		assert_true(in_object(s, 0, L->router_w, (uint64_t)L->n_experts * L->d_model));
+		assert_true(in_object(s, 0, L->router_w,
+				      sizeof(float) * L->n_experts * L->d_model));
 		ASSERT_EQ(p->layers[l].n_experts, L->n_experts);
 		for (uint32_t e = 0; e < L->n_experts; e++) {
 			const struct ffn_weights *f = &L->experts[e].ffn;
-			uint64_t wn = (uint64_t)f->d_ff * L->d_model;
+			uint64_t wn = (uint64_t)f->d_ff * L->d_model * weight_dtype_size(f->dtype);
 
 			ASSERT_EQ(p->layers[l].experts[e].n_copies, 1);
 			if (p->layers[l].experts[e].node[0] != e % n)
@@ -736,8 +747,8 @@ static void test_rewritten_weights(void **state)
 	s = store_open_ok(path, &o);
 	expect_source(s, STORE_LOADED, "changed");
 	expect_weights(s, path);
-	ASSERT_EQ(moe_model_layer(expert_store_model(s), 0)->experts[0].ffn.w1[0],
-		  -moe_model_layer(old, 0)->experts[0].ffn.w1[0]);
+	ASSERT_EQ(((const float *)moe_model_layer(expert_store_model(s), 0)->experts[0].ffn.w1)[0],
+		  -((const float *)moe_model_layer(old, 0)->experts[0].ffn.w1)[0]);
 	expert_store_close(s);
 	moe_model_free(old);
 	drop_ok("rewritten");

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Tests of the compute kernels: matmul_xwt with every kernel (SGEMV, small-m,
- * SGEMM and the automatic choice) against a naive double-precision product
+ * SGEMM and the automatic choice) and every weight dtype (F32, BF16, F16:
+ * half precision widened in registers, or in panels for sgemm, and bitwise
+ * equal to float32 compute on the same values) against a naive double-precision product
  * over a grid of shapes (m 1..40, odd and even, across the small-m limit; k
  * and n around the 8-wide vector and 4-row blocks) with row strides wider
  * than the rows, whose padding holds NaN on the inputs and a sentinel on the
@@ -17,10 +19,12 @@
 #include <float.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "compute/activations.h"
 #include "compute/blas_setup.h"
 #include "compute/matmul.h"
+#include "model/half.h"
 #include "test_cpu.h"
 #include "util/rng.h"
 
@@ -49,27 +53,57 @@ static const char *kernel_name(enum matmul_kernel k)
 	return "?";
 }
 
+/* Round @v to weight dtype @dt and back: the value a weight of that dtype holds. */
+static float as_dtype(float v, enum weight_dtype dt)
+{
+	return dt == WEIGHT_BF16 ? bf16_to_f32(f32_to_bf16(v))
+	       : dt == WEIGHT_F16 ? f16_to_f32(f32_to_f16(v))
+			      : v;
+}
+
+/* @n weights as dtype @dt from their float32 values (already representable). */
+static void *weights_of(const float *w, size_t n, enum weight_dtype dt)
+{
+	uint16_t *h;
+
+	if (dt == WEIGHT_F32) {
+		float *f = malloc(sizeof(float) * (n ?: 1));
+
+		assert_non_null(f);
+		memcpy(f, w, sizeof(float) * n);
+		return f;
+	}
+	h = malloc(sizeof(uint16_t) * (n ?: 1));
+	assert_non_null(h);
+	for (size_t i = 0; i < n; i++)
+		h[i] = dt == WEIGHT_BF16 ? f32_to_bf16(w[i]) : f32_to_f16(w[i]);
+	return h;
+}
+
 /*
- * One product: x [m][k] with stride ldx, w [n][k] with stride ldw, y [m][n]
- * with stride ldy; padding columns of x and w are NaN, y's padding and rows
- * are pre-filled with a sentinel.
+ * One product: x [m][k] with stride ldx, w [n][k] of dtype @dt with stride
+ * ldw, y [m][n] with stride ldy; padding columns of x and w are NaN, y's
+ * padding and rows are pre-filled with a sentinel.
  */
-static void check_product(enum matmul_kernel kernel, uint32_t m, uint32_t k, uint32_t n,
-			  size_t ldx, size_t ldw, size_t ldy, uint64_t *seed)
+static void check_product_as(enum matmul_kernel kernel, enum weight_dtype dt, uint32_t m,
+			     uint32_t k, uint32_t n, size_t ldx, size_t ldw, size_t ldy,
+			     uint64_t *seed)
 {
 	float *x = malloc(sizeof(float) * m * ldx);
 	float *w = malloc(sizeof(float) * n * ldw);
 	float *y = malloc(sizeof(float) * m * ldy);
+	void *wt;
 
 	assert_true(x && w && y);
 	for (size_t i = 0; i < m * ldx; i++)
 		x[i] = i % ldx < k ? rng_sym(seed) : NAN;
 	for (size_t i = 0; i < n * ldw; i++)
-		w[i] = i % ldw < k ? rng_sym(seed) : NAN;
+		w[i] = i % ldw < k ? as_dtype(rng_sym(seed), dt) : NAN;
 	for (size_t i = 0; i < m * ldy; i++)
 		y[i] = SENTINEL;
+	wt = weights_of(w, n * ldw, dt);
 
-	matmul_xwt(kernel, x, ldx, m, k, w, ldw, n, y, ldy);
+	matmul_xwt(kernel, x, ldx, m, k, wt, dt, ldw, n, y, ldy);
 
 	for (uint32_t r = 0; r < m; r++) {
 		for (uint32_t c = 0; c < n; c++) {
@@ -81,18 +115,31 @@ static void check_product(enum matmul_kernel kernel, uint32_t m, uint32_t k, uin
 			}
 			/* float accumulation: error grows like sqrt(k) ulps of the magnitude */
 			if (!(fabs(got - ref) <= 1e-5 * sqrt((double)k) * mag + 1e-30))
-				fail_msg("%s m=%u k=%u n=%u ldx=%zu ldw=%zu ldy=%zu: y[%u][%u] = "
+				fail_msg("%s %s m=%u k=%u n=%u ldx=%zu ldw=%zu ldy=%zu: y[%u][%u] = "
 					 "%.9g, expected %.9g",
-					 kernel_name(kernel), m, k, n, ldx, ldw, ldy, r, c, got, ref);
+					 kernel_name(kernel), weight_dtype_name(dt), m, k, n, ldx, ldw,
+					 ldy, r, c, got, ref);
 		}
 		for (size_t c = n; c < ldy; c++)
 			if (y[r * ldy + c] != SENTINEL)
 				fail_msg("%s m=%u k=%u n=%u: wrote y[%u][%zu] in the row padding",
 					 kernel_name(kernel), m, k, n, r, c);
 	}
+	free(wt);
 	free(x);
 	free(w);
 	free(y);
+}
+
+static const enum weight_dtype weight_dtypes[] = { WEIGHT_F32, WEIGHT_BF16, WEIGHT_F16 };
+#define N_WEIGHT_DTYPES (sizeof(weight_dtypes) / sizeof(weight_dtypes[0]))
+
+/* check_product_as() for every weight dtype. */
+static void check_product(enum matmul_kernel kernel, uint32_t m, uint32_t k, uint32_t n,
+			  size_t ldx, size_t ldw, size_t ldy, uint64_t *seed)
+{
+	for (size_t i = 0; i < N_WEIGHT_DTYPES; i++)
+		check_product_as(kernel, weight_dtypes[i], m, k, n, ldx, ldw, ldy, seed);
 }
 
 /* ---------------------------------------------------------------- matmul */
@@ -151,7 +198,7 @@ static void test_matmul_small_m_direct(void **state)
 		x[i] = rng_sym(&seed);
 	for (size_t i = 0; i < n * ldw; i++)
 		w[i] = rng_sym(&seed);
-	matmul_small_m(x, ldx, m, k, w, ldw, n, y, ldy);
+	matmul_small_m(x, ldx, m, k, w, WEIGHT_F32, ldw, n, y, ldy);
 	for (uint32_t r = 0; r < m; r++)
 		for (uint32_t c = 0; c < n; c++) {
 			double ref = 0;
@@ -202,16 +249,109 @@ static void test_matmul_empty(void **state)
 	const float x[4] = { 1, 2, 3, 4 }, w[4] = { 1, 1, 1, 1 };
 
 	(void)state;
-	matmul_xwt(MATMUL_AUTO, x, 4, 0, 4, w, 4, 1, y, 4);
-	matmul_xwt(MATMUL_SGEMM, x, 4, 1, 4, w, 4, 0, y, 4);
-	matmul_xwt(MATMUL_SMALLM, x, 4, 0, 4, w, 4, 1, y, 4);
+	matmul_xwt(MATMUL_AUTO, x, 4, 0, 4, w, WEIGHT_F32, 4, 1, y, 4);
+	matmul_xwt(MATMUL_SGEMM, x, 4, 1, 4, w, WEIGHT_F32, 4, 0, y, 4);
+	matmul_xwt(MATMUL_SMALLM, x, 4, 0, 4, w, WEIGHT_F32, 4, 1, y, 4);
 	for (int i = 0; i < 4; i++)
 		assert_true(y[i] == SENTINEL);
 	/* and a 1x1 product is exact */
-	matmul_xwt(MATMUL_SMALLM, x, 4, 1, 4, w, 4, 1, y, 4);
+	matmul_xwt(MATMUL_SMALLM, x, 4, 1, 4, w, WEIGHT_F32, 4, 1, y, 4);
 	assert_true(y[0] == 10.0f);
-	matmul_xwt(MATMUL_SGEMV, x, 4, 1, 4, w, 4, 1, y, 4);
+	matmul_xwt(MATMUL_SGEMV, x, 4, 1, 4, w, WEIGHT_F32, 4, 1, y, 4);
 	assert_true(y[0] == 10.0f);
+}
+
+/*
+ * Half-precision weights widened in registers compute exactly what float32
+ * weights of the same values do: the small-m kernel gives bitwise the same
+ * result for BF16 and F16 as for their float32 widening, in every variant.
+ */
+static void test_matmul_half_equals_f32_of_same_values(void **state)
+{
+	const uint32_t m = 9, k = 2100, n = 7;
+	const char *original = matmul_small_m_variant();
+	struct test_variants tv;
+	uint64_t seed = 6;
+	float *x = malloc(sizeof(float) * m * k), *w = malloc(sizeof(float) * n * k);
+	float *y_f32 = malloc(sizeof(float) * m * n), *y_half = malloc(sizeof(float) * m * n);
+
+	(void)state;
+	assert_true(x && w && y_f32 && y_half);
+	for (size_t i = 0; i < (size_t)m * k; i++)
+		x[i] = rng_sym(&seed);
+	test_variants_init(&tv, "small-m kernel (half precision)");
+	for (size_t v = 0; v < tv.n; v++) {
+		if (!test_variant_forced(&tv, v, matmul_small_m_force(tv.names[v])))
+			continue;
+		for (size_t d = 1; d < N_WEIGHT_DTYPES; d++) {
+			enum weight_dtype dt = weight_dtypes[d];
+			void *wt;
+
+			for (size_t i = 0; i < (size_t)n * k; i++)
+				w[i] = as_dtype(rng_sym(&seed), dt);
+			wt = weights_of(w, (size_t)n * k, dt);
+			for (uint32_t mm = 1; mm <= m; mm += 4) {
+				matmul_small_m(x, k, mm, k, w, WEIGHT_F32, k, n, y_f32, n);
+				matmul_small_m(x, k, mm, k, wt, dt, k, n, y_half, n);
+				assert_memory_equal(y_f32, y_half, sizeof(float) * mm * n);
+			}
+			free(wt);
+		}
+	}
+	ASSERT_OK(matmul_small_m_force(original));
+	test_variants_done(&tv, original);
+	free(x);
+	free(w);
+	free(y_f32);
+	free(y_half);
+}
+
+/*
+ * Half-precision weights above the small-m bound go through float32 panels
+ * and sgemm: with rows of 70000 a panel holds fewer rows than the tile, so
+ * several panels (and a short last one) are multiplied.
+ */
+static void test_matmul_half_sgemm_panels(void **state)
+{
+	uint64_t seed = 7;
+
+	(void)state;
+	check_product_as(MATMUL_SGEMM, WEIGHT_BF16, 40, 70000, 67, 70000, 70000, 70, &seed);
+	check_product_as(MATMUL_SGEMM, WEIGHT_F16, 3, 70000, 31, 70001, 70003, 31, &seed);
+}
+
+/* Subnormal, infinite and NaN half values widen to their float32 values, in every variant. */
+static void test_matmul_widen_special_values(void **state)
+{
+	static const uint16_t f16[] = { 0x0001, 0x03ff, 0x8001, 0x7c00, 0xfc00, 0x7e00, 0x3c00,
+					0xc000, 0x0400, 0x7bff, 0x0000, 0x8000, 0x1234, 0x5678,
+					0x6789, 0x0200, 0x0003 };
+	static const uint16_t bf16[] = { 0x0001, 0x7f80, 0xff80, 0x7fc0, 0x3f80, 0xc000, 0x0080,
+					 0x7f7f, 0x0000, 0x8000, 0x1234, 0x5678, 0x4049, 0x8001,
+					 0x00ff, 0x3e00, 0xbf81 };
+	const size_t n = sizeof(f16) / sizeof(f16[0]);
+	const char *original = matmul_small_m_variant();
+	float got[sizeof(f16) / sizeof(f16[0])], want;
+	struct test_variants tv;
+
+	(void)state;
+	test_variants_init(&tv, "half-precision widening");
+	for (size_t v = 0; v < tv.n; v++) {
+		if (!test_variant_forced(&tv, v, matmul_small_m_force(tv.names[v])))
+			continue;
+		matmul_widen(f16, WEIGHT_F16, n, got);
+		for (size_t i = 0; i < n; i++) {
+			want = f16_to_f32(f16[i]);
+			assert_memory_equal(&got[i], &want, sizeof(float));
+		}
+		matmul_widen(bf16, WEIGHT_BF16, n, got);
+		for (size_t i = 0; i < n; i++) {
+			want = bf16_to_f32(bf16[i]);
+			assert_memory_equal(&got[i], &want, sizeof(float));
+		}
+	}
+	ASSERT_OK(matmul_small_m_force(original));
+	test_variants_done(&tv, original);
 }
 
 /* ----------------------------------------------------------- activations */
@@ -396,6 +536,9 @@ int main(void)
 		cmocka_unit_test(test_matmul_small_m_direct),
 		cmocka_unit_test(test_matmul_small_m_every_variant),
 		cmocka_unit_test(test_matmul_empty),
+		cmocka_unit_test(test_matmul_half_equals_f32_of_same_values),
+		cmocka_unit_test(test_matmul_half_sgemm_panels),
+		cmocka_unit_test(test_matmul_widen_special_values),
 		cmocka_unit_test(test_act_relu),
 		cmocka_unit_test(test_act_gelu_erf),
 		cmocka_unit_test(test_act_gelu_tanh),

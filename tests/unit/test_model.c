@@ -640,6 +640,19 @@ static void expect_rounded(const float *a, const float *ref, uint64_t n, double 
 	}
 }
 
+/* expect_rounded() for @n elements of @f's matrix @w (in @f's dtype). */
+static void expect_rounded_ffn(const struct ffn_weights *f, const void *w, const void *ref,
+			       uint64_t n, double ulp_rel, double floor_abs)
+{
+	float *wide = malloc(sizeof(float) * n);
+
+	assert_non_null(wide);
+	for (uint64_t i = 0; i < n; i++)
+		wide[i] = ffn_weight_at(f, w, i);
+	expect_rounded(wide, ref, n, ulp_rel, floor_abs);
+	free(wide);
+}
+
 /*
  * BF16 and F16 checkpoints made with the same seed hold the F32 values
  * rounded to nearest: within half an ulp (2^-8 relative for BF16's 8
@@ -687,12 +700,16 @@ static void test_dtypes(void **state)
 			const struct ffn_weights *fa = &a->experts[e].ffn, *fb = &b->experts[e].ffn,
 						 *fh = &h->experts[e].ffn;
 
-			expect_rounded(fb->w1, fa->w1, 24 * 16, 0x1p-8, 0);
-			expect_rounded(fb->w2, fa->w2, 16 * 24, 0x1p-8, 0);
-			expect_rounded(fb->w3, fa->w3, 24 * 16, 0x1p-8, 0);
-			expect_rounded(fh->w1, fa->w1, 24 * 16, 0x1p-11, 0x1p-25);
-			expect_rounded(fh->w2, fa->w2, 16 * 24, 0x1p-11, 0x1p-25);
-			expect_rounded(fh->w3, fa->w3, 24 * 16, 0x1p-11, 0x1p-25);
+			/* the experts keep the checkpoint's dtype, in place */
+			assert_int_equal(fa->dtype, WEIGHT_F32);
+			assert_int_equal(fb->dtype, WEIGHT_BF16);
+			assert_int_equal(fh->dtype, WEIGHT_F16);
+			expect_rounded_ffn(fb, fb->w1, fa->w1, 24 * 16, 0x1p-8, 0);
+			expect_rounded_ffn(fb, fb->w2, fa->w2, 16 * 24, 0x1p-8, 0);
+			expect_rounded_ffn(fb, fb->w3, fa->w3, 24 * 16, 0x1p-8, 0);
+			expect_rounded_ffn(fh, fh->w1, fa->w1, 24 * 16, 0x1p-11, 0x1p-25);
+			expect_rounded_ffn(fh, fh->w2, fa->w2, 16 * 24, 0x1p-11, 0x1p-25);
+			expect_rounded_ffn(fh, fh->w3, fa->w3, 24 * 16, 0x1p-11, 0x1p-25);
 		}
 	}
 	/* outputs: compare the tokens whose routing the rounding did not flip */
