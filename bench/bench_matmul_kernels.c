@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * bench_matmul_kernels: the measurement behind matmul_small_m_max() in
+ * bench_matmul_kernels: the measurement behind matmul_small_m_builtin_max() in
  * compute/matmul_small_m.c (per vector width: --variant). For the two expert shapes of bench_engine (d 1024 / ff
  * 3584 and d 2048 / ff 1408) and m = 1..64 token rows it times y = x·Wᵀ, W
  * [ff][d], with each kernel matmul_xwt() can pick (one sgemv per row, the
@@ -287,8 +287,8 @@ int main(int argc, char **argv)
 		       matmul_small_m_variant(), best);
 	} else {
 		printf("\nsmall-m kernel beats sgemm for every measured m in 2..%u on both shapes: "
-		       "best bound %u for the %s kernel (matmul_small_m_max() has %u)\n",
-		       best, best, matmul_small_m_variant(), matmul_small_m_max());
+		       "best bound %u for the %s kernel (built in: %u)\n",
+		       best, best, matmul_small_m_variant(), matmul_small_m_builtin_max());
 	}
 	return 0;
 }

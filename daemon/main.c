@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "compute/kernel_calibrate.h"
 #include "config/config_sources.h"
 #include "control/load_status.h"
 #include "control/metrics_http.h"
@@ -409,6 +410,42 @@ static void reexec_with_serial_blas(char **argv)
 		    "kill moed instead of draining it");
 }
 
+/*
+ * The matmul kernels' bounds for this machine and model (kernel_calibrate.h),
+ * kept in STATE_DIR/kernel-bounds.json. A failure costs speed, not service:
+ * the built-in bounds stay.
+ */
+static void calibrate_kernels(const struct moed_config *cfg, const struct moe_model *m)
+{
+	struct calibrate_request req = { 0 };
+	const struct calibrate_result *res;
+	struct matmul_bounds bounds;
+	char path[CONFIG_PATH_MAX + 32];
+	struct diag d = { { 0 } };
+	const uint32_t *max;
+
+	if (!cfg->kernel_calibration) {
+		log_info("kernel bounds: built in (kernel_calibration = no)");
+		return;
+	}
+	calibrate_add_model(&req, m);
+	if ((size_t)snprintf(path, sizeof(path), "%s/kernel-bounds.json", cfg->state_dir) <
+	    sizeof(path))
+		req.cache_path = path;
+	if (kernel_calibrate(&req, &d) < 0) {
+		log_warning("kernel bounds: %s; the built-in ones stay", d.msg);
+		return;
+	}
+	res = kernel_calibration();
+	matmul_bounds_get(&bounds);
+	max = bounds.small_m_max;
+	log_info("kernel bounds %s in %.3f s: small-m kernel up to %u rows (F32), %u (BF16), %u "
+		 "(F16); one row by %s",
+		 calibrate_source_name(res->source), res->seconds, max[WEIGHT_F32],
+		 max[WEIGHT_BF16], max[WEIGHT_F16],
+		 bounds.small_m_at_1 ? "the small-m kernel" : "sgemv");
+}
+
 /* STATE_DIR/STORE_NAME.load.json: the experts' measured load (load_record.h). */
 static char load_record_path[2 * CONFIG_PATH_MAX + 16];
 
@@ -598,6 +635,7 @@ int main(int argc, char **argv)
 		log_errno(r, "%s", d.msg);
 		goto out;
 	}
+	calibrate_kernels(&cfg, expert_store_model(store));
 	loading = load_status_stop(loading);
 	r = reactor_new(&cfg, listen_fd, store, model_name, engine, &reactor, &d);
 	if (r < 0) {

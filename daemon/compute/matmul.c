@@ -7,6 +7,7 @@
 
 #include <cblas.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 /*
@@ -76,14 +77,45 @@ static void matmul_half_sgemm(const float *x, size_t ldx, uint32_t m, uint32_t k
 	}
 }
 
+/*
+ * The measured bounds (0: built-in). Set once at start, before the workers
+ * multiply, and read by every matmul: relaxed atomics, no lock.
+ */
+static _Atomic uint32_t measured_max[WEIGHT_DTYPE_COUNT];
+static _Atomic bool small_m_at_1;
+
+uint32_t matmul_small_m_max(enum weight_dtype dt)
+{
+	uint32_t m = atomic_load_explicit(&measured_max[dt], memory_order_relaxed);
+
+	return m ? m : matmul_small_m_builtin_max();
+}
+
+void matmul_bounds_get(struct matmul_bounds *ret)
+{
+	for (int dt = 0; dt < WEIGHT_DTYPE_COUNT; dt++)
+		ret->small_m_max[dt] = matmul_small_m_max((enum weight_dtype)dt);
+	ret->small_m_at_1 = atomic_load_explicit(&small_m_at_1, memory_order_relaxed);
+}
+
+void matmul_bounds_set(const struct matmul_bounds *b)
+{
+	for (int dt = 0; dt < WEIGHT_DTYPE_COUNT; dt++)
+		atomic_store_explicit(&measured_max[dt], b ? b->small_m_max[dt] : 0,
+				      memory_order_relaxed);
+	atomic_store_explicit(&small_m_at_1, b && b->small_m_at_1, memory_order_relaxed);
+}
+
 void matmul_xwt(enum matmul_kernel kernel, const float *x, size_t ldx, uint32_t m, uint32_t k,
 		const void *w, enum weight_dtype wdtype, size_t ldw, uint32_t n, float *y, size_t ldy)
 {
 	if (m == 0 || n == 0)
 		return;
 	if (kernel == MATMUL_AUTO)
-		kernel = m == 1 ? MATMUL_SGEMV
-			       : m <= matmul_small_m_max() ? MATMUL_SMALLM : MATMUL_SGEMM;
+		kernel = m == 1 && !atomic_load_explicit(&small_m_at_1, memory_order_relaxed)
+				 ? MATMUL_SGEMV
+			 : m <= matmul_small_m_max(wdtype) ? MATMUL_SMALLM
+							   : MATMUL_SGEMM;
 	if (wdtype != WEIGHT_F32 && kernel == MATMUL_SGEMV)
 		kernel = MATMUL_SMALLM;
 	switch (kernel) {

@@ -22,6 +22,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,8 +47,25 @@ void matmul_xwt(enum matmul_kernel kernel, const float *x, size_t ldx, uint32_t 
 
 /* Which instantiation of the small-m kernel runs ("avx512", "avx2", "generic"). */
 const char *matmul_small_m_variant(void);
-/* The largest m that MATMUL_AUTO gives the small-m kernel (by variant, measured). */
-uint32_t matmul_small_m_max(void);
+
+/*
+ * Where MATMUL_AUTO hands over from one kernel to the next: measured on the
+ * machine at start (kernel_calibrate.h), else the variant's built-in bound.
+ */
+struct matmul_bounds {
+	/* the largest m given to the small-m kernel, per weight dtype; 0: built-in */
+	uint32_t small_m_max[WEIGHT_DTYPE_COUNT];
+	bool small_m_at_1; /* float32, m = 1: the small-m kernel rather than sgemv */
+};
+
+/* The largest m that MATMUL_AUTO gives the small-m kernel for weights of @dt. */
+uint32_t matmul_small_m_max(enum weight_dtype dt);
+/* The variant's built-in bound (measured on one machine: matmul_small_m.c). */
+uint32_t matmul_small_m_builtin_max(void);
+/* The bounds in use. */
+void matmul_bounds_get(struct matmul_bounds *ret);
+/* Use @b from now on (NULL: the built-in bounds). Not while other threads run matmuls. */
+void matmul_bounds_set(const struct matmul_bounds *b);
 /*
  * Use the named instantiation from now on (tests and benchmarks compare
  * them). -EINVAL for an unknown name, -EOPNOTSUPP when the CPU lacks it.

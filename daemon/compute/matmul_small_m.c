@@ -226,7 +226,7 @@ const char *matmul_small_m_variant(void)
 	return variant_get()->cpu.name;
 }
 
-uint32_t matmul_small_m_max(void)
+uint32_t matmul_small_m_builtin_max(void)
 {
 	return variant_get()->max_m;
 }

@@ -70,6 +70,9 @@ static const struct config_row config_table[] = {
 	    "where moed keeps state (the generated default model)"),
 	ROW("workers", CONFIG_U32, workers, 0, 4096, "0", RESTART,
 	    "engine workers; 0: one per allowed CPU"),
+	ROW("kernel_calibration", CONFIG_BOOL, kernel_calibration, 0, 0, "yes", RESTART,
+	    "yes: measure where the small-m kernel hands over to sgemm at start, at the "
+	    "model's shapes (cached in state_dir); no: the built-in bounds"),
 	ROW("runs_in_flight", CONFIG_U32, runs_in_flight, 1, 64, "2", RESTART,
 	    "engine runs computing at once (each client has at most one in flight)"),
 	ROW("merge_window_us", CONFIG_U32, merge_window_us, 0, 1000000, "200", LIVE,

@@ -51,6 +51,7 @@ struct moed_config {
 	char state_dir[CONFIG_PATH_MAX]; /* where the default model is generated */
 	uint32_t socket_mode;            /* permission bits of the control socket */
 	uint32_t workers;                /* engine workers; 0: one per allowed CPU */
+	bool kernel_calibration;         /* measure the matmul kernels' bounds at start */
 	uint32_t runs_in_flight;         /* executor runner threads */
 	uint32_t merge_window_us;        /* 0: never merge batches of several clients */
 	uint32_t poll_us;                /* adaptive polling window after the last work */

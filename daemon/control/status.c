@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "compute/kernel_calibrate.h"
 #include "config/config.h"
 #include "engine/engine.h"
 #include "moe_abi.h"
@@ -89,6 +90,22 @@ static json_t *status_layers(const struct status_view *v)
 	return arr;
 }
 
+/* The matmul kernels in use and where their bounds came from (kernel_calibrate.h). */
+static json_t *kernels_json(void)
+{
+	const struct calibrate_result *res = kernel_calibration();
+	struct matmul_bounds b;
+	json_t *max = json_object();
+
+	matmul_bounds_get(&b);
+	for (int dt = 0; dt < WEIGHT_DTYPE_COUNT; dt++)
+		json_object_set_new(max, weight_dtype_name((enum weight_dtype)dt),
+				    json_integer(b.small_m_max[dt]));
+	return json_pack("{s:s, s:s, s:f, s:o, s:b}", "small_m_variant", matmul_small_m_variant(),
+			 "bounds", calibrate_source_name(res->source), "calibration_s",
+			 res->seconds, "small_m_max", max, "small_m_at_1", b.small_m_at_1);
+}
+
 int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t *ret_len)
 {
 	json_t *root;
@@ -139,6 +156,7 @@ int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t 
 
 		json_object_set_new(dm, "blas_core", json_string(b->core ? b->core : "?"));
 		json_object_set_new(dm, "blas_advice", json_string(b->advice));
+		json_object_set_new(dm, "kernels", kernels_json());
 	}
 	text = json_dumps(root, JSON_INDENT(2));
 	json_decref(root);

@@ -103,6 +103,26 @@ static void print_store(const json_t *store)
 }
 
 /* moed answers while its experts load: the phase and how far. */
+/* "kernels: avx512 small-m up to 32 rows (F32), 48 (BF16), 48 (F16), measured in 0.21 s" */
+static void print_kernels(const json_t *k)
+{
+	const json_t *max = json_object_get(k, "small_m_max");
+	char safe[64], src[32];
+
+	if (!json_is_object(k))
+		return;
+	printf("kernels: %s small-m up to %lld rows (F32), %lld (BF16), %lld (F16), one row by "
+	       "%s; bounds %s",
+	       moectl_term_safe(get_str(k, "small_m_variant"), safe, sizeof(safe)),
+	       (long long)get_int(max, "F32"), (long long)get_int(max, "BF16"),
+	       (long long)get_int(max, "F16"),
+	       json_is_true(json_object_get(k, "small_m_at_1")) ? "small-m" : "sgemv",
+	       moectl_term_safe(get_str(k, "bounds"), src, sizeof(src)));
+	if (strcmp(src, "built-in") != 0)
+		printf(" in %.3f s", json_real_value(json_object_get(k, "calibration_s")));
+	printf("\n");
+}
+
 static void print_loading(const json_t *d, const json_t *load)
 {
 	char b1[32], b2[32];
@@ -142,6 +162,7 @@ static int print_summary(const char *text)
 	       (long long)get_int(d, "merge_window_us"));
 	if (json_string_length(json_object_get(d, "blas_advice")) > 0)
 		printf("warning: %s\n", moectl_term_safe(get_str(d, "blas_advice"), safe, sizeof(safe)));
+	print_kernels(json_object_get(d, "kernels"));
 	printf("model %s: %lld layers, d_model %lld, up to %lld experts, %lld slots per token\n",
 	       moectl_term_safe(get_str(m, "name"), safe2, sizeof(safe2)), (long long)get_int(m, "layers"),
 	       (long long)get_int(m, "d_model"),

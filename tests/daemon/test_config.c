@@ -582,6 +582,7 @@ static void test_dump_of_every_key_changed_loads_back_identical(void **state)
 		{ "model", "/models/mixtral/model.safetensors.index.json" },
 		{ "state_dir", "/srv/moed state" }, /* an inner space survives */
 		{ "workers", "12" },
+		{ "kernel_calibration", "no" },
 		{ "runs_in_flight", "5" },
 		{ "merge_window_us", "0" },
 		{ "poll_us", "1000000" },
