@@ -8,11 +8,14 @@
  *   generated model (keep = no) against read() of the same file into a
  *   fresh malloc'd buffer; both start with the file dropped from the page
  *   cache (fdatasync + POSIX_FADV_DONTNEED, checked with mincore: the output
- *   says cold or warm). F32, and BF16 (which the store widens to F32).
+ *   says cold or warm). F32, and BF16 (whose experts the store keeps in
+ *   BF16: expert_dtype = checkpoint).
  * - attach_speedup = load / attach: open with keep = yes (a load), close,
  *   open again (a re-attach that reads no weight file).
  * - memory_ratio = the bytes the store's objects hold (st_blocks * 512 of
- *   its files) / the F32 bytes of the model's weights.
+ *   its files) / the bytes of the weights in the dtype the store keeps them
+ *   (the checkpoint's for the experts' matrices, F32 for routers and
+ *   biases): for a BF16 model, near half of an F32 copy.
  *
  * Each pair runs in ABBA order (baseline, store, store, baseline), several
  * rounds; a round's ratio is the sum of its two baselines over the sum of its
@@ -233,14 +236,14 @@ out_close:
 /*
  * Two calibrations for the log, not figures: a cold read of @path into a
  * buffer whose pages are already there (the file system alone), and the
- * first touch of @f32_bytes of fresh memory (what the read and the store
+ * first touch of @store_bytes of fresh memory (what the read and the store
  * pay on top of it: on a VM whose guest memory is backed lazily, most).
  */
-static void calibrate(const char *path, uint64_t f32_bytes, const char *tag)
+static void calibrate(const char *path, uint64_t store_bytes, const char *tag)
 {
 	const size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	double t_read = -1, t_touch = -1, resident, t0;
-	size_t size = (size_t)f32_bytes, done = 0;
+	size_t size = (size_t)store_bytes, done = 0;
 	char *buf = malloc(size ?: 1);
 	ssize_t n = 0;
 	int fd;
@@ -264,8 +267,8 @@ static void calibrate(const char *path, uint64_t f32_bytes, const char *tag)
 	free(buf);
 	fprintf(stderr, "# %s calibration: cold read into touched memory %.1f ms (%.2f GB/s); "
 		"first touch of %.1f MB fresh memory %.1f ms (%.2f GB/s)\n",
-		tag, t_read * 1e3, (double)done / t_read / 1e9, (double)f32_bytes / 1e6,
-		t_touch * 1e3, (double)f32_bytes / t_touch / 1e9);
+		tag, t_read * 1e3, (double)done / t_read / 1e9, (double)store_bytes / 1e6,
+		t_touch * 1e3, (double)store_bytes / t_touch / 1e9);
 }
 
 /* What one expert_store_open() took and made. */
@@ -273,7 +276,7 @@ struct store_sample {
 	double seconds;            /* expert_store_open() alone: close is not timed */
 	enum store_source source;
 	char reload_reason[256];
-	uint64_t weight_bytes;     /* F32 bytes of every tensor in the store */
+	uint64_t weight_bytes;     /* bytes of every tensor as the store keeps it */
 	uint64_t read_bytes;
 	uint64_t object_blocks;    /* st_blocks * 512 of the store's files, while open */
 	uint64_t object_size;      /* their st_size */
@@ -428,7 +431,7 @@ static int measure_load(struct bench_ctx *c, const struct model_file *m, struct 
 {
 	const uint32_t R = arg_rounds;
 	double reads[2 * MAX_ROUNDS], loads[2 * MAX_ROUNDS], ratio[MAX_ROUNDS];
-	double mem_ratio[2 * MAX_ROUNDS], obj_mb[2 * MAX_ROUNDS], f32_mb[2 * MAX_ROUNDS];
+	double mem_ratio[2 * MAX_ROUNDS], obj_mb[2 * MAX_ROUNDS], weight_mb[2 * MAX_ROUNDS];
 	const double busy0 = bench_machine_busy_s(), self0 = bench_rusage_s(RUSAGE_SELF);
 	const double wall0 = bench_now_s();
 	struct expert_store_opts o;
@@ -469,7 +472,7 @@ static int measure_load(struct bench_ctx *c, const struct model_file *m, struct 
 			loads[i] = s.seconds;
 			mem_ratio[i] = (double)s.object_blocks / (double)s.weight_bytes;
 			obj_mb[i] = (double)s.object_blocks / 1e6;
-			f32_mb[i] = (double)s.weight_bytes / 1e6;
+			weight_mb[i] = (double)s.weight_bytes / 1e6;
 			shmem_huge = s.shmem_huge > shmem_huge ? s.shmem_huge : shmem_huge;
 			fprintf(stderr, "# %s round %u: load %.1f ms (%.2f GB/s from the file), "
 				"objects %.1f MB allocated of %.1f MB apparent\n",
@@ -494,7 +497,7 @@ static int measure_load(struct bench_ctx *c, const struct model_file *m, struct 
 	*mem = (struct figure){
 		.name = "memory_ratio", .model = m->tag, .file_mb = (double)m->bytes / 1e6,
 		.resident_max = -1, .base_what = "f32", .meas_what = "objects", .unit = "MB",
-		.base = bench_median(f32_mb, 2 * R), .meas = bench_median(obj_mb, 2 * R),
+		.base = bench_median(weight_mb, 2 * R), .meas = bench_median(obj_mb, 2 * R),
 		.ratio = bench_median(mem_ratio, 2 * R), .ratio_min = min_of(mem_ratio, 2 * R),
 		.ratio_max = max_of(mem_ratio, 2 * R), .target = 1.05, .target_is_min = false,
 		.rounds = R, .background = -1,
@@ -618,8 +621,8 @@ static void print_header(const struct topology *t)
 	       MOE_BUILD_TYPE, t->n_nodes, t->source, topology_n_cpus(t), model_dir, shm_dir,
 	       thp, shmem);
 	printf("load_vs_read = read() / store load (target >= 0.8); attach_speedup = load / "
-	       "attach (target >= 20);\nmemory_ratio = store objects' allocated bytes / F32 "
-	       "weight bytes (target <= 1.05); medians over %u ABBA rounds\n"
+	       "attach (target >= 20);\nmemory_ratio = store objects' allocated bytes / the "
+	       "weights' bytes as kept (target <= 1.05); medians over %u ABBA rounds\n"
 	       "cache: the model file before every timed run (cold: <= %.0f%% of it cached)\n\n",
 	       arg_rounds, COLD_RESIDENT_MAX * 100);
 	printf("%-15s %-5s %8s %-7s %19s %19s %8s %17s %7s\n", "figure", "model", "file_MB",
