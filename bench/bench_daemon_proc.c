@@ -322,8 +322,6 @@ int daemon_proc_start(const char *moed_path, const char *dir, const char *model_
 			dup2(fd, STDOUT_FILENO);
 			dup2(fd, STDERR_FILENO);
 		}
-		/* moed re-executes itself to get this; spare it the detour */
-		setenv("OPENBLAS_NUM_THREADS", "1", 1);
 		execv(moed_path, (char *const *)(uintptr_t)argv);
 		fprintf(stderr, "execv %s: %s\n", moed_path, strerror(errno));
 		_exit(127);

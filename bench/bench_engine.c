@@ -22,6 +22,16 @@
  * and T (target >= 1.8). The grouped-GEMM baseline is OpenBLAS's sgemm on
  * the float32 values in both cases: there is no BF16 sgemm to compare with,
  * and float32 is what a BF16 layer must not be slower than for large T.
+ *
+ * OpenBLAS's own threading needs its pthread build, while moed links the
+ * serial one (cmake/MoedOpenBLAS.cmake): so this benchmark alone links the
+ * pthread build (bench/CMakeLists.txt), which the engine sets to one thread
+ * as moed did before it linked the serial build. Both builds pick the same
+ * kernels for the CPU (the header names the core and the file); to time the
+ * layer on the serial build itself, run `LD_LIBRARY_PATH=<its
+ * openblas-serial folder> bench_engine --threads 1` (LD_LIBRARY_PATH comes
+ * before the RUNPATH). Without the pthread build the baseline can only have
+ * one thread, and --threads above 1 is refused.
  */
 #include <cblas.h>
 #include <errno.h>
@@ -771,9 +781,10 @@ static void print_header(const struct engine *e)
 {
 	const struct blas_info *bi = engine_blas_info(e);
 
-	printf("moed engine benchmark (%s build): %u workers; baseline: %s (core %s), %u "
-	       "threads\n",
-	       MOE_BUILD_TYPE, engine_n_workers(e), bi->config, bi->core, arg_threads);
+	printf("moed engine benchmark (%s build): %u workers; baseline: %s (core %s, %s build "
+	       "from %s), %u threads\n",
+	       MOE_BUILD_TYPE, engine_n_workers(e), bi->config, bi->core,
+	       blas_parallel_name(bi->parallel), bi->library, arg_threads);
 	printf("efficiency = grouped F32 GEMMs / layer, median of %u ABBA rounds' ratios "
 	       "(target >= 0.95 for T >= 128); "
 	       "vs_read = layer / read of its weight bytes (target <= 1.3 for T <= %u); "
@@ -830,6 +841,10 @@ static void print_json(const struct engine *e, const struct result *res, uint32_
 	printf("{\"benchmark\":\"engine\",\"build_type\":\"%s\",\"threads\":%u,\"blas_core\":",
 	       MOE_BUILD_TYPE, arg_threads);
 	print_json_string(engine_blas_info(e)->core);
+	printf(",\"blas_threading\":");
+	print_json_string(blas_parallel_name(engine_blas_info(e)->parallel));
+	printf(",\"blas_library\":");
+	print_json_string(engine_blas_info(e)->library);
 	printf(",\"cases\":[");
 	for (uint32_t i = 0; i < n; i++) {
 		const struct result *r = &res[i];
@@ -957,6 +972,15 @@ int main(int argc, char **argv)
 	if (r < 0) {
 		fprintf(stderr, "engine_new: %s: %s\n", strerror(-r), d.msg);
 		return 1;
+	}
+	if (arg_threads > 1 && engine_blas_info(engine)->parallel == 0) {
+		fprintf(stderr,
+			"the baseline at %u threads needs OpenBLAS's own threads, and %s is its "
+			"serial build: install libopenblas-pthread-dev and reconfigure, or use "
+			"--threads 1\n",
+			arg_threads, engine_blas_info(engine)->library);
+		r = -EOPNOTSUPP;
+		goto out;
 	}
 	if (!arg_json)
 		print_header(engine);

@@ -152,7 +152,7 @@ int main(int argc, char **argv)
 	double t[2][N_M][N_K];
 	struct blas_info bi;
 	uint32_t best = 1;
-	int c;
+	int c, r;
 
 	while ((c = getopt_long(argc, argv, "jc:v:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -189,8 +189,11 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (blas_setup_single_thread(&bi) < 0) {
-		fprintf(stderr, "OpenBLAS still reports %d threads after setting 1\n", bi.threads);
+	r = blas_setup_single_thread(&bi);
+	if (r < 0) {
+		fprintf(stderr, "OpenBLAS from %s: %s (%d threads after setting 1, buffer calls %s)\n",
+			bi.library, strerror(-r), bi.threads,
+			bi.buffers_locked ? "locked" : "not locked");
 		return 1;
 	}
 

@@ -40,9 +40,14 @@ set(CPACK_DEB_COMPONENT_INSTALL OFF)
 set(CPACK_STRIP_FILES ON)
 
 # Depends from the binaries' ELF needs, as dpkg-shlibdeps (dpkg-dev) finds
-# them: libopenblas, libucx, liburing, libsystemd, libjansson, libnuma, ...
+# them: libopenblas0, libucx, liburing, libsystemd, libjansson, libnuma, ...
 # moectl needs libmoe.so.1 from this very package: the shlibs file it gets
 # (GENERATE_SHLIBS) also serves packages built against libmoe later.
+# OpenBLAS's shlibs name only the metapackage libopenblas0, which any build
+# satisfies; moed loads the serial one through its RUNPATH
+# (cmake/MoedOpenBLAS.cmake) and refuses the others, so the package names
+# it (CPack adds the computed Depends to this one).
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "libopenblas0-serial")
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS_POLICY ">=")

@@ -390,24 +390,26 @@ static int raise_fd_limit(const struct moed_config *cfg)
 }
 
 /*
- * OpenBLAS's pthread build starts its own threads when the library loads,
- * before main(), with every signal unblocked: a SIGTERM would be delivered
- * to one of them and kill moed instead of reaching the reactor's signalfd.
- * With OPENBLAS_NUM_THREADS=1 in the environment at load time it starts
- * none, so moed re-executes itself once with it set (the engine runs one
- * BLAS thread per worker of its own pool anyway).
+ * Refuse a threaded OpenBLAS rather than warn: it starts its threads as it
+ * loads, before main() blocks the stop signals, so systemd's SIGTERM may go
+ * to one of them and kill moed without the drain (clients lose the batches
+ * in flight), and those threads compete with the workers. moed links the
+ * serial build and finds it through its RUNPATH, so a threaded one means
+ * LD_LIBRARY_PATH or LD_PRELOAD chose it, or the serial package is gone:
+ * the operator's to fix, and the message says how. A serial build whose
+ * buffer calls bypass blas_buffer_lock.c is refused too (wrong results).
  */
-static void reexec_with_serial_blas(char **argv)
+static int require_serial_blas(void)
 {
-	const char *v = getenv("OPENBLAS_NUM_THREADS");
+	struct blas_info blas;
+	char why[512];
+	int r;
 
-	if (v && strcmp(v, "1") == 0)
-		return;
-	if (setenv("OPENBLAS_NUM_THREADS", "1", 1) < 0)
-		return;
-	execv("/proc/self/exe", argv);
-	log_warning("cannot re-execute with OPENBLAS_NUM_THREADS=1 (%m); stop signals may "
-		    "kill moed instead of draining it");
+	blas_info_get(&blas);
+	r = blas_serial_check(&blas, why, sizeof(why));
+	if (r < 0)
+		return log_errno(r, "%s", why);
+	return 0;
 }
 
 /*
@@ -540,7 +542,6 @@ int main(int argc, char **argv)
 	sigset_t mask;
 
 	log_set_program("moed");
-	reexec_with_serial_blas(argv);
 	if (parse_args(argc, argv) < 0)
 		return 2;
 	if (arg_check_config)
@@ -556,6 +557,8 @@ int main(int argc, char **argv)
 	}
 	if (raise_fd_limit(&cfg) < 0)
 		return 2;
+	if (require_serial_blas() < 0)
+		return 1;
 	if (!arg_foreground) {
 		ready_fd = daemonize();
 		if (ready_fd < 0)
@@ -653,9 +656,10 @@ int main(int argc, char **argv)
 		}
 		log_info("Prometheus metrics on http://%s/metrics", cfg.metrics_listen);
 	}
-	log_info("serving %s (%u layers) on %s with %u workers; OpenBLAS core %s", model_path,
-		 moe_model_n_layers(expert_store_model(store)), cfg.socket,
-		 engine_n_workers(engine), engine_blas_info(engine)->core);
+	log_info("serving %s (%u layers) on %s with %u workers; OpenBLAS core %s from %s",
+		 model_path, moe_model_n_layers(expert_store_model(store)), cfg.socket,
+		 engine_n_workers(engine), engine_blas_info(engine)->core,
+		 engine_blas_info(engine)->library);
 	if (engine_blas_info(engine)->advice[0])
 		log_warning("%s", engine_blas_info(engine)->advice);
 	service_notify_ready("serving, 0 clients");

@@ -156,6 +156,9 @@ int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t 
 
 		json_object_set_new(dm, "blas_core", json_string(b->core ? b->core : "?"));
 		json_object_set_new(dm, "blas_advice", json_string(b->advice));
+		json_object_set_new(dm, "blas_threading",
+				    json_string(blas_parallel_name(b->parallel)));
+		json_object_set_new(dm, "blas_library", json_string(b->library));
 		json_object_set_new(dm, "kernels", kernels_json());
 	}
 	text = json_dumps(root, JSON_INDENT(2));

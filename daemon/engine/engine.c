@@ -83,6 +83,12 @@ int engine_new(const struct engine_opts *opts, struct engine **ret_engine, struc
 		return -ENOMEM;
 	e->kernel = opts->kernel;
 	r = blas_setup_single_thread(&e->blas);
+	if (r == -ENOLCK) {
+		diag_set(d, r, "OpenBLAS (%s) takes its work buffers without the lock of "
+			       "blas_buffer_lock.c: the workers would corrupt each other's results",
+			 e->blas.library);
+		goto fail;
+	}
 	if (r < 0) {
 		diag_set(d, r, "OpenBLAS still reports %d threads after setting 1; the worker "
 			       "pool must own the parallelism",

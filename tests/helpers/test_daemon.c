@@ -345,8 +345,6 @@ int test_daemon_start(struct test_daemon *d, const char *const *extra)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() != parent)
 			_exit(127);
-		/* as under systemd: moed re-executes itself with serial OpenBLAS */
-		unsetenv("OPENBLAS_NUM_THREADS");
 		if (d->log_path[0]) {
 			int lfd = open(d->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 

@@ -9,12 +9,9 @@
 #
 # Sanitizer builds set MOE_SANITIZE_BUILD, and the tests scale their
 # iteration counts down to stay within about a minute.
-# OPENBLAS_NUM_THREADS=1: the tests' reference engine, like moed, runs BLAS
-# serially (and a pthread OpenBLAS then starts no threads before main(), so
-# the tests can fork client processes freely).
 
 set(_it_dir ${CMAKE_CURRENT_SOURCE_DIR}/integration)
-set(_it_env "OPENBLAS_NUM_THREADS=1")
+set(_it_env "")
 if(MOE_SANITIZE)
   list(APPEND _it_env "MOE_SANITIZE_BUILD=1")
 endif()
@@ -59,6 +56,12 @@ moed_daemon_it(it_expert_changes)
 moed_daemon_it(it_round_robin)
 moed_daemon_it(it_flipper SHM)
 moed_daemon_it(it_systemd)
+# its OpenBLAS tests: the folder moed must load from, the one it must refuse
+target_compile_definitions(it_systemd PRIVATE MOE_OPENBLAS_SERIAL_DIR="${MOE_OPENBLAS_SERIAL_DIR}")
+if(MOE_OPENBLAS_PTHREAD_LIBRARY)
+  get_filename_component(_it_pthread_dir ${MOE_OPENBLAS_PTHREAD_LIBRARY} DIRECTORY)
+  target_compile_definitions(it_systemd PRIVATE MOE_OPENBLAS_PTHREAD_DIR="${_it_pthread_dir}")
+endif()
 moed_daemon_it(it_metrics)
 moed_daemon_it(it_half_experts)
 target_link_libraries(it_flipper PRIVATE Threads::Threads)

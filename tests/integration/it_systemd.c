@@ -21,7 +21,12 @@
  *   - socket activation under systemd-socket-activate (systemd's own tool:
  *     it binds the socket, sets LISTEN_FDS and execs moed): moed serves on
  *     the socket it was given and leaves it in place at exit; a socket of
- *     the wrong kind is refused with a message that names the setting.
+ *     the wrong kind is refused with a message that names the setting;
+ *   - OpenBLAS's serial build only: the status names it and its file (in
+ *     MOE_OPENBLAS_SERIAL_DIR, which moed's RUNPATH names); pointed at the
+ *     pthread build (LD_LIBRARY_PATH, which comes before a RUNPATH), moed
+ *     refuses to start and names the file, as that build's threads, started
+ *     before main(), could take the SIGTERM above and kill moed undrained.
  *
  * usage: it_systemd MOED MOECTL
  */
@@ -30,6 +35,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -560,6 +566,58 @@ static void test_socket_activation_wrong_kind(void **state)
 	unlink(daemon_.socket);
 }
 
+/* The serial build, from the folder moed's RUNPATH names, reported as such. */
+static void test_blas_serial(void **state)
+{
+	char dir[PATH_MAX];
+	const char *library;
+	json_t *st;
+
+	(void)state;
+	assert_non_null(realpath(MOE_OPENBLAS_SERIAL_DIR, dir));
+	strcat(dir, "/");
+	ASSERT_OK(test_daemon_start(&daemon_, NULL));
+	st = test_status_get(daemon_.socket);
+	assert_non_null(st);
+	assert_string_equal(test_json_str(st, "daemon.blas_threading"), "serial");
+	library = test_json_str(st, "daemon.blas_library");
+	assert_non_null(library);
+	print_message("OpenBLAS: %s\n", library);
+	assert_true(strncmp(library, dir, strlen(dir)) == 0);
+	json_decref(st);
+	ASSERT_EQ(test_daemon_stop(&daemon_), 0);
+}
+
+/* Given the pthread build instead, moed refuses to start and names the file. */
+static void test_blas_threaded_refused(void **state)
+{
+#ifdef MOE_OPENBLAS_PTHREAD_DIR
+	const char *old = getenv("LD_LIBRARY_PATH");
+	char *saved = old ? strdup(old) : NULL;
+	int r;
+
+	(void)state;
+	ASSERT_OK(test_daemon_log_to_file(&daemon_, "threaded.log"));
+	assert_true(setenv("LD_LIBRARY_PATH", MOE_OPENBLAS_PTHREAD_DIR, 1) == 0);
+	r = test_daemon_start(&daemon_, NULL);
+	if (saved)
+		setenv("LD_LIBRARY_PATH", saved, 1);
+	else
+		unsetenv("LD_LIBRARY_PATH");
+	free(saved);
+	ASSERT_ERRNO(r, ECHILD);
+	ASSERT_EQ(test_daemon_log_count(&daemon_, "OpenBLAS loaded from " MOE_OPENBLAS_PTHREAD_DIR
+						    "/"),
+		  1);
+	ASSERT_EQ(test_daemon_log_count(&daemon_, "is its pthreads build: moed needs the serial"),
+		  1);
+#else
+	(void)state;
+	print_message("no pthread OpenBLAS at configure time (libopenblas-pthread-dev)\n");
+	skip();
+#endif
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -585,6 +643,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_socket_activation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_activation_wrong_kind, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_blas_serial, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_blas_threaded_refused, setup, teardown),
 	};
 
 	if (argc < 2) {

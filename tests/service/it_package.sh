@@ -5,7 +5,8 @@
 # moed_VERSION_ARCH.deb into a temporary folder, and without installing it
 # on this host (no dpkg -i) the test checks
 #   - its control fields: Package, Version (project()'s), Depends from
-#     dpkg-shlibdeps (libopenblas, libucx, liburing, libsystemd, ...),
+#     dpkg-shlibdeps (libopenblas0, libucx, liburing, libsystemd, ...) and
+#     libopenblas0-serial, the OpenBLAS moed loads,
 #     conffiles = /etc/moed/moed.conf, the maintainer scripts and the
 #     ldconfig trigger;
 #   - its file list: daemon, tool, libmoe (library, header, moe.pc, CMake
@@ -13,15 +14,17 @@
 #     /usr/lib, the configuration and the man pages;
 #   - the files themselves, extracted with dpkg-deb -x into a temporary
 #     root: the extracted moed checks the extracted configuration, the
-#     extracted moectl runs with the extracted libmoe, moe.pc points into
+#     extracted moectl runs with the extracted libmoe, both keep their
+#     RUNPATH to the serial OpenBLAS and load it from there whatever the
+#     system's libopenblas.so.0 is, moe.pc points into
 #     the root, the units name /usr/sbin/moed, and systemd-analyze verify
 #     accepts them with that path moved into the root (the only change) and
 #     the man pages of their Documentation= found in the root's
 #     /usr/share/man.
 #
-# usage: it_package.sh BUILD_DIR VERSION
+# usage: it_package.sh BUILD_DIR VERSION OPENBLAS_SERIAL_DIR
 set -u
-build=$1 version=$2
+build=$1 version=$2 serial_blas_dir=$3
 
 for tool in cpack dpkg-deb; do
 	command -v "$tool" >/dev/null || { echo "SKIP: no $tool"; exit 77; }
@@ -59,7 +62,7 @@ field() { dpkg-deb --field "$deb" "$1"; }
 [ "$(field Version)" = "$version" ] || failed "Version is '$(field Version)', expected $version"
 [ "$(field Architecture)" = "$arch" ] || failed "Architecture is '$(field Architecture)'"
 depends=$(field Depends)
-for lib in libc6 libopenblas libucx liburing libsystemd libjansson libnuma libxxhash; do
+for lib in libc6 libopenblas0-serial libucx liburing libsystemd libjansson libnuma libxxhash; do
 	[[ $depends == *"$lib"* ]] || failed "Depends lacks $lib: $depends"
 done
 ok "Depends: $depends"
@@ -168,6 +171,18 @@ if out=$(LD_LIBRARY_PATH=$root$libdir "$root/usr/bin/moectl" --help 2>&1) &&
 else
 	failed "extracted moectl with the extracted libmoe: $out $ldd_out"
 fi
+# the serial OpenBLAS, through RUNPATH: the loader's own libopenblas.so.0 is
+# an alternatives link that names the pthread build whenever it is installed
+for bin in /usr/sbin/moed /usr/bin/moectl; do
+	runpath=$(readelf -d "$root$bin" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')
+	loaded=$(LD_LIBRARY_PATH=$root$libdir ldd "$root$bin" |
+		awk '$1 == "libopenblas.so.0" { print $3 }')
+	if [ "$runpath" = "$serial_blas_dir" ] && [[ $loaded == "$serial_blas_dir/"* ]]; then
+		ok "extracted $bin loads $loaded (RUNPATH $runpath)"
+	else
+		failed "extracted $bin: RUNPATH '$runpath' (expected $serial_blas_dir), loads '$loaded'"
+	fi
+done
 if command -v pkg-config >/dev/null; then
 	inc=$(PKG_CONFIG_PATH=$root$libdir/pkgconfig pkg-config --variable=includedir moe)
 	[ "$(realpath -m "$inc")" = "$root/usr/include" ] ||

@@ -9,15 +9,24 @@
  * than the rows, whose padding holds NaN on the inputs and a sentinel on the
  * output so a stride bug shows; every small-m variant this CPU runs (the
  * test prints which ran and which the CPU lacks, and a variant whose
- * features /proc/cpuinfo lists must run); and activation_apply
- * against libm's double formulas, large |x| included.
+ * features /proc/cpuinfo lists must run); activation_apply against libm's
+ * double formulas, large |x| included; and the OpenBLAS the engine's
+ * programs load: the serial build from MOE_OPENBLAS_SERIAL_DIR, a threaded
+ * one refused by name, and sgemm from several threads at once bitwise equal
+ * to one thread's (the buffer lock of blas_buffer_lock.c; without it about
+ * 1 in 300 results here is wrong).
  */
 #include "test_assert.h"
 
 #include <errno.h>
 
 #include <float.h>
+#include <cblas.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -528,6 +537,96 @@ static void test_blas_core_advice(void **state)
 	assert_string_equal(buf, "");
 }
 
+/*
+ * The engine's programs load OpenBLAS's serial build from the folder their
+ * RUNPATH names (cmake/MoedOpenBLAS.cmake), whichever build the system's
+ * libopenblas.so.0 is; moed refuses a threaded build and names its file.
+ */
+static void test_blas_serial(void **state)
+{
+	struct blas_info info, threaded;
+	char dir[PATH_MAX], why[512];
+
+	(void)state;
+	blas_info_get(&info);
+	print_message("OpenBLAS: %s build from %s\n", blas_parallel_name(info.parallel),
+		      info.library);
+	ASSERT_EQ(info.parallel, 0);
+	assert_true(info.buffers_locked);
+	ASSERT_OK(blas_serial_check(&info, why, sizeof(why)));
+	assert_string_equal(why, "");
+	assert_non_null(realpath(MOE_OPENBLAS_SERIAL_DIR, dir));
+	strcat(dir, "/");
+	assert_true(strncmp(info.library, dir, strlen(dir)) == 0);
+
+	threaded = info;
+	threaded.parallel = 1;
+	snprintf(threaded.library, sizeof(threaded.library), "/x/openblas-pthread/libopenblasp.so");
+	ASSERT_ERRNO(blas_serial_check(&threaded, why, sizeof(why)), EOPNOTSUPP);
+	assert_non_null(strstr(why, "loaded from /x/openblas-pthread/libopenblasp.so is its "
+				    "pthreads build"));
+	threaded.parallel = 2;
+	ASSERT_ERRNO(blas_serial_check(&threaded, why, sizeof(why)), EOPNOTSUPP);
+	assert_non_null(strstr(why, "its OpenMP build"));
+	/* serial, but bound to itself: its buffer calls miss the lock */
+	threaded.parallel = 0;
+	threaded.buffers_locked = false;
+	ASSERT_ERRNO(blas_serial_check(&threaded, why, sizeof(why)), ENOLCK);
+	assert_non_null(strstr(why, "takes its work buffers without moed's lock"));
+	assert_string_equal(blas_parallel_name(0), "serial");
+	assert_string_equal(blas_parallel_name(7), "unknown");
+}
+
+/* Small enough to call often (the race is in taking a buffer), above the small-matrix path. */
+enum { RACE_M = 32, RACE_N = 128, RACE_K = 256, RACE_THREADS = 4, RACE_CALLS = 4000 };
+
+struct blas_race {
+	const float *a, *b, *want;
+	atomic_uint wrong;
+};
+
+static void *blas_race_thread(void *arg)
+{
+	struct blas_race *race = arg;
+	float *c = malloc(sizeof(float) * RACE_M * RACE_N);
+
+	for (unsigned i = 0; c && i < RACE_CALLS; i++) {
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, RACE_M, RACE_N, RACE_K, 1.0f,
+			    race->a, RACE_K, race->b, RACE_K, 0.0f, c, RACE_N);
+		if (memcmp(c, race->want, sizeof(float) * RACE_M * RACE_N) != 0)
+			atomic_fetch_add(&race->wrong, 1);
+	}
+	if (!c)
+		atomic_fetch_add(&race->wrong, RACE_CALLS);
+	free(c);
+	return NULL;
+}
+
+/* The engine's workers call OpenBLAS at once: every result as one thread's, to the bit. */
+static void test_blas_concurrent_sgemm(void **state)
+{
+	static float a[RACE_M * RACE_K], b[RACE_N * RACE_K], want[RACE_M * RACE_N];
+	struct blas_race race = { .a = a, .b = b, .want = want };
+	pthread_t t[RACE_THREADS];
+	struct blas_info info;
+	uint64_t rng = 12;
+
+	(void)state;
+	blas_info_get(&info);
+	assert_true(info.buffers_locked);
+	for (size_t i = 0; i < RACE_M * RACE_K; i++)
+		a[i] = rng_sym(&rng);
+	for (size_t i = 0; i < RACE_N * RACE_K; i++)
+		b[i] = rng_sym(&rng);
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, RACE_M, RACE_N, RACE_K, 1.0f, a,
+		    RACE_K, b, RACE_K, 0.0f, want, RACE_N);
+	for (unsigned i = 0; i < RACE_THREADS; i++)
+		ASSERT_EQ(pthread_create(&t[i], NULL, blas_race_thread, &race), 0);
+	for (unsigned i = 0; i < RACE_THREADS; i++)
+		ASSERT_EQ(pthread_join(t[i], NULL), 0);
+	ASSERT_EQ(atomic_load(&race.wrong), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -545,6 +644,8 @@ int main(void)
 		cmocka_unit_test(test_act_silu_gated),
 		cmocka_unit_test(test_act_gelu_gated),
 		cmocka_unit_test(test_blas_core_advice),
+		cmocka_unit_test(test_blas_serial),
+		cmocka_unit_test(test_blas_concurrent_sgemm),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
