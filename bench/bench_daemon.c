@@ -136,6 +136,7 @@ static const struct shape shapes[] = {
 
 static bool arg_json;
 static bool arg_quick;
+static bool arg_spin_only; /* section 2 alone, at full size */
 static const char *arg_moed = MOED_BINARY_PATH;
 static const char *arg_shape; /* NULL: all (--quick: A) */
 
@@ -750,12 +751,12 @@ static int bench_latency(struct results *res)
 		return r;
 	L = moe_model_layer(model, 0);
 	bench_fill_normal(x, shape_tiny.d_model, 11);
-	r = latency_sleeping(path, L, x, y, res);
-	if (r >= 0)
+	r = arg_spin_only ? 0 : latency_sleeping(path, L, x, y, res);
+	if (r >= 0 && !arg_spin_only)
 		r = latency_placed(path, L, x, y, res);
 	if (r >= 0)
 		r = latency_spinning(path, L, x, y, res);
-	if (r >= 0)
+	if (r >= 0 && !arg_spin_only)
 		r = bench_handoff(res);
 	moe_model_free(model);
 	unlink(path);
@@ -1268,6 +1269,26 @@ static const char *verdict(bool ok)
 	return ok ? "met" : "MISSED";
 }
 
+/* Section 2: the busy-poll round trip. */
+static void print_spin(const struct results *res)
+{
+	printf("2. round trip, busy polling: %s, T=1, client spin_ns=1e9, moed poll_us=1000000;\n"
+	       "   moed workers=1 and the in-process engine 1 worker (2 CPUs: a spinning client\n"
+	       "   and a spinning reactor already take both; the runner shares the reactor's)\n",
+	       shape_tiny.tag);
+	printf("   moed round trip       median %8.2f us   p99 %8.2f us\n", res->rt_spin.median_us,
+	       res->rt_spin.p99_us);
+	printf("   engine in-process     median %8.2f us   p99 %8.2f us   (1 worker)\n",
+	       res->engine1.median_us, res->engine1.p99_us);
+	printf("   overhead              %8.2f us\n", res->overhead_spin_us);
+	printf("   baseline spin ping-pong (2 processes) median %8.3f us   p99 %8.3f us\n",
+	       res->spin.median_us, res->spin.p99_us);
+	printf("   overhead_vs_spin = %.3f   (target <= %.1f: %s); other processes used %.2f "
+	       "cores\n\n",
+	       res->vs_spin, TARGET_VS_SPIN, verdict(res->vs_spin <= TARGET_VS_SPIN),
+	       res->background_spin);
+}
+
 static void print_human(const struct results *res)
 {
 	printf("moed daemon benchmark (%s build, %ld CPUs); moed: %s\n\n", MOE_BUILD_TYPE,
@@ -1322,21 +1343,7 @@ static void print_human(const struct results *res)
 	}
 	printf("\n");
 
-	printf("2. round trip, busy polling: %s, T=1, client spin_ns=1e9, moed poll_us=1000000;\n"
-	       "   moed workers=1 and the in-process engine 1 worker (2 CPUs: a spinning client\n"
-	       "   and a spinning reactor already take both; the runner shares the reactor's)\n",
-	       shape_tiny.tag);
-	printf("   moed round trip       median %8.2f us   p99 %8.2f us\n", res->rt_spin.median_us,
-	       res->rt_spin.p99_us);
-	printf("   engine in-process     median %8.2f us   p99 %8.2f us   (1 worker)\n",
-	       res->engine1.median_us, res->engine1.p99_us);
-	printf("   overhead              %8.2f us\n", res->overhead_spin_us);
-	printf("   baseline spin ping-pong (2 processes) median %8.3f us   p99 %8.3f us\n",
-	       res->spin.median_us, res->spin.p99_us);
-	printf("   overhead_vs_spin = %.3f   (target <= %.1f: %s); other processes used %.2f "
-	       "cores\n\n",
-	       res->vs_spin, TARGET_VS_SPIN, verdict(res->vs_spin <= TARGET_VS_SPIN),
-	       res->background_spin);
+	print_spin(res);
 
 	printf("3. throughput, T=%u, one client (sleeping waits), moed workers=2 vs engine "
 	       "in-process 2 workers\n", THROUGHPUT_TOKENS);
@@ -1406,6 +1413,23 @@ static void json_num(const char *key, double v, bool *first)
 		printf("%.6g", v);
 	else
 		printf("null");
+}
+
+/* The keys of section 2 alone (--spin-only). */
+static void print_json_spin(const struct results *res)
+{
+	bool first = true;
+
+	printf("{\"benchmark\":\"daemon\",\"build_type\":\"%s\",\"spin_only\":true,",
+	       MOE_BUILD_TYPE);
+	json_num("overhead_vs_spin", res->vs_spin, &first);
+	json_num("spin_pingpong_us", res->spin.median_us, &first);
+	json_num("roundtrip_spin_us", res->rt_spin.median_us, &first);
+	json_num("roundtrip_spin_p99_us", res->rt_spin.p99_us, &first);
+	json_num("engine_1worker_us", res->engine1.median_us, &first);
+	json_num("overhead_spin_us", res->overhead_spin_us, &first);
+	json_num("background_cores_spinning", res->background_spin, &first);
+	printf("}\n");
 }
 
 static void print_json(const struct results *res)
@@ -1502,9 +1526,10 @@ static void print_json(const struct results *res)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: bench_daemon [--json] [--quick] [--moed PATH] [--shape A|B]\n"
+		"usage: bench_daemon [--json] [--quick] [--spin-only] [--moed PATH] [--shape A|B]\n"
 		"  --json       one JSON object on stdout instead of the report\n"
 		"  --quick      short runs and shape A only (a smoke run)\n"
+		"  --spin-only  section 2 alone (the busy-poll round trip, overhead_vs_spin)\n"
 		"  --moed PATH  the moed binary (default %s)\n"
 		"  --shape S    throughput on A (E8 k2 d1024 ff3584) or B (E64 k6 d2048 ff1408)\n"
 		"               only; default both (B writes a 2.2 GB model to $TMPDIR)\n",
@@ -1515,6 +1540,7 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "json", no_argument, NULL, 'j' },      { "quick", no_argument, NULL, 'q' },
+		{ "spin-only", no_argument, NULL, 'S' },
 		{ "moed", required_argument, NULL, 'm' }, { "shape", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },      { NULL, 0, NULL, 0 },
 	};
@@ -1523,13 +1549,16 @@ int main(int argc, char **argv)
 	const char *tmp_base = getenv("TMPDIR");
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "jqm:s:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "jqSm:s:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			arg_json = true;
 			break;
 		case 'q':
 			arg_quick = true;
+			break;
+		case 'S':
+			arg_spin_only = true;
 			break;
 		case 'm':
 			arg_moed = optarg;
@@ -1588,15 +1617,19 @@ int main(int argc, char **argv)
 		arg_moed, tmp_dir);
 
 	r = bench_latency(&res);
-	if (r >= 0)
+	if (r >= 0 && !arg_spin_only)
 		r = bench_big(&res);
 	tmp_dir_remove();
 	if (r < 0) {
 		fprintf(stderr, "bench_daemon: stopped: %s\n", strerror(-r));
 		return 1;
 	}
-	if (arg_json)
+	if (arg_json && arg_spin_only)
+		print_json_spin(&res);
+	else if (arg_json)
 		print_json(&res);
+	else if (arg_spin_only)
+		print_spin(&res);
 	else
 		print_human(&res);
 	return 0;
