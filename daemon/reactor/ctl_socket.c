@@ -475,9 +475,16 @@ static void ctl_on_recv(struct reactor *r, void *arg, uint32_t slot, uint32_t ge
 	}
 	ret = ctl_request_parse(c->buf, res > CONN_BUF_SIZE ? (size_t)-1 : (size_t)res, &lim,
 				&req, &why);
-	if (ret < 0) {
+	if (ret == -EPROTONOSUPPORT) {
+		char line[128];
+
+		hello_abi_refusal(c->buf, (size_t)res, line, sizeof(line));
+		ctl_log_conn(r, LOG_LEVEL_WARNING, "refusing a client: %s", line);
+	} else if (ret < 0) {
 		ctl_log_conn(r, LOG_LEVEL_INFO, "refusing a connection: %s (%s)", why,
 			     strerror(-ret));
+	}
+	if (ret < 0) {
 		if (ret != -EPROTO)
 			ctl_refuse(r, fd, ret);
 		close(fd);

@@ -131,8 +131,8 @@ void session_pending_pop(struct session *s);
 
 /*
  * Write @cqe into the next CQ slot (one the SQE reserved). Published by
- * session_flush(), so a batch of completions costs one index store and at
- * most one wake-up.
+ * session_flush(), so a batch of completions costs one seq store per CQE and
+ * at most one wake-up.
  */
 void session_complete(struct session *s, const struct moe_cqe *cqe, bool was_pending);
 
