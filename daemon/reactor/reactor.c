@@ -582,12 +582,14 @@ static bool reactor_has_pending(const struct reactor *r)
 }
 
 /*
- * Tell every client we are about to sleep and arm its doorbell. False when a
- * client pushed work in the meantime (then do not sleep).
+ * Tell every client and the runners we are about to sleep, and arm each
+ * client's doorbell. False when a client pushed work or a run finished in
+ * the meantime (then do not sleep).
  */
 static bool reactor_prepare_sleep(struct reactor *r)
 {
-	bool sleep_ok = true;
+	/* runs that finish from now on write the run-done eventfd */
+	bool sleep_ok = sched_prepare_sleep(r->sched);
 
 	for (uint32_t i = 0; i < r->cfg->max_clients; i++) {
 		struct session *s = r->clients[i].s;
@@ -606,6 +608,7 @@ static bool reactor_prepare_sleep(struct reactor *r)
 
 static void reactor_clear_sleep(struct reactor *r)
 {
+	sched_clear_sleep(r->sched); /* polling: finished runs are seen without the eventfd */
 	for (uint32_t i = 0; i < r->cfg->max_clients; i++)
 		if (r->clients[i].s)
 			session_clear_sleep(r->clients[i].s);
