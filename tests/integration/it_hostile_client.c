@@ -857,6 +857,9 @@ static void run_hostile(const char *doorbell)
 		q = (struct moe_sqe){.user_data = i, .opcode = MOE_OP_NOP};
 		while (shm_ring_free_slots(&bad2.sq, 1) == 0 && !raw_hung_up(&bad2))
 			usleep(200);
+		/* hung up while we waited: the punched ring reads a zero head (-EPROTO) */
+		if (shm_ring_free_slots(&bad2.sq, 1) <= 0)
+			break;
 		raw_push(&bad2, &q);
 	}
 	raw_expect_hangup(&bad2, "CQ head past the tail");
