@@ -348,8 +348,7 @@ static void ctl_hello(struct reactor *r, int fd, const struct moe_hello *hello)
 		session_end(s); /* closes fd */
 		return;
 	}
-	r->clients[slot].s = s;
-	r->n_clients++;
+	reactor_client_add(r, (uint32_t)slot, s);
 	r->totals.clients_served++;
 	if (reactor_arm_client_watches(r, (uint32_t)slot) < 0) {
 		reactor_drop_client(r, (uint32_t)slot, "could not be watched");
