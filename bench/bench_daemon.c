@@ -23,7 +23,10 @@
  *     it while the run computes) and the in-process engine too; baseline: a
  *     spinning ping-pong between two processes (no system call).
  *     overhead_vs_spin (target <= 2; the hand-off to a runner costs two
- *     context switches here, which two CPUs cannot hide).
+ *     context switches here, which two CPUs cannot hide). With it, for
+ *     information, the ring alone (bench_daemon_ring.c: shm_ring as libmoe
+ *     and moed drive it, between two spinning processes, no reactor, runner
+ *     or engine) against the same ping-pong: ring_vs_spin.
  *  3. Throughput at T = 512 on bench_engine's shapes (E8 k2 d1024 ff3584 and
  *     E64 k6 d2048 ff1408; --quick: the first): tokens/s through moed (one
  *     client, sleeping waits, 2 workers) over tokens/s of engine_forward()
@@ -83,6 +86,7 @@
 #include "bench_common.h"
 #include "bench_daemon_handoff.h"
 #include "bench_daemon_proc.h"
+#include "bench_daemon_ring.h"
 #include "bench_daemon_victim.h"
 #include "engine/engine.h"
 #include "model/model.h"
@@ -443,8 +447,8 @@ struct results {
 	double placed_overhead_us[2], placed_vs_futex[2];
 	double background_placed;
 	/* 2. busy polling */
-	struct sample_stats spin, engine1, rt_spin;
-	double overhead_spin_us, vs_spin;
+	struct sample_stats spin, engine1, rt_spin, ring;
+	double overhead_spin_us, vs_spin, ring_vs_spin;
 	double background_spin;
 	/* 3. throughput */
 	struct tp_result tp[N_SHAPES];
@@ -664,7 +668,7 @@ static int latency_spinning(const char *model_path, const struct moe_layer *L, c
 {
 	static const char *const sets[] = { "workers=1", "poll_us=1000000" };
 	const uint32_t total = lat_rounds * lat_iters, half = total / 2;
-	double *spin = NULL, *eng = NULL, *rt = NULL;
+	double *spin = NULL, *eng = NULL, *rt = NULL, *ring = NULL;
 	struct daemon_proc dp = { 0 };
 	struct client cl = { 0 };
 	struct cpu_mark mark;
@@ -673,7 +677,8 @@ static int latency_spinning(const char *model_path, const struct moe_layer *L, c
 	spin = calloc(total, sizeof(double));
 	eng = calloc(total, sizeof(double));
 	rt = calloc(total, sizeof(double));
-	if (!spin || !eng || !rt)
+	ring = calloc(total, sizeof(double));
+	if (!spin || !eng || !rt || !ring)
 		goto out;
 
 	cpu_mark_take(&mark);
@@ -703,17 +708,25 @@ static int latency_spinning(const char *model_path, const struct moe_layer *L, c
 		r = engine_block(L, 1, x, 1, y_embedded, lat_warmup, n, eng + off);
 		if (r < 0)
 			goto out;
+		r = ring_pingpong_run(lat_warmup, n, ring + off);
+		if (r < 0) {
+			fprintf(stderr, "ring ping-pong: %s\n", strerror(-r));
+			goto out;
+		}
 	}
 	samples_summarize(spin, total, &res->spin);
+	samples_summarize(ring, total, &res->ring);
 	samples_summarize(eng, total, &res->engine1);
 	samples_summarize(rt, total, &res->rt_spin);
 	res->background_spin = cpu_background(&mark);
 	res->overhead_spin_us = res->rt_spin.median_us - res->engine1.median_us;
 	res->vs_spin = res->overhead_spin_us / res->spin.median_us;
+	res->ring_vs_spin = res->ring.median_us / res->spin.median_us;
 	r = 0;
 out:
 	client_close(&cl);
 	daemon_proc_stop(&dp);
+	free(ring);
 	free(spin);
 	free(eng);
 	free(rt);
@@ -1284,9 +1297,12 @@ static void print_spin(const struct results *res)
 	printf("   baseline spin ping-pong (2 processes) median %8.3f us   p99 %8.3f us\n",
 	       res->spin.median_us, res->spin.p99_us);
 	printf("   overhead_vs_spin = %.3f   (target <= %.1f: %s); other processes used %.2f "
-	       "cores\n\n",
+	       "cores\n",
 	       res->vs_spin, TARGET_VS_SPIN, verdict(res->vs_spin <= TARGET_VS_SPIN),
 	       res->background_spin);
+	printf("   info: the ring alone (shm_ring both sides, spinning processes; no reactor,\n"
+	       "   runner or engine): median %.3f us, p99 %.3f us; ring_vs_spin = %.3f\n\n",
+	       res->ring.median_us, res->ring.p99_us, res->ring_vs_spin);
 }
 
 static void print_human(const struct results *res)
@@ -1423,6 +1439,8 @@ static void print_json_spin(const struct results *res)
 	printf("{\"benchmark\":\"daemon\",\"build_type\":\"%s\",\"spin_only\":true,",
 	       MOE_BUILD_TYPE);
 	json_num("overhead_vs_spin", res->vs_spin, &first);
+	json_num("ring_vs_spin", res->ring_vs_spin, &first);
+	json_num("ring_roundtrip_us", res->ring.median_us, &first);
 	json_num("spin_pingpong_us", res->spin.median_us, &first);
 	json_num("roundtrip_spin_us", res->rt_spin.median_us, &first);
 	json_num("roundtrip_spin_p99_us", res->rt_spin.p99_us, &first);
@@ -1459,6 +1477,8 @@ static void print_json(const struct results *res)
 	json_num("roundtrip_spin_p99_us", res->rt_spin.p99_us, &first);
 	json_num("engine_1worker_us", res->engine1.median_us, &first);
 	json_num("overhead_spin_us", res->overhead_spin_us, &first);
+	json_num("ring_vs_spin", res->ring_vs_spin, &first);
+	json_num("ring_roundtrip_us", res->ring.median_us, &first);
 	json_num("t1_max_abs_diff", res->t1_max_diff, &first);
 	json_num("background_cores_sleeping", res->background_sleep, &first);
 	if (res->have_placed) {
