@@ -1431,6 +1431,18 @@ static void json_num(const char *key, double v, bool *first)
 		printf("null");
 }
 
+/* Section 2's figures behind overhead_vs_spin, in both JSON forms. */
+static void json_spin_details(const struct results *res, bool *first)
+{
+	json_num("spin_pingpong_us", res->spin.median_us, first);
+	json_num("roundtrip_spin_us", res->rt_spin.median_us, first);
+	json_num("roundtrip_spin_p99_us", res->rt_spin.p99_us, first);
+	json_num("engine_1worker_us", res->engine1.median_us, first);
+	json_num("overhead_spin_us", res->overhead_spin_us, first);
+	json_num("ring_vs_spin", res->ring_vs_spin, first);
+	json_num("ring_roundtrip_us", res->ring.median_us, first);
+}
+
 /* The keys of section 2 alone (--spin-only). */
 static void print_json_spin(const struct results *res)
 {
@@ -1439,13 +1451,7 @@ static void print_json_spin(const struct results *res)
 	printf("{\"benchmark\":\"daemon\",\"build_type\":\"%s\",\"spin_only\":true,",
 	       MOE_BUILD_TYPE);
 	json_num("overhead_vs_spin", res->vs_spin, &first);
-	json_num("ring_vs_spin", res->ring_vs_spin, &first);
-	json_num("ring_roundtrip_us", res->ring.median_us, &first);
-	json_num("spin_pingpong_us", res->spin.median_us, &first);
-	json_num("roundtrip_spin_us", res->rt_spin.median_us, &first);
-	json_num("roundtrip_spin_p99_us", res->rt_spin.p99_us, &first);
-	json_num("engine_1worker_us", res->engine1.median_us, &first);
-	json_num("overhead_spin_us", res->overhead_spin_us, &first);
+	json_spin_details(res, &first);
 	json_num("background_cores_spinning", res->background_spin, &first);
 	printf("}\n");
 }
@@ -1472,13 +1478,7 @@ static void print_json(const struct results *res)
 	json_num("roundtrip_default_poll_us", res->rt_default.median_us, &first);
 	json_num("roundtrip_default_poll_p99_us", res->rt_default.p99_us, &first);
 	json_num("overhead_default_poll_vs_futex", res->default_vs_futex, &first);
-	json_num("spin_pingpong_us", res->spin.median_us, &first);
-	json_num("roundtrip_spin_us", res->rt_spin.median_us, &first);
-	json_num("roundtrip_spin_p99_us", res->rt_spin.p99_us, &first);
-	json_num("engine_1worker_us", res->engine1.median_us, &first);
-	json_num("overhead_spin_us", res->overhead_spin_us, &first);
-	json_num("ring_vs_spin", res->ring_vs_spin, &first);
-	json_num("ring_roundtrip_us", res->ring.median_us, &first);
+	json_spin_details(res, &first);
 	json_num("t1_max_abs_diff", res->t1_max_diff, &first);
 	json_num("background_cores_sleeping", res->background_sleep, &first);
 	if (res->have_placed) {

@@ -892,6 +892,9 @@ static void test_submit_validation(void **state)
 	bad.route_expert = ex;
 	bad.route_weight = w;
 	ASSERT_ERRNO(moe_submit(c, &bad), EINVAL);
+	/* the SQE holds route_k in 16 bits: no silent truncation to 0 */
+	bad.route_k = 65536;
+	ASSERT_ERRNO(moe_submit(c, &bad), EINVAL);
 	bad.route_k = 2;
 	bad.route_weight = NULL;
 	ASSERT_ERRNO(moe_submit(c, &bad), EINVAL);
