@@ -23,7 +23,10 @@
  *     it while the run computes) and the in-process engine too; baseline: a
  *     spinning ping-pong between two processes (no system call).
  *     overhead_vs_spin (target <= 2; the hand-off to a runner costs two
- *     context switches here, which two CPUs cannot hide).
+ *     context switches here, which two CPUs cannot hide). With it, for
+ *     information, the ring alone (bench_daemon_ring.c: shm_ring as libmoe
+ *     and moed drive it, between two spinning processes, no reactor, runner
+ *     or engine) against the same ping-pong: ring_vs_spin.
  *  3. Throughput at T = 512 on bench_engine's shapes (E8 k2 d1024 ff3584 and
  *     E64 k6 d2048 ff1408; --quick: the first): tokens/s through moed (one
  *     client, sleeping waits, 2 workers) over tokens/s of engine_forward()
@@ -83,6 +86,7 @@
 #include "bench_common.h"
 #include "bench_daemon_handoff.h"
 #include "bench_daemon_proc.h"
+#include "bench_daemon_ring.h"
 #include "bench_daemon_victim.h"
 #include "engine/engine.h"
 #include "model/model.h"
@@ -136,6 +140,7 @@ static const struct shape shapes[] = {
 
 static bool arg_json;
 static bool arg_quick;
+static bool arg_spin_only; /* section 2 alone, at full size */
 static const char *arg_moed = MOED_BINARY_PATH;
 static const char *arg_shape; /* NULL: all (--quick: A) */
 
@@ -442,8 +447,8 @@ struct results {
 	double placed_overhead_us[2], placed_vs_futex[2];
 	double background_placed;
 	/* 2. busy polling */
-	struct sample_stats spin, engine1, rt_spin;
-	double overhead_spin_us, vs_spin;
+	struct sample_stats spin, engine1, rt_spin, ring;
+	double overhead_spin_us, vs_spin, ring_vs_spin;
 	double background_spin;
 	/* 3. throughput */
 	struct tp_result tp[N_SHAPES];
@@ -663,7 +668,7 @@ static int latency_spinning(const char *model_path, const struct moe_layer *L, c
 {
 	static const char *const sets[] = { "workers=1", "poll_us=1000000" };
 	const uint32_t total = lat_rounds * lat_iters, half = total / 2;
-	double *spin = NULL, *eng = NULL, *rt = NULL;
+	double *spin = NULL, *eng = NULL, *rt = NULL, *ring = NULL;
 	struct daemon_proc dp = { 0 };
 	struct client cl = { 0 };
 	struct cpu_mark mark;
@@ -672,7 +677,8 @@ static int latency_spinning(const char *model_path, const struct moe_layer *L, c
 	spin = calloc(total, sizeof(double));
 	eng = calloc(total, sizeof(double));
 	rt = calloc(total, sizeof(double));
-	if (!spin || !eng || !rt)
+	ring = calloc(total, sizeof(double));
+	if (!spin || !eng || !rt || !ring)
 		goto out;
 
 	cpu_mark_take(&mark);
@@ -702,17 +708,25 @@ static int latency_spinning(const char *model_path, const struct moe_layer *L, c
 		r = engine_block(L, 1, x, 1, y_embedded, lat_warmup, n, eng + off);
 		if (r < 0)
 			goto out;
+		r = ring_pingpong_run(lat_warmup, n, ring + off);
+		if (r < 0) {
+			fprintf(stderr, "ring ping-pong: %s\n", strerror(-r));
+			goto out;
+		}
 	}
 	samples_summarize(spin, total, &res->spin);
+	samples_summarize(ring, total, &res->ring);
 	samples_summarize(eng, total, &res->engine1);
 	samples_summarize(rt, total, &res->rt_spin);
 	res->background_spin = cpu_background(&mark);
 	res->overhead_spin_us = res->rt_spin.median_us - res->engine1.median_us;
 	res->vs_spin = res->overhead_spin_us / res->spin.median_us;
+	res->ring_vs_spin = res->ring.median_us / res->spin.median_us;
 	r = 0;
 out:
 	client_close(&cl);
 	daemon_proc_stop(&dp);
+	free(ring);
 	free(spin);
 	free(eng);
 	free(rt);
@@ -750,12 +764,12 @@ static int bench_latency(struct results *res)
 		return r;
 	L = moe_model_layer(model, 0);
 	bench_fill_normal(x, shape_tiny.d_model, 11);
-	r = latency_sleeping(path, L, x, y, res);
-	if (r >= 0)
+	r = arg_spin_only ? 0 : latency_sleeping(path, L, x, y, res);
+	if (r >= 0 && !arg_spin_only)
 		r = latency_placed(path, L, x, y, res);
 	if (r >= 0)
 		r = latency_spinning(path, L, x, y, res);
-	if (r >= 0)
+	if (r >= 0 && !arg_spin_only)
 		r = bench_handoff(res);
 	moe_model_free(model);
 	unlink(path);
@@ -1268,6 +1282,29 @@ static const char *verdict(bool ok)
 	return ok ? "met" : "MISSED";
 }
 
+/* Section 2: the busy-poll round trip. */
+static void print_spin(const struct results *res)
+{
+	printf("2. round trip, busy polling: %s, T=1, client spin_ns=1e9, moed poll_us=1000000;\n"
+	       "   moed workers=1 and the in-process engine 1 worker (2 CPUs: a spinning client\n"
+	       "   and a spinning reactor already take both; the runner shares the reactor's)\n",
+	       shape_tiny.tag);
+	printf("   moed round trip       median %8.2f us   p99 %8.2f us\n", res->rt_spin.median_us,
+	       res->rt_spin.p99_us);
+	printf("   engine in-process     median %8.2f us   p99 %8.2f us   (1 worker)\n",
+	       res->engine1.median_us, res->engine1.p99_us);
+	printf("   overhead              %8.2f us\n", res->overhead_spin_us);
+	printf("   baseline spin ping-pong (2 processes) median %8.3f us   p99 %8.3f us\n",
+	       res->spin.median_us, res->spin.p99_us);
+	printf("   overhead_vs_spin = %.3f   (target <= %.1f: %s); other processes used %.2f "
+	       "cores\n",
+	       res->vs_spin, TARGET_VS_SPIN, verdict(res->vs_spin <= TARGET_VS_SPIN),
+	       res->background_spin);
+	printf("   info: the ring alone (shm_ring both sides, spinning processes; no reactor,\n"
+	       "   runner or engine): median %.3f us, p99 %.3f us; ring_vs_spin = %.3f\n\n",
+	       res->ring.median_us, res->ring.p99_us, res->ring_vs_spin);
+}
+
 static void print_human(const struct results *res)
 {
 	printf("moed daemon benchmark (%s build, %ld CPUs); moed: %s\n\n", MOE_BUILD_TYPE,
@@ -1322,21 +1359,7 @@ static void print_human(const struct results *res)
 	}
 	printf("\n");
 
-	printf("2. round trip, busy polling: %s, T=1, client spin_ns=1e9, moed poll_us=1000000;\n"
-	       "   moed workers=1 and the in-process engine 1 worker (2 CPUs: a spinning client\n"
-	       "   and a spinning reactor already take both; the runner shares the reactor's)\n",
-	       shape_tiny.tag);
-	printf("   moed round trip       median %8.2f us   p99 %8.2f us\n", res->rt_spin.median_us,
-	       res->rt_spin.p99_us);
-	printf("   engine in-process     median %8.2f us   p99 %8.2f us   (1 worker)\n",
-	       res->engine1.median_us, res->engine1.p99_us);
-	printf("   overhead              %8.2f us\n", res->overhead_spin_us);
-	printf("   baseline spin ping-pong (2 processes) median %8.3f us   p99 %8.3f us\n",
-	       res->spin.median_us, res->spin.p99_us);
-	printf("   overhead_vs_spin = %.3f   (target <= %.1f: %s); other processes used %.2f "
-	       "cores\n\n",
-	       res->vs_spin, TARGET_VS_SPIN, verdict(res->vs_spin <= TARGET_VS_SPIN),
-	       res->background_spin);
+	print_spin(res);
 
 	printf("3. throughput, T=%u, one client (sleeping waits), moed workers=2 vs engine "
 	       "in-process 2 workers\n", THROUGHPUT_TOKENS);
@@ -1408,6 +1431,31 @@ static void json_num(const char *key, double v, bool *first)
 		printf("null");
 }
 
+/* Section 2's figures behind overhead_vs_spin, in both JSON forms. */
+static void json_spin_details(const struct results *res, bool *first)
+{
+	json_num("spin_pingpong_us", res->spin.median_us, first);
+	json_num("roundtrip_spin_us", res->rt_spin.median_us, first);
+	json_num("roundtrip_spin_p99_us", res->rt_spin.p99_us, first);
+	json_num("engine_1worker_us", res->engine1.median_us, first);
+	json_num("overhead_spin_us", res->overhead_spin_us, first);
+	json_num("ring_vs_spin", res->ring_vs_spin, first);
+	json_num("ring_roundtrip_us", res->ring.median_us, first);
+}
+
+/* The keys of section 2 alone (--spin-only). */
+static void print_json_spin(const struct results *res)
+{
+	bool first = true;
+
+	printf("{\"benchmark\":\"daemon\",\"build_type\":\"%s\",\"spin_only\":true,",
+	       MOE_BUILD_TYPE);
+	json_num("overhead_vs_spin", res->vs_spin, &first);
+	json_spin_details(res, &first);
+	json_num("background_cores_spinning", res->background_spin, &first);
+	printf("}\n");
+}
+
 static void print_json(const struct results *res)
 {
 	bool first = true;
@@ -1430,11 +1478,7 @@ static void print_json(const struct results *res)
 	json_num("roundtrip_default_poll_us", res->rt_default.median_us, &first);
 	json_num("roundtrip_default_poll_p99_us", res->rt_default.p99_us, &first);
 	json_num("overhead_default_poll_vs_futex", res->default_vs_futex, &first);
-	json_num("spin_pingpong_us", res->spin.median_us, &first);
-	json_num("roundtrip_spin_us", res->rt_spin.median_us, &first);
-	json_num("roundtrip_spin_p99_us", res->rt_spin.p99_us, &first);
-	json_num("engine_1worker_us", res->engine1.median_us, &first);
-	json_num("overhead_spin_us", res->overhead_spin_us, &first);
+	json_spin_details(res, &first);
 	json_num("t1_max_abs_diff", res->t1_max_diff, &first);
 	json_num("background_cores_sleeping", res->background_sleep, &first);
 	if (res->have_placed) {
@@ -1502,9 +1546,10 @@ static void print_json(const struct results *res)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: bench_daemon [--json] [--quick] [--moed PATH] [--shape A|B]\n"
+		"usage: bench_daemon [--json] [--quick] [--spin-only] [--moed PATH] [--shape A|B]\n"
 		"  --json       one JSON object on stdout instead of the report\n"
 		"  --quick      short runs and shape A only (a smoke run)\n"
+		"  --spin-only  section 2 alone (the busy-poll round trip, overhead_vs_spin)\n"
 		"  --moed PATH  the moed binary (default %s)\n"
 		"  --shape S    throughput on A (E8 k2 d1024 ff3584) or B (E64 k6 d2048 ff1408)\n"
 		"               only; default both (B writes a 2.2 GB model to $TMPDIR)\n",
@@ -1515,6 +1560,7 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "json", no_argument, NULL, 'j' },      { "quick", no_argument, NULL, 'q' },
+		{ "spin-only", no_argument, NULL, 'S' },
 		{ "moed", required_argument, NULL, 'm' }, { "shape", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },      { NULL, 0, NULL, 0 },
 	};
@@ -1523,13 +1569,16 @@ int main(int argc, char **argv)
 	const char *tmp_base = getenv("TMPDIR");
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "jqm:s:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "jqSm:s:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			arg_json = true;
 			break;
 		case 'q':
 			arg_quick = true;
+			break;
+		case 'S':
+			arg_spin_only = true;
 			break;
 		case 'm':
 			arg_moed = optarg;
@@ -1588,15 +1637,19 @@ int main(int argc, char **argv)
 		arg_moed, tmp_dir);
 
 	r = bench_latency(&res);
-	if (r >= 0)
+	if (r >= 0 && !arg_spin_only)
 		r = bench_big(&res);
 	tmp_dir_remove();
 	if (r < 0) {
 		fprintf(stderr, "bench_daemon: stopped: %s\n", strerror(-r));
 		return 1;
 	}
-	if (arg_json)
+	if (arg_json && arg_spin_only)
+		print_json_spin(&res);
+	else if (arg_json)
 		print_json(&res);
+	else if (arg_spin_only)
+		print_spin(&res);
 	else
 		print_human(&res);
 	return 0;

@@ -10,9 +10,9 @@
  * One wait, step by step (moe_abi.h, "Sleeping and waking"):
  *
  *   reap                      nothing yet
- *   spin until spin_ns        peek the CQ tail, no syscall
- *   prepare_sleep             v = futex; NEED_WAKEUP on; tail re-checked
- *   futex_wait(v, <= 50 ms)   moed: tail store, sees NEED_WAKEUP, bumps, wakes
+ *   spin until spin_ns        poll the next CQE's seq word, no syscall
+ *   prepare_sleep             v = futex; NEED_WAKEUP on; that seq re-checked
+ *   futex_wait(v, <= 50 ms)   moed: seq store, sees NEED_WAKEUP, bumps, wakes
  *   clear_sleep, reap         the completion
  *   (slice over, nothing)     poll(sock): hung up -> -ECONNRESET
  */
@@ -57,32 +57,18 @@ static void complete_from_cqe(const struct moe_cqe *cqe, struct moe_completion *
 	};
 }
 
-/*
- * After releasing CQ slots: if moed stopped consuming the SQ because the CQ
- * was full (MOE_RING_PRODUCER_WAITING), the bit is cleared and the SQ
- * doorbell rung (shm_ring_consumer_resume() holds the handshake's ordering).
- */
-static void complete_producer_resume(struct moe_client *c)
-{
-	if (shm_ring_consumer_resume(&c->session.cq))
-		client_doorbell_ring(c);
-}
-
 MOE_API int moe_reap(struct moe_client *client, struct moe_completion *ret, unsigned max)
 {
 	struct moe_cqe cqe;
 	unsigned n;
-	int r;
 
 	if (!client || (!ret && max > 0))
 		return -EINVAL;
 	if (client->dead)
 		return -ECONNRESET;
 
-	r = shm_ring_peek(&client->session.cq);
-	if (r < 0)
-		return client_kill(client); /* -EPROTO: moed corrupted the CQ tail */
-	n = (unsigned)r < max ? (unsigned)r : max;
+	/* The CQEs whose seq words say they are there; never more than the ring holds. */
+	n = shm_ring_peek(&client->session.cq, max);
 	if (n == 0)
 		return 0;
 
@@ -90,10 +76,15 @@ MOE_API int moe_reap(struct moe_client *client, struct moe_completion *ret, unsi
 		shm_ring_copy_out(&client->session.cq, i, &cqe);
 		complete_from_cqe(&cqe, &ret[i]);
 	}
-	shm_ring_consume_release(&client->session.cq, n);
+	/*
+	 * If moed stopped consuming the SQ because the CQ was full
+	 * (MOE_RING_PRODUCER_WAITING), the bit is cleared and the SQ doorbell
+	 * rung (the function holds the handshake's ordering).
+	 */
+	if (shm_ring_consume_release_resume(&client->session.cq, n))
+		client_doorbell_ring(client);
 	/* A daemon that posts more completions than we submitted is not our counter's problem. */
 	client->in_flight = client->in_flight > n ? client->in_flight - n : 0;
-	complete_producer_resume(client);
 	return (int)n;
 }
 
@@ -103,8 +94,8 @@ static bool complete_spin(const struct moe_client *c, int64_t until)
 	unsigned k = 0;
 
 	for (;;) {
-		/* Non-zero includes -EPROTO: the next moe_reap() reports it. */
-		if (shm_ring_peek(&c->session.cq) != 0)
+		/* The next CQE's seq word: the line moed writes the CQE into. */
+		if (shm_ring_peek(&c->session.cq, 1) != 0)
 			return true;
 		/* The vDSO clock is cheap, but not as cheap as a pause. */
 		if ((++k & 63) == 0 && mono_ns() >= until)

@@ -8,6 +8,7 @@
  * moed is woken only when it said it sleeps (MOE_RING_NEED_WAKEUP).
  */
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "client_internal.h"
@@ -63,6 +64,9 @@ static int submit_sqe_build(const struct moe_client *c, const struct moe_request
 		return -EINVAL;
 	if (req->layer >= info->n_layers || req->n_tokens == 0 || req->n_tokens > info->max_tokens)
 		return -EINVAL;
+	/* The SQE holds both in 16 bits (models have at most 2^16 layers). */
+	if (req->layer > UINT16_MAX || req->route_k > UINT16_MAX)
+		return -EINVAL;
 
 	if (req->flags & MOE_REQ_ROUTE_GIVEN)
 		flags |= MOE_SQE_F_ROUTE_GIVEN;
@@ -77,7 +81,7 @@ static int submit_sqe_build(const struct moe_client *c, const struct moe_request
 		.user_data = req->user_data,
 		.opcode = MOE_OP_FORWARD,
 		.flags = flags,
-		.layer = req->layer,
+		.layer = (uint16_t)req->layer,
 		.n_tokens = req->n_tokens,
 	};
 	r = submit_range_offset(c, req->input, req->n_tokens, info->d_model, &sqe->in_off);
@@ -97,7 +101,7 @@ static int submit_sqe_build(const struct moe_client *c, const struct moe_request
 	if (req->flags & route_flags) {
 		if (req->route_k == 0)
 			return -EINVAL;
-		sqe->route_k = req->route_k;
+		sqe->route_k = (uint16_t)req->route_k;
 		/* int32_t and float are both 4 bytes: one length rule serves both. */
 		_Static_assert(sizeof(int32_t) == sizeof(float), "routing element size");
 		r = submit_range_offset(c, req->route_expert, req->n_tokens, req->route_k,
@@ -125,17 +129,19 @@ MOE_API int moe_submit(struct moe_client *client, const struct moe_request *req)
 	if (r < 0)
 		return r;
 
-	r = shm_ring_free_slots(&client->session.sq);
+	/* The private free count: moed's SQ head is read only when it runs out. */
+	r = shm_ring_free_slots(&client->session.sq, 1);
 	if (r < 0)
 		return client_kill(client); /* -EPROTO: moed corrupted the SQ head */
 	if (r == 0)
 		return -EAGAIN;
 
 	/*
-	 * Built privately, copied in whole; moed can look at the slot only
-	 * after the publish below (R1 in shm_ring_publish()) moves the tail.
+	 * Built privately, copied in whole but for its seq word; moed takes the
+	 * slot only after the publish below (R1s in shm_ring_publish()) stores
+	 * that word.
 	 */
-	memcpy(shm_ring_slot(&client->session.sq, 0), &sqe, sizeof(sqe));
+	shm_ring_write(&client->session.sq, 0, &sqe);
 	if (shm_ring_publish(&client->session.sq, 1))
 		client_doorbell_ring(client);
 	client->in_flight++;

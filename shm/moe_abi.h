@@ -17,7 +17,7 @@
  *   F_SEAL_SEAL so its size never changes under the daemon)
  *     +----------------+----------------+-----------+-----------+---------+
  *     | SQ ring_ctl    | CQ ring_ctl    | SQ entries| CQ entries| arena   |
- *     | (256 bytes)    | (256 bytes)    | 64 B each | 32 B each | page-   |
+ *     | (256 bytes)    | (256 bytes)    | 64 B each | 64 B each | page-   |
  *     |                |                |           |           | aligned |
  *     +----------------+----------------+-----------+-----------+---------+
  *
@@ -25,35 +25,64 @@
  * arena offset, and moed posts a CQE when the result is in the arena. moed
  * treats every byte of the ring memfd as hostile input (THREAT-MODEL.md).
  *
- * Rings. head and tail are free-running uint32_t counters; an index is
- * masked with (entries - 1) only when a slot is addressed, and entries is a
- * power of two, so unsigned wrap-around keeps tail - head equal to the number
- * of filled slots at all times, including across 2^32:
+ * Rings (ABI 2: entries carry their own sequence number). Positions are
+ * free-running uint32_t counters; a position is masked with (entries - 1)
+ * only when a slot is addressed, and entries is a power of two, so unsigned
+ * wrap-around keeps every difference of positions right across 2^32.
  *
- *      head (consumer)            tail (producer)
+ * Every entry begins with a uint32_t seq. The producer writes the entry at
+ * its position p, then stores seq = p + 1 with release: that store, not an
+ * index, publishes the entry. The consumer, at its position c, polls the
+ * seq of the slot c addresses with acquire and takes the entry when it
+ * equals c + 1. A slot's previous content (position c - entries) holds
+ * c - entries + 1, and a slot never written holds 0 (the region starts
+ * zeroed, the rings at position 0), so neither looks ready. The consumer
+ * never reads a producer's index, and an idle consumer polls the very cache
+ * line the producer's next entry arrives in.
+ *
+ *   slot            0         1         2         3     (entries = 4)
+ *   seq             5         6         3         4
+ *   written at      4         5         2         3     (seq - 1)
+ *                   consumed  ready     old       old   (consumer at c = 5)
+ *
+ * Slot 1 holds 5 + 1: the entry at 5 is ready. The one at 6 is ready when
+ * slot 2 holds 7.
+ *
+ * The consumer returns slots through its head (the only index left): its
+ * position, published with release once it has copied the entries out
+ * (with seq_cst on the CQ, for MOE_RING_PRODUCER_WAITING below). The producer
+ * keeps a private count of free slots and reads the head again only when
+ * that count runs out:
+ *
+ *      head (consumer)            producer's position p (private)
  *        v                          v
- *   [ . . X X X X X X X X X X . . . . ]     X = filled, . = free
+ *   [ . . X X X X X X X X X X . . . . ]     X = published or being read
  *
- *   empty: tail == head          full: tail - head == entries
- *   anything with tail - head > entries is a corrupted ring.
+ *   empty: p == head          full: p - head == entries
+ *   a head with p - head > entries is a corrupted ring.
  *
  * The SQ's producer is the client and its consumer moed; the CQ's producer
- * is moed and its consumer the client. Each side keeps its own index in
- * private memory and only publishes it here; it never trusts the copy in
- * shared memory (the peer may have overwritten it).
+ * is moed and its consumer the client. Each side keeps its own position in
+ * private memory and never trusts a word in shared memory beyond the one use
+ * it was read for: a seq the peer wrote only says "ready" or "not ready" for
+ * the one position the reader is at, and an entry is copied out once before
+ * it is checked.
  *
  * Sleeping and waking (a Dekker handshake, as io_uring's SQPOLL NEED_WAKEUP):
  *
  *   consumer, before it sleeps           producer, after it publishes
- *   v = load_acquire(&ctl->futex)        store_seq_cst(&ctl->tail, t)
+ *   v = load_acquire(&ctl->futex)        store_seq_cst(&entry[p].seq, p + 1)
  *   fetch_or_seq_cst(&ctl->flags,        if (load_seq_cst(&ctl->flags)
  *                    NEED_WAKEUP)              & NEED_WAKEUP)
- *   if (load_seq_cst(&ctl->tail)             fetch_add(&ctl->futex, 1)
- *       != head) -> do not sleep              futex_wake(&ctl->futex)
+ *   if (load_seq_cst(&entry[c].seq)          fetch_add(&ctl->futex, 1)
+ *       == c + 1) -> do not sleep             futex_wake(&ctl->futex)
  *   futex_wait(&ctl->futex, v)
  *
  * Among seq_cst operations one total order holds, so either the consumer's
- * tail load sees the new tail, or the producer's flags load sees NEED_WAKEUP.
+ * seq load sees the new entry, or the producer's flags load sees NEED_WAKEUP.
+ * (A producer that publishes several entries stores the later ones' seq with
+ * release first and the first one's, at the position a caught-up consumer
+ * polls, last and seq_cst.)
  * Reading v first makes a wake that lands between the flag and the wait
  * harmless: the futex word has moved and the wait returns at once.
  * moed waits on the SQ futex through io_uring (IORING_OP_FUTEX_WAIT), or on an
@@ -66,7 +95,7 @@
 #include <stdint.h>
 
 #define MOE_ABI_MAGIC 0x52454f4du /* "MOER" in memory order */
-#define MOE_ABI_MAJOR 1
+#define MOE_ABI_MAJOR 2 /* 2: entries carry a seq word; the ring_ctl tail is gone */
 #define MOE_ABI_MINOR 0
 
 #define MOE_ABI_CACHELINE 64
@@ -84,15 +113,21 @@
 #define MOE_RING_PRODUCER_WAITING (1u << 1)
 
 struct moe_ring_ctl {
-	uint32_t head; /* consumer's published index */
+	uint32_t head; /* consumer's published count of consumed entries */
 	uint8_t pad_head[MOE_ABI_CACHELINE - 4];
-	uint32_t tail; /* producer's published index */
-	uint8_t pad_tail[MOE_ABI_CACHELINE - 4];
 	uint32_t flags; /* MOE_RING_* */
 	uint8_t pad_flags[MOE_ABI_CACHELINE - 4];
 	uint32_t futex; /* wake-up counter: the futex word the consumer sleeps on */
 	uint8_t pad_futex[MOE_ABI_CACHELINE - 4];
+	uint8_t reserved[MOE_ABI_CACHELINE]; /* 0; keeps the block 4 cache lines */
 };
+
+/*
+ * The first word of every ring entry: position + 1 once the producer has
+ * written the entry at that position (see "Rings" above). Both entry types
+ * start with it, so the ring code reads it the same way in either.
+ */
+#define MOE_ENTRY_SEQ_OFF 0
 
 /* ---- submission queue entry (client -> moed) ---- */
 
@@ -121,13 +156,14 @@ enum moe_opcode {
 	 MOE_SQE_F_COUNTS_RETURN)
 
 struct moe_sqe {
-	uint64_t user_data; /* returned untouched in the CQE */
+	uint32_t seq;       /* position + 1, stored last (see "Rings") */
 	uint8_t opcode;     /* enum moe_opcode */
 	uint8_t reserved0;  /* must be 0 */
 	uint16_t flags;     /* MOE_SQE_F_* */
-	uint32_t layer;     /* < moe_region_info.n_layers */
+	uint64_t user_data; /* returned untouched in the CQE */
+	uint16_t layer;     /* < moe_region_info.n_layers */
+	uint16_t route_k;   /* slots per token in the routing buffer (with ROUTE_*) */
 	uint32_t n_tokens;  /* 1 .. moe_region_info.max_tokens */
-	uint32_t route_k;   /* slots per token in the routing buffer (with ROUTE_*) */
 	uint64_t in_off;    /* float x[n_tokens][d_model] in the arena */
 	uint64_t out_off;   /* float y[n_tokens][d_model] in the arena */
 	uint64_t route_off;  /* int32 expert indices (with ROUTE_*), else 0 */
@@ -142,14 +178,17 @@ struct moe_sqe {
 #define MOE_CQE_F_Z_LOSS (1u << 1) /* z_loss is valid */
 
 struct moe_cqe {
-	uint64_t user_data;
+	uint32_t seq;         /* position + 1, stored last (see "Rings") */
 	int32_t status;       /* 0, or -errno (-EINVAL: bad SQE, -EDOM: NaN input ...) */
+	uint64_t user_data;
 	uint16_t flags;       /* MOE_CQE_F_* */
 	uint16_t route_k;     /* slots written with ROUTE_RETURN */
 	uint32_t n_dropped;   /* token slots over capacity */
 	uint32_t n_sanitized; /* non-finite inputs replaced */
 	float aux_loss;
 	float z_loss;
+	uint32_t reserved0;   /* 0 */
+	uint64_t reserved[3]; /* 0; one CQE a cache line */
 };
 
 /* ---- the info page (read-only for the client) ---- */
@@ -187,25 +226,29 @@ struct moe_region_info {
 
 _Static_assert(sizeof(struct moe_ring_ctl) == 4 * MOE_ABI_CACHELINE, "ring_ctl size");
 _Static_assert(offsetof(struct moe_ring_ctl, head) == 0, "ring_ctl.head");
-_Static_assert(offsetof(struct moe_ring_ctl, tail) == 64, "ring_ctl.tail");
-_Static_assert(offsetof(struct moe_ring_ctl, flags) == 128, "ring_ctl.flags");
-_Static_assert(offsetof(struct moe_ring_ctl, futex) == 192, "ring_ctl.futex");
+_Static_assert(offsetof(struct moe_ring_ctl, flags) == 64, "ring_ctl.flags");
+_Static_assert(offsetof(struct moe_ring_ctl, futex) == 128, "ring_ctl.futex");
 _Static_assert(sizeof(struct moe_sqe) == 64, "sqe size");
-_Static_assert(offsetof(struct moe_sqe, opcode) == 8, "sqe.opcode");
-_Static_assert(offsetof(struct moe_sqe, flags) == 10, "sqe.flags");
-_Static_assert(offsetof(struct moe_sqe, layer) == 12, "sqe.layer");
-_Static_assert(offsetof(struct moe_sqe, n_tokens) == 16, "sqe.n_tokens");
-_Static_assert(offsetof(struct moe_sqe, route_k) == 20, "sqe.route_k");
+_Static_assert(offsetof(struct moe_sqe, seq) == MOE_ENTRY_SEQ_OFF, "sqe.seq");
+_Static_assert(offsetof(struct moe_sqe, opcode) == 4, "sqe.opcode");
+_Static_assert(offsetof(struct moe_sqe, flags) == 6, "sqe.flags");
+_Static_assert(offsetof(struct moe_sqe, user_data) == 8, "sqe.user_data");
+_Static_assert(offsetof(struct moe_sqe, layer) == 16, "sqe.layer");
+_Static_assert(offsetof(struct moe_sqe, route_k) == 18, "sqe.route_k");
+_Static_assert(offsetof(struct moe_sqe, n_tokens) == 20, "sqe.n_tokens");
 _Static_assert(offsetof(struct moe_sqe, in_off) == 24, "sqe.in_off");
 _Static_assert(offsetof(struct moe_sqe, out_off) == 32, "sqe.out_off");
 _Static_assert(offsetof(struct moe_sqe, route_off) == 40, "sqe.route_off");
 _Static_assert(offsetof(struct moe_sqe, weight_off) == 48, "sqe.weight_off");
 _Static_assert(offsetof(struct moe_sqe, counts_off) == 56, "sqe.counts_off");
-_Static_assert(sizeof(struct moe_cqe) == 32, "cqe size");
-_Static_assert(offsetof(struct moe_cqe, status) == 8, "cqe.status");
-_Static_assert(offsetof(struct moe_cqe, flags) == 12, "cqe.flags");
-_Static_assert(offsetof(struct moe_cqe, n_dropped) == 16, "cqe.n_dropped");
-_Static_assert(offsetof(struct moe_cqe, aux_loss) == 24, "cqe.aux_loss");
+_Static_assert(sizeof(struct moe_cqe) == 64, "cqe size");
+_Static_assert(offsetof(struct moe_cqe, seq) == MOE_ENTRY_SEQ_OFF, "cqe.seq");
+_Static_assert(offsetof(struct moe_cqe, status) == 4, "cqe.status");
+_Static_assert(offsetof(struct moe_cqe, user_data) == 8, "cqe.user_data");
+_Static_assert(offsetof(struct moe_cqe, flags) == 16, "cqe.flags");
+_Static_assert(offsetof(struct moe_cqe, n_dropped) == 20, "cqe.n_dropped");
+_Static_assert(offsetof(struct moe_cqe, aux_loss) == 28, "cqe.aux_loss");
+_Static_assert(offsetof(struct moe_cqe, z_loss) == 32, "cqe.z_loss");
 _Static_assert(sizeof(struct moe_region_info) == 232, "region_info size");
 _Static_assert(offsetof(struct moe_region_info, ring_size) == 16, "info.ring_size");
 _Static_assert(offsetof(struct moe_region_info, arena_off) == 56, "info.arena_off");

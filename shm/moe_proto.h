@@ -23,6 +23,11 @@
  * and that size equals both the received length and the type's struct size
  * before it reads a field (HELLO parsing is fuzzed: fuzz_hello).
  * Integers are in host byte order: both ends are on the same machine.
+ *
+ * HELLO and HELLO_REPLY keep their layout across ABI majors (moe_abi.h):
+ * they are how the two versions meet. A HELLO of another major is answered
+ * with status -EPROTONOSUPPORT and moed's abi_major, and moed logs both
+ * versions; the region is never made.
  */
 #pragma once
 

@@ -223,7 +223,7 @@ int shm_region_create(const struct moe_region_info *info, struct shm_region *ret
 		r = -errno;
 		goto close_info;
 	}
-	/* The new pages read as zero: both rings start empty at index 0. */
+	/* The new pages read as zero: both rings start empty at position 0 (zero seq words). */
 	if (ftruncate(ring_fd, (off_t)info->ring_size) < 0) {
 		r = -errno;
 		goto close_ring;

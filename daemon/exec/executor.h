@@ -7,14 +7,17 @@
  * for longer than a short lock; one of the executor's runner threads takes
  * it and calls item->run() (an engine forward, whose parallel parts go to
  * the engine's pool). A finished item joins the done list and the
- * executor's eventfd is written: the reactor watches that fd in its
- * io_uring, and takes the finished items with executor_take_done() on the
- * reactor thread, where it writes the CQEs.
+ * executor's eventfd is written unless the reactor said it polls: the
+ * reactor watches that fd in its io_uring while it sleeps, and takes the
+ * finished items with executor_take_done() on the reactor thread, where it
+ * writes the CQEs.
  *
  *   reactor                      runner thread(s)
  *   executor_submit(item) ---->  item->run(item)
- *                                done list += item; write(eventfd)
- *   eventfd readable (io_uring)
+ *                                done list += item;
+ *                                write(eventfd) unless the reactor polls
+ *   polling: take_done each pass,
+ *   asleep: eventfd readable (io_uring)
  *   executor_take_done() <----
  *
  * Several items may be in flight at once (one per runner); each carries its
@@ -70,3 +73,19 @@ struct exec_item *executor_take_done(struct executor *ex);
  * between the two would have its write drained and its wake-up lost.
  */
 void executor_ack_event(struct executor *ex);
+
+/*
+ * The watcher (the thread that takes done items) polls executor_take_done()
+ * from now on: runners skip the eventfd write until executor_watcher_sleep().
+ * Without this call every finished item writes the eventfd.
+ */
+void executor_watcher_polling(struct executor *ex);
+
+/*
+ * The watcher is about to sleep on the eventfd: runners write it again.
+ * True when it may sleep; false when an item finished meanwhile (its write
+ * may have been skipped: take it, and call executor_watcher_polling() if it
+ * goes on polling). A Dekker handshake with the runners' count of finished
+ * items: both sides' stores and loads are sequentially consistent.
+ */
+bool executor_watcher_sleep(struct executor *ex);

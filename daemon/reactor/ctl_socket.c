@@ -348,8 +348,7 @@ static void ctl_hello(struct reactor *r, int fd, const struct moe_hello *hello)
 		session_end(s); /* closes fd */
 		return;
 	}
-	r->clients[slot].s = s;
-	r->n_clients++;
+	reactor_client_add(r, (uint32_t)slot, s);
 	r->totals.clients_served++;
 	if (reactor_arm_client_watches(r, (uint32_t)slot) < 0) {
 		reactor_drop_client(r, (uint32_t)slot, "could not be watched");
@@ -475,9 +474,16 @@ static void ctl_on_recv(struct reactor *r, void *arg, uint32_t slot, uint32_t ge
 	}
 	ret = ctl_request_parse(c->buf, res > CONN_BUF_SIZE ? (size_t)-1 : (size_t)res, &lim,
 				&req, &why);
-	if (ret < 0) {
+	if (ret == -EPROTONOSUPPORT) {
+		char line[128];
+
+		hello_abi_refusal(c->buf, (size_t)res, line, sizeof(line));
+		ctl_log_conn(r, LOG_LEVEL_WARNING, "refusing a client: %s", line);
+	} else if (ret < 0) {
 		ctl_log_conn(r, LOG_LEVEL_INFO, "refusing a connection: %s (%s)", why,
 			     strerror(-ret));
+	}
+	if (ret < 0) {
 		if (ret != -EPROTO)
 			ctl_refuse(r, fd, ret);
 		close(fd);

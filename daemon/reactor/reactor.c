@@ -359,8 +359,9 @@ int reactor_new(const struct moed_config *cfg, int listen_fd, struct expert_stor
 	r->timer_fd = -1;
 	r->n_conns = cfg->max_clients < 64 ? 64 : cfg->max_clients;
 	r->clients = calloc(cfg->max_clients, sizeof(*r->clients));
+	r->live = calloc(cfg->max_clients, sizeof(*r->live));
 	r->conns = calloc(r->n_conns, sizeof(*r->conns));
-	if (!r->clients || !r->conns) {
+	if (!r->clients || !r->live || !r->conns) {
 		ret = diag_set(d, -ENOMEM, "out of memory");
 		goto err;
 	}
@@ -448,6 +449,7 @@ struct reactor *reactor_free(struct reactor *r)
 	free(r->conns);
 	free(r->conn_peers);
 	free(r->clients);
+	free(r->live);
 	free(r);
 	return NULL;
 }
@@ -494,7 +496,17 @@ void reactor_drop_client(struct reactor *r, uint32_t slot, const char *why)
 	reactor_cancel(r, ud_make(r->w.pidfd, slot, cs->gen));
 	cs->gen++;
 	cs->s = session_end(s);
-	r->n_clients--;
+	for (uint32_t k = 0; k < r->n_clients; k++)
+		if (r->live[k] == slot) {
+			r->live[k] = r->live[--r->n_clients];
+			break;
+		}
+}
+
+void reactor_client_add(struct reactor *r, uint32_t slot, struct session *s)
+{
+	r->clients[slot].s = s;
+	r->live[r->n_clients++] = slot;
 }
 
 static void reactor_arm_doorbell(struct reactor *r, uint32_t slot, uint32_t futex_val)
@@ -546,13 +558,13 @@ static int reactor_sweep(struct reactor *r, uint64_t now_ns)
 	/* draining: what clients submit from now on is refused, never queued */
 	int refuse = r->stopping ? -ESHUTDOWN : 0, total = 0;
 
-	for (uint32_t i = 0; i < r->cfg->max_clients; i++) {
+	/* backwards: a client dropped here swaps the last live slot into k */
+	for (uint32_t k = r->n_clients; k-- > 0;) {
+		uint32_t i = r->live[k];
 		struct session *s = r->clients[i].s;
 		uint64_t rejected;
 		int n;
 
-		if (!s)
-			continue;
 		rejected = s->stats.rejected;
 		n = session_consume(s, &r->limits, now_ns, refuse);
 		r->totals.rejected += s->stats.rejected - rejected;
@@ -568,33 +580,32 @@ static int reactor_sweep(struct reactor *r, uint64_t now_ns)
 
 static void reactor_flush_all(struct reactor *r)
 {
-	for (uint32_t i = 0; i < r->cfg->max_clients; i++)
-		if (r->clients[i].s)
-			session_flush(r->clients[i].s);
+	for (uint32_t k = 0; k < r->n_clients; k++)
+		session_flush(r->clients[r->live[k]].s);
 }
 
 static bool reactor_has_pending(const struct reactor *r)
 {
-	for (uint32_t i = 0; i < r->cfg->max_clients; i++)
-		if (r->clients[i].s && r->clients[i].s->pending_count)
+	for (uint32_t k = 0; k < r->n_clients; k++)
+		if (r->clients[r->live[k]].s->pending_count)
 			return true;
 	return false;
 }
 
 /*
- * Tell every client we are about to sleep and arm its doorbell. False when a
- * client pushed work in the meantime (then do not sleep).
+ * Tell every client and the runners we are about to sleep, and arm each
+ * client's doorbell. False when a client pushed work or a run finished in
+ * the meantime (then do not sleep).
  */
 static bool reactor_prepare_sleep(struct reactor *r)
 {
-	bool sleep_ok = true;
+	/* runs that finish from now on write the run-done eventfd */
+	bool sleep_ok = sched_prepare_sleep(r->sched);
 
-	for (uint32_t i = 0; i < r->cfg->max_clients; i++) {
+	for (uint32_t k = 0; k < r->n_clients; k++) {
+		uint32_t i = r->live[k], v;
 		struct session *s = r->clients[i].s;
-		uint32_t v;
 
-		if (!s)
-			continue;
 		if (!session_prepare_sleep(s, &v)) {
 			sleep_ok = false;
 			continue;
@@ -606,9 +617,9 @@ static bool reactor_prepare_sleep(struct reactor *r)
 
 static void reactor_clear_sleep(struct reactor *r)
 {
-	for (uint32_t i = 0; i < r->cfg->max_clients; i++)
-		if (r->clients[i].s)
-			session_clear_sleep(r->clients[i].s);
+	sched_clear_sleep(r->sched); /* polling: finished runs are seen without the eventfd */
+	for (uint32_t k = 0; k < r->n_clients; k++)
+		session_clear_sleep(r->clients[r->live[k]].s);
 }
 
 static int reactor_wait(struct reactor *r, uint64_t wait_ns)

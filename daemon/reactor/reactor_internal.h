@@ -104,6 +104,12 @@ struct reactor {
 	uint64_t run_done_buf;
 
 	struct client_slot *clients; /* [cfg->max_clients] */
+	/*
+	 * live[0 .. n_clients): the slots that hold a session, in no order
+	 * (reactor_client_add/drop), so that the loop's passes over the
+	 * clients cost what the connected ones do, not max_clients.
+	 */
+	uint32_t *live;
 	uint32_t n_clients;
 	uint32_t next_client_id;
 	struct pending_conn *conns; /* [n_conns] */
@@ -177,4 +183,6 @@ void ctl_close_all_conns(struct reactor *r);
 
 /* reactor.c: a client leaves (hang-up, pidfd, corruption, shutdown) */
 void reactor_drop_client(struct reactor *r, uint32_t slot, const char *why);
+/* reactor.c: session @s takes free slot @slot (and joins r->live) */
+void reactor_client_add(struct reactor *r, uint32_t slot, struct session *s);
 int reactor_arm_client_watches(struct reactor *r, uint32_t slot);

@@ -107,6 +107,16 @@ struct sched *sched_free(struct sched *s)
 	return NULL;
 }
 
+bool sched_prepare_sleep(struct sched *s)
+{
+	return executor_watcher_sleep(s->executor);
+}
+
+void sched_clear_sleep(struct sched *s)
+{
+	executor_watcher_polling(s->executor);
+}
+
 int sched_event_fd(const struct sched *s)
 {
 	return executor_event_fd(s->executor);

@@ -78,6 +78,16 @@ struct sched *sched_free(struct sched *s);
 int sched_event_fd(const struct sched *s);
 
 /*
+ * The reactor is about to sleep: runs that finish from now on write the
+ * eventfd. False when a run finished meanwhile (do not sleep). While the
+ * reactor polls (after sched_clear_sleep()) finished runs are seen by
+ * sched_complete_done() alone and write nothing (executor_watcher_sleep()).
+ */
+bool sched_prepare_sleep(struct sched *s);
+/* The reactor polls again. */
+void sched_clear_sleep(struct sched *s);
+
+/*
  * Hand every batch that is ready under the fairness and merge policy to the
  * executor, as far as runs are free. @n_clients: connected clients; @force
  * (draining): do not wait for merge partners. Returns the batches handed

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "moe_abi.h"
@@ -79,6 +80,23 @@ static int hello_check(const struct moe_hello *h, const struct hello_limits *lim
 	if (h->arena_size > lim->max_arena_bytes)
 		return reject(-E2BIG, ret_why, "arena larger than the daemon allows");
 	return 0;
+}
+
+void hello_abi_refusal(const void *buf, size_t len, char *out, size_t out_size)
+{
+	struct moe_hello h;
+
+	if (out_size == 0)
+		return;
+	if (len != sizeof(h)) {
+		snprintf(out, out_size, "ABI major version differs");
+		return;
+	}
+	memcpy(&h, buf, sizeof(h));
+	snprintf(out, out_size,
+		 "the client speaks ABI %u.%u, moed ABI %u.%u (a libmoe of another major version)",
+		 (unsigned)h.abi_major, (unsigned)h.abi_minor, (unsigned)MOE_ABI_MAJOR,
+		 (unsigned)MOE_ABI_MINOR);
 }
 
 int ctl_request_parse(const void *buf, size_t len, const struct hello_limits *lim,

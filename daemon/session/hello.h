@@ -45,3 +45,12 @@ void client_name_escape(const char *raw, size_t raw_len, char *out, size_t out_s
  */
 int ctl_request_parse(const void *buf, size_t len, const struct hello_limits *lim,
 		      struct ctl_request *ret, const char **ret_why);
+
+/*
+ * For a HELLO that ctl_request_parse() refused with -EPROTONOSUPPORT (@buf,
+ * @len as given to it): the reason, naming the client's ABI version and
+ * moed's, e.g. "the client speaks ABI 1.0, moed ABI 2.0 (a libmoe of
+ * another major version)", NUL-terminated in @out (cut to @out_size).
+ * Anything else in @buf gives the parser's generic reason. Pure; any thread.
+ */
+void hello_abi_refusal(const void *buf, size_t len, char *out, size_t out_size);

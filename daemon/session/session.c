@@ -172,10 +172,16 @@ static int session_cq_budget_after(const struct session *s, int free_slots)
 	return (uint32_t)free_slots > taken ? (int)((uint32_t)free_slots - taken) : 0;
 }
 
-/* CQ slots that neither hold an unreaped CQE nor are promised to a batch. */
-static int session_cq_budget(const struct session *s)
+/*
+ * CQ slots that neither hold an unreaped CQE nor are promised to a batch.
+ * From the private free count while it covers one more slot; the client's
+ * CQ head is read again only when it does not (a client that streams reads
+ * it about once per CQ's worth of completions).
+ */
+static int session_cq_budget(struct session *s)
 {
-	return session_cq_budget_after(s, shm_ring_free_slots(&s->cq));
+	return session_cq_budget_after(s, shm_ring_free_slots(&s->cq, s->cq_reserved +
+									   s->cq_unpublished + 1));
 }
 
 static void session_complete_at_once(struct session *s, const struct moe_sqe *sqe, int status)
@@ -197,17 +203,22 @@ int session_consume(struct session *s, const struct sqe_limits *model_lim, uint6
 
 	lim.arena_size = s->region.info.arena_size; /* the private copy, never the shared page */
 
+	/*
+	 * Bounded: every SQE taken holds a CQ slot until after this call (its
+	 * CQE is published by session_flush(), its reservation ends when its
+	 * run completes), and a client's head can free at most cq.n_entries
+	 * slots, so at most that many SQEs are taken whatever the client
+	 * writes meanwhile.
+	 */
 	for (;;) {
-		int avail = shm_ring_peek(&s->sq);
 		int budget = session_cq_budget(s);
 		uint32_t n;
 
-		if (avail < 0 || budget < 0)
+		if (budget < 0)
 			return -EPROTO;
-		if (avail == 0)
-			break;
-		n = (uint32_t)(avail < budget ? avail : budget);
-		if (n == 0) {
+		if (budget == 0) {
+			if (shm_ring_peek(&s->sq, 1) == 0)
+				break;
 			/*
 			 * CQ full: ask the client to ring once it reaps, and look
 			 * again in case it reaped before it could see the request
@@ -219,8 +230,9 @@ int session_consume(struct session *s, const struct sqe_limits *model_lim, uint6
 				return -EPROTO;
 			if (budget == 0)
 				break;
-			continue;
 		}
+		/* the SQEs whose seq words say they are there, as many as the CQ takes */
+		n = shm_ring_peek(&s->sq, (uint32_t)budget);
 		for (uint32_t i = 0; i < n; i++) {
 			struct moe_sqe sqe;
 			const char *why = "";
@@ -243,8 +255,12 @@ int session_consume(struct session *s, const struct sqe_limits *model_lim, uint6
 			s->pending_count++;
 			s->cq_reserved++;
 		}
-		shm_ring_consume_release(&s->sq, n);
+		if (n)
+			shm_ring_consume_release(&s->sq, n);
 		consumed += (int)n;
+		/* fewer than the budget: the SQ had no more (the rest waits for a pass) */
+		if (n < (uint32_t)budget)
+			break;
 	}
 	return consumed;
 }
@@ -262,7 +278,7 @@ void session_pending_pop(struct session *s)
 
 void session_complete(struct session *s, const struct moe_cqe *cqe, bool was_pending)
 {
-	memcpy(shm_ring_slot(&s->cq, s->cq_unpublished), cqe, sizeof(*cqe));
+	shm_ring_write(&s->cq, s->cq_unpublished, cqe);
 	s->cq_unpublished++;
 	if (was_pending)
 		s->cq_reserved--;

@@ -116,8 +116,9 @@ void session_drop_info_fd(struct session *s);
  * Consume SQEs as far as flow control allows: invalid SQEs and NOPs complete
  * at once; FORWARDs go to the pending FIFO, unless @refuse is negative:
  * then every SQE completes at once with it (moed drains: -ESHUTDOWN).
- * Returns how many SQEs were consumed, or -EPROTO when the client corrupted
- * a ring index (the caller disconnects it). @now_ns stamps the pending
+ * Returns how many SQEs were consumed (at most the CQ's free slots, whatever
+ * the client writes into seq words meanwhile), or -EPROTO when the client
+ * corrupted its CQ head (the caller disconnects it). @now_ns stamps the pending
  * batches. @model_lim holds the model's limits; the arena size is this
  * session's own.
  */
@@ -131,8 +132,8 @@ void session_pending_pop(struct session *s);
 
 /*
  * Write @cqe into the next CQ slot (one the SQE reserved). Published by
- * session_flush(), so a batch of completions costs one index store and at
- * most one wake-up.
+ * session_flush(), so a batch of completions costs one seq store per CQE and
+ * at most one wake-up.
  */
 void session_complete(struct session *s, const struct moe_cqe *cqe, bool was_pending);
 

@@ -156,7 +156,7 @@ struct moe_request {
 	uint32_t layer;
 	uint32_t n_tokens;
 	uint32_t flags;       /* MOE_REQ_* */
-	uint32_t route_k;     /* slots per token of the routing buffers */
+	uint32_t route_k;     /* slots per token of the routing buffers (<= 65535) */
 	const float *input;   /* arena: [n_tokens][d_model] */
 	float *output;        /* arena: [n_tokens][d_model] */
 	int32_t *route_expert; /* arena: [n_tokens][route_k] (ROUTE_* only) */
@@ -183,7 +183,8 @@ struct moe_completion {
 
 /*
  * Queue @req without waiting. 0, -EAGAIN (submission ring full: reap first),
- * -EINVAL (a pointer outside the arena, sizes), -ECONNRESET.
+ * -EINVAL (a pointer outside the arena, sizes, a layer or route_k above
+ * 65535: the ring holds them in 16 bits), -ECONNRESET.
  *
  * Completion order: a client's valid requests complete in the order they
  * were submitted (moed runs one batch of a client at a time). A request moed

@@ -190,7 +190,7 @@ static bool fake_conn_hung_up(int conn, int timeout_ms)
 static void fake_daemon_loop(struct fake_daemon *d, int conn)
 {
 	while (!__atomic_load_n(&d->die, __ATOMIC_ACQUIRE)) {
-		int n = shm_ring_peek(&d->sq);
+		int n = (int)shm_ring_peek(&d->sq, UINT32_MAX);
 
 		if (n > 0) {
 			for (int i = 0; i < n; i++) {
@@ -200,16 +200,16 @@ static void fake_daemon_loop(struct fake_daemon *d, int conn)
 				shm_ring_copy_out(&d->sq, (uint32_t)i, &sqe);
 				cqe = fake_run(d, &sqe);
 				/* The client never has more in flight than the CQ holds here. */
-				while (shm_ring_free_slots(&d->cq) == 0)
+				while (shm_ring_free_slots(&d->cq, 1) == 0)
 					usleep(100);
-				memcpy(shm_ring_slot(&d->cq, 0), &cqe, sizeof(cqe));
+				shm_ring_write(&d->cq, 0, &cqe);
 				if (shm_ring_publish(&d->cq, 1))
 					shm_ring_wake_consumer(&d->cq);
 			}
 			shm_ring_consume_release(&d->sq, (uint32_t)n);
 			continue;
 		}
-		if (n < 0 || fake_conn_hung_up(conn, 0))
+		if (fake_conn_hung_up(conn, 0))
 			return;
 		if (d->eventfd) {
 			struct pollfd p = {.fd = d->efd, .events = POLLIN};
@@ -892,6 +892,9 @@ static void test_submit_validation(void **state)
 	bad.route_expert = ex;
 	bad.route_weight = w;
 	ASSERT_ERRNO(moe_submit(c, &bad), EINVAL);
+	/* the SQE holds route_k in 16 bits: no silent truncation to 0 */
+	bad.route_k = 65536;
+	ASSERT_ERRNO(moe_submit(c, &bad), EINVAL);
 	bad.route_k = 2;
 	bad.route_weight = NULL;
 	ASSERT_ERRNO(moe_submit(c, &bad), EINVAL);
@@ -907,7 +910,7 @@ static void test_submit_validation(void **state)
 	bad.size = sizeof(bad) - 1;
 	ASSERT_ERRNO(moe_submit(c, &bad), EINVAL);
 	/* Nothing reached the ring. */
-	ASSERT_EQ(shm_ring_peek(&f->d.sq), 0);
+	ASSERT_EQ(shm_ring_peek(&f->d.sq, UINT32_MAX), 0);
 
 	/* A good one, with routing: the SQE names everything by arena offset. */
 	rq.flags = MOE_REQ_ROUTE_RETURN | MOE_REQ_NO_MERGE;
@@ -915,7 +918,7 @@ static void test_submit_validation(void **state)
 	rq.route_expert = ex;
 	rq.route_weight = w;
 	ASSERT_OK(moe_submit(c, &rq));
-	ASSERT_EQ(shm_ring_peek(&f->d.sq), 1);
+	ASSERT_EQ(shm_ring_peek(&f->d.sq, UINT32_MAX), 1);
 	shm_ring_copy_out(&f->d.sq, 0, &sqe);
 	shm_ring_consume_release(&f->d.sq, 1);
 	ASSERT_EQ(sqe.user_data, 0x1234);
@@ -937,7 +940,7 @@ static void test_submit_validation(void **state)
 	ASSERT_OK(moe_submit(c, &rq));
 	rq.flags = 0;
 	ASSERT_OK(moe_submit(c, &rq));
-	ASSERT_EQ(shm_ring_peek(&f->d.sq), 2);
+	ASSERT_EQ(shm_ring_peek(&f->d.sq, UINT32_MAX), 2);
 	shm_ring_copy_out(&f->d.sq, 0, &sqe);
 	ASSERT_EQ(sqe.flags, MOE_SQE_F_ROUTE_GIVEN | MOE_SQE_F_COUNTS_RETURN);
 	ASSERT_EQ(sqe.counts_off, (uint8_t *)counts - base);
@@ -953,7 +956,7 @@ static void test_submit_validation(void **state)
 	for (int i = 0; i < 8; i++)
 		ASSERT_OK(moe_submit(c, &rq));
 	ASSERT_ERRNO(moe_submit(c, &rq), EAGAIN);
-	ASSERT_EQ(shm_ring_peek(&f->d.sq), 8);
+	ASSERT_EQ(shm_ring_peek(&f->d.sq, UINT32_MAX), 8);
 
 	moe_buf_free(c, x);
 	moe_buf_free(c, y);
@@ -968,8 +971,8 @@ static void test_submit_validation(void **state)
 /* Post one CQE as the daemon. */
 static void fake_post(struct fake_daemon *d, const struct moe_cqe *cqe)
 {
-	ASSERT_EQ(shm_ring_free_slots(&d->cq) > 0, true);
-	memcpy(shm_ring_slot(&d->cq, 0), cqe, sizeof(*cqe));
+	ASSERT_EQ(shm_ring_free_slots(&d->cq, 1) > 0, true);
+	shm_ring_write(&d->cq, 0, cqe);
 	if (shm_ring_publish(&d->cq, 1))
 		shm_ring_wake_consumer(&d->cq);
 }
@@ -1145,11 +1148,16 @@ static void test_corrupted_ring(void **state)
 	rq.input = x;
 	rq.output = x;
 
-	/* A CQ tail further ahead than the ring is long. */
-	store_release(&f->d.region.cq_ctl->tail, 17u);
-	ASSERT_ERRNO(moe_reap(c, &done, 1), ECONNRESET);
-	/* Dead from now on, even though the socket is fine. */
+	/* CQ seq words that do not say "position + 1" are no completions. */
+	store_release(&f->d.region.cqes[0].seq, 2u);
+	store_release(&f->d.region.cqes[1].seq, 1u);
+	ASSERT_EQ(moe_reap(c, &done, 1), 0);
+	ASSERT_EQ(moe_wait(c, &done, 1, 1000000), -ETIMEDOUT);
+	/* An SQ head further ahead than the client ever submitted. */
+	store_release(&f->d.region.sq_ctl->head, 17u);
 	ASSERT_ERRNO(moe_submit(c, &rq), ECONNRESET);
+	/* Dead from now on, even though the socket is fine. */
+	ASSERT_ERRNO(moe_reap(c, &done, 1), ECONNRESET);
 	ASSERT_ERRNO(moe_wait(c, &done, 1, -1), ECONNRESET);
 	ASSERT_ERRNO(moe_forward(c, &rq, &done), ECONNRESET);
 	/* Buffers need no daemon. */

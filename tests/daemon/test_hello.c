@@ -370,6 +370,30 @@ static void test_hello_abi_major_mismatch_refused(void **state)
 	EXPECT_REFUSED(h, EPROTONOSUPPORT, "ABI");
 }
 
+/* A client of the previous major (libmoe 1: counters, no seq words) is told both versions. */
+static void test_hello_old_major_named(void **state)
+{
+	struct moe_hello h = valid_hello();
+	char line[128], want[128];
+
+	(void)state;
+	h.abi_major = MOE_ABI_MAJOR - 1;
+	h.abi_minor = 3;
+	EXPECT_REFUSED(h, EPROTONOSUPPORT, "ABI");
+	hello_abi_refusal(&h, sizeof(h), line, sizeof(line));
+	snprintf(want, sizeof(want), "the client speaks ABI %u.3, moed ABI %u.%u",
+		 MOE_ABI_MAJOR - 1, MOE_ABI_MAJOR, MOE_ABI_MINOR);
+	if (!strstr(line, want))
+		fail_msg("refusal \"%s\" does not name both versions (\"%s\")", line, want);
+	/* cut to the buffer, NUL-terminated */
+	memset(line, 'x', sizeof(line));
+	hello_abi_refusal(&h, sizeof(h), line, 12);
+	ASSERT_EQ(strlen(line), 11);
+	/* not a whole HELLO: the generic reason, no read past @len */
+	hello_abi_refusal(&h, 3, line, sizeof(line));
+	assert_string_equal(line, "ABI major version differs");
+}
+
 static void test_hello_flags_nonzero_refused(void **state)
 {
 	struct moe_hello h = valid_hello();
@@ -537,6 +561,7 @@ int main(void)
 		cmocka_unit_test(test_status_of_wrong_size_refused),
 		cmocka_unit_test(test_unknown_type_refused),
 		cmocka_unit_test(test_hello_abi_major_mismatch_refused),
+		cmocka_unit_test(test_hello_old_major_named),
 		cmocka_unit_test(test_hello_flags_nonzero_refused),
 		cmocka_unit_test(test_hello_ring_sizes_not_power_of_two_refused),
 		cmocka_unit_test(test_hello_cq_below_sq_refused),

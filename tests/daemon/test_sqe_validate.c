@@ -228,7 +228,7 @@ static void test_layer_out_of_range_rejected(void **state)
 	(void)state;
 	s.layer = lim.n_layers;
 	EXPECT_REJECT(&s, &lim, "layer");
-	s.layer = UINT32_MAX;
+	s.layer = UINT16_MAX;
 	EXPECT_REJECT(&s, &lim, "layer");
 	s.layer = lim.n_layers - 1;
 	EXPECT_ACCEPT(&s, &lim);
@@ -456,7 +456,7 @@ static void test_route_k_above_max_rejected(void **state)
 	EXPECT_ACCEPT(&s, &lim);
 	s.route_k = SQE_MAX_ROUTE_K + 1;
 	EXPECT_REJECT(&s, &lim, "route_k");
-	s.route_k = UINT32_MAX;
+	s.route_k = UINT16_MAX;
 	EXPECT_REJECT(&s, &lim, "route_k");
 
 	/* a layer with more experts than the bound does not lift it for GIVEN */

@@ -2,8 +2,11 @@
 /*
  * libFuzzer target for ctl_request_parse(): any bytes a process connecting
  * to moed's socket might send as its first message. An accepted HELLO must
- * hold everything moed then relies on when it sizes a region from it.
+ * hold everything moed then relies on when it sizes a region from it; an
+ * accepted EXPERT_CHANGE or STATUS is exactly its struct; a HELLO refused
+ * for its ABI major gets a terminated refusal line (hello_abi_refusal()).
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,13 +22,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct ctl_request req;
 	const char *why = NULL;
 
-	if (ctl_request_parse(data, size, &lim, &req, &why) < 0) {
+	int r = ctl_request_parse(data, size, &lim, &req, &why);
+
+	if (r < 0) {
 		if (!why)
 			abort();
+		if (r == -EPROTONOSUPPORT) {
+			/* the refusal line moed logs: terminated, within its buffer */
+			char line[128];
+
+			hello_abi_refusal(data, size, line, sizeof(line));
+			if (!memchr(line, '\0', sizeof(line)))
+				abort();
+		}
 		return 0;
 	}
 	if (req.kind == CTL_REQUEST_STATUS)
 		return size == sizeof(struct moe_status_request) ? 0 : (abort(), 0);
+	if (req.kind == CTL_REQUEST_EXPERT_CHANGE)
+		return size == sizeof(struct moe_expert_change) ? 0 : (abort(), 0);
 	const struct moe_hello *h = &req.hello;
 	if (size != sizeof(*h) || h->abi_major != MOE_ABI_MAJOR)
 		abort();

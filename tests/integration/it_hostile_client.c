@@ -19,9 +19,14 @@
  *     a NOP with garbage in its other fields) complete with 0 and the right
  *     result. Then all of them again in one burst: each completes exactly
  *     once with its own status.
- *   - A tail 1000000 ahead of the head (the doorbell rung) disconnects that
- *     client: its socket sees EOF, totals.clients_corrupt counts it.
- *   - So does a CQ head moved past moed's tail.
+ *   - Hostile seq words (moe_abi.h "Rings"): an SQE whose seq names a later
+ *     lap, the previous lap or junk is not taken (no CQE), the right seq
+ *     gets exactly one CQE, and a consumed slot marked ready again gets
+ *     none. Marking every SQ slot ready lap after lap while never reaping
+ *     takes exactly as many SQEs as the CQ holds, overwrites no CQE, and
+ *     the rest is taken once the client reaps (and rings, when moed asked).
+ *   - A CQ head moved past moed's tail disconnects that client: its socket
+ *     sees EOF, totals.clients_corrupt counts it.
  *   - A scribbled SQ head (moed's index) changes nothing: moed keeps its own.
  *   - A message on the session socket after HELLO ends the session.
  *   - HELLOs with impossible sizes or another ABI are refused with -errno
@@ -36,7 +41,9 @@
  * And a hostile name: a raw client whose HELLO name holds a newline and
  * "<0>", an ESC sequence and a byte that is not UTF-8. moed's status JSON
  * lists it under the escaped name, and moed's log (captured in a file for
- * this case) has no forged priority-0 line and no raw ESC byte.
+ * this case) has no forged priority-0 line and no raw ESC byte. Before it, a
+ * HELLO of the previous ABI major is refused (-EPROTONOSUPPORT, the reply
+ * carrying moed's major) and moed's log names both versions.
  *
  * usage: it_hostile_client MOED [MOECTL]
  */
@@ -91,6 +98,7 @@ struct raw_client {
 	struct shm_region region;
 	struct shm_ring sq, cq;
 	uint32_t client_id;
+	uint16_t daemon_abi_major; /* the HELLO reply's, refused or not */
 };
 
 /* A new connection to moed's control socket. */
@@ -141,6 +149,7 @@ static int raw_hello(struct raw_client *rc, const struct moe_hello *hello)
 	}
 	ASSERT_EQ(reply.hdr.magic, MOE_PROTO_MAGIC);
 	ASSERT_EQ(reply.hdr.type, MOE_MSG_HELLO_REPLY);
+	rc->daemon_abi_major = reply.abi_major;
 	if (reply.status != 0) {
 		ASSERT_EQ(n_fds, 0); /* a refusal carries no fds */
 		close(rc->sock);
@@ -206,29 +215,51 @@ static void raw_doorbell(struct raw_client *rc)
 
 static void raw_push(struct raw_client *rc, const struct moe_sqe *sqe)
 {
-	assert_true(shm_ring_free_slots(&rc->sq) > 0);
-	memcpy(shm_ring_slot(&rc->sq, 0), sqe, sizeof(*sqe));
+	assert_true(shm_ring_free_slots(&rc->sq, 1) > 0);
+	shm_ring_write(&rc->sq, 0, sqe);
 	shm_ring_publish(&rc->sq, 1);
 	raw_doorbell(rc);
+}
+
+/* @n NOPs with user_data @first_ud, @first_ud + 1 ..., in one publish. */
+static void raw_push_nops(struct raw_client *rc, uint32_t n, uint64_t first_ud)
+{
+	ASSERT_EQ(shm_ring_free_slots(&rc->sq, n), n);
+	for (uint32_t i = 0; i < n; i++) {
+		struct moe_sqe q = {.user_data = first_ud + i, .opcode = MOE_OP_NOP};
+
+		shm_ring_write(&rc->sq, i, &q);
+	}
+	shm_ring_publish(&rc->sq, n);
+	raw_doorbell(rc);
+}
+
+/* Wait until at least @n CQEs are ready (polled, not reaped); returns how many are. */
+static uint32_t raw_wait_ready(struct raw_client *rc, uint32_t n, int timeout_ms)
+{
+	int64_t deadline = test_now_ns() + (int64_t)timeout_ms * 1000000;
+	uint32_t got;
+
+	while ((got = shm_ring_peek(&rc->cq, UINT32_MAX)) < n && test_now_ns() < deadline)
+		usleep(200);
+	return got;
 }
 
 /* The next CQE, polled (moed's end of the protocol is what is under test). */
 static void raw_wait_cqe(struct raw_client *rc, struct moe_cqe *ret)
 {
-	int64_t deadline = test_now_ns() + (int64_t)CQE_TIMEOUT_MS * 1000000;
-
-	for (;;) {
-		int n = shm_ring_peek(&rc->cq);
-
-		ASSERT_OK(n);
-		if (n > 0)
-			break;
-		if (test_now_ns() > deadline)
-			fail_msg("no CQE from moed within %d ms", CQE_TIMEOUT_MS);
-		usleep(200);
-	}
+	if (raw_wait_ready(rc, 1, CQE_TIMEOUT_MS) == 0)
+		fail_msg("no CQE from moed within %d ms", CQE_TIMEOUT_MS);
 	shm_ring_copy_out(&rc->cq, 0, ret);
 	shm_ring_consume_release(&rc->cq, 1);
+}
+
+/* Has moed closed the session socket? (No wait.) */
+static bool raw_hung_up(struct raw_client *rc)
+{
+	struct pollfd p = {.fd = rc->sock, .events = POLLIN | POLLRDHUP};
+
+	return poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR));
 }
 
 /* Wait until moed closes the session socket: EOF (or a reset). */
@@ -413,7 +444,7 @@ EDIT(e_tokens_over, q->n_tokens = info->max_tokens + 1)
 EDIT(e_tokens_max, q->n_tokens = UINT32_MAX)
 EDIT(e_tokens_beyond_arena, q->n_tokens = info->max_tokens)
 EDIT(e_layer_n, q->layer = info->n_layers)
-EDIT(e_layer_max, q->layer = UINT32_MAX)
+EDIT(e_layer_max, q->layer = UINT16_MAX)
 EDIT(e_reserved, q->reserved0 = 1)
 EDIT(e_flag4, q->flags = 1u << 4)
 EDIT(e_flag15, q->flags = 1u << 15)
@@ -425,7 +456,7 @@ EDIT(e_given_and_return, q->flags = MOE_SQE_F_ROUTE_GIVEN | MOE_SQE_F_ROUTE_RETU
 EDIT(e_return_k0, q->flags = MOE_SQE_F_ROUTE_RETURN; q->route_off = R_OFF; q->weight_off = W_OFF)
 EDIT(e_return_k_short, q->flags = MOE_SQE_F_ROUTE_RETURN; q->route_k = 1; q->route_off = R_OFF;
      q->weight_off = W_OFF)
-EDIT(e_return_k_huge, q->flags = MOE_SQE_F_ROUTE_RETURN; q->route_k = UINT32_MAX;
+EDIT(e_return_k_huge, q->flags = MOE_SQE_F_ROUTE_RETURN; q->route_k = UINT16_MAX;
      q->route_off = R_OFF; q->weight_off = W_OFF)
 EDIT(e_return_route_max, q->flags = MOE_SQE_F_ROUTE_RETURN; q->route_k = 2;
      q->route_off = UINT64_MAX & ~63ull; q->weight_off = W_OFF)
@@ -439,7 +470,7 @@ EDIT(e_given, q->flags = MOE_SQE_F_ROUTE_GIVEN; q->route_k = 2; q->route_off = R
      q->weight_off = W_OFF)
 EDIT(e_arena_end, q->in_off = info->arena_size - (uint64_t)T_CASE * info->d_model * 4)
 EDIT(e_same_buf, q->out_off = q->in_off)
-EDIT(e_nop_garbage, q->opcode = MOE_OP_NOP; q->n_tokens = 0; q->layer = UINT32_MAX;
+EDIT(e_nop_garbage, q->opcode = MOE_OP_NOP; q->n_tokens = 0; q->layer = UINT16_MAX;
      q->in_off = UINT64_MAX)
 
 static const struct sqe_case cases[] = {
@@ -600,6 +631,97 @@ static int64_t client_errors(json_t *st, const char *name)
 	return c ? (int64_t)json_integer_value(json_object_get(c, "errors")) : INT64_MIN;
 }
 
+/* How long "moed took nothing" is watched for. */
+#define QUIET_MS 200
+
+/* No CQE for QUIET_MS after a doorbell: moed took nothing. */
+static void raw_expect_no_cqe(struct raw_client *rc, const char *what)
+{
+	uint32_t n;
+
+	raw_doorbell(rc);
+	n = raw_wait_ready(rc, 1, QUIET_MS);
+	if (n)
+		fail_msg("%s: moed posted %u CQEs", what, n);
+}
+
+/* Reap @n ready CQEs: NOPs with user_data @first_ud ... in order, status 0. True: ring. */
+static bool raw_reap_nops(struct raw_client *rc, uint32_t n, uint64_t first_ud)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		struct moe_cqe cqe;
+
+		shm_ring_copy_out(&rc->cq, i, &cqe);
+		if (cqe.user_data != first_ud + i || cqe.status != 0)
+			fail_msg("CQE %u: user_data %llu status %d, expected %llu status 0", i,
+			         (unsigned long long)cqe.user_data, cqe.status,
+			         (unsigned long long)(first_ud + i));
+	}
+	return shm_ring_consume_release_resume(&rc->cq, n);
+}
+
+/*
+ * What a client can write into the seq words (moe_abi.h, "Rings"), against
+ * moed: only "this SQE is there" for the position moed is at. Each step
+ * ends with a verified forward of the good client.
+ */
+static void hostile_seq_steps(struct raw_client *bad, struct good_client *good,
+                              struct test_ref *ref, uint64_t *ties)
+{
+	const uint32_t n_sq = bad->region.info.sq_entries, n_cq = bad->region.info.cq_entries;
+	const uint32_t pos = bad->sq.index;
+	uint32_t *seq = &bad->region.sqes[pos & bad->sq.mask].seq;
+	const uint32_t wrong[] = {pos, pos + 1 + n_sq, pos + 1 - n_sq, pos + 2, 0xdeadbeefu};
+	struct moe_sqe q = {.user_data = 77, .opcode = MOE_OP_NOP};
+	struct moe_cqe cqe;
+	uint32_t head;
+
+	/* a complete SQE whose seq is not position + 1 is not there */
+	shm_ring_write(&bad->sq, 0, &q);
+	for (size_t i = 0; i < sizeof(wrong) / sizeof(wrong[0]); i++) {
+		store_release(seq, wrong[i]);
+		raw_expect_no_cqe(bad, "an SQE with a wrong seq");
+	}
+	ASSERT_OK(good_forward(good, ref, ties));
+	/* the right one: taken once */
+	shm_ring_publish(&bad->sq, 1);
+	raw_doorbell(bad);
+	raw_wait_cqe(bad, &cqe);
+	ASSERT_EQ(cqe.user_data, 77);
+	ASSERT_EQ(cqe.status, 0);
+	/* marked ready again for the position moed has passed: not taken twice */
+	store_release(seq, pos + 1);
+	raw_expect_no_cqe(bad, "a consumed slot marked ready again");
+	ASSERT_OK(good_forward(good, ref, ties));
+
+	/*
+	 * Every SQ slot ready, lap after lap, and nothing reaped: moed takes
+	 * exactly what the CQ holds, then stops (CQ full) without overwriting
+	 * an unreaped CQE; the rest is taken once we reap.
+	 */
+	assert_true(n_cq == 2 * n_sq);
+	head = load_acquire(&bad->sq.ctl->head);
+	raw_push_nops(bad, n_sq, 1000);
+	ASSERT_EQ(raw_wait_ready(bad, n_sq, CQE_TIMEOUT_MS), n_sq);
+	raw_push_nops(bad, n_sq, 1000 + n_sq);
+	ASSERT_EQ(raw_wait_ready(bad, n_cq, CQE_TIMEOUT_MS), n_cq);
+	raw_push_nops(bad, n_sq, 1000 + n_cq);
+	raw_doorbell(bad);
+	usleep(QUIET_MS * 1000);
+	ASSERT_EQ(shm_ring_peek(&bad->cq, UINT32_MAX), n_cq);
+	ASSERT_EQ(load_acquire(&bad->sq.ctl->head), head + n_cq);
+	ASSERT_OK(good_forward(good, ref, ties));
+	/* moed asked to be rung (PRODUCER_WAITING) when it found the CQ full */
+	assert_true(raw_reap_nops(bad, n_cq, 1000));
+	raw_doorbell(bad);
+	ASSERT_EQ(raw_wait_ready(bad, n_sq, CQE_TIMEOUT_MS), n_sq);
+	usleep(QUIET_MS * 1000);
+	ASSERT_EQ(shm_ring_peek(&bad->cq, UINT32_MAX), n_sq);
+	(void)raw_reap_nops(bad, n_sq, 1000 + n_cq);
+	ASSERT_EQ(load_acquire(&bad->sq.ctl->head), head + n_cq + n_sq);
+	ASSERT_OK(good_forward(good, ref, ties));
+}
+
 static void run_hostile(const char *doorbell)
 {
 	char set_doorbell[48];
@@ -668,7 +790,7 @@ static void run_hostile(const char *doorbell)
 			case_base = BURST_BASE + i * CASE_BLOCK;
 			case_prepare(&bad, &cases[i], &qs[i], &cds[i], &seed);
 			qs[i].user_data = CASE_UD(i);
-			memcpy(shm_ring_slot(&bad.sq, i), &qs[i], sizeof(qs[i]));
+			shm_ring_write(&bad.sq, i, &qs[i]);
 		}
 		shm_ring_publish(&bad.sq, N_CASES);
 		raw_doorbell(&bad);
@@ -707,34 +829,42 @@ static void run_hostile(const char *doorbell)
 	case_prepare(&bad, &cases[0], &q, &cd, &seed);
 	q.user_data = CASE_UD(0);
 	store_release(&bad.sq.ctl->head, 0xdeadbeefu);
-	memcpy(shm_ring_slot(&bad.sq, 0), &q, sizeof(q));
+	shm_ring_write(&bad.sq, 0, &q);
 	shm_ring_publish(&bad.sq, 1);
 	raw_doorbell(&bad);
 	raw_wait_cqe(&bad, &cqe);
 	ASSERT_EQ(cqe.status, 0);
 	case_check_output(&bad, &cases[0], &q, &cd, &ref);
 
-	/* a tail a million entries ahead: corrupt, disconnected */
-	store_seq_cst(&bad.sq.ctl->tail, bad.sq.index + 1000000u);
-	raw_doorbell(&bad);
-	raw_expect_hangup(&bad, "SQ tail + 1000000");
+	hostile_seq_steps(&bad, &good, &ref, &ties);
+	raw_close(&bad);
 	ASSERT_OK(test_status_wait_int(daemon_.socket, "totals.clients", 2, HANGUP_TIMEOUT_MS));
 	st = test_status_get(daemon_.socket);
 	assert_non_null(st);
-	ASSERT_EQ(test_json_int(st, "totals.clients_corrupt"), 1);
+	ASSERT_EQ(test_json_int(st, "totals.clients_corrupt"), 0);
 	assert_null(test_status_client(st, "it-hostile"));
 	json_decref(st);
-	raw_close(&bad);
 	ASSERT_OK(good_forward(&good, &ref, &ties));
 
-	/* a CQ head past moed's tail: corrupt as soon as moed looks at its CQ budget */
+	/*
+	 * A CQ head past moed's tail: corrupt as soon as moed reads it, which
+	 * is when its private count of free CQ slots runs out (at the latest
+	 * after cq_entries completions).
+	 */
 	raw_connect(&bad2, "it-hostile-cq");
 	store_seq_cst(&bad2.cq.ctl->head, 1000u);
-	q = (struct moe_sqe){.user_data = 1, .opcode = MOE_OP_NOP};
-	raw_push(&bad2, &q);
+	for (uint32_t i = 0; i <= bad2.region.info.cq_entries && !raw_hung_up(&bad2); i++) {
+		q = (struct moe_sqe){.user_data = i, .opcode = MOE_OP_NOP};
+		while (shm_ring_free_slots(&bad2.sq, 1) == 0 && !raw_hung_up(&bad2))
+			usleep(200);
+		/* hung up while we waited: the punched ring reads a zero head (-EPROTO) */
+		if (shm_ring_free_slots(&bad2.sq, 1) <= 0)
+			break;
+		raw_push(&bad2, &q);
+	}
 	raw_expect_hangup(&bad2, "CQ head past the tail");
 	ASSERT_OK(
-	    test_status_wait_int(daemon_.socket, "totals.clients_corrupt", 2, HANGUP_TIMEOUT_MS));
+	    test_status_wait_int(daemon_.socket, "totals.clients_corrupt", 1, HANGUP_TIMEOUT_MS));
 	raw_close(&bad2);
 	ASSERT_OK(good_forward(&good, &ref, &ties));
 
@@ -778,7 +908,7 @@ static void run_hostile(const char *doorbell)
 	st = test_status_get(daemon_.socket);
 	assert_non_null(st);
 	ASSERT_EQ(test_json_int(st, "totals.clients_refused"), n_refused);
-	ASSERT_EQ(test_json_int(st, "totals.clients_corrupt"), 2);
+	ASSERT_EQ(test_json_int(st, "totals.clients_corrupt"), 1);
 	ASSERT_EQ(client_errors(st, "it-good-parent"), 0);
 	json_decref(st);
 
@@ -846,15 +976,23 @@ static void daemon_start_logged(const char *log_path)
 
 static void test_hostile_name(void **state)
 {
-	char log_path[sizeof(daemon_.dir) + 16], line[1024];
+	char log_path[sizeof(daemon_.dir) + 16], line[1024], old_major[128];
 	struct raw_client rc;
-	bool named = false;
+	struct moe_hello h;
+	bool named = false, versions = false;
 	json_t *st;
 	FILE *log;
 
 	(void)state;
+	snprintf(old_major, sizeof(old_major), "the client speaks ABI %u.%u, moed ABI %u.%u",
+	         MOE_ABI_MAJOR - 1, MOE_ABI_MINOR, MOE_ABI_MAJOR, MOE_ABI_MINOR);
 	snprintf(log_path, sizeof(log_path), "%s/moed.log", daemon_.dir);
 	daemon_start_logged(log_path);
+	/* a client of the previous ABI major: refused, and the log names both */
+	hello_init(&h, "it-old-major");
+	h.abi_major = MOE_ABI_MAJOR - 1;
+	ASSERT_EQ(raw_hello(&rc, &h), -EPROTONOSUPPORT);
+	ASSERT_EQ(rc.daemon_abi_major, MOE_ABI_MAJOR); /* the old client learns moed's */
 	raw_connect(&rc, HOSTILE_NAME);
 	st = test_status_get(daemon_.socket);
 	assert_non_null(st);
@@ -875,10 +1013,13 @@ static void test_hostile_name(void **state)
 		if (strchr(line, '\x1b'))
 			fail_msg("a raw ESC in moed's log: %s", line);
 		named |= strstr(line, ESCAPED_NAME) != NULL;
+		versions |= strstr(line, old_major) != NULL;
 	}
 	fclose(log);
 	unlink(log_path);
 	assert_true(named);
+	if (!versions)
+		fail_msg("moed's log does not say \"%s\"", old_major);
 }
 
 static void test_hostile_futex(void **state)

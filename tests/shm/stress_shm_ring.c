@@ -18,7 +18,8 @@
  *     lost, duplicated or reordered shows as the first mismatch;
  *   - contents: every field is derived from the sequence number and a
  *     checksum over the entry is stored in it (SQE: counts_off; CQE:
- *     n_sanitized), so a torn or stale copy shows;
+ *     n_sanitized), so a torn or stale copy shows; the seq word must be
+ *     the entry's position + 1 (the ring's own publication, moe_abi.h);
  *   - ownership (as DPDK's check_updt_elem): after copying a slot out and
  *     before releasing it, the consumer stamps the slot's user_data with
  *     (seq ^ STAMP); the producer checks that stamp before it overwrites the
@@ -209,12 +210,12 @@ static int side_wait(struct side *s, struct shm_ring *r, uint64_t *idle)
 	if (ret == -ETIMEDOUT) {
 		/*
 		 * Entries there and nobody woke us in a whole second: the
-		 * producer saw no NEED_WAKEUP although its tail store came
+		 * producer saw no NEED_WAKEUP although its seq store came
 		 * before our flag, the bug the handshake exists to prevent.
 		 */
-		if (shm_ring_peek(r) != 0)
-			return side_fail(s, "lost wake-up: %d entries waited %lld ms",
-					 shm_ring_peek(r), WAIT_TIMEOUT_NS / 1000000);
+		if (shm_ring_peek(r, UINT32_MAX) != 0)
+			return side_fail(s, "lost wake-up: %u entries waited %lld ms",
+					 shm_ring_peek(r, UINT32_MAX), WAIT_TIMEOUT_NS / 1000000);
 		s->st.timeouts++;
 		if (side_should_stop(s))
 			return side_fail(s, "peer stopped or died");
@@ -226,6 +227,13 @@ static int side_wait(struct side *s, struct shm_ring *r, uint64_t *idle)
 
 /* ---------------------------------------------------------------- entries */
 
+/* Everything between the seq word and counts_off. */
+static uint64_t sqe_checksum(const struct moe_sqe *e)
+{
+	return checksum((const uint8_t *)e + sizeof(e->seq),
+			offsetof(struct moe_sqe, counts_off) - sizeof(e->seq));
+}
+
 static void sqe_make(uint64_t seq, struct moe_sqe *e)
 {
 	uint64_t h = mix(seq, 0x5ce), h2 = mix(seq, 0x5ce2);
@@ -234,9 +242,9 @@ static void sqe_make(uint64_t seq, struct moe_sqe *e)
 		.user_data = seq,
 		.opcode = (uint8_t)(h & 1),
 		.flags = (uint16_t)((h >> 8) & MOE_SQE_F_ALL),
-		.layer = (uint32_t)(h >> 16) & 0xff,
+		.layer = (uint16_t)((h >> 16) & 0xff),
 		.n_tokens = 1 + (uint32_t)(h >> 24) % 4096,
-		.route_k = (uint32_t)(h >> 40) & 7,
+		.route_k = (uint16_t)((h >> 40) & 7),
 		.in_off = h2 & ~63ull,
 		.out_off = (h2 >> 7) & ~63ull,
 		.route_off = mix(seq, 3),
@@ -244,9 +252,9 @@ static void sqe_make(uint64_t seq, struct moe_sqe *e)
 	};
 	/*
 	 * The ring does not interpret an entry, so the last field carries the
-	 * checksum of all the others.
+	 * checksum of all the others but the seq word (the ring's own).
 	 */
-	e->counts_off = checksum(e, offsetof(struct moe_sqe, counts_off));
+	e->counts_off = sqe_checksum(e);
 }
 
 static void cqe_make(uint64_t seq, struct moe_cqe *e)
@@ -269,6 +277,7 @@ static bool cqe_checksum_ok(const struct moe_cqe *e)
 {
 	struct moe_cqe c = *e;
 
+	c.seq = 0; /* the ring's own word, not part of the checksum */
 	c.n_sanitized = 0;
 	return e->n_sanitized == (uint32_t)checksum(&c, sizeof(c));
 }
@@ -314,7 +323,8 @@ static int client_run(struct side *s)
 		int avail;
 
 		if (sent < s->n_entries) {
-			avail = shm_ring_free_slots(&sq);
+			/* the private count; the head is read again only when it is 0 */
+			avail = shm_ring_free_slots(&sq, 1);
 			if (avail < 0)
 				return side_fail(s, "SQ free slots: %s", strerror(-avail));
 			if (avail > 0) {
@@ -323,11 +333,14 @@ static int client_run(struct side *s)
 										 : (uint32_t)left);
 
 				for (uint32_t i = 0; i < n; i++) {
-					struct moe_sqe *slot = shm_ring_slot(&sq, i);
+					const struct moe_sqe *slot =
+						&reg->sqes[(sq.index + i) & sq.mask];
+					struct moe_sqe e;
 
 					if (slot_check_stamp(s, "SQ", slot->user_data, sent + i))
 						return -1;
-					sqe_make(sent + i, slot);
+					sqe_make(sent + i, &e);
+					shm_ring_write(&sq, i, &e);
 				}
 				if (shm_ring_publish(&sq, n)) {
 					s->st.wakes++;
@@ -339,9 +352,7 @@ static int client_run(struct side *s)
 			}
 		}
 
-		avail = shm_ring_peek(&cq);
-		if (avail < 0)
-			return side_fail(s, "CQ peek: %s", strerror(-avail));
+		avail = (int)shm_ring_peek(&cq, UINT32_MAX);
 		if (avail > 0) {
 			uint32_t n = batch_size(s, (uint32_t)avail);
 
@@ -353,13 +364,16 @@ static int client_run(struct side *s)
 				if (seq_check(s, "CQ", got.user_data, received + i))
 					return -1;
 				cqe_make(received + i, &want);
+				want.seq = (uint32_t)(received + i + 1);
 				if (!cqe_checksum_ok(&got) || memcmp(&got, &want, sizeof(got)))
 					return side_fail(s, "CQE #%" PRIu64 " corrupted",
 							 received + i);
 				/* ownership stamp: ours until the release below */
 				slot->user_data = (received + i) ^ STAMP;
 			}
-			shm_ring_consume_release(&cq, n);
+			/* as libmoe: nobody waits for CQ room here, so this never rings */
+			if (shm_ring_consume_release_resume(&cq, n))
+				return side_fail(s, "PRODUCER_WAITING raised by nobody");
 			received += n;
 			progress = true;
 		}
@@ -389,15 +403,13 @@ static int daemon_run(struct side *s)
 		int filled, free_cq;
 		uint32_t n;
 
-		filled = shm_ring_peek(&sq);
-		if (filled < 0)
-			return side_fail(s, "SQ peek: %s", strerror(-filled));
+		filled = (int)shm_ring_peek(&sq, UINT32_MAX);
 		if (filled == 0) {
 			if (side_wait(s, &sq, &idle) < 0)
 				return -1;
 			continue;
 		}
-		free_cq = shm_ring_free_slots(&cq);
+		free_cq = shm_ring_free_slots(&cq, (uint32_t)filled);
 		if (free_cq < 0)
 			return side_fail(s, "CQ free slots: %s", strerror(-free_cq));
 		if (free_cq == 0) {
@@ -414,21 +426,24 @@ static int daemon_run(struct side *s)
 		for (uint32_t i = 0; i < n; i++) {
 			struct moe_sqe got, want;
 			struct moe_sqe *slot = &reg->sqes[(sq.index + i) & sq.mask];
-			struct moe_cqe *cslot = shm_ring_slot(&cq, i);
+			const struct moe_cqe *cslot = &reg->cqes[(cq.index + i) & cq.mask];
+			struct moe_cqe e;
 
 			shm_ring_copy_out(&sq, i, &got);
 			if (seq_check(s, "SQ", got.user_data, done + i))
 				return -1;
-			if (got.counts_off != checksum(&got, offsetof(struct moe_sqe, counts_off)))
+			if (got.counts_off != sqe_checksum(&got))
 				return side_fail(s, "SQE #%" PRIu64 " checksum", done + i);
 			sqe_make(done + i, &want);
+			want.seq = (uint32_t)(done + i + 1);
 			if (memcmp(&got, &want, sizeof(got)))
 				return side_fail(s, "SQE #%" PRIu64 " corrupted", done + i);
 			slot->user_data = (done + i) ^ STAMP;
 
 			if (slot_check_stamp(s, "CQ", cslot->user_data, done + i))
 				return -1;
-			cqe_make(done + i, cslot);
+			cqe_make(done + i, &e);
+			shm_ring_write(&cq, i, &e);
 		}
 		shm_ring_consume_release(&sq, n);
 		if (shm_ring_publish(&cq, n)) {
@@ -475,16 +490,19 @@ static int region_make(struct shm_region *ret_region)
 	return shm_region_create(&info, ret_region);
 }
 
-/* The indices both sides published at the end: exactly @n entries, mod 2^32. */
+/*
+ * What both sides published at the end: heads of exactly @n entries, and
+ * the last entry of each ring carrying seq @n (mod 2^32).
+ */
 static int region_check_final(const struct shm_region *reg, uint64_t n)
 {
-	uint32_t want = (uint32_t)n;
+	uint32_t want = (uint32_t)n, last = (uint32_t)(n - 1) & (RING_ENTRIES - 1);
 
-	if (reg->sq_ctl->head != want || reg->sq_ctl->tail != want ||
-	    reg->cq_ctl->head != want || reg->cq_ctl->tail != want) {
-		fprintf(stderr, "final indices SQ %u/%u CQ %u/%u, expected %u\n",
-			reg->sq_ctl->head, reg->sq_ctl->tail, reg->cq_ctl->head,
-			reg->cq_ctl->tail, want);
+	if (reg->sq_ctl->head != want || reg->cq_ctl->head != want ||
+	    (n && (reg->sqes[last].seq != want || reg->cqes[last].seq != want))) {
+		fprintf(stderr, "final heads SQ %u CQ %u, last seq SQ %u CQ %u, expected %u\n",
+			reg->sq_ctl->head, reg->cq_ctl->head, reg->sqes[last].seq,
+			reg->cqes[last].seq, want);
 		return -1;
 	}
 	return 0;

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Unit tests of shm/: the rings (produce, consume, full, wrap-around of the
- * free-running indices across 2^32, corrupted peer indices, the NEED_WAKEUP
- * handshake as seen by one thread), the region (layout arithmetic and its
+ * free-running positions across 2^32, hostile seq words, a corrupted head,
+ * the NEED_WAKEUP and PRODUCER_WAITING handshakes as seen by one thread), the region (layout arithmetic and its
  * refusals, create + attach in one process with both mappings sharing bytes,
  * the seals really holding, attach refusing forged info pages, re-attach at a
  * kept address range) and the futex doorbell. Every test ends by checking
@@ -39,31 +39,53 @@ static uint64_t page_size(void)
 	return (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-/* One ring of 8 uint64_t entries, with a producer and a consumer view. */
+/* One ring of 8 entries (a seq word and a value), with a producer and a consumer view. */
 #define T_ENTRIES 8u
+
+struct t_entry {
+	uint32_t seq; /* MOE_ENTRY_SEQ_OFF */
+	uint32_t pad;
+	uint64_t v;
+};
 
 struct ring_pair {
 	struct moe_ring_ctl ctl __attribute__((aligned(MOE_ABI_CACHELINE)));
-	uint64_t slots[T_ENTRIES];
+	struct t_entry slots[T_ENTRIES];
 	struct shm_ring prod;
 	struct shm_ring cons;
 };
 
+/* The seq word a slot holds when the entry at @pos (of a ring of @n) was the last one read. */
+static uint32_t seq_consumed(uint32_t pos, uint32_t n)
+{
+	return pos + 1 - n;
+}
+
+/*
+ * Both views at @index. A region's rings start at 0 on zeroed slots; one
+ * that starts elsewhere gets the seq words of a ring that got there: every
+ * slot holds the entry one lap before the position that addresses it next.
+ */
 static void ring_pair_init(struct ring_pair *p, uint32_t index)
 {
 	memset(p, 0, sizeof(*p));
-	p->ctl.head = p->ctl.tail = index;
-	ASSERT_OK(shm_ring_init(&p->prod, &p->ctl, p->slots, T_ENTRIES, sizeof(uint64_t), index));
-	ASSERT_OK(shm_ring_init(&p->cons, &p->ctl, p->slots, T_ENTRIES, sizeof(uint64_t), index));
+	p->ctl.head = index;
+	for (uint32_t k = 0; index && k < T_ENTRIES; k++)
+		p->slots[(index + k) & (T_ENTRIES - 1)].seq = seq_consumed(index + k, T_ENTRIES);
+	ASSERT_OK(shm_ring_init(&p->prod, &p->ctl, p->slots, T_ENTRIES, sizeof(struct t_entry),
+				index));
+	ASSERT_OK(shm_ring_init(&p->cons, &p->ctl, p->slots, T_ENTRIES, sizeof(struct t_entry),
+				index));
 }
 
 /* Write @n values from @first and publish them; returns publish's "wake the consumer". */
 static bool produce_values(struct ring_pair *p, uint64_t first, uint32_t n)
 {
 	for (uint32_t i = 0; i < n; i++) {
-		uint64_t v = first + i;
+		/* a seq in the caller's struct is never copied: publish owns the word */
+		struct t_entry e = { .seq = 0xdeadbeef, .v = first + i };
 
-		memcpy(shm_ring_slot(&p->prod, i), &v, sizeof(v));
+		shm_ring_write(&p->prod, i, &e);
 	}
 	return shm_ring_publish(&p->prod, n);
 }
@@ -71,10 +93,11 @@ static bool produce_values(struct ring_pair *p, uint64_t first, uint32_t n)
 static void consume_values(struct ring_pair *p, uint64_t first, uint32_t n)
 {
 	for (uint32_t i = 0; i < n; i++) {
-		uint64_t v = 0;
+		struct t_entry e = { 0 };
 
-		shm_ring_copy_out(&p->cons, i, &v);
-		ASSERT_EQ(v, first + i);
+		shm_ring_copy_out(&p->cons, i, &e);
+		ASSERT_EQ(e.v, first + i);
+		ASSERT_EQ(e.seq, p->cons.index + i + 1);
 	}
 	shm_ring_consume_release(&p->cons, n);
 }
@@ -98,19 +121,22 @@ static void test_ring_init_rejects(void **state)
 	/* a count of 2^31 would not fit the int the counting calls return */
 	ASSERT_ERRNO(shm_ring_init(&r, &ctl, slots, 1u << 31, 8, 0), EINVAL);
 	ASSERT_ERRNO(shm_ring_init(&r, &ctl, slots, 4, 0, 0), EINVAL);
+	/* an entry holds its seq word and a payload, seq words stay aligned */
+	ASSERT_ERRNO(shm_ring_init(&r, &ctl, slots, 4, 4, 0), EINVAL);
+	ASSERT_ERRNO(shm_ring_init(&r, &ctl, slots, 4, 10, 0), EINVAL);
 	ASSERT_ERRNO(shm_ring_init(&r, NULL, slots, 4, 8, 0), EINVAL);
 	ASSERT_ERRNO(shm_ring_init(&r, &ctl, NULL, 4, 8, 0), EINVAL);
 	assert_memory_equal(&r, &untouched, sizeof(r));
 
 	ASSERT_OK(shm_ring_init(&r, &ctl, slots, 1, 8, 0));
 	ASSERT_EQ(r.mask, 0);
-	ASSERT_OK(shm_ring_init(&r, &ctl, slots, 4, 8, 7));
+	ASSERT_OK(shm_ring_init(&r, &ctl, slots, 4, 12, 7));
 	ASSERT_EQ(r.mask, 3);
 	ASSERT_EQ(r.index, 7);
 	ASSERT_OK(shm_ring_init(&r, &ctl, slots, 1u << 30, 8, 0));
 	/* init touches no shared word */
 	ASSERT_EQ(ctl.head, 0);
-	ASSERT_EQ(ctl.tail, 0);
+	ASSERT_EQ(ctl.flags, 0);
 }
 
 static void test_ring_produce_consume(void **state)
@@ -119,21 +145,28 @@ static void test_ring_produce_consume(void **state)
 
 	(void)state;
 	ring_pair_init(&p, 0);
-	ASSERT_EQ(shm_ring_free_slots(&p.prod), T_ENTRIES);
-	ASSERT_EQ(shm_ring_peek(&p.cons), 0);
+	ASSERT_EQ(shm_ring_free_slots(&p.prod, 1), T_ENTRIES);
+	ASSERT_EQ(shm_ring_peek(&p.cons, T_ENTRIES), 0);
 
 	assert_false(produce_values(&p, 100, 3));
-	ASSERT_EQ(p.ctl.tail, 3);
-	ASSERT_EQ(shm_ring_free_slots(&p.prod), T_ENTRIES - 3);
-	ASSERT_EQ(shm_ring_peek(&p.cons), 3);
+	/* published by the seq words alone: position + 1 */
+	ASSERT_EQ(p.slots[0].seq, 1);
+	ASSERT_EQ(p.slots[2].seq, 3);
+	ASSERT_EQ(p.slots[3].seq, 0);
+	ASSERT_EQ(shm_ring_free_slots(&p.prod, 1), T_ENTRIES - 3);
+	ASSERT_EQ(shm_ring_peek(&p.cons, T_ENTRIES), 3);
+	ASSERT_EQ(shm_ring_peek(&p.cons, 2), 2);
 
 	consume_values(&p, 100, 2);
 	ASSERT_EQ(p.ctl.head, 2);
-	ASSERT_EQ(shm_ring_peek(&p.cons), 1);
-	ASSERT_EQ(shm_ring_free_slots(&p.prod), T_ENTRIES - 1);
+	ASSERT_EQ(shm_ring_peek(&p.cons, T_ENTRIES), 1);
+	/* the private count, while it covers what is asked: the head is not read */
+	ASSERT_EQ(shm_ring_free_slots(&p.prod, 1), T_ENTRIES - 3);
+	/* asked for more than it knows: the head is read again */
+	ASSERT_EQ(shm_ring_free_slots(&p.prod, T_ENTRIES), T_ENTRIES - 1);
 	consume_values(&p, 102, 1);
-	ASSERT_EQ(shm_ring_peek(&p.cons), 0);
-	ASSERT_EQ(shm_ring_free_slots(&p.prod), T_ENTRIES);
+	ASSERT_EQ(shm_ring_peek(&p.cons, T_ENTRIES), 0);
+	ASSERT_EQ(shm_ring_free_slots(&p.prod, T_ENTRIES), T_ENTRIES);
 	/* nobody asked to be woken */
 	ASSERT_EQ(p.ctl.flags, 0);
 	ASSERT_EQ(p.ctl.futex, 0);
@@ -146,14 +179,16 @@ static void test_ring_full(void **state)
 	(void)state;
 	ring_pair_init(&p, 0);
 	produce_values(&p, 0, T_ENTRIES);
-	ASSERT_EQ(shm_ring_free_slots(&p.prod), 0);
-	ASSERT_EQ(shm_ring_peek(&p.cons), T_ENTRIES);
+	ASSERT_EQ(shm_ring_free_slots(&p.prod, 1), 0);
+	ASSERT_EQ(shm_ring_peek(&p.cons, UINT32_MAX), T_ENTRIES);
 	consume_values(&p, 0, 2);
-	ASSERT_EQ(shm_ring_free_slots(&p.prod), 2);
+	ASSERT_EQ(shm_ring_free_slots(&p.prod, 1), 2);
 	produce_values(&p, T_ENTRIES, 2);
-	ASSERT_EQ(shm_ring_free_slots(&p.prod), 0);
+	ASSERT_EQ(shm_ring_free_slots(&p.prod, 1), 0);
+	/* the two new entries follow the six old ones in order */
+	ASSERT_EQ(shm_ring_peek(&p.cons, UINT32_MAX), T_ENTRIES);
 	consume_values(&p, 2, T_ENTRIES);
-	ASSERT_EQ(shm_ring_free_slots(&p.prod), T_ENTRIES);
+	ASSERT_EQ(shm_ring_free_slots(&p.prod, 1), T_ENTRIES);
 }
 
 static void test_ring_wrap_around(void **state)
@@ -161,7 +196,7 @@ static void test_ring_wrap_around(void **state)
 	const uint32_t start = UINT32_MAX - 20;
 	struct ring_pair p;
 	uint64_t next = 0;
-	bool wrapped = false;
+	bool wrapped = false, seq_zero = false;
 
 	(void)state;
 	ring_pair_init(&p, start);
@@ -169,57 +204,82 @@ static void test_ring_wrap_around(void **state)
 	for (uint32_t round = 0; round < 40; round++) {
 		uint32_t n = round % T_ENTRIES + 1;
 
-		ASSERT_EQ(shm_ring_free_slots(&p.prod), T_ENTRIES);
-		/* the slot is addressed by the masked index, across the wrap too */
-		for (uint32_t i = 0; i < n; i++)
-			assert_ptr_equal(shm_ring_slot(&p.prod, i),
-					 &p.slots[(p.prod.index + i) & (T_ENTRIES - 1)]);
+		ASSERT_EQ(shm_ring_free_slots(&p.prod, T_ENTRIES), T_ENTRIES);
+		ASSERT_EQ(shm_ring_peek(&p.cons, T_ENTRIES), 0);
 		produce_values(&p, next, n);
-		ASSERT_EQ(shm_ring_free_slots(&p.prod), T_ENTRIES - n);
-		ASSERT_EQ(shm_ring_peek(&p.cons), n);
+		/* the slot is addressed by the masked position, across the wrap too */
+		for (uint32_t i = 0; i < n; i++) {
+			uint32_t pos = p.prod.index - n + i;
+
+			ASSERT_EQ(p.slots[pos & (T_ENTRIES - 1)].seq, pos + 1);
+			ASSERT_EQ(p.slots[pos & (T_ENTRIES - 1)].v, next + i);
+			seq_zero |= pos + 1 == 0; /* UINT32_MAX's entry carries seq 0 */
+		}
+		ASSERT_EQ(shm_ring_free_slots(&p.prod, 1), T_ENTRIES - n);
+		ASSERT_EQ(shm_ring_peek(&p.cons, T_ENTRIES), n);
 		consume_values(&p, next, n);
 		next += n;
 		if (p.cons.index < start)
 			wrapped = true;
 	}
 	assert_true(wrapped);
-	ASSERT_EQ(p.ctl.tail, (uint32_t)(start + next));
-	ASSERT_EQ(p.ctl.head, p.ctl.tail);
+	assert_true(seq_zero);
+	ASSERT_EQ(p.prod.index, (uint32_t)(start + next));
+	ASSERT_EQ(p.ctl.head, p.prod.index);
 
 	/* a full ring that straddles the wrap */
 	ring_pair_init(&p, UINT32_MAX - 3);
 	produce_values(&p, 0, T_ENTRIES);
-	ASSERT_EQ(p.ctl.tail, 4);
-	ASSERT_EQ(shm_ring_free_slots(&p.prod), 0);
-	ASSERT_EQ(shm_ring_peek(&p.cons), T_ENTRIES);
+	ASSERT_EQ(p.prod.index, 4);
+	ASSERT_EQ(shm_ring_free_slots(&p.prod, 1), 0);
+	ASSERT_EQ(shm_ring_peek(&p.cons, T_ENTRIES), T_ENTRIES);
 	consume_values(&p, 0, T_ENTRIES);
 }
 
-static void test_ring_corrupted_tail(void **state)
+/*
+ * What a hostile producer can write into seq words: only "ready" or "not
+ * ready" for the one position the consumer is at. Nothing it writes makes
+ * the consumer count past the ring, read a position twice, or move.
+ */
+static void test_ring_hostile_seq(void **state)
 {
+	static const uint32_t not_ready[] = {
+		0, 5, 6 + T_ENTRIES, 6 - T_ENTRIES, 6 + 0x80000000u, UINT32_MAX, 7,
+	};
 	struct ring_pair p;
 	uint32_t val = 0xdead;
 
 	(void)state;
 	ring_pair_init(&p, 5);
-	/* more filled slots than the ring has */
-	p.ctl.tail = 5 + T_ENTRIES + 1;
-	ASSERT_ERRNO(shm_ring_peek(&p.cons), EPROTO);
-	/* behind our head: a huge unsigned distance */
-	p.ctl.tail = 4;
-	ASSERT_ERRNO(shm_ring_peek(&p.cons), EPROTO);
-	p.ctl.tail = 5 + 0x80000000u;
-	ASSERT_ERRNO(shm_ring_peek(&p.cons), EPROTO);
-	/* a corrupted tail counts as "arrived": no sleep, the next peek reports it */
-	p.ctl.tail = 4;
+	/* position 5 needs seq 6: the previous lap, a later lap, junk are not ready */
+	for (size_t i = 0; i < sizeof(not_ready) / sizeof(not_ready[0]); i++) {
+		p.slots[5 & (T_ENTRIES - 1)].seq = not_ready[i];
+		ASSERT_EQ(shm_ring_peek(&p.cons, T_ENTRIES), 0);
+		assert_true(shm_ring_prepare_sleep(&p.cons, &val));
+		shm_ring_clear_sleep(&p.cons);
+	}
+	/* a ready entry behind a gap is not seen: the consumer stops at the first */
+	p.slots[6 & (T_ENTRIES - 1)].seq = 7;
+	ASSERT_EQ(shm_ring_peek(&p.cons, T_ENTRIES), 0);
+	/* every slot "ready" at once: at most the ring, whatever the caller asks */
+	for (uint32_t k = 0; k < T_ENTRIES; k++)
+		p.slots[(5 + k) & (T_ENTRIES - 1)].seq = 5 + k + 1;
+	ASSERT_EQ(shm_ring_peek(&p.cons, UINT32_MAX), T_ENTRIES);
+	ASSERT_EQ(shm_ring_peek(&p.cons, 3), 3);
+	val = 0xdead;
 	assert_false(shm_ring_prepare_sleep(&p.cons, &val));
 	ASSERT_EQ(val, 0xdead);
 	ASSERT_EQ(p.ctl.flags & MOE_RING_NEED_WAKEUP, 0);
-	/* exactly full is fine */
-	p.ctl.tail = 5 + T_ENTRIES;
-	ASSERT_EQ(shm_ring_peek(&p.cons), T_ENTRIES);
-	/* and the consumer's own index never moved */
+	/* and the consumer's own position never moved */
 	ASSERT_EQ(p.cons.index, 5);
+
+	/*
+	 * Consumed slots keep the seq they were read with; the next lap needs
+	 * other values, so nothing is read twice unless written again.
+	 */
+	shm_ring_consume_release(&p.cons, T_ENTRIES);
+	ASSERT_EQ(shm_ring_peek(&p.cons, UINT32_MAX), 0);
+	ASSERT_EQ(p.ctl.head, 5 + T_ENTRIES);
 }
 
 static void test_ring_corrupted_head(void **state)
@@ -228,18 +288,23 @@ static void test_ring_corrupted_head(void **state)
 
 	(void)state;
 	ring_pair_init(&p, 0);
+	ASSERT_EQ(shm_ring_free_slots(&p.prod, 1), T_ENTRIES);
 	produce_values(&p, 0, 4);
-	/* the consumer claims to have consumed more than was produced */
+	/* while the private count covers it, a corrupted head is not even read */
 	p.ctl.head = 5;
-	ASSERT_ERRNO(shm_ring_free_slots(&p.prod), EPROTO);
+	ASSERT_EQ(shm_ring_free_slots(&p.prod, 4), T_ENTRIES - 4);
+	/* the consumer claims to have consumed more than was produced */
+	ASSERT_ERRNO(shm_ring_free_slots(&p.prod, T_ENTRIES), EPROTO);
 	/* or to be more than a ring behind */
 	p.ctl.head = (uint32_t)(4 - T_ENTRIES - 1);
-	ASSERT_ERRNO(shm_ring_free_slots(&p.prod), EPROTO);
+	ASSERT_ERRNO(shm_ring_free_slots(&p.prod, T_ENTRIES), EPROTO);
 	p.ctl.head = UINT32_MAX / 2;
-	ASSERT_ERRNO(shm_ring_free_slots(&p.prod), EPROTO);
+	ASSERT_ERRNO(shm_ring_free_slots(&p.prod, T_ENTRIES), EPROTO);
+	ASSERT_ERRNO(shm_ring_producer_wait(&p.prod), EPROTO);
 	/* exactly a ring behind: full */
 	p.ctl.head = (uint32_t)(4 - T_ENTRIES);
-	ASSERT_EQ(shm_ring_free_slots(&p.prod), 0);
+	ASSERT_EQ(shm_ring_free_slots(&p.prod, T_ENTRIES), 0);
+	ASSERT_EQ(shm_ring_free_slots(&p.prod, 1), 0);
 	ASSERT_EQ(p.prod.index, 4);
 }
 
@@ -254,6 +319,7 @@ static void test_ring_copy_out(void **state)
 	ASSERT_OK(shm_ring_init(&prod, &ctl, sqes, 4, sizeof(struct moe_sqe), 0));
 	ASSERT_OK(shm_ring_init(&cons, &ctl, sqes, 4, sizeof(struct moe_sqe), 0));
 	in = (struct moe_sqe){
+		.seq = 0x5e05e0,
 		.user_data = 0x1122334455667788ull,
 		.opcode = MOE_OP_FORWARD,
 		.flags = MOE_SQE_F_ROUTE_GIVEN,
@@ -265,10 +331,16 @@ static void test_ring_copy_out(void **state)
 		.route_off = 8192,
 		.weight_off = 12288,
 	};
-	memcpy(shm_ring_slot(&prod, 1), &in, sizeof(in));
+	shm_ring_write(&prod, 1, &in);
+	/* written but for its seq word: not ready until published */
+	ASSERT_EQ(sqes[1].seq, 0);
+	ASSERT_EQ(sqes[1].user_data, in.user_data);
 	(void)shm_ring_publish(&prod, 2);
-	ASSERT_EQ(shm_ring_peek(&cons), 2);
+	ASSERT_EQ(sqes[0].seq, 1);
+	ASSERT_EQ(sqes[1].seq, 2);
+	ASSERT_EQ(shm_ring_peek(&cons, 4), 2);
 	shm_ring_copy_out(&cons, 1, &out);
+	in.seq = 2;
 	assert_memory_equal(&in, &out, sizeof(in));
 	/* a copy: the producer scribbling on the slot later does not reach it */
 	memset(&sqes[1], 0xff, sizeof(sqes[1]));
@@ -308,15 +380,43 @@ static void test_ring_sleep_handshake(void **state)
 
 	/* an entry is waiting: do not sleep, withdraw the flag, leave val alone */
 	val = 0xdead;
-	ASSERT_EQ(shm_ring_peek(&p.cons), 2);
+	ASSERT_EQ(shm_ring_peek(&p.cons, T_ENTRIES), 2);
 	assert_false(shm_ring_prepare_sleep(&p.cons, &val));
 	ASSERT_EQ(val, 0xdead);
 	ASSERT_EQ(p.ctl.flags, MOE_RING_PRODUCER_WAITING);
 	consume_values(&p, 0, 2);
-	ASSERT_EQ(shm_ring_peek(&p.cons), 0);
+	ASSERT_EQ(shm_ring_peek(&p.cons, T_ENTRIES), 0);
 	assert_true(shm_ring_prepare_sleep(&p.cons, &val));
 	ASSERT_EQ(val, 42);
 	shm_ring_clear_sleep(&p.cons);
+}
+
+/* The PRODUCER_WAITING handshake, both halves in one thread. */
+static void test_ring_producer_wait(void **state)
+{
+	struct ring_pair p;
+
+	(void)state;
+	ring_pair_init(&p, 0);
+	produce_values(&p, 0, T_ENTRIES);
+	ASSERT_EQ(shm_ring_producer_wait(&p.prod), 0);
+	ASSERT_EQ(p.ctl.flags, MOE_RING_PRODUCER_WAITING);
+	/* the consumer frees slots, sees the bit, clears it: it must ring */
+	ASSERT_EQ(shm_ring_peek(&p.cons, T_ENTRIES), T_ENTRIES);
+	assert_true(shm_ring_consume_release_resume(&p.cons, 2));
+	ASSERT_EQ(p.ctl.flags, 0);
+	ASSERT_EQ(p.ctl.head, 2);
+	/* only once */
+	assert_false(shm_ring_consume_release_resume(&p.cons, 1));
+	/* a producer that asks after the consumer released sees the room at once */
+	ASSERT_EQ(shm_ring_producer_wait(&p.prod), 3);
+	ASSERT_EQ(shm_ring_free_slots(&p.prod, 1), 3);
+	/* the consumer's own bit is left alone by the producer's RMW */
+	p.ctl.flags = MOE_RING_NEED_WAKEUP;
+	ASSERT_EQ(shm_ring_producer_wait(&p.prod), 3);
+	ASSERT_EQ(p.ctl.flags, MOE_RING_NEED_WAKEUP | MOE_RING_PRODUCER_WAITING);
+	assert_true(shm_ring_consume_release_resume(&p.cons, 1));
+	ASSERT_EQ(p.ctl.flags, MOE_RING_NEED_WAKEUP);
 }
 
 /* ----------------------------------------------------------------- layout */
@@ -344,8 +444,8 @@ static void test_region_layout(void **state)
 	ASSERT_EQ(info.sqes_off, 512);
 	ASSERT_EQ(info.cqes_off, 512 + 64 * 64);
 	ASSERT_EQ(info.arena_off % page, 0);
-	assert_true(info.arena_off >= info.cqes_off + 128 * 32);
-	assert_true(info.arena_off < info.cqes_off + 128 * 32 + page);
+	assert_true(info.arena_off >= info.cqes_off + 128 * 64);
+	assert_true(info.arena_off < info.cqes_off + 128 * 64 + page);
 	ASSERT_EQ(info.arena_size, page);
 	ASSERT_EQ(info.ring_size, info.arena_off + info.arena_size);
 	/* the model and client fields are the caller's */
@@ -433,9 +533,13 @@ static void test_region_create_attach(void **state)
 	assert_true(server.info_fd >= 0 && server.ring_fd >= 0);
 	assert_ptr_equal(server.sq_ctl, (void *)server.ring);
 	assert_ptr_equal(server.arena, server.ring + info.arena_off);
-	/* a new region's rings are empty at index 0 */
-	ASSERT_EQ(server.sq_ctl->tail, 0);
+	/* a new region's rings are empty at position 0: heads and seq words zero */
+	ASSERT_EQ(server.sq_ctl->head, 0);
 	ASSERT_EQ(server.cq_ctl->head, 0);
+	for (uint32_t i = 0; i < info.sq_entries; i++)
+		ASSERT_EQ(server.sqes[i].seq, 0);
+	for (uint32_t i = 0; i < info.cq_entries; i++)
+		ASSERT_EQ(server.cqes[i].seq, 0);
 
 	ASSERT_EQ(fcntl(server.info_fd, F_GET_SEALS),
 		  F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
@@ -476,13 +580,14 @@ static void test_region_create_attach(void **state)
 				sizeof(struct moe_sqe), 0));
 	ASSERT_OK(shm_ring_init(&sq_cons, server.sq_ctl, server.sqes, info.sq_entries,
 				sizeof(struct moe_sqe), 0));
-	memcpy(shm_ring_slot(&sq_prod, 0), &sqe, sizeof(sqe));
+	shm_ring_write(&sq_prod, 0, &sqe);
 	assert_false(shm_ring_publish(&sq_prod, 1));
-	ASSERT_EQ(shm_ring_peek(&sq_cons), 1);
+	ASSERT_EQ(shm_ring_peek(&sq_cons, info.sq_entries), 1);
 	shm_ring_copy_out(&sq_cons, 0, &got);
+	sqe.seq = 1;
 	assert_memory_equal(&got, &sqe, sizeof(sqe));
 	shm_ring_consume_release(&sq_cons, 1);
-	ASSERT_EQ(shm_ring_free_slots(&sq_prod), info.sq_entries);
+	ASSERT_EQ(shm_ring_free_slots(&sq_prod, info.sq_entries), info.sq_entries);
 
 	shm_region_done(&client);
 	ASSERT_EQ(client.info_fd, -1);
@@ -790,10 +895,11 @@ int main(void)
 		T(test_ring_produce_consume),
 		T(test_ring_full),
 		T(test_ring_wrap_around),
-		T(test_ring_corrupted_tail),
+		T(test_ring_hostile_seq),
 		T(test_ring_corrupted_head),
 		T(test_ring_copy_out),
 		T(test_ring_sleep_handshake),
+		T(test_ring_producer_wait),
 		T(test_region_layout),
 		T(test_region_layout_rejects),
 		T(test_region_create_attach),

@@ -19,7 +19,10 @@
  *   - no more than n_runners items run at once;
  *   - nothing touches an item after it came back: the reactor poisons the
  *     slot at once (memset) and reuses it for a later submission;
- *   - a poll() that times out with items in flight is a lost wake-up.
+ *   - a poll() that times out with items in flight is a lost wake-up: the
+ *     reactor polls (executor_watcher_polling(), the runners skip the
+ *     eventfd write) and says executor_watcher_sleep() before it sleeps,
+ *     as moed's does.
  *
  * Then executor_free() with items in flight (it waits for the running ones;
  * queued ones are not run) and while idle or spinning: nothing leaks (fds
@@ -249,7 +252,13 @@ static int reactor_wait(struct reactor *r, uint64_t rng)
 	case 0:
 	case 1: /* sleep on the eventfd, as in io_uring; ack before taking */
 		r->n_polls++;
+		/* the handshake: runs that finished while we polled wrote nothing */
+		if (!executor_watcher_sleep(r->ex)) {
+			executor_watcher_polling(r->ex);
+			break;
+		}
 		n = poll(&pfd, 1, LOST_WAKEUP_MS);
+		executor_watcher_polling(r->ex);
 		if (n < 0)
 			return -errno;
 		if (n == 0) {
@@ -441,6 +450,54 @@ static void test_executor_free_idle_and_spinning(void **state)
 	}
 }
 
+/*
+ * The watcher handshake step by step: while the watcher polls, a finished
+ * item writes no event; once it says it sleeps, one does; an item that
+ * finished while it polled makes executor_watcher_sleep() say "do not".
+ */
+static void test_executor_watcher(void **state)
+{
+	struct executor *ex = NULL;
+	struct run_stats st;
+	struct titem ti;
+	struct pollfd pfd;
+	struct exec_item *done = NULL;
+	uint64_t deadline;
+
+	(void)state;
+	run_stats_init(&st, 1);
+	ASSERT_OK(executor_new(1, &ex));
+	pfd = (struct pollfd){.fd = executor_event_fd(ex), .events = POLLIN};
+
+	/* polling: the item comes back through take_done, the fd stays quiet */
+	executor_watcher_polling(ex);
+	titem_init(&ti, &st, 1, false);
+	executor_submit(ex, &ti.item);
+	deadline = spin_now_ns() + (uint64_t)LOST_WAKEUP_MS * 1000000;
+	while (!(done = executor_take_done(ex)) && spin_now_ns() < deadline)
+		sched_yield();
+	assert_ptr_equal(done, &ti.item);
+	ASSERT_EQ(poll(&pfd, 1, 0), 0);
+
+	/* an item that finished while we polled: do not sleep, take it */
+	titem_init(&ti, &st, 2, false);
+	executor_submit(ex, &ti.item);
+	usleep(20000);
+	assert_false(executor_watcher_sleep(ex));
+	ASSERT_EQ(poll(&pfd, 1, 0), 0);
+	assert_ptr_equal(executor_take_done(ex), &ti.item);
+
+	/* asleep: the next item writes the fd */
+	assert_true(executor_watcher_sleep(ex));
+	titem_init(&ti, &st, 3, false);
+	executor_submit(ex, &ti.item);
+	ASSERT_EQ(poll(&pfd, 1, LOST_WAKEUP_MS), 1);
+	executor_ack_event(ex);
+	assert_ptr_equal(executor_take_done(ex), &ti.item);
+	ex = executor_free(ex);
+	assert_no_errors();
+}
+
 int main(int argc, char **argv)
 {
 	const char *env = getenv("MOE_STRESS_ITERS");
@@ -450,6 +507,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_executor_free_in_flight, setup, fd_check_teardown),
 	    cmocka_unit_test_setup_teardown(test_executor_free_idle_and_spinning, setup,
 	                                    fd_check_teardown),
+	    cmocka_unit_test_setup_teardown(test_executor_watcher, setup, fd_check_teardown),
 	};
 
 	if (arg && *arg) {
