@@ -76,8 +76,7 @@ SMALLM_BLOCK(const float *x, size_t ldx, const SMALLM_W *w, size_t ldw, uint32_t
 #pragma GCC unroll 16
 		for (int r = 0; r < R; r++) {
 			wv[r] = SMALLM_WLOAD(w + r * ldw + i);
-			__builtin_prefetch((const char *)(w + r * ldw + i) + SMALLM_PREFETCH_BYTES,
-					   0, 0);
+			__builtin_prefetch(w + (r + SMALLM_ROWS) * ldw + i, 0, 0);
 		}
 #pragma GCC unroll 16
 		for (int c = 0; c < C; c++)
