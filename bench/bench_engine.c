@@ -23,6 +23,11 @@
  * the float32 values in both cases: there is no BF16 sgemm to compare with,
  * and float32 is what a BF16 layer must not be slower than for large T.
  *
+ * Scaling (not with --quick): the layer at T = 16 and 1024 on engines of 1
+ * up to --threads workers (at most 4), measured interleaved; scaling =
+ * tokens/s at N threads over N x tokens/s at 1 thread (1: perfect). Decode
+ * is bound by memory bandwidth, which threads share, so it scales less.
+ *
  * OpenBLAS's own threading needs its pthread build, while moed links the
  * serial one (cmake/MoedOpenBLAS.cmake): so this benchmark alone links the
  * pthread build (bench/CMakeLists.txt), which the engine sets to one thread
@@ -775,6 +780,64 @@ out:
 	return r;
 }
 
+/* ---- scaling ---- */
+
+/* measure() interleaves at most 4 functions: engines of 1..4 workers */
+#define SCALING_MAX 4
+/* The batch sizes scaling is measured at: decode (memory) and prefill (compute). */
+static const uint32_t scaling_tokens[] = { 16, 1024 };
+
+struct scaling_result {
+	const struct shape *shape;
+	enum weight_dtype dtype;
+	uint32_t T, threads;
+	double tokens_per_s;
+	double scaling; /* tokens/s at `threads` over threads x tokens/s at 1 */
+};
+
+/*
+ * The layer on engines of 1..@n workers (@engines[i] has i + 1), measured
+ * together (one repetition of each in turn: they see the same memory
+ * bandwidth), into @out[0..n).
+ */
+static int run_scaling(struct engine *const *engines, uint32_t n, const struct bench_layer *bl,
+		       const struct shape *s, enum weight_dtype dtype, uint32_t T,
+		       double target_s, struct scaling_result *out)
+{
+	const uint32_t d = s->d_model;
+	float *x = malloc(sizeof(float) * T * d), *y = malloc(sizeof(float) * T * d);
+	int32_t *idx = malloc(sizeof(int32_t) * T * s->top_k);
+	struct layer_run lr[SCALING_MAX];
+	struct timed f[SCALING_MAX];
+
+	if (!x || !y || !idx) {
+		free(x);
+		free(y);
+		free(idx);
+		return -ENOMEM;
+	}
+	bench_fill_normal(x, (size_t)T * d, 1000003u * T + s->n_experts);
+	for (uint32_t i = 0; i < n; i++) {
+		lr[i] = (struct layer_run){
+			.engine = engines[i],
+			.L = dtype == WEIGHT_BF16 ? &bl->L_bf16 : &bl->L,
+			.batch = { .x = x, .n_tokens = T, .output = y, .expert_index = idx },
+		};
+		f[i] = (struct timed){ .fn = run_layer, .ctx = &lr[i] };
+	}
+	measure(f, n, target_s);
+	for (uint32_t i = 0; i < n; i++)
+		out[i] = (struct scaling_result){
+			.shape = s, .dtype = dtype, .T = T, .threads = i + 1,
+			.tokens_per_s = T / f[i].median_s,
+			.scaling = f[0].median_s / f[i].median_s / (i + 1),
+		};
+	free(x);
+	free(y);
+	free(idx);
+	return 0;
+}
+
 /* ---- output ---- */
 
 static void print_header(const struct engine *e)
@@ -836,7 +899,8 @@ static void print_json_string(const char *s)
 	putchar('"');
 }
 
-static void print_json(const struct engine *e, const struct result *res, uint32_t n)
+static void print_json(const struct engine *e, const struct result *res, uint32_t n,
+		       const struct scaling_result *sc, uint32_t n_sc)
 {
 	printf("{\"benchmark\":\"engine\",\"build_type\":\"%s\",\"threads\":%u,\"blas_core\":",
 	       MOE_BUILD_TYPE, arg_threads);
@@ -866,6 +930,12 @@ static void print_json(const struct engine *e, const struct result *res, uint32_
 			printf(",\"background_cores\":%.3f", r->background);
 		printf("}");
 	}
+	printf("],\"scaling\":[");
+	for (uint32_t i = 0; i < n_sc; i++)
+		printf("%s{\"shape\":\"%s\",\"dtype\":\"%s\",\"T\":%u,\"threads\":%u,"
+		       "\"tokens_per_s\":%.1f,\"scaling\":%.4f}",
+		       i ? "," : "", sc[i].shape->tag, weight_dtype_name(sc[i].dtype), sc[i].T,
+		       sc[i].threads, sc[i].tokens_per_s, sc[i].scaling);
 	printf("]}\n");
 }
 
@@ -877,7 +947,7 @@ static void usage(FILE *out)
 		"  --json       one JSON object instead of the table\n"
 		"  --threads N  engine workers, OpenBLAS threads of the baseline and weight-read\n"
 		"               threads (default 2)\n"
-		"  --quick      shape A at T = 1 and 128 only (CI smoke)\n"
+		"  --quick      shape A at T = 1 and 128 only, no scaling (CI smoke)\n"
 		"  --shape S    A (E8 k2 d1024 ff3584, Mixtral-like) or B (E64 k6 d2048 ff1408,\n"
 		"               DeepSeek/Qwen-like); default both\n"
 		"  --tokens T   one batch size instead of 1, 16, 128, 1024\n"
@@ -895,6 +965,9 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct result res[64];
+	struct scaling_result scaling[2 * 2 * 2 * SCALING_MAX];
+	struct engine *scaling_engines[SCALING_MAX] = { NULL };
+	uint32_t n_scaling = 0, scaling_n = 0;
 	uint32_t n_res = 0;
 	struct engine_opts eo;
 	struct engine *engine = NULL;
@@ -984,6 +1057,18 @@ int main(int argc, char **argv)
 	}
 	if (!arg_json)
 		print_header(engine);
+	/* engines of 1..arg_threads workers for the scaling figures (not in a smoke run) */
+	if (!arg_quick) {
+		scaling_n = arg_threads < SCALING_MAX ? arg_threads : SCALING_MAX;
+		for (uint32_t i = 0; i < scaling_n; i++) {
+			eo.n_workers = i + 1;
+			r = engine_new(&eo, &scaling_engines[i], &d);
+			if (r < 0) {
+				fprintf(stderr, "engine_new: %s: %s\n", strerror(-r), d.msg);
+				goto out;
+			}
+		}
+	}
 
 	for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
 		const struct shape *s = &shapes[si];
@@ -1033,12 +1118,38 @@ int main(int argc, char **argv)
 			if (arg_tokens)
 				break;
 		}
+		for (size_t ti = 0; scaling_n > 1 && ti < 2; ti++) {
+			uint32_t T = arg_tokens ? arg_tokens : scaling_tokens[ti];
+
+			for (int dt = WEIGHT_F32; dt <= WEIGHT_BF16; dt++) {
+				if (arg_dtype >= 0 && dt != arg_dtype)
+					continue;
+				r = run_scaling(scaling_engines, scaling_n, bl, s,
+						(enum weight_dtype)dt, T, target_s,
+						&scaling[n_scaling]);
+				if (r < 0) {
+					bench_layer_free(bl);
+					goto out;
+				}
+				for (uint32_t i = 0; !arg_json && i < scaling_n; i++)
+					printf("scaling %-16s %5s T=%-5u %u threads: %10.1f tokens/s, "
+					       "scaling %.3f\n",
+					       s->tag, weight_dtype_name((enum weight_dtype)dt), T,
+					       i + 1, scaling[n_scaling + i].tokens_per_s,
+					       scaling[n_scaling + i].scaling);
+				n_scaling += scaling_n;
+			}
+			if (arg_tokens)
+				break;
+		}
 		bench_layer_free(bl);
 	}
 	if (arg_json)
-		print_json(engine, res, n_res);
+		print_json(engine, res, n_res, scaling, n_scaling);
 	r = 0;
 out:
+	for (uint32_t i = 0; i < scaling_n; i++)
+		engine_free(scaling_engines[i]);
 	engine_free(engine);
 	free(evict_buf);
 	return r < 0 ? 1 : 0;
