@@ -18,7 +18,11 @@
 #define POOL_BYTES ((size_t)64 << 20)
 /* The engine's column tile: an expert tile has at most this many weight rows. */
 #define TILE_ROWS 512
-#define REPS 3
+#define REPS 5
+/* Each timed batch of calls takes at least this long. */
+#define BATCH_S 200e-6
+/* Within this factor of sgemm, the small-m kernel counts as fast as it. */
+#define TIE 1.03
 /* Past this the measurement stops where it is: what was measured stands. */
 #define BUDGET_S 2.0
 
@@ -202,23 +206,56 @@ static void pool_fill(struct pool *p, enum weight_dtype dt)
 	}
 }
 
-/* The least of REPS calls of @kernel at @m, each on the next copy of the tile. */
-static double time_kernel(struct pool *p, enum matmul_kernel kernel, uint32_t m)
+/* One call of @kernel at @m on the next copy of the tile; its seconds. */
+static double one_call(struct pool *p, enum matmul_kernel kernel, uint32_t m)
 {
-	double best = 1e30;
+	const uint8_t *w = p->w + (size_t)p->next * p->tile_bytes;
+	double t0 = now_s();
+
+	p->next = (p->next + 1) % p->copies;
+	matmul_xwt(kernel, p->x, p->shape.k, m, p->shape.k, w, p->dtype, p->shape.k, p->shape.n,
+		   p->y, p->shape.n);
+	return now_s() - t0;
+}
+
+/* Seconds per call of @kernel at @m over one batch of @calls calls. */
+static double batch(struct pool *p, enum matmul_kernel kernel, uint32_t m, uint32_t calls)
+{
+	double t0 = now_s();
+
+	for (uint32_t c = 0; c < calls; c++)
+		(void)one_call(p, kernel, m);
+	return (now_s() - t0) / calls;
+}
+
+/* Calls of @kernel at @m that take about BATCH_S (at least one). */
+static uint32_t batch_calls(struct pool *p, enum matmul_kernel kernel, uint32_t m)
+{
+	double one = one_call(p, kernel, m);
+
+	return one >= BATCH_S ? 1 : (uint32_t)(BATCH_S / (one > 1e-7 ? one : 1e-7)) + 1;
+}
+
+/*
+ * Is kernel @a at least as fast as @b at @m (within TIE)? Each is timed in
+ * REPS batches of about BATCH_S (a small tile's single call takes
+ * microseconds, where one timing would measure the clock), the two
+ * alternating so that a disturbance from another process hits both, and
+ * each kernel's least batch counts.
+ */
+static bool as_fast(struct pool *p, enum matmul_kernel a, enum matmul_kernel b, uint32_t m)
+{
+	uint32_t calls_a = batch_calls(p, a, m), calls_b = batch_calls(p, b, m);
+	double ta = 1e30, tb = 1e30;
 
 	for (int r = 0; r < REPS; r++) {
-		const uint8_t *w = p->w + (size_t)p->next * p->tile_bytes;
-		double t0 = now_s(), t;
+		double t = batch(p, a, m, calls_a);
 
-		p->next = (p->next + 1) % p->copies;
-		matmul_xwt(kernel, p->x, p->shape.k, m, p->shape.k, w, p->dtype, p->shape.k,
-			   p->shape.n, p->y, p->shape.n);
-		t = now_s() - t0;
-		if (t < best)
-			best = t;
+		ta = t < ta ? t : ta;
+		t = batch(p, b, m, calls_b);
+		tb = t < tb ? t : tb;
 	}
-	return best;
+	return ta <= TIE * tb;
 }
 
 /*
@@ -231,10 +268,11 @@ static uint32_t measure_shape(struct pool *p, double deadline, bool *small_m_at_
 	uint32_t bound = 1;
 
 	if (p->dtype == WEIGHT_F32)
-		*small_m_at_1 = time_kernel(p, MATMUL_SMALLM, 1) < time_kernel(p, MATMUL_SGEMV, 1);
+		*small_m_at_1 = as_fast(p, MATMUL_SMALLM, MATMUL_SGEMV, 1);
 	/* past the deadline the bound stays where it is, but m = 2 is always measured */
 	for (size_t i = 1; i < N_M && (i == 1 || now_s() < deadline); i++) {
-		if (time_kernel(p, MATMUL_SMALLM, ms[i]) > time_kernel(p, MATMUL_SGEMM, ms[i]))
+		/* a tie goes to the small-m kernel: it reads the weights once */
+		if (!as_fast(p, MATMUL_SMALLM, MATMUL_SGEMM, ms[i]))
 			break;
 		bound = ms[i];
 	}
