@@ -10,9 +10,10 @@
  *
  * For each weight dtype the model uses and each expert tile shape, both
  * kernels multiply m = 1, 2, 4 ... 64 rows with weights that come from
- * memory (copies filling 64 MiB, used in turn); the bound is the largest m
- * up to which the small-m kernel is at least as fast at every measured m
- * (the least over the shapes). A few hundred milliseconds on one thread;
+ * memory (copies filling 64 MiB, used in turn), timed in alternating
+ * batches of calls; the bound is the largest m up to which the small-m
+ * kernel is at least as fast (within 3%) at every measured m (the least
+ * over the shapes). A few hundred milliseconds on one thread;
  * the result is kept in a cache file keyed by the CPU model, OpenBLAS's
  * core, the small-m variant, the shapes and the dtypes, so a restart on the
  * same machine measures nothing.
