@@ -42,6 +42,18 @@
 #define TIE_MARGIN 1e-3
 
 static const char *arg_moed;
+/* Each test's daemon and reference: the teardown stops and removes them even
+ * when an assertion ends the test early (no moed or 100 MB store left behind). */
+static struct test_daemon daemon_;
+static struct test_ref ref_;
+
+static int teardown(void **state)
+{
+	(void)state;
+	test_ref_close(&ref_);
+	test_daemon_done(&daemon_);
+	return 0;
+}
 
 /* Write a synthetic model of @dtype with the given shape to @path. */
 static void write_model(const char *path, enum st_dtype dtype, uint32_t d_model, uint32_t d_ff,
@@ -138,32 +150,30 @@ static int64_t store_weight_bytes(const struct test_daemon *dm)
 /* Served in its dtype and widened: the same outputs as the widened engine; half the bytes. */
 static void check_dtype(enum st_dtype dtype, const char *name)
 {
-	struct test_daemon dm;
-	struct test_ref ref;
-	char path[256], what[64];
+	struct test_daemon *dm = &daemon_;
+	char path[sizeof(dm->dir) + 64], what[64];
 	int64_t kept, widened;
 
-	ASSERT_OK(test_daemon_init(&dm, arg_moed));
-	snprintf(path, sizeof(path), "%s/%s.safetensors", dm.dir, name);
+	ASSERT_OK(test_daemon_init(dm, arg_moed));
+	assert_true((size_t)snprintf(path, sizeof(path), "%s/%.16s.safetensors", dm->dir, name) <
+		    sizeof(path));
 	write_model(path, dtype, 256, 512, 2);
-	ASSERT_OK(test_ref_open_as(&ref, path, true));
+	ASSERT_OK(test_ref_open_as(&ref_, path, true));
 
-	start_on(&dm, path, "checkpoint");
-	kept = store_weight_bytes(&dm);
+	start_on(dm, path, "checkpoint");
+	kept = store_weight_bytes(dm);
 	snprintf(what, sizeof(what), "%s kept", name);
-	expect_outputs(&dm, &ref, what);
-	ASSERT_EQ(test_daemon_stop(&dm), 0);
+	expect_outputs(dm, &ref_, what);
+	ASSERT_EQ(test_daemon_stop(dm), 0);
 
-	start_on(&dm, path, "f32");
-	widened = store_weight_bytes(&dm);
+	start_on(dm, path, "f32");
+	widened = store_weight_bytes(dm);
 	snprintf(what, sizeof(what), "%s widened", name);
-	expect_outputs(&dm, &ref, what);
-	ASSERT_EQ(test_daemon_stop(&dm), 0);
+	expect_outputs(dm, &ref_, what);
+	ASSERT_EQ(test_daemon_stop(dm), 0);
 
 	/* 2 layers x 8 experts x 3 matrices of 256 x 512: half as many bytes kept */
 	ASSERT_EQ(widened - kept, (int64_t)2 * 8 * 3 * 256 * 512 * 2);
-	test_ref_close(&ref);
-	test_daemon_done(&dm);
 }
 
 static void test_bf16_served_as_bf16(void **state)
@@ -221,18 +231,17 @@ static void test_bf16_memory(void **state)
 	/* the process itself: code, OpenBLAS, the engine's scratch, the rings
 	 * (a sanitizer build adds its shadow memory and quarantine) */
 	const uint64_t allowance = (uint64_t)test_scale(96, 768) << 20;
-	struct test_daemon dm;
-	struct test_ref ref;
-	char path[256];
+	char path[sizeof(daemon_.dir) + 64];
 	uint64_t kept, widened;
 
 	(void)state;
-	ASSERT_OK(test_daemon_init(&dm, arg_moed));
-	snprintf(path, sizeof(path), "%s/large-bf16.safetensors", dm.dir);
+	ASSERT_OK(test_daemon_init(&daemon_, arg_moed));
+	assert_true((size_t)snprintf(path, sizeof(path), "%s/large-bf16.safetensors",
+				     daemon_.dir) < sizeof(path));
 	write_model(path, ST_BF16, 1024, 2048, 1);
-	ASSERT_OK(test_ref_open_as(&ref, path, true));
-	kept = served_memory(&dm, path, &ref, "checkpoint");
-	widened = served_memory(&dm, path, &ref, "f32");
+	ASSERT_OK(test_ref_open_as(&ref_, path, true));
+	kept = served_memory(&daemon_, path, &ref_, "checkpoint");
+	widened = served_memory(&daemon_, path, &ref_, "f32");
 	fprintf(stderr,
 	        "test: %.1f MB of BF16 expert weights; moed resident + shared: %.1f MB kept, "
 	        "%.1f MB widened (ratio to the expert bytes %.3f and %.3f)\n",
@@ -243,16 +252,14 @@ static void test_bf16_memory(void **state)
 		         expert_bytes / 1e6, (expert_bytes + expert_bytes / 20 + allowance) / 1e6);
 	/* the bound can fail: a float32 copy is past it */
 	assert_true(widened >= kept + expert_bytes * 9 / 10);
-	test_ref_close(&ref);
-	test_daemon_done(&dm);
 }
 
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_bf16_served_as_bf16),
-		cmocka_unit_test(test_f16_served_as_f16),
-		cmocka_unit_test(test_bf16_memory),
+		cmocka_unit_test_teardown(test_bf16_served_as_bf16, teardown),
+		cmocka_unit_test_teardown(test_f16_served_as_f16, teardown),
+		cmocka_unit_test_teardown(test_bf16_memory, teardown),
 	};
 
 	if (argc < 2) {
