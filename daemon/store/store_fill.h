@@ -8,8 +8,8 @@
  * is). A fill reads its byte ranges with io_uring, FILL_DEPTH reads of up to
  * FILL_CHUNK bytes in flight: ranges whose dtype the store keeps (F32, and
  * BF16/F16 experts) straight into their place in the store, others into a
- * bounce buffer and converted to float32 from there. Progress is one counter of bytes read shared by every
- * fill, for the log and the status.
+ * bounce buffer and converted to float32 from there. Progress is one
+ * counter of bytes read shared by every fill, for the log and the status.
  */
 #pragma once
 
