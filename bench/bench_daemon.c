@@ -17,13 +17,14 @@
  *     CPU, the client on that CPU, then on another, each against the
  *     ping-pong placed alike): unpinned, both moed and the ping-pong switch
  *     between a same-CPU and a cross-CPU mode of very different cost.
- *  2. Round trip, busy polling: spin_ns = 1 s, moed at poll_us = 1 s. With 2
- *     CPUs a spinning client and a spinning reactor take both, so moed runs
- *     1 worker (the runner that takes the run; the reactor yields its CPU to
- *     it while the run computes) and the in-process engine too; baseline: a
- *     spinning ping-pong between two processes (no system call).
- *     overhead_vs_spin (target <= 2; the hand-off to a runner costs two
- *     context switches here, which two CPUs cannot hide). With it, for
+ *  2. Round trip, busy polling: spin_ns = 1 s, moed at poll_us = 1 ms, in
+ *     blocks that alternate with the baselines' (moed asleep between them).
+ *     With 2 CPUs a spinning client and a spinning reactor take both, so
+ *     moed runs 1 worker and the in-process engine too; a run of this tiny
+ *     model computes on the reactor thread (inline_run_bytes), as handing it
+ *     to a runner would cost two context switches that two CPUs cannot
+ *     hide. Baseline: a spinning ping-pong between two processes (no
+ *     system call). overhead_vs_spin (target <= 2). With it, for
  *     information, the ring alone (bench_daemon_ring.c: shm_ring as libmoe
  *     and moed drive it, between two spinning processes, no reactor, runner
  *     or engine) against the same ping-pong: ring_vs_spin.
@@ -659,15 +660,25 @@ out:
 }
 
 /*
- * Busy polling. A polling moed keeps a core for poll_us (1 s) after its last
- * batch, so the baselines cannot interleave with it: they run before moed
- * starts and after it stopped, half each, and are pooled.
+ * Busy polling, in alternating blocks: moed's round trips, then (moed
+ * asleep) the baselines and the in-process engine, lat_rounds * 2 times.
+ * The overhead is a difference of two medians of similar size (the engine
+ * is most of a round trip), so both must see the same machine: measured
+ * minutes apart, a drift of a few percent in the engine's time moved the
+ * figure by half. moed polls for poll_us = 1 ms after its last batch, always
+ * within a block, and sleeps between blocks (BLOCK_GAP_US), so that the
+ * baselines have both CPUs; the first round trips of a block, which wake it,
+ * are the block's untimed warm-up.
  */
+#define SPIN_POLL_SET "poll_us=1000"
+#define BLOCK_GAP_US 5000
+
 static int latency_spinning(const char *model_path, const struct moe_layer *L, const float *x,
 			    float *y_embedded, struct results *res)
 {
-	static const char *const sets[] = { "workers=1", "poll_us=1000000" };
-	const uint32_t total = lat_rounds * lat_iters, half = total / 2;
+	static const char *const sets[] = { "workers=1", SPIN_POLL_SET };
+	const uint32_t blocks = lat_rounds * 2, per_block = lat_iters / 2;
+	const uint32_t total = blocks * per_block, warmup = lat_warmup / 4;
 	double *spin = NULL, *eng = NULL, *rt = NULL, *ring = NULL;
 	struct daemon_proc dp = { 0 };
 	struct client cl = { 0 };
@@ -682,33 +693,30 @@ static int latency_spinning(const char *model_path, const struct moe_layer *L, c
 		goto out;
 
 	cpu_mark_take(&mark);
-	fprintf(stderr, "# 2. round trips, busy polling: %u samples each\n", total);
-	for (uint32_t pass = 0; pass < 2; pass++) {
-		uint32_t off = pass * half, n = pass ? total - half : half;
+	fprintf(stderr, "# 2. round trips, busy polling: %u blocks of %u samples each\n", blocks,
+		per_block);
+	r = daemon_proc_start(arg_moed, tmp_dir, model_path, sets, 2, -1, &dp);
+	if (r < 0)
+		goto out;
+	r = client_open(dp.socket, SPIN_NS_BUSY, L->d_model, 1, x, &cl);
+	if (r < 0)
+		goto out;
+	for (uint32_t b = 0; b < blocks; b++) {
+		const size_t off = (size_t)b * per_block;
 
-		if (pass == 1) {
-			/* between the two baseline halves: moed, polling */
-			r = daemon_proc_start(arg_moed, tmp_dir, model_path, sets, 2, -1, &dp);
-			if (r < 0)
-				goto out;
-			r = client_open(dp.socket, SPIN_NS_BUSY, L->d_model, 1, x, &cl);
-			if (r < 0)
-				goto out;
-			r = daemon_block(&cl, lat_warmup, total, rt);
-			if (r < 0)
-				goto out;
-			client_close(&cl);
-			daemon_proc_stop(&dp);
-		}
-		r = pingpong_spin_run(-1, -1, lat_warmup, n, spin + off);
+		r = daemon_block(&cl, warmup, per_block, rt + off);
+		if (r < 0)
+			goto out;
+		usleep(BLOCK_GAP_US); /* moed's poll_us passes: it sleeps */
+		r = pingpong_spin_run(-1, -1, warmup, per_block, spin + off);
 		if (r < 0) {
 			fprintf(stderr, "spin ping-pong: %s\n", strerror(-r));
 			goto out;
 		}
-		r = engine_block(L, 1, x, 1, y_embedded, lat_warmup, n, eng + off);
+		r = engine_block(L, 1, x, 1, y_embedded, warmup, per_block, eng + off);
 		if (r < 0)
 			goto out;
-		r = ring_pingpong_run(lat_warmup, n, ring + off);
+		r = ring_pingpong_run(warmup, per_block, ring + off);
 		if (r < 0) {
 			fprintf(stderr, "ring ping-pong: %s\n", strerror(-r));
 			goto out;
@@ -1285,10 +1293,11 @@ static const char *verdict(bool ok)
 /* Section 2: the busy-poll round trip. */
 static void print_spin(const struct results *res)
 {
-	printf("2. round trip, busy polling: %s, T=1, client spin_ns=1e9, moed poll_us=1000000;\n"
-	       "   moed workers=1 and the in-process engine 1 worker (2 CPUs: a spinning client\n"
-	       "   and a spinning reactor already take both; the runner shares the reactor's)\n",
-	       shape_tiny.tag);
+	printf("2. round trip, busy polling: %s, T=1, client spin_ns=1e9, moed %s, blocks\n"
+	       "   alternating with the baselines; moed workers=1 and the in-process engine\n"
+	       "   1 worker (2 CPUs: a spinning client and a spinning reactor take both; runs\n"
+	       "   this small compute on the reactor thread, inline_run_bytes)\n",
+	       shape_tiny.tag, SPIN_POLL_SET);
 	printf("   moed round trip       median %8.2f us   p99 %8.2f us\n", res->rt_spin.median_us,
 	       res->rt_spin.p99_us);
 	printf("   engine in-process     median %8.2f us   p99 %8.2f us   (1 worker)\n",

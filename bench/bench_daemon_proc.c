@@ -274,7 +274,7 @@ int daemon_proc_start(const char *moed_path, const char *dir, const char *model_
 {
 	struct daemon_proc p = { 0 };
 	char state[PATH_MAX + 16];
-	const char *argv[10 + 2 * MAX_SETS + 1];
+	const char *argv[12 + 2 * MAX_SETS + 1];
 	unsigned argc = 0;
 	pid_t parent = getpid();
 	uint64_t t0;
@@ -298,6 +298,13 @@ int daemon_proc_start(const char *moed_path, const char *dir, const char *model_
 	/* each run loads afresh and leaves nothing in /dev/shm */
 	argv[argc++] = "--set";
 	argv[argc++] = "store_keep=no";
+	/*
+	 * The kernels of the in-process engine each figure compares against:
+	 * its built-in bounds (moed's measured ones may pick another kernel
+	 * for the same shape, and the difference would count as overhead).
+	 */
+	argv[argc++] = "--set";
+	argv[argc++] = "kernel_calibration=no";
 	for (unsigned i = 0; i < n_sets; i++) {
 		argv[argc++] = "--set";
 		argv[argc++] = sets[i];

@@ -77,6 +77,9 @@ static const struct config_row config_table[] = {
 	    "engine runs computing at once (each client has at most one in flight)"),
 	ROW("merge_window_us", CONFIG_U32, merge_window_us, 0, 1000000, "200", LIVE,
 	    "how long a batch waits for same-layer batches of other clients; 0: no merging"),
+	ROW("inline_run_bytes", CONFIG_U64, inline_run_bytes, 0, 1ull << 40, "262144", LIVE,
+	    "a run that reads at most this many bytes of weights computes on the reactor "
+	    "thread, without a hand-off to a runner; 0: every run goes to a runner"),
 	ROW("poll_us", CONFIG_U32, poll_us, 0, 1000000, "50", LIVE,
 	    "after the last work, poll the rings this long before sleeping"),
 	ROW("max_clients", CONFIG_U32, max_clients, 1, 65536, "64", RESTART, "connected clients at most"),

@@ -54,6 +54,7 @@ struct moed_config {
 	bool kernel_calibration;         /* measure the matmul kernels' bounds at start */
 	uint32_t runs_in_flight;         /* executor runner threads */
 	uint32_t merge_window_us;        /* 0: never merge batches of several clients */
+	uint64_t inline_run_bytes;       /* runs reading at most this compute on the reactor */
 	uint32_t poll_us;                /* adaptive polling window after the last work */
 	uint32_t max_clients;
 	uint32_t max_clients_per_process; /* 0: derived, see moed_config_clients_per_process() */

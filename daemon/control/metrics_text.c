@@ -48,6 +48,8 @@ static void daemon_wide(const json_t *st, FILE *out)
 		{ "moed_engine_runs_total", "engine_runs", "counter", "Engine runs (merged or not)." },
 		{ "moed_merged_batches_total", "merged_batches", "counter",
 		  "Batches computed as part of a merged run." },
+		{ "moed_inline_runs_total", "inline_runs", "counter",
+		  "Engine runs computed on the reactor thread (inline_run_bytes)." },
 	};
 
 	family(out, "moed_info", "gauge", "The model moed serves and its ring ABI.");

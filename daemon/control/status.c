@@ -114,7 +114,7 @@ int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t 
 	root = json_pack(
 		"{s:{s:I, s:s, s:f, s:s, s:I, s:I, s:I, s:I, s:I}, "
 		"s:{s:s, s:I, s:I, s:I, s:I}, "
-		"s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o*, s:o*, "
+		"s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o*, s:o*, "
 		"s:o*, s:o*}",
 		"daemon", "pid", (json_int_t)getpid(), "phase", "serving", "uptime_s", v->uptime_s,
 		"doorbell",
@@ -130,7 +130,8 @@ int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t 
 		(json_int_t)v->batches, "tokens", (json_int_t)v->tokens, "errors",
 		(json_int_t)v->errors, "rejected", (json_int_t)v->rejected, "dropped",
 		(json_int_t)v->dropped, "engine_runs", (json_int_t)v->engine_runs,
-		"merged_batches", (json_int_t)v->merged_batches, "runs_active",
+		"merged_batches", (json_int_t)v->merged_batches, "inline_runs",
+		(json_int_t)v->inline_runs, "runs_active",
 		(json_int_t)v->runs_active,
 		"clients", status_clients(v, uid), "layers", status_layers(v), "store",
 		v->store ? status_store_json(v->store, v->engine, v->layers, v->uptime_s) : NULL,

@@ -48,6 +48,7 @@ struct status_view {
 	uint64_t clients_served, clients_refused, clients_corrupt;
 	uint64_t batches, tokens, errors, rejected, dropped;
 	uint64_t engine_runs, merged_batches;
+	uint64_t inline_runs; /* engine runs computed on the reactor thread */
 	uint32_t runs_active; /* runs computing now */
 	/* reloads (SIGHUP, moectl reload): how many, how many refused, the last one's outcome */
 	uint64_t reloads, reloads_refused;

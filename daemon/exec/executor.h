@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * executor: the threads that carry the reactor's runs, so that the reactor
- * thread never computes.
+ * thread computes nothing but runs too small to hand over (inline_run_bytes,
+ * sched.c).
  *
  * The reactor hands a run over with executor_submit(), which never blocks
  * for longer than a short lock; one of the executor's runner threads takes

@@ -172,11 +172,12 @@ static int print_summary(const char *text)
 	       (long long)get_int(t, "clients"), (long long)get_int(t, "clients_served"),
 	       (long long)get_int(t, "clients_refused"), (long long)get_int(t, "clients_corrupt"));
 	printf("batches: %lld (%lld failed), %lld requests refused, %lld tokens, %lld slots "
-	       "dropped, %lld engine runs, %lld batches merged\n",
+	       "dropped, %lld engine runs (%lld inline), %lld batches merged\n",
 	       (long long)get_int(t, "batches"), (long long)get_int(t, "errors"),
 	       (long long)get_int(t, "rejected"),
 	       (long long)get_int(t, "tokens"), (long long)get_int(t, "dropped"),
-	       (long long)get_int(t, "engine_runs"), (long long)get_int(t, "merged_batches"));
+	       (long long)get_int(t, "engine_runs"), (long long)get_int(t, "inline_runs"),
+	       (long long)get_int(t, "merged_batches"));
 	/* the average since start; `moectl top` shows the rate of the moment */
 	uptime = json_number_value(json_object_get(d, "uptime_s"));
 	if (uptime > 0)

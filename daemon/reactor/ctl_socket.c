@@ -405,6 +405,7 @@ static void ctl_status_view(struct reactor *r, struct status_client *cl, struct 
 		.dropped = t->dropped,
 		.engine_runs = t->engine_runs,
 		.merged_batches = t->merged_batches,
+		.inline_runs = t->inline_runs,
 		.runs_active = sched_in_flight(r->sched),
 		.reloads = r->reloads,
 		.reloads_refused = r->reloads_refused,

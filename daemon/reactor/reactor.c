@@ -381,7 +381,8 @@ int reactor_new(const struct moed_config *cfg, int listen_fd, struct expert_stor
 	if (ret < 0)
 		goto err;
 	sp = (struct sched_params){ .cfg = cfg, .store = store, .engine = engine,
-				    .clients = r->clients, .layer_slots = r->layer_slots,
+				    .clients = r->clients, .live = r->live,
+				    .layer_slots = r->layer_slots,
 				    .max_experts = r->model_info.max_experts, .peers = r->peers };
 	ret = sched_new(&sp, &r->sched, d);
 	if (ret < 0)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * reactor: moed's one I/O thread. It never computes. A single io_uring
+ * reactor: moed's one I/O thread. It computes only runs too small to hand
+ * to a runner (inline_run_bytes, sched.h). A single io_uring
  * carries every wait: the control socket's accepts, each new connection's
  * first message, each client's doorbell (an IORING_OP_FUTEX_WAIT on its SQ
  * futex word, or a poll on its eventfd), each client's pidfd and socket

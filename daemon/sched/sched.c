@@ -12,6 +12,7 @@
 #include "router/router_config.h"
 #include "sched/run.h"
 #include "util/log.h"
+#include "util/spin.h"
 
 struct sched {
 	const struct moed_config *cfg;
@@ -19,21 +20,44 @@ struct sched {
 	const struct moe_model *model; /* the store's */
 	struct engine *engine;
 	struct client_slot *clients;
+	const uint32_t *live;
 	const uint32_t *layer_slots;
 	uint32_t max_experts;
 	struct peers *peers;           /* NULL: one host */
 	bool *layer_mergeable;
+	/*
+	 * Per layer, for the inline bound: the bytes of one routed expert's
+	 * weights (UINT64_MAX: experts that never compute inline) and of what
+	 * every token reads (router, shared experts).
+	 */
+	uint64_t *layer_expert_bytes, *layer_fixed_bytes;
 	uint32_t n_layers;
 
 	struct executor *executor;
 	struct run *runs;   /* [n_runs] */
 	bool *run_busy;     /* [n_runs] */
 	uint32_t n_runs, in_flight;
-	uint32_t cursor;    /* the client slot the next pass starts from */
+	uint32_t cursor;    /* the position in live[] the next pass starts from */
 
 	struct sched_totals totals;
 	struct layer_stats *layers;
 };
+
+/* What one routed expert of @L reads per run, and what every run of @L reads besides. */
+static void layer_weight_bytes(const struct moe_layer *L, uint64_t *ret_expert,
+			       uint64_t *ret_fixed)
+{
+	const struct ffn_weights *f = L->n_experts ? &L->experts[0].ffn : NULL;
+	uint64_t dm = L->d_model, fixed = dm * L->n_experts * sizeof(float); /* the gate */
+
+	*ret_expert = UINT64_MAX;
+	if (f && f->w1) /* FFN experts (BASE layers' sublayers are never inline) */
+		*ret_expert = dm * f->d_ff * (f->w3 ? 3 : 2) * weight_dtype_size(f->dtype);
+	if (L->has_shared)
+		fixed += dm * L->shared.d_ff * (L->shared.w3 ? 3 : 2) *
+			 weight_dtype_size(L->shared.dtype);
+	*ret_fixed = fixed;
+}
 
 int sched_new(const struct sched_params *p, struct sched **ret_sched, struct diag *d)
 {
@@ -48,15 +72,19 @@ int sched_new(const struct sched_params *p, struct sched **ret_sched, struct dia
 	s->model = expert_store_model(p->store);
 	s->engine = p->engine;
 	s->clients = p->clients;
+	s->live = p->live;
 	s->layer_slots = p->layer_slots;
 	s->max_experts = p->max_experts;
 	s->peers = p->peers;
 	s->n_layers = moe_model_n_layers(s->model);
 	s->n_runs = p->cfg->runs_in_flight;
 	s->layer_mergeable = calloc(s->n_layers ? s->n_layers : 1, sizeof(*s->layer_mergeable));
+	s->layer_expert_bytes = calloc(s->n_layers ? s->n_layers : 1, sizeof(uint64_t));
+	s->layer_fixed_bytes = calloc(s->n_layers ? s->n_layers : 1, sizeof(uint64_t));
 	s->runs = calloc(s->n_runs, sizeof(*s->runs));
 	s->run_busy = calloc(s->n_runs, sizeof(*s->run_busy));
-	if (!s->layer_mergeable || !s->runs || !s->run_busy) {
+	if (!s->layer_mergeable || !s->layer_expert_bytes || !s->layer_fixed_bytes || !s->runs ||
+	    !s->run_busy) {
 		r = diag_set(d, -ENOMEM, "out of memory");
 		goto err;
 	}
@@ -64,6 +92,10 @@ int sched_new(const struct sched_params *p, struct sched **ret_sched, struct dia
 		const struct moe_layer *L = moe_model_layer(s->model, l);
 
 		s->layer_mergeable[l] = L && router_config_per_token(&L->router);
+		if (L)
+			layer_weight_bytes(L, &s->layer_expert_bytes[l], &s->layer_fixed_bytes[l]);
+		else
+			s->layer_expert_bytes[l] = UINT64_MAX;
 	}
 	for (uint32_t i = 0; s->peers && i < s->n_runs; i++)
 		if (peers_batch_new(s->peers, &s->runs[i].peers_batch) < 0) {
@@ -103,6 +135,8 @@ struct sched *sched_free(struct sched *s)
 	free(s->runs);
 	free(s->run_busy);
 	free(s->layer_mergeable);
+	free(s->layer_expert_bytes);
+	free(s->layer_fixed_bytes);
 	free(s);
 	return NULL;
 }
@@ -209,6 +243,36 @@ static void run_prepare(struct sched *s, struct run *run, uint32_t layer)
 
 static void run_complete_members_now(struct sched *s, struct run *run, int status,
 				     const char *why, uint64_t now_ns);
+static void run_finish(struct sched *s, struct run *run, uint64_t now_ns);
+
+/*
+ * Whether @run computes here, on the reactor thread, rather than on a
+ * runner: when the weights it may read (every expert its rows can reach,
+ * the router and shared experts) are at most inline_run_bytes. Such a run
+ * computes in about as long as its hand-off to a runner takes (a few
+ * microseconds: the runner's wake-up, and where a spinning client and this
+ * loop hold every CPU, two thread switches to lend the runner the reactor's
+ * CPU and take it back), so computing it here halves its round trip and
+ * delays the reactor's next pass by no more than the hand-off would have
+ * cost it. A run with experts on other hosts always goes to a runner: it
+ * waits on the network.
+ */
+static bool run_computes_inline(const struct sched *s, const struct run *run)
+{
+	uint64_t limit = s->cfg->inline_run_bytes, fixed, per_expert, reach;
+
+	if (!limit || run->has_remote)
+		return false;
+	per_expert = s->layer_expert_bytes[run->layer_index];
+	fixed = s->layer_fixed_bytes[run->layer_index];
+	if (per_expert == UINT64_MAX || fixed > limit)
+		return false;
+	reach = (uint64_t)run->rows * run->k;
+	if (reach > run->layer->n_experts)
+		reach = run->layer->n_experts;
+	/* a division, not reach * per_expert: that product may pass 2^64 */
+	return per_expert == 0 || reach <= (limit - fixed) / per_expert;
+}
 
 /*
  * Copy the members' rows (and given routing) out of their arenas into the
@@ -245,23 +309,33 @@ static void run_start(struct sched *s, struct run *run, uint64_t now_ns)
 			       (size_t)m->sqe.n_tokens * run->k * sizeof(float));
 		}
 	}
+	if (run_computes_inline(s, run)) {
+		s->totals.inline_runs++;
+		run_execute(&run->item);
+		run_finish(s, run, spin_now_ns());
+		return;
+	}
 	executor_submit(s->executor, &run->item);
 }
 
 int sched_start_ready(struct sched *s, uint32_t n_clients, uint64_t now_ns, bool force,
 		      uint64_t *ret_wait_ns)
 {
-	const uint32_t n = s->cfg->max_clients;
+	const uint32_t n = n_clients;
 	uint64_t window = (uint64_t)s->cfg->merge_window_us * 1000, wait_ns = 0;
-	uint32_t first = s->cursor;
+	uint32_t first = n ? s->cursor % n : 0;
 	int started = 0;
 
 	/*
-	 * Round robin: a pass starts from the client after the last one that
-	 * got a run, so when runs are scarce they go to every client in turn.
+	 * Round robin over the connected clients (live[], not the whole slot
+	 * table: a busy-polling pass must cost little with few clients): a
+	 * pass starts from the client after the last one that got a run, so
+	 * when runs are scarce they go to every client in turn. A client
+	 * leaving moves the last entry into its place, which shifts the turn
+	 * of one client by one pass at most.
 	 */
 	for (uint32_t step = 0; step < n && s->in_flight < s->n_runs; step++) {
-		uint32_t i = (first + step) % n, layer, partners = 0;
+		uint32_t pos = (first + step) % n, i = s->live[pos], layer, partners = 0;
 		struct pending_batch *head = ready_head(s, i);
 		struct run *run;
 		bool mergeable;
@@ -271,16 +345,16 @@ int sched_start_ready(struct sched *s, uint32_t n_clients, uint64_t now_ns, bool
 			continue;
 		layer = head->sqe.layer;
 		mergeable = batch_mergeable(s, &head->sqe);
-		if (mergeable) {
+		if (mergeable && n > 1) {
 			/* count the clients whose head batch could join this one */
 			for (uint32_t j = 0; j < n; j++) {
-				struct pending_batch *oh = ready_head(s, j);
+				struct pending_batch *oh = ready_head(s, s->live[j]);
 
 				if (oh && oh->sqe.layer == layer && batch_mergeable(s, &oh->sqe))
 					partners++;
 			}
 			age = now_ns - head->t_consumed_ns;
-			if (!force && partners < n_clients && age < window) {
+			if (!force && partners < n && age < window) {
 				uint64_t left = window - age;
 
 				if (!wait_ns || left < wait_ns)
@@ -293,7 +367,7 @@ int sched_start_ready(struct sched *s, uint32_t n_clients, uint64_t now_ns, bool
 		run_prepare(s, run, layer);
 		run_add_member(s, run, i);
 		for (uint32_t o = 1; mergeable && o < n && run->n_members < RUN_MAX_MEMBERS; o++) {
-			uint32_t j = (i + o) % n;
+			uint32_t j = s->live[(pos + o) % n];
 			struct pending_batch *oh = ready_head(s, j);
 
 			if (!oh || oh->sqe.layer != layer || !batch_mergeable(s, &oh->sqe))
@@ -303,8 +377,8 @@ int sched_start_ready(struct sched *s, uint32_t n_clients, uint64_t now_ns, bool
 			run_add_member(s, run, j);
 		}
 		started += (int)run->n_members;
+		s->cursor = (pos + 1) % n;
 		run_start(s, run, now_ns);
-		s->cursor = (i + 1) % n;
 	}
 	if (ret_wait_ns)
 		*ret_wait_ns = wait_ns;
@@ -439,6 +513,15 @@ static void run_complete_members_now(struct sched *s, struct run *run, int statu
 	run_put(s, run);
 }
 
+/* A computed run: its counters, its members' results and CQEs; the run is free again. */
+static void run_finish(struct sched *s, struct run *run, uint64_t now_ns)
+{
+	run_count(s, run);
+	for (uint32_t i = 0; i < run->n_members; i++)
+		member_complete(s, run, &run->members[i], now_ns);
+	run_put(s, run);
+}
+
 int sched_complete_done(struct sched *s, uint64_t now_ns)
 {
 	struct exec_item *it = executor_take_done(s->executor), *next;
@@ -448,11 +531,8 @@ int sched_complete_done(struct sched *s, uint64_t now_ns)
 		struct run *run = (struct run *)it;
 
 		next = it->next;
-		run_count(s, run);
-		for (uint32_t i = 0; i < run->n_members; i++)
-			member_complete(s, run, &run->members[i], now_ns);
 		completed += (int)run->n_members;
-		run_put(s, run);
+		run_finish(s, run, now_ns);
 	}
 	return completed;
 }

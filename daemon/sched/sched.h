@@ -25,6 +25,11 @@
  * runs every batch on its own. A merged run holds at most
  * max_merged_tokens rows.
  *
+ * Inline runs. A run whose weights are at most inline_run_bytes (the
+ * experts its rows can reach, the router, shared experts) computes on the
+ * reactor thread when it starts: it costs about what its hand-off to a
+ * runner would, and the bound keeps the reactor's pass short (sched.c).
+ *
  * Copies. The reactor copies a batch's input rows out of the client's arena
  * into the run's private staging when the run starts, and the results back
  * into the client's output offsets when it completes: the router's expert
@@ -50,6 +55,7 @@
 struct sched_totals {
 	uint64_t batches, tokens, errors, dropped;
 	uint64_t engine_runs, merged_runs, merged_batches;
+	uint64_t inline_runs; /* computed on the reactor thread (inline_run_bytes) */
 };
 
 struct sched_params {
@@ -57,6 +63,7 @@ struct sched_params {
 	struct expert_store *store; /* the model and where its experts compute */
 	struct engine *engine;
 	struct client_slot *clients; /* the reactor's table, [cfg->max_clients] */
+	const uint32_t *live;        /* the reactor's connected slots, [n_clients] of them */
 	const uint32_t *layer_slots; /* routing slots per layer */
 	uint32_t max_experts;        /* the counts array a client gets back */
 	struct peers *peers;         /* other hosts' experts, or NULL */
@@ -89,7 +96,8 @@ void sched_clear_sleep(struct sched *s);
 
 /*
  * Hand every batch that is ready under the fairness and merge policy to the
- * executor, as far as runs are free. @n_clients: connected clients; @force
+ * executor, as far as runs are free. @n_clients: connected clients (the
+ * first n_clients entries of params.live); @force
  * (draining): do not wait for merge partners. Returns the batches handed
  * over; *@ret_wait_ns (if not NULL) is how long the oldest batch waiting
  * for partners may still wait (0: none waits).

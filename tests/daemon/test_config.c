@@ -585,6 +585,7 @@ static void test_dump_of_every_key_changed_loads_back_identical(void **state)
 		{ "kernel_calibration", "no" },
 		{ "runs_in_flight", "5" },
 		{ "merge_window_us", "0" },
+		{ "inline_run_bytes", "0" },
 		{ "poll_us", "1000000" },
 		{ "max_clients", "7" },
 		{ "max_clients_per_process", "2" },

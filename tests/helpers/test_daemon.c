@@ -549,6 +549,15 @@ json_t *test_status_client(json_t *root, const char *name)
 	return NULL;
 }
 
+int64_t test_status_int(const char *socket, const char *path)
+{
+	json_t *root = test_status_get(socket);
+	int64_t v = root ? test_json_int(root, path) : INT64_MIN;
+
+	json_decref(root);
+	return v;
+}
+
 int test_status_wait_int(const char *socket, const char *path, int64_t want, int timeout_ms)
 {
 	int64_t deadline = test_now_ns() + (int64_t)timeout_ms * 1000000, v = INT64_MIN;

@@ -114,6 +114,9 @@ json_t *test_status_get(const char *socket);
  */
 int64_t test_json_int(json_t *root, const char *path);
 
+/* test_json_int() of a fresh status of the daemon at @socket (INT64_MIN: no status, or no such integer). */
+int64_t test_status_int(const char *socket, const char *path);
+
 /* The string at @path, or NULL. Owned by @root. */
 const char *test_json_str(json_t *root, const char *path);
 

@@ -54,6 +54,7 @@ moed_daemon_it(it_merge_precheck)
 moed_daemon_it(it_merge_bitwise)
 moed_daemon_it(it_expert_changes)
 moed_daemon_it(it_round_robin)
+moed_daemon_it(it_inline_runs)
 moed_daemon_it(it_flipper SHM)
 moed_daemon_it(it_systemd)
 # its OpenBLAS tests: the folder moed must load from, the one it must refuse

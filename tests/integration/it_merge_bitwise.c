@@ -223,13 +223,7 @@ static void daemon_start(const char *const *extra)
 
 static int64_t status_int(const char *path)
 {
-	json_t *st = test_status_get(daemon_.socket);
-	int64_t v;
-
-	assert_non_null(st);
-	v = test_json_int(st, path);
-	json_decref(st);
-	return v;
+	return test_status_int(daemon_.socket, path);
 }
 
 /*

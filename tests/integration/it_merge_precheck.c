@@ -190,13 +190,7 @@ static bool both_reached(int fd)
 
 static int64_t status_int(const char *path)
 {
-	json_t *st = test_status_get(daemon_.socket);
-	int64_t v;
-
-	assert_non_null(st);
-	v = test_json_int(st, path);
-	json_decref(st);
-	return v;
+	return test_status_int(daemon_.socket, path);
 }
 
 static void test_merge_precheck(void **state)
