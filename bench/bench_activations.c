@@ -21,6 +21,7 @@
 
 #include "bench_common.h"
 #include "compute/activations.h"
+#include "util/cpu_load.h"
 
 #define T_ROWS 1024
 #define N_ROUNDS 7
@@ -143,8 +144,8 @@ int main(int argc, char **argv)
 		       "speedup of each vector variant over generic (scalar libm), median of %d "
 		       "ABBA rounds (>1: faster)\n",
 		       T_ROWS, MOE_BUILD_TYPE, original, N_ROUNDS);
-	busy0 = bench_machine_busy_s();
-	self0 = bench_rusage_s(RUSAGE_SELF);
+	busy0 = cpu_machine_busy_s();
+	self0 = cpu_rusage_s(RUSAGE_SELF);
 	for (size_t f = 0; f < N_FF; f++) {
 		if (!arg_json) {
 			printf("\nd_ff=%zu\n%-12s", d_ffs[f], "");
@@ -171,8 +172,8 @@ int main(int argc, char **argv)
 	}
 	/* what other processes took meanwhile: a busy machine blurs the ratios */
 	{
-		double busy = bench_machine_busy_s() - busy0;
-		double self = bench_rusage_s(RUSAGE_SELF) - self0;
+		double busy = cpu_machine_busy_s() - busy0;
+		double self = cpu_rusage_s(RUSAGE_SELF) - self0;
 
 		if (arg_json) {
 			printf("{\"benchmark\":\"activations\",\"build_type\":\"%s\",\"rows\":%d,"

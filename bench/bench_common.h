@@ -18,12 +18,6 @@ double bench_median(const double *v, size_t n);
 /* Seconds on the monotonic clock. */
 double bench_now_s(void);
 
-/* CPU seconds the whole machine spent busy (/proc/stat); negative on a read failure. */
-double bench_machine_busy_s(void);
-
-/* User + system CPU seconds of getrusage(@who) (RUSAGE_SELF, RUSAGE_CHILDREN); 0 on failure. */
-double bench_rusage_s(int who);
-
 /* splitmix64's output function of @x (stateless: call it with seed, seed + 1, ...). */
 uint64_t bench_splitmix64(uint64_t x);
 

@@ -92,6 +92,7 @@
 #include "engine/engine.h"
 #include "model/model.h"
 #include "model/synth_model.h"
+#include "util/cpu_load.h"
 #include "moe.h"
 
 #ifndef MOE_BUILD_TYPE
@@ -216,8 +217,8 @@ struct cpu_mark {
 
 static void cpu_mark_take(struct cpu_mark *m)
 {
-	m->busy = bench_machine_busy_s();
-	m->ours = bench_rusage_s(RUSAGE_SELF) + bench_rusage_s(RUSAGE_CHILDREN);
+	m->busy = cpu_machine_busy_s();
+	m->ours = cpu_rusage_s(RUSAGE_SELF) + cpu_rusage_s(RUSAGE_CHILDREN);
 	m->wall = 1e-9 * (double)bench_now_ns();
 }
 
@@ -933,7 +934,7 @@ static int bench_throughput_shape(const struct shape *s, const char *path, struc
 
 		for (uint32_t side = 0; side < 2; side++) {
 			const bool embedded = (side + i) % 2 == 0;
-			double c0 = embedded ? bench_rusage_s(RUSAGE_SELF) : proc_cpu_s(dp.pid);
+			double c0 = embedded ? cpu_rusage_s(RUSAGE_SELF) : proc_cpu_s(dp.pid);
 			double t0 = 1e-9 * (double)bench_now_ns();
 
 			if (embedded)
@@ -946,7 +947,7 @@ static int bench_throughput_shape(const struct shape *s, const char *path, struc
 				goto out;
 			/* cores the side kept busy: 2 when both of its workers always ran */
 			cores[embedded ? 0 : 1] =
-				((embedded ? bench_rusage_s(RUSAGE_SELF) : proc_cpu_s(dp.pid)) - c0) /
+				((embedded ? cpu_rusage_s(RUSAGE_SELF) : proc_cpu_s(dp.pid)) - c0) /
 				(1e-9 * (double)bench_now_ns() - t0);
 		}
 		fprintf(stderr, "#    round %u (%s first): embedded %.2f ms (%.2f cores), moed %.2f ms "

@@ -59,6 +59,7 @@
 #include "model/half.h"
 #include "model/model.h"
 #include "router/router_config.h"
+#include "util/cpu_load.h"
 #include "util/parse.h"
 
 /* The sum kernel's v8f never crosses a call (static, inlined into the clones). */
@@ -737,10 +738,10 @@ static int run_case(struct engine *engine, const struct bench_layer *bl, const s
 	int32_t *idx;
 	int r = -ENOMEM;
 	/* what other processes took meanwhile: the usual cause of an outlier here */
-	const double busy0 = bench_machine_busy_s(), self0 = bench_rusage_s(RUSAGE_SELF);
-	const double wall0 = bench_now_s();
+	struct cpu_load_mark load;
 
 	*res = (struct result){ .shape = s, .dtype = dtype, .T = T, .background = -1 };
+	cpu_load_mark_take(&load);
 	x = malloc(sizeof(float) * T * d);
 	y = malloc(sizeof(float) * T * d);
 	idx = malloc(sizeof(int32_t) * T * k);
@@ -764,14 +765,7 @@ static int run_case(struct engine *engine, const struct bench_layer *bl, const s
 	}
 
 	grouped_run_done(&g);
-	if (busy0 >= 0) {
-		double busy1 = bench_machine_busy_s();
-
-		if (busy1 >= 0)
-			res->background =
-				fmax(0.0, ((busy1 - busy0) - (bench_rusage_s(RUSAGE_SELF) - self0)) /
-						  (bench_now_s() - wall0));
-	}
+	res->background = cpu_load_others(&load);
 	r = 0;
 out:
 	free(x);

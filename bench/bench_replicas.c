@@ -54,6 +54,7 @@
 #include "model/synth_model.h"
 #include "numa/topology.h"
 #include "store/expert_store.h"
+#include "util/cpu_load.h"
 #include "util/log.h"
 #include "util/parse.h"
 
@@ -191,17 +192,6 @@ static int run(struct bench *b, struct engine *e, struct expert_map *m, uint32_t
 	return 0;
 }
 
-/* Cores other processes used since @busy0/@self0/@wall0 (bench_store's); < 0: unknown. */
-static double background_since(double busy0, double self0, double wall0)
-{
-	double busy1 = bench_machine_busy_s();
-
-	if (busy0 < 0 || busy1 < 0)
-		return -1;
-	return fmax(0.0, ((busy1 - busy0) - (bench_rusage_s(RUSAGE_SELF) - self0)) /
-				 (bench_now_s() - wall0));
-}
-
 struct figure {
 	const char *name;
 	bool steal;
@@ -217,11 +207,11 @@ static int measure_round(struct bench *b, struct engine *e, struct expert_map *m
 			 struct expert_map *mb, uint32_t round, struct figure *f)
 {
 	double *a = &f->a_s[2 * round], *bb = &f->b_s[2 * round];
-	const double busy0 = bench_machine_busy_s(), self0 = bench_rusage_s(RUSAGE_SELF);
-	const double wall0 = bench_now_s();
+	struct cpu_load_mark load;
 	double bg;
 	int r;
 
+	cpu_load_mark_take(&load);
 	r = run(b, e, ma, b->reps, &a[0]);
 	if (r == 0)
 		r = run(b, e, mb, b->reps, &bb[0]);
@@ -232,7 +222,7 @@ static int measure_round(struct bench *b, struct engine *e, struct expert_map *m
 	if (r < 0)
 		return r;
 	f->round_ratio[round] = (a[0] + a[1]) / (bb[0] + bb[1]);
-	bg = background_since(busy0, self0, wall0);
+	bg = cpu_load_others(&load);
 	if (bg >= 0 && bg <= QUIET_MAX)
 		f->quiet_ratio[f->n_quiet++] = f->round_ratio[round];
 	fprintf(stderr, "# round %u steal=%s: A %.1f + %.1f ms, B %.1f + %.1f ms per forward: "
@@ -323,7 +313,8 @@ int main(int argc, char **argv)
 	struct expert_map *ma = NULL, *mb = NULL;
 	struct expert_store *store = NULL;
 	char model_path[PATH_MAX];
-	double busy0, self0, wall0, load_a[2], load_b[2], t1;
+	struct cpu_load_mark load_all;
+	double load_a[2], load_b[2], t1;
 	uint32_t hot_node, other;
 	int64_t tpe_sum = 0;
 	int cpu0 = 0, r;
@@ -430,9 +421,7 @@ int main(int argc, char **argv)
 	       arg_rounds, b.reps, QUIET_MAX);
 	fflush(stdout);
 
-	busy0 = bench_machine_busy_s();
-	self0 = bench_rusage_s(RUSAGE_SELF);
-	wall0 = bench_now_s();
+	cpu_load_mark_take(&load_all);
 	for (uint32_t round = 0; round < arg_rounds; round++)
 		for (uint32_t i = 0; i < 2; i++) {
 			r = measure_round(&b, engines[i], ma, mb, round, &figs[i]);
@@ -455,7 +444,7 @@ int main(int argc, char **argv)
 	printf("outputs bitwise equal (A and B, both engines, %u runs): %s\n",
 	       b.n_runs, b.n_mismatch ? "NO" : "yes");
 	printf("other processes used %.2f cores meanwhile (of 2: the figures need about 0)\n",
-	       background_since(busy0, self0, wall0));
+	       cpu_load_others(&load_all));
 	r = b.n_mismatch ? diag_set(&b.d, -EPROTO, "%u runs differ from the first output",
 				    b.n_mismatch)
 			 : 0;

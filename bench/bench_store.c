@@ -49,6 +49,7 @@
 #include "model/synth_model.h"
 #include "numa/topology.h"
 #include "store/expert_store.h"
+#include "util/cpu_load.h"
 #include "util/log.h"
 #include "util/parse.h"
 
@@ -366,17 +367,6 @@ static bool figure_met(const struct figure *f)
 	return f->target_is_min ? f->ratio >= f->target : f->ratio <= f->target;
 }
 
-/* Cores other processes used since @busy0/@self0/@wall0 (bench_engine's measure). */
-static double background_since(double busy0, double self0, double wall0)
-{
-	double busy1 = bench_machine_busy_s();
-
-	if (busy0 < 0 || busy1 < 0)
-		return -1;
-	return fmax(0.0, ((busy1 - busy0) - (bench_rusage_s(RUSAGE_SELF) - self0)) /
-				 (bench_now_s() - wall0));
-}
-
 struct model_file {
 	const char *tag;        /* f32, bf16 */
 	enum st_dtype dtype;
@@ -432,8 +422,7 @@ static int measure_load(struct bench_ctx *c, const struct model_file *m, struct 
 	const uint32_t R = arg_rounds;
 	double reads[2 * MAX_ROUNDS], loads[2 * MAX_ROUNDS], ratio[MAX_ROUNDS];
 	double mem_ratio[2 * MAX_ROUNDS], obj_mb[2 * MAX_ROUNDS], weight_mb[2 * MAX_ROUNDS];
-	const double busy0 = bench_machine_busy_s(), self0 = bench_rusage_s(RUSAGE_SELF);
-	const double wall0 = bench_now_s();
+	struct cpu_load_mark machine;
 	struct expert_store_opts o;
 	struct store_sample s;
 	double worst = 0, unused = 0;
@@ -441,6 +430,7 @@ static int measure_load(struct bench_ctx *c, const struct model_file *m, struct 
 	char name[64];
 	int r;
 
+	cpu_load_mark_take(&machine);
 	/* warm-up, untimed: the first open pays for libnuma, io_uring and the allocator */
 	r = cache_drop(c, m, &unused);
 	store_opts(c, false, name, sizeof(name), &o);
@@ -492,7 +482,7 @@ static int measure_load(struct bench_ctx *c, const struct model_file *m, struct 
 		.base = bench_median(reads, 2 * R) * 1e3, .meas = bench_median(loads, 2 * R) * 1e3,
 		.ratio = bench_median(ratio, R), .ratio_min = min_of(ratio, R),
 		.ratio_max = max_of(ratio, R), .target = 0.8, .target_is_min = true, .rounds = R,
-		.background = background_since(busy0, self0, wall0),
+		.background = cpu_load_others(&machine),
 	};
 	*mem = (struct figure){
 		.name = "memory_ratio", .model = m->tag, .file_mb = (double)m->bytes / 1e6,
@@ -516,14 +506,14 @@ static int measure_restart(struct bench_ctx *c, const struct model_file *m, stru
 {
 	const uint32_t R = arg_rounds;
 	double loads[2 * MAX_ROUNDS], attaches[2 * MAX_ROUNDS], ratio[MAX_ROUNDS];
-	const double busy0 = bench_machine_busy_s(), self0 = bench_rusage_s(RUSAGE_SELF);
-	const double wall0 = bench_now_s();
+	struct cpu_load_mark machine;
 	struct expert_store_opts o;
 	struct store_sample s;
 	double worst = 0;
 	char name[64];
 	int r;
 
+	cpu_load_mark_take(&machine);
 	for (uint32_t round = 0; round < R; round++) {
 		store_opts(c, true, name, sizeof(name), &o);
 		for (uint32_t pos = 0; pos < 4; pos++) {
@@ -559,7 +549,7 @@ static int measure_restart(struct bench_ctx *c, const struct model_file *m, stru
 		.base = bench_median(loads, 2 * R) * 1e3, .meas = bench_median(attaches, 2 * R) * 1e3,
 		.ratio = bench_median(ratio, R), .ratio_min = min_of(ratio, R),
 		.ratio_max = max_of(ratio, R), .target = 20, .target_is_min = true, .rounds = R,
-		.background = background_since(busy0, self0, wall0),
+		.background = cpu_load_others(&machine),
 	};
 	fprintf(stderr, "# %s restart: other processes used %.2f cores\n", m->tag, f->background);
 	return 0;

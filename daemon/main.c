@@ -446,6 +446,10 @@ static void calibrate_kernels(const struct moed_config *cfg, const struct moe_mo
 		 calibrate_source_name(res->source), res->seconds, max[WEIGHT_F32],
 		 max[WEIGHT_BF16], max[WEIGHT_F16],
 		 bounds.small_m_at_1 ? "the small-m kernel" : "sgemv");
+	if (res->source == CALIBRATE_MEASURED && res->others_cores > CALIBRATE_OTHERS_MAX)
+		log_warning("kernel bounds measured while other processes used %.1f cores: used "
+			   "now, not cached (the next start measures again)",
+			   res->others_cores);
 }
 
 /* STATE_DIR/STORE_NAME.load.json: the experts' measured load (load_record.h). */

@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 
 #include "model/half.h"
+#include "util/cpu_load.h"
 #include "util/log.h"
 #include "util/spin.h"
 
@@ -150,10 +151,12 @@ static bool cache_read(const char *path, const char *key, struct calibrate_resul
 	return ok;
 }
 
-static void cache_write(const char *path, const char *key, const struct calibrate_result *res)
+/* Whether the file now holds @res. */
+static bool cache_write(const char *path, const char *key, const struct calibrate_result *res)
 {
 	json_t *max = json_array(), *root;
 	char tmp[4200];
+	bool ok = true;
 
 	for (int dt = 0; dt < WEIGHT_DTYPE_COUNT; dt++)
 		json_array_append_new(max, json_integer(res->measured[dt]
@@ -163,11 +166,14 @@ static void cache_write(const char *path, const char *key, const struct calibrat
 			 res->bounds.small_m_at_1, "seconds", res->seconds);
 	/* written aside and renamed: a reader never sees half a file */
 	if (!root || (size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp) ||
-	    json_dump_file(root, tmp, JSON_INDENT(2)) < 0 || rename(tmp, path) < 0)
+	    json_dump_file(root, tmp, JSON_INDENT(2)) < 0 || rename(tmp, path) < 0) {
 		log_warning("kernel bounds: cannot keep them in %s (%m); measured again at the "
 			    "next start",
 			    path);
+		ok = false;
+	}
 	json_decref(root);
+	return ok;
 }
 
 /* ---- the measurement ---- */
@@ -334,7 +340,8 @@ out:
 
 int kernel_calibrate(const struct calibrate_request *req, struct diag *d)
 {
-	struct calibrate_result res = { .source = CALIBRATE_MEASURED };
+	struct calibrate_result res = { .source = CALIBRATE_MEASURED, .others_cores = -1 };
+	struct cpu_load_mark load;
 	char key[2048];
 	double t0 = now_s();
 	int r;
@@ -344,13 +351,16 @@ int kernel_calibrate(const struct calibrate_request *req, struct diag *d)
 		res.source = CALIBRATE_CACHED;
 	} else {
 		matmul_bounds_set(NULL); /* measure the kernels, not a previous choice */
+		cpu_load_mark_take(&load);
 		r = measure(req, &res, d);
 		if (r < 0)
 			return r;
+		res.others_cores = cpu_load_others(&load);
 	}
 	res.seconds = now_s() - t0;
-	if (res.source == CALIBRATE_MEASURED && req->cache_path)
-		cache_write(req->cache_path, key, &res);
+	if (res.source == CALIBRATE_MEASURED && req->cache_path &&
+	    res.others_cores <= (req->others_max > 0 ? req->others_max : CALIBRATE_OTHERS_MAX))
+		res.cached_now = cache_write(req->cache_path, key, &res);
 	matmul_bounds_set(&res.bounds);
 	last = res;
 	return 0;

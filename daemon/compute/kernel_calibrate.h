@@ -39,6 +39,11 @@ struct calibrate_request {
 	unsigned n_shapes;
 	bool dtypes[WEIGHT_DTYPE_COUNT]; /* the weight dtypes the model's experts use */
 	const char *cache_path;          /* NULL: measure, keep nothing */
+	/*
+	 * Cache measured bounds only when other processes used at most this
+	 * many cores meanwhile (0: CALIBRATE_OTHERS_MAX; INFINITY: always).
+	 */
+	double others_max;
 };
 
 enum calibrate_source {
@@ -52,7 +57,16 @@ struct calibrate_result {
 	struct matmul_bounds bounds;
 	bool measured[WEIGHT_DTYPE_COUNT]; /* which dtypes' bounds are the machine's */
 	double seconds;                    /* the measurement's (or the cache read's) */
+	/*
+	 * Measured: the cores other processes used meanwhile (< 0: unknown).
+	 * Above the request's others_max the bounds are used but not cached:
+	 * a busy machine's bounds would outlive the load that shaped them.
+	 */
+	double others_cores;
+	bool cached_now; /* measured and written to the cache */
 };
+
+#define CALIBRATE_OTHERS_MAX 0.5
 
 /*
  * Add @m's expert tile shapes (the up and down projections of its routed and
@@ -65,7 +79,9 @@ void calibrate_add_model(struct calibrate_request *req, const struct moe_model *
  * Measure the bounds (or read them from the cache), set them for every
  * matmul from now on (matmul_bounds_set) and record them for
  * kernel_calibration(). A cache that cannot be written is logged, not an
- * error. 0, or -ENOMEM with @d.
+ * error; bounds measured while other processes took more than
+ * others_max cores are not written (the next start measures again).
+ * 0, or -ENOMEM with @d.
  */
 int kernel_calibrate(const struct calibrate_request *req, struct diag *d);
 

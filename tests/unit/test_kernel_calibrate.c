@@ -10,9 +10,12 @@
 #include "test_assert.h"
 
 #include <errno.h>
+#include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "compute/blas_setup.h"
@@ -41,13 +44,17 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Two small tile shapes, F32 and BF16 weights. */
+/*
+ * Two small tile shapes, F32 and BF16 weights; cached however busy the
+ * machine is (ctest runs other tests beside this one).
+ */
 static void small_request(struct calibrate_request *req, const char *path)
 {
 	*req = (struct calibrate_request){
 		.shapes = { { 256, 128 }, { 128, 256 } },
 		.n_shapes = 2,
 		.cache_path = path,
+		.others_max = INFINITY,
 	};
 	req->dtypes[WEIGHT_F32] = true;
 	req->dtypes[WEIGHT_BF16] = true;
@@ -90,11 +97,44 @@ static void test_measured_then_cached(void **state)
 	ASSERT_OK(kernel_calibrate(&req, &d));
 	first = *kernel_calibration();
 	expect_sane(&first, CALIBRATE_MEASURED);
+	assert_true(first.cached_now);
 	assert_int_equal(access(cache, R_OK), 0);
 
 	ASSERT_OK(kernel_calibrate(&req, &d));
 	expect_sane(kernel_calibration(), CALIBRATE_CACHED);
 	assert_memory_equal(&kernel_calibration()->bounds, &first.bounds, sizeof(first.bounds));
+}
+
+/*
+ * Bounds measured while another process spins (a whole core, on any
+ * machine) are used but not cached: with the default limit of half a core,
+ * the result says how busy the machine was and that nothing was written.
+ */
+static void test_busy_machine_not_cached(void **state)
+{
+	struct calibrate_request req;
+	struct diag d = { { 0 } };
+	const struct calibrate_result *res;
+	pid_t spinner;
+	int status;
+
+	(void)state;
+	unlink(cache);
+	small_request(&req, cache);
+	req.others_max = 0; /* the default, CALIBRATE_OTHERS_MAX */
+	spinner = fork();
+	assert_true(spinner >= 0);
+	if (spinner == 0)
+		for (volatile unsigned long i = 0;; i++)
+			;
+	ASSERT_OK(kernel_calibrate(&req, &d));
+	kill(spinner, SIGKILL);
+	waitpid(spinner, &status, 0);
+	res = kernel_calibration();
+	expect_sane(res, CALIBRATE_MEASURED);
+	assert_true(res->others_cores > CALIBRATE_OTHERS_MAX);
+	assert_false(res->cached_now);
+	assert_int_equal(access(cache, F_OK), -1);
 }
 
 /* Another machine's, model's or a corrupt cache is measured over, never used. */
@@ -179,6 +219,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_measured_then_cached),
 		cmocka_unit_test(test_cache_that_does_not_fit),
+		cmocka_unit_test(test_busy_machine_not_cached),
 		cmocka_unit_test(test_unwritable_cache),
 		cmocka_unit_test(test_bounds_set),
 	};
