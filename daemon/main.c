@@ -43,6 +43,7 @@
 #include "model/model.h"
 #include "model/synth_model.h"
 #include "numa/topology.h"
+#include "peers/peer_config.h"
 #include "reactor/reactor.h"
 #include "service/service_notify.h"
 #include "service/service_socket.h"
@@ -431,6 +432,7 @@ static void calibrate_kernels(const struct moed_config *cfg, const struct moe_mo
 		return;
 	}
 	calibrate_add_model(&req, m);
+	(void)mkdir_parents(cfg->state_dir, 0755); /* a model given: nothing made it yet */
 	if ((size_t)snprintf(path, sizeof(path), "%s/kernel-bounds.json", cfg->state_dir) <
 	    sizeof(path))
 		req.cache_path = path;
@@ -475,6 +477,15 @@ static void save_load_record(const struct moed_config *cfg, const struct reactor
 		log_warning("the experts' load is not kept for the next start: %s", d.msg);
 }
 
+/* expert_store_opts.remote_experts: the experts expert_hosts gives to peers. */
+static int remote_experts_of(const void *ctx, uint32_t n_layers, const uint32_t *n_experts,
+			     bool *const *remote, struct diag *d)
+{
+	const struct moed_config *cfg = ctx;
+
+	return expert_hosts_remote(cfg->expert_hosts, cfg->peers, n_layers, n_experts, remote, d);
+}
+
 /* The experts' weights: re-attached from a previous moed's store, or loaded. */
 static int open_store(const struct moed_config *cfg, const char *model_path,
 		      const struct topology *topo, struct store_progress *progress,
@@ -504,6 +515,12 @@ static int open_store(const struct moed_config *cfg, const char *model_path,
 		.load_record = load_record_path,
 		.kept_fds = kept_fds,
 	};
+	if (cfg->expert_hosts[0]) {
+		/* this host holds only the experts it computes */
+		so.remote_experts = remote_experts_of;
+		so.remote_ctx = cfg;
+		so.remote_key = cfg->expert_hosts;
+	}
 	log_info("topology: %u node(s) (%s), %u CPUs", topo->n_nodes, topo->source,
 		 topology_n_cpus(topo));
 	r = expert_store_open(model_path, &so, ret, d);
@@ -523,6 +540,9 @@ static int open_store(const struct moed_config *cfg, const char *model_path,
 		log_info("weights: %.1f MB loaded into %s/%s.node* in %.3f s (%.2f GB/s read)",
 			 (double)info->weight_bytes / 1e6, so.dir, name, info->seconds,
 			 info->seconds > 0 ? (double)info->read_bytes / info->seconds / 1e9 : 0.0);
+	if (info->remote_experts)
+		log_info("weights: %u experts are other hosts' (expert_hosts): not held here",
+			 info->remote_experts);
 	return 0;
 }
 

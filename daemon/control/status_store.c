@@ -14,7 +14,10 @@ static void expert_bytes_free(uint64_t **bytes, uint32_t n_layers)
 	free(bytes);
 }
 
-/* The F32 bytes of each expert's weights, [n_layers][n_experts] (NULL rows: no MoE block). */
+/*
+ * The bytes of each expert's weights here, [n_layers][n_experts] (NULL rows:
+ * no MoE block; 0: an expert another host holds).
+ */
 static uint64_t **expert_bytes_new(const struct moe_model *m, const struct placement *p)
 {
 	uint64_t **bytes = calloc(p->n_layers ?: 1, sizeof(*bytes));
@@ -31,6 +34,8 @@ static uint64_t **expert_bytes_new(const struct moe_model *m, const struct place
 			const struct ffn_weights *f = &L->experts[e].ffn;
 			uint64_t ff = f->d_ff, d = L->d_model;
 
+			if (moe_expert_held_elsewhere(&L->experts[e]))
+				continue;
 			bytes[l][e] = weight_dtype_size(f->dtype) * ff * d * (f->w3 ? 3 : 2) +
 				      sizeof(float) * ((f->b1 ? ff : 0) + (f->b2 ? d : 0));
 		}
@@ -115,10 +120,12 @@ json_t *status_store_json(struct expert_store *s, const struct engine *engine,
 	json_t *o = NULL;
 
 	if (bytes)
-		o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:b, s:s, s:b, s:I, s:o*, s:o*, s:o*}",
+		o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:f, s:b, s:s, s:b, s:I, s:o*, s:o*, "
+			      "s:o*}",
 			      "source", info->source == STORE_ATTACHED ? "attached" : "loaded",
 			      "reload_reason", info->reload_reason, "identity", info->identity,
-			      "weight_bytes", (json_int_t)info->weight_bytes, "read_bytes",
+			      "weight_bytes", (json_int_t)info->weight_bytes, "remote_experts",
+			      (json_int_t)info->remote_experts, "read_bytes",
 			      (json_int_t)info->read_bytes, "ready_s", info->seconds, "huge_pages",
 			      info->huge_pages, "topology", topo->source, "simulated",
 			      topo->simulated, "epoch", (json_int_t)expert_map_epoch(map),

@@ -283,6 +283,24 @@ static uint32_t build_base_tiles(const struct dispatch_plan *p, struct ffn_tile 
 /* ---- input checks ---- */
 
 /*
+ * Every expert that gets rows here and is not sent to its host (@remote_host
+ * NULL: none is) has weights in this process: an expert held elsewhere that
+ * reached this call with rows is a configuration this engine cannot compute.
+ */
+static int check_held(const struct moe_layer *L, const uint32_t *bin_start,
+		      const uint16_t *remote_host, struct diag *d)
+{
+	for (uint32_t e = 0; e < L->n_experts; e++)
+		if (bin_start[e + 1] > bin_start[e] && (!remote_host || !remote_host[e]) &&
+		    moe_expert_held_elsewhere(&L->experts[e]))
+			return diag_set(d, -EINVAL, "layer %u expert %u: another host holds its "
+						    "weights (expert_hosts), and no peer takes its "
+						    "rows here",
+					L->index, e);
+	return 0;
+}
+
+/*
  * Can @layer run with @cfg? The layer's own settings were checked when the
  * model loaded; a caller's settings may ask for weights the layer lacks.
  */
@@ -307,6 +325,8 @@ static int layer_serves_config(const struct moe_layer *L, const struct router_co
 	for (uint32_t e = 0; e < L->n_experts; e++) {
 		const struct ffn_weights *f = &L->experts[e].ffn;
 
+		if (moe_expert_held_elsewhere(&L->experts[e]))
+			continue; /* never computed here: check_held() */
 		if (!f->w1 || !f->w2)
 			return diag_set(d, -EINVAL, "layer %u expert %u has no FFN weights for "
 						    "router %s",
@@ -659,6 +679,9 @@ int engine_experts_scratch(struct engine *e, struct scratch *s, const struct moe
 		goto out;
 	}
 	memcpy(plan.bin_start, bin_start, sizeof(uint32_t) * (layer->n_experts + 1));
+	r = check_held(layer, plan.bin_start, NULL, d);
+	if (r < 0)
+		goto out;
 	c = (struct forward_ctx){ .layer = layer, .cfg = &cfg, .plan = &plan,
 				  .kernel = e->kernel, .xin = xs, .ys = ys, .homes = homes };
 	r = run_experts(e, s, &c);
@@ -717,6 +740,11 @@ int engine_forward_scratch(struct engine *e, struct scratch *s, const struct moe
 	r = dispatch_plan_build(&route, layer->has_shared && cfg->kind != ROUTER_BASE, s, &plan);
 	if (r < 0)
 		goto out;
+	if (cfg->kind != ROUTER_BASE) {
+		r = check_held(layer, plan.bin_start, b->remote ? b->remote->host : NULL, d);
+		if (r < 0)
+			goto out;
+	}
 
 	c = (struct forward_ctx){ .layer = layer, .cfg = cfg, .route = &route, .plan = &plan,
 				  .kernel = e->kernel, .x = x, .y = b->output,

@@ -52,6 +52,8 @@ int engine_homes_check(const struct moe_layer *L, const struct router_config *cf
 	for (uint32_t e = 0; e < L->n_experts; e++) {
 		const struct expert_home *h = &homes[e];
 
+		if (moe_expert_held_elsewhere(&L->experts[e]))
+			continue; /* no copy to check: it never computes here */
 		if (h->n_copies < 1 || h->n_copies > PLACEMENT_MAX_COPIES)
 			return diag_set(d, -EINVAL, "layer %u expert %u: %u copies, not 1..%u",
 					L->index, e, h->n_copies, PLACEMENT_MAX_COPIES);

@@ -47,7 +47,8 @@ static int tensor_data(struct moe_model *m, const struct st_tensor *t, enum st_d
 	struct owned_block *b;
 	int r = 0;
 
-	if (t->dtype == as && ((uintptr_t)t->data % size) == 0) {
+	/* NULL: values another host holds (st_set_new_virtual), never converted or read */
+	if (!t->data || (t->dtype == as && ((uintptr_t)t->data % size) == 0)) {
 		*ret = t->data;
 		return 0;
 	}

@@ -75,6 +75,16 @@ struct moe_expert {
 	struct base_sublayer *sublayers;  /* BASE experts: base_sublayers entries */
 };
 
+/*
+ * Whether this process holds no weights for @e: another host computes it
+ * (expert_hosts; the expert store leaves it out, so its matrices are NULL,
+ * its shape and dtype still the checkpoint's). Nothing may compute it here.
+ */
+static inline bool moe_expert_held_elsewhere(const struct moe_expert *e)
+{
+	return !e->sublayers && !e->ffn.w1 && !e->ffn.w2;
+}
+
 struct moe_layer {
 	uint32_t index;
 	uint32_t d_model;

@@ -177,7 +177,9 @@ int st_set_tensor_file(const struct st_set *s, const struct st_tensor *t,
 /*
  * A set over tensors held elsewhere (moed's expert store), with no file
  * behind it. Names, shapes and metadata are copied; the data pointers are
- * kept as they are and must stay valid as long as the set. n_elements and
+ * kept as they are and must stay valid as long as the set; a NULL one is a
+ * tensor whose values this process does not hold (an expert another host
+ * computes): its shape is known, its data never read. n_elements and
  * n_bytes must agree with dtype and shape (-EINVAL otherwise, as are
  * duplicate names). @meta holds @n_meta key/value pairs, keys distinct.
  * @dir is where config.json would sit.

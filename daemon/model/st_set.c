@@ -503,13 +503,13 @@ static const char *pool_copy(char *pool, size_t *pos, const char *src)
 	return dst;
 }
 
-/* The shape agrees with the dtype and the byte count, without overflow. */
+/* The shape agrees with the dtype and the byte count, without overflow (data may be NULL). */
 static bool virtual_tensor_ok(const struct st_tensor *t)
 {
 	uint64_t n = 1;
 	size_t size = st_dtype_size(t->dtype);
 
-	if (!t->name || !t->name[0] || !size || t->ndim > ST_MAX_DIMS || (!t->data && t->n_bytes))
+	if (!t->name || !t->name[0] || !size || t->ndim > ST_MAX_DIMS)
 		return false;
 	for (unsigned i = 0; i < t->ndim; i++)
 		if (t->shape[i] && n > UINT64_MAX / t->shape[i])

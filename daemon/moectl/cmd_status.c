@@ -95,6 +95,8 @@ static void print_store(const json_t *store)
 	       json_real_value(json_object_get(store, "ready_s")),
 	       moectl_human_bytes((uint64_t)get_int(store, "weight_bytes"), b, sizeof(b)),
 	       (long long)get_int(store, "epoch"));
+	if (get_int(store, "remote_experts") > 0)
+		printf("; %lld experts held by other hosts", (long long)get_int(store, "remote_experts"));
 	if (why && *why)
 		printf("; loaded again because %s", moectl_term_safe(why, safe, sizeof(safe)));
 	printf("\n");

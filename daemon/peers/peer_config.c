@@ -278,3 +278,32 @@ out:
 	free(named);
 	return r;
 }
+
+int expert_hosts_remote(const char *expert_hosts, const char *peers, uint32_t n_layers,
+			const uint32_t *n_experts, bool *const *remote, struct diag *d)
+{
+	struct peer_list *list = calloc(1, sizeof(*list)); /* 3 KB: not on the stack */
+	uint16_t **host = calloc(n_layers ?: 1, sizeof(*host));
+	int r = -ENOMEM;
+
+	if (!list || !host)
+		goto out;
+	for (uint32_t l = 0; l < n_layers; l++)
+		if (!(host[l] = calloc(n_experts[l] ?: 1, sizeof(**host))))
+			goto out;
+	r = peer_list_parse(peers, list, d);
+	if (r == 0)
+		r = expert_hosts_parse(expert_hosts, list, n_layers, n_experts,
+				       (uint16_t *const *)host, d);
+	for (uint32_t l = 0; r == 0 && l < n_layers; l++)
+		for (uint32_t e = 0; e < n_experts[l]; e++)
+			remote[l][e] = host[l][e] != 0;
+out:
+	if (r == -ENOMEM && !d->msg[0])
+		diag_set(d, r, "expert_hosts: out of memory");
+	for (uint32_t l = 0; host && l < n_layers; l++)
+		free(host[l]);
+	free(host);
+	free(list);
+	return r;
+}

@@ -57,3 +57,12 @@ int peer_list_parse(const char *s, struct peer_list *ret, struct diag *d);
  */
 int expert_hosts_parse(const char *s, const struct peer_list *peers, uint32_t n_layers,
 		       const uint32_t *n_experts, uint16_t *const *host, struct diag *d);
+
+/*
+ * Which experts the settings @expert_hosts and @peers give to other hosts:
+ * remote[l][e] = true for each (n_layers arrays of n_experts[l]), false for
+ * those computed here. The same parse as expert_hosts_parse(); the expert
+ * store leaves the remote ones out. 0 or -EINVAL / -ENOMEM with @d.
+ */
+int expert_hosts_remote(const char *expert_hosts, const char *peers, uint32_t n_layers,
+			const uint32_t *n_experts, bool *const *remote, struct diag *d);

@@ -431,7 +431,11 @@ int peers_new(const struct peers_opts *o, struct peers **ret_peers, struct diag 
 		r = diag_set(d, -EINVAL, "peers: the model has no identity to compare");
 		goto fail;
 	}
-	peer_identity(o->model, o->identity_hex, p->model_id.hash);
+	r = peer_identity(o->model_path, o->identity_hex, p->model_id.hash, d);
+	if (r < 0) {
+		diag_prefix(d, r, "peers: the model's identity");
+		goto fail;
+	}
 	r = peers_tables(p, d);
 	if (r < 0)
 		goto fail;

@@ -49,6 +49,7 @@ struct peers_opts {
 	const struct moed_config *cfg;
 	const struct moe_model *model;
 	const char *identity_hex;       /* the store's model identity (32 hex digits) */
+	const char *model_path;         /* the checkpoint, sampled by peer_identity() */
 	struct engine *engine;          /* computes the requests peers send */
 	struct expert_store *store;     /* NULL: the layers' own weights (tests) */
 	const char *name;               /* this host's name for the peers' logs */

@@ -187,6 +187,7 @@ static int reactor_peers_new(struct reactor *r, struct diag *d)
 {
 	const struct expert_store_info *info = expert_store_info(r->store);
 	struct peers_opts o = { .cfg = r->cfg, .model = r->model, .identity_hex = info->identity,
+				.model_path = expert_store_model_path(r->store),
 				.engine = r->engine, .store = r->store };
 	char host[64] = "moed";
 	char name[32];

@@ -164,6 +164,11 @@ oom:
 	return diag_set(d, -ENOMEM, "out of memory");
 }
 
+bool expert_store_is_remote(const struct expert_store *s, uint32_t layer, uint32_t expert)
+{
+	return layer < s->n_loaded_layers && s->remote[layer] && s->remote[layer][expert];
+}
+
 uint32_t expert_store_loaded_node(const struct expert_store *s, uint32_t layer, uint32_t expert)
 {
 	return s->loaded_node[layer][expert];

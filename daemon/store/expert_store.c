@@ -81,11 +81,12 @@ int store_placement_key(const struct expert_store_opts *o, char *buf, size_t len
 
 	n = snprintf(buf, len,
 		     "policy=%s;expert_nodes=%s;replica_budget=%llu;simulated=%d;expert_dtype=%s;"
-		     "nodes=",
+		     "remote=%s;nodes=",
 		     placement_policy_name(o->policy),
 		     o->policy == PLACEMENT_EXPLICIT ? o->expert_nodes : "",
 		     (unsigned long long)o->replica_budget, o->topo->simulated,
-		     o->widen_experts ? "f32" : "checkpoint");
+		     o->widen_experts ? "f32" : "checkpoint",
+		     o->remote_experts && o->remote_key ? o->remote_key : "");
 	if (n < 0 || (size_t)n >= len)
 		return -ENAMETOOLONG;
 	at = (size_t)n;
@@ -124,7 +125,8 @@ static int placement_of_manifest(struct expert_store *s, struct placement **ret,
 	p->n_layers = moe_model_n_layers(m);
 	p->layers = calloc(p->n_layers ?: 1, sizeof(*p->layers));
 	s->loaded_node = calloc(p->n_layers ?: 1, sizeof(*s->loaded_node));
-	if (!p->layers || !s->loaded_node)
+	s->remote = calloc(p->n_layers ?: 1, sizeof(*s->remote));
+	if (!p->layers || !s->loaded_node || !s->remote)
 		goto fail;
 	s->n_loaded_layers = p->n_layers;
 	for (uint32_t l = 0; l < p->n_layers; l++) {
@@ -134,7 +136,8 @@ static int placement_of_manifest(struct expert_store *s, struct placement **ret,
 			continue;
 		p->layers[l].experts = calloc(L->n_experts, sizeof(*p->layers[l].experts));
 		s->loaded_node[l] = calloc(L->n_experts, sizeof(*s->loaded_node[l]));
-		if (!p->layers[l].experts || !s->loaded_node[l])
+		s->remote[l] = calloc(L->n_experts, sizeof(*s->remote[l]));
+		if (!p->layers[l].experts || !s->loaded_node[l] || !s->remote[l])
 			goto fail;
 		p->layers[l].n_experts = L->n_experts;
 		for (uint32_t e = 0; e < L->n_experts; e++)
@@ -150,6 +153,15 @@ static int placement_of_manifest(struct expert_store *s, struct placement **ret,
 			r = diag_set(d, -EBADMSG, "tensor '%s' names an expert the model lacks",
 				     t->name);
 			goto fail_diag;
+		}
+		if (t->n_copies == 0) {
+			/*
+			 * Another host computes it: no copy here. The placement
+			 * keeps it on node 0 (placement.h wants a node for
+			 * every expert); its home is never used (engine_remote).
+			 */
+			s->remote[t->layer][t->expert] = true;
+			continue;
 		}
 		/* the model reads copy 0 (store_build_model): that is the loaded one */
 		ep = &p->layers[t->layer].experts[t->expert];
@@ -170,9 +182,14 @@ fail_diag:
 static void count_node_experts(struct expert_store *s, const struct placement *p)
 {
 	memset(s->info.node_experts, 0, sizeof(s->info.node_experts));
+	s->info.remote_experts = 0;
 	for (uint32_t l = 0; l < p->n_layers; l++)
-		for (uint32_t e = 0; e < p->layers[l].n_experts; e++)
-			s->info.node_experts[p->layers[l].experts[e].node[0]]++;
+		for (uint32_t e = 0; e < p->layers[l].n_experts; e++) {
+			if (s->remote[l][e])
+				s->info.remote_experts++;
+			else
+				s->info.node_experts[p->layers[l].experts[e].node[0]]++;
+		}
 }
 
 int store_build_model(struct expert_store *s, struct diag *d)
@@ -194,10 +211,12 @@ int store_build_model(struct expert_store *s, struct diag *d)
 			.ndim = t->ndim,
 			.n_elements = t->n_elements,
 			.n_bytes = t->n_elements * st_dtype_size(t->dtype),
-			.data = copy_data(s, &t->copy[0]),
+			/* an expert another host computes: the model gets no weights for it */
+			.data = t->n_copies ? copy_data(s, &t->copy[0]) : NULL,
 		};
 		memcpy(tensors[i].shape, t->shape, sizeof(t->shape));
-		s->info.weight_bytes += tensors[i].n_bytes;
+		if (t->n_copies)
+			s->info.weight_bytes += tensors[i].n_bytes;
 	}
 	r = st_set_new_virtual(m->dir, tensors, m->n_tensors, (const char *const(*)[2])m->meta,
 			       m->n_meta, &set, d);
@@ -369,8 +388,12 @@ static void store_release(struct expert_store *s)
 	store_space_done(s);
 	for (uint32_t l = 0; s->loaded_node && l < s->n_loaded_layers; l++)
 		free(s->loaded_node[l]);
+	for (uint32_t l = 0; s->remote && l < s->n_loaded_layers; l++)
+		free(s->remote[l]);
 	free(s->loaded_node);
+	free(s->remote);
 	s->loaded_node = NULL;
+	s->remote = NULL;
 	s->n_loaded_layers = 0;
 	s->model = moe_model_free(s->model);
 	manifest_done(&s->manifest);
@@ -462,6 +485,11 @@ struct expert_store *expert_store_close(struct expert_store *s)
 	pthread_mutex_destroy(&s->space_lock);
 	free(s);
 	return NULL;
+}
+
+const char *expert_store_model_path(const struct expert_store *s)
+{
+	return s->manifest.model;
 }
 
 const struct moe_model *expert_store_model(const struct expert_store *s)

@@ -73,6 +73,18 @@ struct expert_store_opts {
 	 * from kept_fds[n] when its file is gone, and checked as any other.
 	 */
 	const int *kept_fds;
+	/*
+	 * NULL, or which experts other hosts compute (expert_hosts,
+	 * daemon/peers/): a load calls it once the model's layers are known,
+	 * to set remote[l][e] (n_layers arrays of n_experts[l], zeroed), and
+	 * neither reads nor keeps those experts' weights. 0, or -errno with
+	 * @d. @remote_key names the split (it joins the placement key, so a
+	 * store made for another one is loaded again, not re-attached).
+	 */
+	int (*remote_experts)(const void *ctx, uint32_t n_layers, const uint32_t *n_experts,
+			      bool *const *remote, struct diag *d);
+	const void *remote_ctx;
+	const char *remote_key;
 };
 
 enum store_source {
@@ -92,6 +104,7 @@ struct expert_store_info {
 	uint32_t node_experts[TOPOLOGY_MAX_NODES];
 	bool huge_pages;          /* hugetlbfs, or tmpfs huge pages mapped when the open ended */
 	uint32_t from_kept_fds;   /* objects re-attached from kept_fds: their files were gone */
+	uint32_t remote_experts;  /* experts other hosts compute: not held here */
 };
 
 struct expert_store;
@@ -103,6 +116,8 @@ int expert_store_open(const char *model_path, const struct expert_store_opts *o,
 struct expert_store *expert_store_close(struct expert_store *s);
 
 const struct moe_model *expert_store_model(const struct expert_store *s);
+/* The checkpoint the store holds, as expert_store_open() was given it. */
+const char *expert_store_model_path(const struct expert_store *s);
 
 /*
  * The fds of the store's objects, node index order, into @fds (at most
@@ -147,6 +162,7 @@ struct expert_change {
 /*
  * Queue @c: checked now against the map it will change (-EINVAL: a layer,
  * expert or node the store lacks, or an expert without a home, as BASE's;
+ * -EREMOTE: an expert another host computes;
  * -EEXIST: a copy already there; -ENOENT: no copy there to drop; -EPERM:
  * the last copy; -ENOSPC: the node's replica_budget cannot hold it;
  * -EAGAIN: too many changes queued), then copied by a thread on the target
@@ -169,6 +185,13 @@ size_t expert_store_failed_epochs(struct expert_store *s, uint64_t *ret_epochs, 
 
 /* The node index of the copy the load made of (@layer, @expert): it stays for the store's life. */
 uint32_t expert_store_loaded_node(const struct expert_store *s, uint32_t layer, uint32_t expert);
+
+/*
+ * Whether another host computes @expert of @layer (opts.remote_experts):
+ * the store holds no copy of it, and the model's expert has no weights
+ * (NULL matrices), so nothing here may compute it.
+ */
+bool expert_store_is_remote(const struct expert_store *s, uint32_t layer, uint32_t expert);
 
 /* Node index @node's spare space for copies: bytes in use and in all (replica_budget). */
 void expert_store_replica_space(struct expert_store *s, uint32_t node, uint64_t *ret_used,

@@ -217,6 +217,9 @@ void rebalancer_tick(struct rebalancer *rb, struct expert_store *store,
 		for (uint32_t e = 0; e < ls->n_experts; e++) {
 			window[e] = ls->tokens_per_expert[e] - rb->seen[l][e];
 			rb->seen[l][e] = ls->tokens_per_expert[e];
+			/* another host computes it: its load is not this host's to spread */
+			if (expert_store_is_remote(store, l, e))
+				window[e] = 0;
 			loaded[e] = expert_store_loaded_node(store, l, e);
 		}
 		/* BASE layers have no homes: their experts run everywhere */

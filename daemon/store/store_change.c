@@ -364,6 +364,9 @@ static int change_check_target(const struct expert_store *s, const struct expert
 	if (c->node >= s->n_objects)
 		return diag_set(d, -EINVAL, "node index %u: the store has %u nodes", c->node,
 			       s->n_objects);
+	if (expert_store_is_remote(s, c->layer, c->expert))
+		return diag_set(d, -EREMOTE, "layer %u expert %u computes on another host "
+			       "(expert_hosts): this one holds no copy of it", c->layer, c->expert);
 	return 0;
 }
 

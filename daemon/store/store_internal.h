@@ -46,6 +46,7 @@ struct expert_store {
 	struct manifest manifest;
 	struct moe_model *model;        /* over the objects */
 	uint32_t **loaded_node;         /* [layer][expert]: the node of the load's copy */
+	bool **remote;                  /* [layer][expert]: another host computes it (no copy) */
 	uint32_t n_loaded_layers;
 
 	pthread_mutex_t map_lock;       /* guards `map` */

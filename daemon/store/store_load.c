@@ -3,10 +3,10 @@
  * store_load: a cold load of the expert store.
  *
  *   headers -> the model built once over them, to learn which tensors it
- *   uses and whose they are -> placement -> layout (each node's tensors
- *   back to back, 64-byte aligned) -> manifest -> objects -> fill ->
- *   seal (nodes first, the home object last: a half-made store never
- *   verifies).
+ *   uses and whose they are -> the experts other hosts compute, left out
+ *   -> placement -> layout (each node's tensors back to back, 64-byte
+ *   aligned) -> manifest -> objects -> fill -> seal (nodes first, the home
+ *   object last: a half-made store never verifies).
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -25,6 +25,7 @@ struct plan_tensor {
 	uint32_t layer;
 	int64_t expert;
 	enum st_dtype as; /* in the store: ST_F32, or the checkpoint's BF16/F16 kept */
+	bool remote;      /* an expert's, which another host computes: not stored */
 };
 
 struct plan {
@@ -51,7 +52,7 @@ static int plan_hook(void *ctx, const struct st_tensor *t, uint32_t layer, int64
 		p->v = v;
 		p->cap = cap;
 	}
-	p->v[p->n++] = (struct plan_tensor){ t, layer, expert, as };
+	p->v[p->n++] = (struct plan_tensor){ .t = t, .layer = layer, .expert = expert, .as = as };
 	/* a pointer the planning model keeps but never reads: the data comes later */
 	*ret = t->data;
 	return 0;
@@ -106,7 +107,7 @@ static int plan_placement(struct expert_store *s, const struct moe_model *m,
 			goto out;
 	}
 	for (size_t i = 0; i < p->n; i++)
-		if (p->v[i].expert >= 0)
+		if (p->v[i].expert >= 0 && !p->v[i].remote)
 			bytes[p->v[i].layer][p->v[i].expert] += store_bytes(&p->v[i]);
 	in = (struct placement_input){
 		.topo = s->opts.topo,
@@ -188,6 +189,8 @@ static int lay_out(struct expert_store *s, const char *path, const struct st_set
 		t->n_elements = pt->t->n_elements;
 		t->layer = pt->layer;
 		t->expert = pt->expert;
+		if (pt->remote)
+			continue; /* no copy: the manifest says only what it is */
 		t->n_copies = 1;
 		t->copy[0] = (struct manifest_copy){ node, m->node_bytes[node] };
 		m->node_bytes[node] += store_bytes(pt);
@@ -284,7 +287,7 @@ static int fill_objects(struct expert_store *s, const struct st_set *set, const 
 			const struct st_file *file;
 			uint64_t offset;
 
-			if (t->copy[0].node != n)
+			if (t->n_copies == 0 || t->copy[0].node != n)
 				continue;
 			if (st_set_tensor_file(set, p->v[i].t, &file, &offset) < 0) {
 				r = diag_set(d, -EINVAL, "tensor '%s' has no file", t->name);
@@ -318,6 +321,55 @@ out:
 	return r;
 }
 
+/*
+ * Mark the planned tensors of the experts other hosts compute
+ * (opts.remote_experts), which the load neither reads nor stores.
+ */
+static int plan_remote(struct expert_store *s, const struct moe_model *m, struct plan *p,
+		       struct diag *d)
+{
+	uint32_t n_layers = moe_model_n_layers(m);
+	uint32_t *n_experts = calloc(n_layers ?: 1, sizeof(*n_experts));
+	bool **remote = calloc(n_layers ?: 1, sizeof(*remote));
+	int r = -ENOMEM;
+
+	if (!s->opts.remote_experts) {
+		free(n_experts);
+		free(remote);
+		return 0;
+	}
+	if (!n_experts || !remote)
+		goto out;
+	for (uint32_t l = 0; l < n_layers; l++) {
+		const struct moe_layer *L = moe_model_layer(m, l);
+
+		n_experts[l] = L ? L->n_experts : 0;
+		/* one entry at least: the callback may index any layer it names */
+		if (!(remote[l] = calloc(n_experts[l] ?: 1, sizeof(**remote))))
+			goto out;
+	}
+	r = s->opts.remote_experts(s->opts.remote_ctx, n_layers, n_experts,
+				   (bool *const *)remote, d);
+	if (r < 0)
+		goto out;
+	for (size_t i = 0; i < p->n; i++) {
+		struct plan_tensor *pt = &p->v[i];
+		const struct moe_layer *L = moe_model_layer(m, pt->layer);
+
+		/* BASE experts compute on every host that routes with them (peers.c) */
+		pt->remote = pt->expert >= 0 && (uint64_t)pt->expert < n_experts[pt->layer] &&
+			     L->router.kind != ROUTER_BASE && remote[pt->layer][pt->expert];
+	}
+out:
+	if (r == -ENOMEM && !d->msg[0])
+		diag_set(d, r, "out of memory");
+	for (uint32_t l = 0; remote && l < n_layers; l++)
+		free(remote[l]);
+	free(remote);
+	free(n_experts);
+	return r;
+}
+
 int store_load(struct expert_store *s, const char *path, struct diag *d)
 {
 	struct model_tensor_hook hook;
@@ -341,6 +393,9 @@ int store_load(struct expert_store *s, const char *path, struct diag *d)
 						     .hook = &hook,
 						     .widen_experts = s->opts.widen_experts },
 			       &planned, d);
+	if (r < 0)
+		goto out;
+	r = plan_remote(s, planned, &plan, d);
 	if (r < 0)
 		goto out;
 	r = plan_placement(s, planned, &plan, &pl, d);

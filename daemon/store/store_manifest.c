@@ -89,14 +89,17 @@ static int file_from_json(json_t *o, struct manifest_file *f)
 	return 0;
 }
 
-/* A tensor's copies: in range of their node's bytes, aligned, on distinct nodes. */
+/*
+ * A tensor's copies: in range of their node's bytes, aligned, on distinct
+ * nodes. None only for an expert's tensor (another host computes it).
+ */
 static int copies_from_json(json_t *copies, const struct manifest *m, struct manifest_tensor *t)
 {
 	uint64_t bytes = t->n_elements * st_dtype_size(t->dtype);
 	size_t i;
 	json_t *c;
 
-	if (!json_is_array(copies) || json_array_size(copies) < 1 ||
+	if (!json_is_array(copies) || (json_array_size(copies) < 1 && t->expert < 0) ||
 	    json_array_size(copies) > PLACEMENT_MAX_COPIES)
 		return -EBADMSG;
 	json_array_foreach(copies, i, c) {

@@ -40,6 +40,8 @@
 #include "test_daemon.h"
 
 #define INLINE_BOUND "inline_run_bytes=4194304"
+/* the inline and the runner's results are compared bitwise across two starts: the same kernels */
+#define FIXED_KERNELS "kernel_calibration=no"
 #define T_BIG        8
 #define A_DEPTH      32
 #define ATOL         1e-4
@@ -87,8 +89,8 @@ static int64_t status_int(const char *path)
 
 static void test_inline_bound(void **state)
 {
-	const char *bounded[] = { "--set", INLINE_BOUND, NULL };
-	const char *off[] = { "--set", "inline_run_bytes=0", NULL };
+	const char *bounded[] = { "--set", INLINE_BOUND, "--set", FIXED_KERNELS, NULL };
+	const char *off[] = { "--set", "inline_run_bytes=0", "--set", FIXED_KERNELS, NULL };
 	struct test_ref ref;
 	struct moe_client *c;
 	float *x, *y, *y_inline;

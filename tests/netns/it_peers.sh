@@ -149,6 +149,12 @@ wait_state() {
 	return 1
 }
 
+# store_field NAME FIELD: FIELD of the store in NAME's `moectl status --json`
+store_field() {
+	"$moectl" --socket "$tmp/$1.sock" status --json 2>/dev/null |
+		/usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["store"][sys.argv[1]])' "$2"
+}
+
 check() {
 	if ! "$@"; then
 		echo "FAIL: $*"
@@ -239,6 +245,16 @@ start b "" --set "listen=$(addr_of b)" || exit 1
 start c "" --set "listen=$(addr_of c)" || exit 1
 start_a drop || exit 1
 wait_state a b up && wait_state a c up || exit 1
+
+# a holds only what it computes: experts 0-1 of both layers (12 of the 16
+# are b's and c's), so its store takes about a quarter of the bytes of b's,
+# which holds every expert (plus the routers both hold)
+remote_a=$(store_field a remote_experts)
+bytes_a=$(store_field a weight_bytes)
+bytes_b=$(store_field b weight_bytes)
+check [ "$remote_a" = 12 ] && check [ "$(store_field b remote_experts)" = 0 ] &&
+	check [ $((bytes_a * 3)) -lt "$bytes_b" ] &&
+	echo "ok   a holds its own experts only: $bytes_a of $bytes_b bytes, 12 experts elsewhere"
 
 d=$(workload a 200 32)
 check [ "$d" = 0 ] && echo "ok   three hosts, 200 batches: no drops"

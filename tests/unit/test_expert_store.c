@@ -1071,6 +1071,160 @@ static void test_interleave_nodes(void **state)
 	}
 }
 
+/* ---------------------------------------------------------------- remote experts */
+
+/* opts.remote_experts: layer 0's experts 2-7 and layer 1's expert 5 are other hosts'. */
+static int remote_split(const void *ctx, uint32_t n_layers, const uint32_t *n_experts,
+			bool *const *remote, struct diag *d)
+{
+	int *calls = (int *)(uintptr_t)ctx;
+
+	(*calls)++;
+	if (n_layers != N_LAYERS || n_experts[0] != N_EXPERTS || n_experts[1] != N_EXPERTS)
+		return diag_set(d, -EINVAL, "asked for %u layers", n_layers);
+	for (uint32_t e = 2; e < N_EXPERTS; e++)
+		remote[0][e] = true;
+	remote[1][5] = true;
+	return 0;
+}
+
+static int remote_refused(const void *ctx, uint32_t n_layers, const uint32_t *n_experts,
+			  bool *const *remote, struct diag *d)
+{
+	(void)ctx;
+	(void)n_layers;
+	(void)n_experts;
+	(void)remote;
+	return diag_set(d, -EINVAL, "expert_hosts: no such host");
+}
+
+static bool split_is_remote(uint32_t l, uint32_t e)
+{
+	return (l == 0 && e >= 2) || (l == 1 && e == 5);
+}
+
+/* The bytes of expert @e of @L's matrices and biases. */
+static uint64_t expert_bytes(const struct moe_layer *L, uint32_t e)
+{
+	const struct ffn_weights *f = &L->experts[e].ffn;
+	uint64_t dm = L->d_model, ff = f->d_ff;
+
+	return weight_dtype_size(f->dtype) * dm * ff * (f->w3 ? 3 : 2) +
+	       sizeof(float) * ((f->b1 ? ff : 0) + (f->b2 ? dm : 0));
+}
+
+/*
+ * An engine given the store's model, without the peers that would take
+ * the remote experts' rows, refuses a batch that routes to one (six of
+ * layer 0's eight experts are remote: 16 tokens reach one), rather than
+ * read their NULL matrices.
+ */
+static void expect_remote_never_computed(struct expert_store *s)
+{
+	const struct moe_layer *L = moe_model_layer(expert_store_model(s), 0);
+	struct engine_opts eo;
+	struct engine *e = NULL;
+	struct diag d = { { 0 } };
+	float x[16 * 64], y[16 * 64];
+	struct engine_batch b = { .x = x, .n_tokens = 16, .output = y };
+
+	assert_true(L->d_model <= 64);
+	for (size_t i = 0; i < sizeof(x) / sizeof(x[0]); i++)
+		x[i] = (float)((int)(i * 7919 % 23) - 11) * 0.1f;
+	engine_opts_init(&eo);
+	eo.n_workers = 1;
+	ASSERT_OK(engine_new(&eo, &e, &d));
+	ASSERT_ERRNO(engine_forward(e, L, NULL, &b, &d), EINVAL);
+	assert_non_null(strstr(d.msg, "another host holds its weights"));
+	engine_free(e);
+}
+
+/*
+ * The experts other hosts compute are neither read nor held: their
+ * matrices are NULL, the store's bytes shrink by exactly theirs, the others
+ * are bitwise the checkpoint's; a change to one is refused with -EREMOTE; a
+ * restart with the same split (remote_key) re-attaches without asking the
+ * callback, another split loads again, and a split the callback refuses
+ * fails the open with its message.
+ */
+static void test_remote_experts(void **state)
+{
+	struct expert_store_opts o;
+	struct expert_store *s, *full;
+	struct moe_model *want = NULL;
+	struct diag d = { { 0 } };
+	uint64_t remote_bytes = 0;
+	int calls = 0;
+
+	(void)state;
+	ASSERT_OK(moe_model_open(model_f32, NULL, 0, &want, &d));
+	opts_init(&o, &topo2, "full", false);
+	full = store_open_ok(model_f32, &o);
+
+	opts_init(&o, &topo2, "remote", true);
+	o.remote_experts = remote_split;
+	o.remote_ctx = &calls;
+	o.remote_key = "2-7@b;1:5@c";
+	s = store_open_ok(model_f32, &o);
+	expect_source(s, STORE_LOADED, NULL);
+	ASSERT_EQ(calls, 1);
+	ASSERT_EQ(expert_store_info(s)->remote_experts, 7);
+	for (uint32_t l = 0; l < N_LAYERS; l++) {
+		const struct moe_layer *L = moe_model_layer(expert_store_model(s), l);
+		const struct moe_layer *W = moe_model_layer(want, l);
+
+		for (uint32_t e = 0; e < N_EXPERTS; e++) {
+			const struct ffn_weights *f = &L->experts[e].ffn;
+			const struct ffn_weights *g = &W->experts[e].ffn;
+			size_t n = sizeof(float) * (size_t)f->d_ff * L->d_model;
+
+			ASSERT_EQ(expert_store_is_remote(s, l, e), split_is_remote(l, e));
+			ASSERT_EQ(moe_expert_held_elsewhere(&L->experts[e]), split_is_remote(l, e));
+			ASSERT_EQ(f->d_ff, g->d_ff); /* the shape stays known */
+			if (split_is_remote(l, e)) {
+				assert_null(f->w1);
+				assert_null(f->w2);
+				assert_null(f->w3);
+				remote_bytes += expert_bytes(W, e);
+				continue;
+			}
+			assert_memory_equal(f->w1, g->w1, n);
+			assert_memory_equal(f->w2, g->w2, n);
+			assert_memory_equal(f->w3, g->w3, n);
+		}
+	}
+	ASSERT_EQ(expert_store_info(s)->weight_bytes + remote_bytes,
+		  expert_store_info(full)->weight_bytes);
+	{
+		struct expert_change c = { .op = EXPERT_REPLICATE, .layer = 0, .expert = 3,
+					   .node = 1 };
+
+		ASSERT_ERRNO(expert_store_change(s, &c, &d), EREMOTE);
+		assert_non_null(strstr(d.msg, "another host"));
+	}
+	expect_remote_never_computed(s);
+	s = expert_store_close(s);
+
+	s = store_open_ok(model_f32, &o); /* the same split: nothing read */
+	expect_source(s, STORE_ATTACHED, NULL);
+	ASSERT_EQ(expert_store_info(s)->remote_experts, 7);
+	assert_true(expert_store_is_remote(s, 1, 5) && !expert_store_is_remote(s, 1, 4));
+	s = expert_store_close(s);
+
+	o.remote_key = "2-7@b"; /* another split: loaded again */
+	s = store_open_ok(model_f32, &o);
+	expect_source(s, STORE_LOADED, "placement settings changed");
+	s = expert_store_close(s);
+
+	o.remote_experts = remote_refused; /* a new split: the callback is asked */
+	o.remote_key = "0@x";
+	ASSERT_ERRNO(expert_store_open(model_f32, &o, &s, &d), EINVAL);
+	assert_non_null(strstr(d.msg, "no such host"));
+	drop_ok("remote");
+	expert_store_close(full);
+	moe_model_free(want);
+}
+
 int main(void)
 {
 #define T(_t) cmocka_unit_test_setup_teardown(_t, test_setup, test_teardown)
@@ -1083,7 +1237,7 @@ int main(void)
 		T(test_placement_changes),   T(test_keep_no),
 		T(test_fewer_nodes),         T(test_drop),
 		T(test_in_use),              T(test_object_mode),
-		T(test_interleave_nodes),
+		T(test_interleave_nodes),    T(test_remote_experts),
 	};
 #undef T
 	struct stat st;

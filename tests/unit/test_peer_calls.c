@@ -130,6 +130,7 @@ static void pair_start(struct pair *p, const char *policy, const char *id_b,
 	/* B first: A connects at once */
 	o.cfg = &p->cfg_b;
 	o.model = model_b;
+	o.model_path = model_b == model_reseeded ? model2_path : model_path;
 	o.identity_hex = id_b;
 	o.engine = engine_b;
 	o.name = "B";
@@ -137,6 +138,7 @@ static void pair_start(struct pair *p, const char *policy, const char *id_b,
 		fail_msg("peers_new B: %s", d.msg);
 	o.cfg = &p->cfg_a;
 	o.model = model;
+	o.model_path = model_path;
 	o.identity_hex = ID_A;
 	o.engine = engine_a;
 	o.name = "A";
@@ -516,8 +518,9 @@ static void experts_b_does_not_compute_are_refused(void **state)
 static void host_limit(const char *hosts, int expect, uint32_t groups)
 {
 	struct moed_config c;
-	struct peers_opts o = { .cfg = &c, .model = model, .identity_hex = ID_A,
-				.engine = engine_a, .transport_new = fake_transport_new };
+	struct peers_opts o = { .cfg = &c, .model = model, .model_path = model_path,
+				.identity_hex = ID_A, .engine = engine_a,
+				.transport_new = fake_transport_new };
 	struct fake_net net = { 0 };
 	struct diag d = { { 0 } };
 	struct peers *p = NULL;
