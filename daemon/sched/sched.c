@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "compute/activations.h"
 #include "exec/executor.h"
 #include "peers/peers.h"
 #include "router/router_config.h"
@@ -51,8 +52,10 @@ static void layer_weight_bytes(const struct moe_layer *L, uint64_t *ret_expert,
 	uint64_t dm = L->d_model, fixed = dm * L->n_experts * sizeof(float); /* the gate */
 
 	*ret_expert = UINT64_MAX;
-	if (f && f->w1) /* FFN experts (BASE layers' sublayers are never inline) */
-		*ret_expert = dm * f->d_ff * (f->w3 ? 3 : 2) * weight_dtype_size(f->dtype);
+	/* FFN experts, by their shape (BASE layers' sublayers are never inline) */
+	if (f && L->router.kind != ROUTER_BASE)
+		*ret_expert = dm * f->d_ff * (activation_is_gated(L->router.activation) ? 3 : 2) *
+			      weight_dtype_size(f->dtype);
 	if (L->has_shared)
 		fixed += dm * L->shared.d_ff * (L->shared.w3 ? 3 : 2) *
 			 weight_dtype_size(L->shared.dtype);
