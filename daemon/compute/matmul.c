@@ -8,6 +8,7 @@
 #include <cblas.h>
 #include <stdatomic.h>
 
+#include "compute/matmul_bf16_dot.h"
 #include "compute/thread_buf.h"
 
 /*
@@ -96,6 +97,11 @@ void matmul_xwt(enum matmul_kernel kernel, const float *x, size_t ldx, uint32_t 
 				    x + r * ldx, 1, 0.0f, y + r * ldy, 1);
 		break;
 	case MATMUL_SMALLM:
+		/* the opt-in: BF16 activations, half the instructions (bf16_dot) */
+		if (wdtype == WEIGHT_BF16 && matmul_bf16_dot_enabled()) {
+			matmul_bf16_dot(x, ldx, m, k, w, ldw, n, y, ldy);
+			break;
+		}
 		matmul_small_m(x, ldx, m, k, w, wdtype, ldw, n, y, ldy);
 		break;
 	case MATMUL_AUTO:

@@ -2,8 +2,9 @@
 /*
  * thread_buf: scratch buffers that belong to the calling thread, one per
  * use, kept from call to call. A matmul runs on whichever worker calls it
- * and needs a buffer of its own (the float32 panel that sgemm multiplies):
- * a buffer per thread needs no lock, and one kept between calls keeps allocation
+ * and needs a buffer of its own (the float32 panel that sgemm multiplies,
+ * the BF16 copy of the activations that vdpbf16ps multiplies): a buffer
+ * per thread needs no lock, and one kept between calls keeps allocation
  * off the hot path (STYLE 14) once it has reached the size the calls need.
  */
 #pragma once
@@ -12,6 +13,7 @@
 
 enum thread_buf_use {
 	THREAD_BUF_WIDEN_PANEL, /* matmul.c: half-precision weights widened for sgemm */
+	THREAD_BUF_BF16_X,      /* matmul_bf16_dot.c: the activations rounded to BF16 */
 	THREAD_BUF_USES,
 };
 
