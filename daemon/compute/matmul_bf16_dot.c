@@ -2,12 +2,13 @@
 /*
  * matmul_bf16_dot: BF16 weights times BF16-rounded activations by
  * vdpbf16ps, float32 accumulation; see matmul_bf16_dot.h for what it costs
- * in accuracy. The structure follows the small-m kernel
- * (matmul_small_m_body.h): blocks of weight rows x token rows held in
- * accumulators, k in chunks so a block's weight rows stay in L1 while every
- * token block passes over them, one horizontal sum per accumulator at the
- * end of a chunk and a scalar tail for the k that a whole instruction does
- * not cover.
+ * in accuracy. The activations are rounded once per call into a per-thread
+ * buffer; the multiply is the small-m kernel's body (matmul_small_m_body.h:
+ * blocks of weight rows x token rows held in accumulators, k in chunks so
+ * a block's weight rows stay in L1 while every token block passes over
+ * them, one horizontal sum per accumulator at the end of a chunk and a
+ * scalar tail for the k that a whole instruction does not cover),
+ * instantiated with BF16 activations and vdpbf16ps as its multiply-add.
  */
 #include "compute/matmul_bf16_dot.h"
 
@@ -52,22 +53,24 @@ bool matmul_bf16_dot_enabled(void)
  * cpu_variant_avx512_bf16() asks for both.
  */
 #define DOT_TARGET __attribute__((target("avx512f,avx512bf16")))
-/* BF16 values per vdpbf16ps: 16 float32 lanes, each the sum of 2 products. */
+/*
+ * The small-m body's parameters. A step is one vdpbf16ps: 32 BF16 values
+ * in 16 float32 lanes, each the sum of 2 products. A register block of 4
+ * weight rows x 4 token rows holds 16 accumulators and 8 loaded vectors of
+ * the 32 registers; its 16 independent chains also cover the instruction's
+ * latency (5-6 cycles at 2 per cycle on the CPUs that have it). 4 rows x
+ * 2048 BF16 = 16 KiB of weights and as much of one token block's
+ * activations stay in L1 while the token blocks pass over them (the
+ * float32 kernel's chunk, in values).
+ */
 #define DOT_PAIRS 32
-/*
- * A register block of 4 weight rows x 4 token rows: 16 accumulators and 8
- * loaded vectors of the 32 registers. 16 independent chains of vdpbf16ps
- * also cover its latency (5-6 cycles at 2 per cycle on the CPUs that have
- * it); the token remainder of a block (1-3 rows) has 4-12.
- */
-#define DOT_ROWS 4
 #define DOT_COLS 4
-/*
- * Values of k per pass over a block of weight rows: 4 rows x 2048 BF16 = 16
- * KiB of weights and as much of one token block's activations stay in L1
- * (the small-m kernel's chunk, in values).
- */
-#define DOT_K_CHUNK 2048
+#define SMALLM_TARGET DOT_TARGET
+#define SMALLM_LANES 16
+#define SMALLM_STEP DOT_PAIRS
+#define SMALLM_ROWS 4
+#define SMALLM_COLS DOT_COLS
+#define SMALLM_K_CHUNK 2048
 /*
  * At most this many bytes of rounded activations at a time: a call with
  * more token rows rounds and multiplies them in groups (each group reads
@@ -119,102 +122,18 @@ static DOT_TARGET void x_round_bf16(const float *x, size_t ldx, uint32_t rows, u
 	}
 }
 
-/*
- * y[c][r] += Σ_{i in [k0, k1)} w[r][i] · xb[c][i] for an R x C block; k0 is a
- * multiple of DOT_PAIRS and k1 - k0 is too except at the end of a row,
- * where the scalar tail finishes with the same rounded activations (every
- * product of two BF16 values is exact in float32, as in vdpbf16ps).
- */
-static inline __attribute__((always_inline)) DOT_TARGET void
-dot_block(const uint16_t *xb, size_t ldxb, const uint16_t *w, size_t ldw, uint32_t k0,
-	  uint32_t k1, float *y, size_t ldy, const int R, const int C)
-{
-	__m512 acc[DOT_ROWS][DOT_COLS];
-	uint32_t i = k0;
-
-#pragma GCC unroll 16
-	for (int r = 0; r < R; r++)
-#pragma GCC unroll 16
-		for (int c = 0; c < C; c++)
-			acc[r][c] = _mm512_setzero_ps();
-	for (; i + DOT_PAIRS <= k1; i += DOT_PAIRS) {
-		__m512bh wv[DOT_ROWS], xv[DOT_COLS];
-
-#pragma GCC unroll 16
-		for (int r = 0; r < R; r++) {
-			wv[r] = bf16x32_load(w + r * ldw + i);
-			/* the same column of the next block of rows, as the small-m kernel */
-			__builtin_prefetch(w + (r + DOT_ROWS) * ldw + i, 0, 0);
-		}
-#pragma GCC unroll 16
-		for (int c = 0; c < C; c++)
-			xv[c] = bf16x32_load(xb + c * ldxb + i);
-#pragma GCC unroll 16
-		for (int r = 0; r < R; r++)
-#pragma GCC unroll 16
-			for (int c = 0; c < C; c++)
-				acc[r][c] = _mm512_dpbf16_ps(acc[r][c], wv[r], xv[c]);
-	}
-#pragma GCC unroll 16
-	for (int r = 0; r < R; r++) {
-#pragma GCC unroll 16
-		for (int c = 0; c < C; c++) {
-			float s = _mm512_reduce_add_ps(acc[r][c]);
-
-			for (uint32_t j = i; j < k1; j++)
-				s += bf16_to_f32(w[r * ldw + j]) * bf16_to_f32(xb[c * ldxb + j]);
-			y[c * ldy + r] += s;
-		}
-	}
-}
-
-/* Every token row of @m against R weight rows, over [k0, k1). */
-static inline __attribute__((always_inline)) DOT_TARGET void
-dot_rows(const uint16_t *xb, size_t ldxb, uint32_t m, const uint16_t *w, size_t ldw,
-	 uint32_t k0, uint32_t k1, float *y, size_t ldy, const int R)
-{
-	uint32_t c0 = 0;
-
-	for (; c0 + DOT_COLS <= m; c0 += DOT_COLS)
-		dot_block(xb + c0 * ldxb, ldxb, w, ldw, k0, k1, y + c0 * ldy, ldy, R, DOT_COLS);
-	/* the last 1-3 token rows in one block: the weights are loaded once for them */
-	switch (m - c0) {
-	case 3:
-		dot_block(xb + c0 * ldxb, ldxb, w, ldw, k0, k1, y + c0 * ldy, ldy, R, 3);
-		break;
-	case 2:
-		dot_block(xb + c0 * ldxb, ldxb, w, ldw, k0, k1, y + c0 * ldy, ldy, R, 2);
-		break;
-	case 1:
-		dot_block(xb + c0 * ldxb, ldxb, w, ldw, k0, k1, y + c0 * ldy, ldy, R, 1);
-		break;
-	default:
-		break;
-	}
-}
-
-/* y[0:m)[0:n) = xb · Wᵀ for rounded activations already in @xb. */
-static DOT_TARGET void dot_tokens(const uint16_t *xb, size_t ldxb, uint32_t m, uint32_t k,
-				  const uint16_t *w, size_t ldw, uint32_t n, float *y, size_t ldy)
-{
-	for (uint32_t c = 0; c < m; c++)
-		memset(y + c * ldy, 0, sizeof(float) * n);
-	for (uint32_t r0 = 0; r0 < n; r0 += DOT_ROWS) {
-		const uint32_t rows = n - r0 < DOT_ROWS ? n - r0 : DOT_ROWS;
-		const uint16_t *wb = w + r0 * ldw;
-
-		for (uint32_t k0 = 0; k0 < k; k0 += DOT_K_CHUNK) {
-			const uint32_t k1 = k - k0 < DOT_K_CHUNK ? k : k0 + DOT_K_CHUNK;
-
-			if (rows == DOT_ROWS) {
-				dot_rows(xb, ldxb, m, wb, ldw, k0, k1, y + r0, ldy, DOT_ROWS);
-				continue;
-			}
-			for (uint32_t r = 0; r < rows; r++)
-				dot_rows(xb, ldxb, m, wb + r * ldw, ldw, k0, k1, y + r0 + r, ldy, 1);
-		}
-	}
-}
+#define SMALLM_NAME dot_tokens
+#define SMALLM_W uint16_t
+#define SMALLM_WVEC __m512bh
+#define SMALLM_WLOAD(p) bf16x32_load(p)
+#define SMALLM_WFLOAT(p) bf16_to_f32(*(p))
+#define SMALLM_X uint16_t
+#define SMALLM_XVEC __m512bh
+#define SMALLM_XFLOAT(p) bf16_to_f32(*(p))
+/* every product of two BF16 values is exact in float32, in the tail as in vdpbf16ps */
+#define SMALLM_MADD(acc, w, x) _mm512_dpbf16_ps((acc), (w), (x))
+#define SMALLM_NO_WIDEN
+#include "matmul_small_m_body.h"
 
 void matmul_bf16_dot(const float *x, size_t ldx, uint32_t m, uint32_t k, const uint16_t *w,
 		     size_t ldw, uint32_t n, float *y, size_t ldy)
