@@ -11,6 +11,12 @@
  * W is not allowed to stay in cache between calls: each call uses the next
  * of enough copies to fill 512 MiB, because an expert's weights come from
  * memory in a real decode step.
+ *
+ * --bf16-dot: instead, the opt-in BF16 dot-product kernel (bf16_dot,
+ * compute/matmul_bf16_dot.h) against the widening small-m kernel on BF16
+ * weights, the same shapes and m in {1, 4, 16, 32, 64}, timed in the same
+ * run: the speed ratio, and the error its BF16 activations cost against
+ * float32 activations (x ~ N(0, 1), w ~ U(-0.05, 0.05)).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -26,6 +32,8 @@
 #include "bench_common.h"
 #include "compute/blas_setup.h"
 #include "compute/matmul.h"
+#include "compute/matmul_bf16_dot.h"
+#include "model/half.h"
 
 /* Larger than any last-level cache a 2-socket server gives one thread. */
 #define POOL_BYTES ((size_t)512 << 20)
@@ -59,6 +67,7 @@ static const struct {
 
 static bool arg_json;
 static uint32_t arg_cols; /* 0: all ff rows of W; else a column tile of the engine */
+static bool arg_bf16_dot;
 
 /* U(-scale, scale) from xorshift64, two floats a step: 512 MiB fills in well under a second. */
 static void fill_uniform(float *p, size_t n, float scale, uint64_t seed)
@@ -79,21 +88,59 @@ static void fill_uniform(float *p, size_t n, float scale, uint64_t seed)
 }
 
 struct kbench {
-	const float *pool; /* n_copies copies of W, each w_floats */
-	size_t w_floats;
+	uint8_t *pool; /* n_copies copies of W, each w_floats values of dtype dt */
+	size_t w_floats, pool_bytes;
+	enum weight_dtype dt;
 	uint32_t n_copies, next;
 	uint32_t d, n; /* W [n][d] */
-	const float *x;
-	float *y;
+	float *x;      /* [M_MAX][d] */
+	float *y;      /* [M_MAX][n] */
 };
 
 /* One call on the next copy of W, so that W comes from memory every time. */
 static void call_once(struct kbench *kb, enum matmul_kernel k, uint32_t m)
 {
-	const float *w = kb->pool + (size_t)kb->next * kb->w_floats;
+	const uint8_t *w = kb->pool + (size_t)kb->next * kb->w_floats * weight_dtype_size(kb->dt);
 
 	kb->next = (kb->next + 1) % kb->n_copies;
-	matmul_xwt(k, kb->x, kb->d, m, kb->d, w, WEIGHT_F32, kb->d, kb->n, kb->y, kb->n);
+	matmul_xwt(k, kb->x, kb->d, m, kb->d, w, kb->dt, kb->d, kb->n, kb->y, kb->n);
+}
+
+static void kbench_free(struct kbench *kb)
+{
+	if (kb->pool != MAP_FAILED && kb->pool)
+		munmap(kb->pool, kb->pool_bytes);
+	free(kb->x);
+	free(kb->y);
+}
+
+/*
+ * W [n][d] of shape @s (a column tile of it with --cols) in dtype @dt: a
+ * pool of copies filling POOL_BYTES, x [M_MAX][d] and y [M_MAX][n], their
+ * values left to the caller. -ENOMEM, said on stderr.
+ */
+static int kbench_init(struct kbench *kb, const struct kshape *s, enum weight_dtype dt)
+{
+	*kb = (struct kbench){ .d = s->d, .n = arg_cols && arg_cols < s->ff ? arg_cols : s->ff,
+			       .dt = dt };
+	kb->w_floats = (size_t)kb->n * kb->d;
+	kb->n_copies = (uint32_t)((POOL_BYTES / weight_dtype_size(dt) + kb->w_floats - 1) /
+				  kb->w_floats);
+	if (kb->n_copies < 2)
+		kb->n_copies = 2;
+	kb->pool_bytes = kb->w_floats * kb->n_copies * weight_dtype_size(dt);
+	kb->pool = mmap(NULL, kb->pool_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			-1, 0);
+	kb->x = malloc(sizeof(float) * M_MAX * kb->d);
+	kb->y = malloc(sizeof(float) * M_MAX * kb->n);
+	if (kb->pool == MAP_FAILED || !kb->x || !kb->y) {
+		fprintf(stderr, "out of memory\n");
+		kbench_free(kb);
+		return -ENOMEM;
+	}
+	/* huge pages, as bench_engine's weights: TLB misses are not what is compared */
+	(void)madvise(kb->pool, kb->pool_bytes, MADV_HUGEPAGE);
+	return 0;
 }
 
 /* Median seconds per call over N_REPS repetitions of about REP_S each. */
@@ -129,14 +176,138 @@ static size_t fastest(const double *t)
 	return best;
 }
 
+/* ---- --bf16-dot: the opt-in dot-product kernel against the widening one ---- */
+
+static const uint32_t dot_ms[] = { 1, 4, 16, 32, 64 };
+#define N_DOT_M (sizeof(dot_ms) / sizeof(dot_ms[0]))
+
+/* @n BF16 weights U(-0.05, 0.05) (the unit test's), rounded through a float chunk. */
+static void fill_bf16(uint16_t *p, size_t n, uint64_t seed)
+{
+	float chunk[4096];
+
+	for (size_t i = 0; i < n; i += 4096) {
+		size_t len = n - i < 4096 ? n - i : 4096;
+
+		fill_uniform(chunk, len, 0.05f, seed + i);
+		for (size_t j = 0; j < len; j++)
+			p[i + j] = f32_to_bf16(chunk[j]);
+	}
+}
+
+/* Seconds per call of the small-m path on BF16 weights, with the dot kernel @on or off. */
+static double time_bf16(struct kbench *kb, bool on, uint32_t m)
+{
+	(void)matmul_bf16_dot_enable(on); /* the caller checked the CPU */
+	return time_kernel(kb, MATMUL_SMALLM, m);
+}
+
+/*
+ * The error of BF16 activations at m = M_MAX on the first copy of W, against
+ * the widening kernel (float32 activations, float32 compute on the same
+ * weights), relative to the rms of that result: the worst output's and
+ * the rms over all outputs. The same quantity as test_bf16_dot's, with the
+ * rms of y for each output's own scale.
+ */
+static void bf16_dot_error(struct kbench *kb, double *ret_worst, double *ret_rms)
+{
+	const size_t outs = (size_t)M_MAX * kb->n;
+	float *want = malloc(sizeof(float) * outs);
+	double ss = 0, se = 0, worst = 0;
+
+	if (!want) {
+		*ret_worst = *ret_rms = NAN;
+		return;
+	}
+	(void)matmul_bf16_dot_enable(false);
+	matmul_xwt(MATMUL_SMALLM, kb->x, kb->d, M_MAX, kb->d, kb->pool, WEIGHT_BF16, kb->d, kb->n,
+		   want, kb->n);
+	(void)matmul_bf16_dot_enable(true);
+	matmul_xwt(MATMUL_SMALLM, kb->x, kb->d, M_MAX, kb->d, kb->pool, WEIGHT_BF16, kb->d, kb->n,
+		   kb->y, kb->n);
+	for (size_t i = 0; i < outs; i++) {
+		double e = fabs((double)kb->y[i] - want[i]);
+
+		ss += (double)want[i] * want[i];
+		se += e * e;
+		worst = e > worst ? e : worst;
+	}
+	*ret_worst = worst / sqrt(ss / (double)outs);
+	*ret_rms = sqrt(se / ss);
+	free(want);
+}
+
+/* The figure of --bf16-dot, for every shape; 0, or 1 when out of memory. */
+static int bf16_dot_figure(const struct blas_info *bi)
+{
+	const size_t n_shapes = sizeof(kshapes) / sizeof(kshapes[0]);
+
+	if (!matmul_bf16_dot_supported()) {
+		printf("no AVX512_BF16 on this CPU: the BF16 dot-product kernel cannot run here\n");
+		return 0;
+	}
+	if (arg_json)
+		printf("{\"benchmark\":\"matmul_bf16_dot\",\"build_type\":\"%s\",\"blas_core\":"
+		       "\"%s\",\"small_m_variant\":\"%s\",\"cols\":%u,\"shapes\":[",
+		       MOE_BUILD_TYPE, bi->core, matmul_small_m_variant(), arg_cols);
+	else
+		printf("BF16 weights, one thread, %s build: the vdpbf16ps kernel (activations "
+		       "rounded to BF16) against the %s widening small-m kernel; GB/s of W\n",
+		       MOE_BUILD_TYPE, matmul_small_m_variant());
+	for (size_t si = 0; si < n_shapes; si++) {
+		struct kbench kb;
+		double worst, rms;
+
+		if (kbench_init(&kb, &kshapes[si], WEIGHT_BF16) < 0)
+			return 1;
+		fill_bf16((uint16_t *)(void *)kb.pool, kb.w_floats * kb.n_copies, 1);
+		bench_fill_normal(kb.x, (size_t)M_MAX * kb.d, 2);
+		bf16_dot_error(&kb, &worst, &rms);
+		if (arg_json)
+			printf("%s{\"d\":%u,\"ff\":%u,\"n\":%u,\"err_worst\":%.3g,"
+			       "\"err_rms\":%.3g,\"cases\":[",
+			       si ? "," : "", kshapes[si].d, kshapes[si].ff, kb.n, worst, rms);
+		else
+			printf("\nd=%u ff=%u: W %u x %u BF16 (%.1f MB), %u copies; error vs float32 "
+			       "activations, relative to rms(y): rms %.3g, worst %.3g\n"
+			       "%4s %12s %12s %14s\n",
+			       kshapes[si].d, kshapes[si].ff, kb.n, kb.d, kb.w_floats * 2 / 1e6,
+			       kb.n_copies, rms, worst, "m", "widen GB/s", "dot GB/s", "dot speedup");
+		for (size_t mi = 0; mi < N_DOT_M; mi++) {
+			double gb = kb.w_floats * 2 / 1e9;
+			double tw = time_bf16(&kb, false, dot_ms[mi]);
+			double td = time_bf16(&kb, true, dot_ms[mi]);
+
+			if (arg_json)
+				printf("%s{\"m\":%u,\"widen_gbs\":%.3f,\"dot_gbs\":%.3f,"
+				       "\"dot_vs_widen\":%.4f}",
+				       mi ? "," : "", dot_ms[mi], gb / tw, gb / td, tw / td);
+			else
+				printf("%4u %12.2f %12.2f %14.3f\n", dot_ms[mi], gb / tw, gb / td,
+				       tw / td);
+			fflush(stdout);
+		}
+		if (arg_json)
+			printf("]}");
+		kbench_free(&kb);
+	}
+	if (arg_json)
+		printf("]}\n");
+	(void)matmul_bf16_dot_enable(false);
+	return 0;
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: bench_matmul_kernels [--json] [--cols N] [--variant avx512|avx2|generic]\n"
+		     "                            [--bf16-dot]\n"
 		     "  --json    one JSON object instead of the table\n"
 		     "  --cols N  time a tile of N rows of W (the engine's column tile) instead\n"
 		     "            of all ff rows\n"
 		     "  --variant V  the small-m kernel's instantiation (default: the widest\n"
-		     "            this CPU runs)\n");
+		     "            this CPU runs)\n"
+		     "  --bf16-dot  BF16 weights: the vdpbf16ps kernel (bf16_dot = yes) against\n"
+		     "            the widening one, speed and error, instead of the table\n");
 }
 
 int main(int argc, char **argv)
@@ -145,6 +316,7 @@ int main(int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ "cols", required_argument, NULL, 'c' },
 		{ "variant", required_argument, NULL, 'v' },
+		{ "bf16-dot", no_argument, NULL, 'b' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -154,7 +326,7 @@ int main(int argc, char **argv)
 	uint32_t best = 1;
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "jc:v:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "jc:v:bh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			arg_json = true;
@@ -177,6 +349,9 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'b':
+			arg_bf16_dot = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -196,6 +371,8 @@ int main(int argc, char **argv)
 			bi.buffers_locked ? "locked" : "not locked");
 		return 1;
 	}
+	if (arg_bf16_dot)
+		return bf16_dot_figure(&bi);
 
 	if (!arg_json)
 		printf("y = x·Wᵀ, one thread, %s build, %s (core %s); GB/s of W, and "
@@ -203,32 +380,13 @@ int main(int argc, char **argv)
 		       MOE_BUILD_TYPE, bi.config, bi.core);
 	for (size_t si = 0; si < n_shapes; si++) {
 		const struct kshape *s = &kshapes[si];
-		struct kbench kb = { .d = s->d, .n = arg_cols && arg_cols < s->ff ? arg_cols : s->ff };
-		size_t pool_floats;
-		float *pool, *x, *y;
+		struct kbench kb;
 
-		kb.w_floats = (size_t)kb.n * kb.d;
-		kb.n_copies = (uint32_t)((POOL_BYTES / sizeof(float) + kb.w_floats - 1) /
-					 kb.w_floats);
-		if (kb.n_copies < 2)
-			kb.n_copies = 2;
-		pool_floats = kb.w_floats * kb.n_copies;
-		pool = mmap(NULL, sizeof(float) * pool_floats, PROT_READ | PROT_WRITE,
-			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		x = malloc(sizeof(float) * M_MAX * kb.d);
-		y = malloc(sizeof(float) * M_MAX * kb.n);
-		if (pool == MAP_FAILED || !x || !y) {
-			fprintf(stderr, "out of memory\n");
+		if (kbench_init(&kb, s, WEIGHT_F32) < 0)
 			return 1;
-		}
-		/* huge pages, as bench_engine's weights: TLB misses are not what is compared */
-		(void)madvise(pool, sizeof(float) * pool_floats, MADV_HUGEPAGE);
-		fill_uniform(pool, pool_floats, 1.0f / sqrtf((float)kb.d), 1);
-		fill_uniform(x, (size_t)M_MAX * kb.d, 1.0f, 2);
-		kb.pool = pool;
-		kb.x = x;
-		kb.y = y;
-
+		fill_uniform((float *)(void *)kb.pool, kb.w_floats * kb.n_copies,
+			     1.0f / sqrtf((float)kb.d), 1);
+		fill_uniform(kb.x, (size_t)M_MAX * kb.d, 1.0f, 2);
 		if (!arg_json) {
 			printf("\nd=%u ff=%u: W %u x %u (%.1f MB), %u copies\n", s->d, s->ff, kb.n,
 			       kb.d, kb.w_floats * 4 / 1e6, kb.n_copies);
@@ -249,9 +407,7 @@ int main(int argc, char **argv)
 				fflush(stdout);
 			}
 		}
-		munmap(pool, sizeof(float) * pool_floats);
-		free(x);
-		free(y);
+		kbench_free(&kb);
 	}
 
 	/* the largest grid m such that small-m beats sgemm at every m in 2..that, both shapes */

@@ -36,6 +36,7 @@
 
 #include "config/config.h"
 #include "compute/kernel_calibrate.h"
+#include "compute/matmul_bf16_dot.h"
 #include "config/config_sources.h"
 #include "control/load_status.h"
 #include "control/metrics_http.h"
@@ -414,6 +415,24 @@ static int require_serial_blas(void)
 }
 
 /*
+ * The opt-in BF16 dot-product kernel (bf16_dot, matmul_bf16_dot.h), before
+ * the kernel bounds: they are then measured with the kernel BF16 experts
+ * will use. A CPU without AVX512_BF16 costs the speed-up, not service.
+ */
+static void bf16_dot_setup(const struct moed_config *cfg)
+{
+	if (!cfg->bf16_dot)
+		return;
+	if (matmul_bf16_dot_enable(true) < 0) {
+		log_warning("bf16_dot = yes, but this CPU lacks AVX512_BF16: BF16 experts compute "
+			    "in float32, ignoring");
+		return;
+	}
+	log_info("bf16_dot: BF16 experts multiply with vdpbf16ps, their activations rounded to "
+		 "BF16");
+}
+
+/*
  * The matmul kernels' bounds for this machine and model (kernel_calibrate.h),
  * kept in STATE_DIR/kernel-bounds.json. A failure costs speed, not service:
  * the built-in bounds stay.
@@ -443,10 +462,10 @@ static void calibrate_kernels(const struct moed_config *cfg, const struct moe_mo
 	res = kernel_calibration();
 	matmul_bounds_get(&bounds);
 	max = bounds.small_m_max;
-	log_info("kernel bounds %s in %.3f s: small-m kernel up to %u rows (F32), %u (BF16), %u "
+	log_info("kernel bounds %s in %.3f s: small-m kernel up to %u rows (F32), %u (BF16%s), %u "
 		 "(F16); one row by %s",
 		 calibrate_source_name(res->source), res->seconds, max[WEIGHT_F32],
-		 max[WEIGHT_BF16], max[WEIGHT_F16],
+		 max[WEIGHT_BF16], matmul_bf16_dot_enabled() ? ", vdpbf16ps" : "", max[WEIGHT_F16],
 		 bounds.small_m_at_1 ? "the small-m kernel" : "sgemv");
 	if (res->source == CALIBRATE_MEASURED && res->others_cores > CALIBRATE_OTHERS_MAX)
 		log_warning("kernel bounds measured while other processes used %.1f cores: used "
@@ -662,6 +681,7 @@ int main(int argc, char **argv)
 		log_errno(r, "%s", d.msg);
 		goto out;
 	}
+	bf16_dot_setup(&cfg);
 	calibrate_kernels(&cfg, expert_store_model(store));
 	loading = load_status_stop(loading);
 	r = reactor_new(&cfg, listen_fd, store, model_name, engine, &reactor, &d);

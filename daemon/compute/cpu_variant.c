@@ -39,6 +39,25 @@ bool cpu_variant_avx2(void)
 #endif
 }
 
+/* cpuid leaf 7, subleaf 1, EAX bit 5 (cpuid.h's bit_AVX512BF16) */
+#define CPUID_7_1_EAX_AVX512_BF16 (1u << 5)
+
+bool cpu_variant_avx512_bf16(void)
+{
+#if defined(__x86_64__)
+	unsigned a, b, c, d;
+
+	/* the builtins check that the OS saves the AVX-512 registers; the
+	 * feature bit itself is read from cpuid, as F16C's above, rather than
+	 * trusting each compiler's list of names */
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+	       __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & CPUID_7_1_EAX_AVX512_BF16);
+#else
+	return false;
+#endif
+}
+
 static const struct cpu_variant *entry(const void *table, size_t i, size_t stride)
 {
 	return (const struct cpu_variant *)(const void *)((const uint8_t *)table + i * stride);

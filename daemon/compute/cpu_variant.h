@@ -21,6 +21,12 @@ struct cpu_variant {
 bool cpu_variant_avx512(void);
 bool cpu_variant_avx2(void);
 bool cpu_variant_baseline(void);
+/*
+ * AVX512_BF16's dot product (vdpbf16ps) and conversions, with the AVX-512F
+ * and BW that its code needs: an opt-in kernel, not a variant of a table
+ * (matmul_bf16_dot.h).
+ */
+bool cpu_variant_avx512_bf16(void);
 
 /*
  * The first entry of @table (@n entries of @stride bytes, each starting

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "compute/matmul_bf16_dot.h"
 #include "model/half.h"
 #include "util/cpu_load.h"
 #include "util/log.h"
@@ -96,7 +97,11 @@ static double now_s(void)
 
 /* ---- the cache ---- */
 
-/* What the bounds depend on: the CPU, OpenBLAS's core, our variant, the shapes, the dtypes. */
+/*
+ * What the bounds depend on: the CPU, OpenBLAS's core, our variant (and
+ * whether BF16 weights go to the dot-product kernel: "+bf16dot", absent
+ * when off so that caches from before it stay valid), the shapes, the dtypes.
+ */
 static void cache_key(const struct calibrate_request *req, char *buf, size_t size)
 {
 	char cpu[128] = "?", line[256];
@@ -108,8 +113,8 @@ static void cache_key(const struct calibrate_request *req, char *buf, size_t siz
 			break;
 	if (f)
 		fclose(f);
-	at = (size_t)snprintf(buf, size, "%s|%s|%s|", cpu, openblas_get_corename(),
-			      matmul_small_m_variant());
+	at = (size_t)snprintf(buf, size, "%s|%s|%s%s|", cpu, openblas_get_corename(),
+			      matmul_small_m_variant(), matmul_bf16_dot_enabled() ? "+bf16dot" : "");
 	for (unsigned i = 0; i < req->n_shapes && at < size; i++)
 		at += (size_t)snprintf(buf + at, size - at, "%ux%u,", req->shapes[i].n,
 				       req->shapes[i].k);

@@ -16,7 +16,8 @@
  * over the shapes). A few hundred milliseconds on one thread;
  * the result is kept in a cache file keyed by the CPU model, OpenBLAS's
  * core, the small-m variant, the shapes and the dtypes, so a restart on the
- * same machine measures nothing.
+ * same machine measures nothing. With bf16_dot on (matmul_bf16_dot.h) the
+ * BF16 bound is the dot-product kernel's, and the key says so.
  */
 #pragma once
 

@@ -6,9 +6,10 @@
 #include "matmul.h"
 
 #include <cblas.h>
-#include <pthread.h>
 #include <stdatomic.h>
-#include <stdlib.h>
+
+#include "compute/matmul_bf16_dot.h"
+#include "compute/thread_buf.h"
 
 /*
  * The float32 panel of half-precision weights that sgemm multiplies: at
@@ -16,38 +17,9 @@
  * every call, so a panel must be tall enough for that to stay small next to
  * the multiply (rows x k x m flops against m x k floats packed: 128 rows of
  * a 14336-wide down projection keep it under a tenth), and small enough to
- * stay one buffer per thread.
+ * stay one buffer per thread (thread_buf.h).
  */
 #define WIDEN_PANEL_BYTES (8u << 20)
-
-static pthread_key_t panel_key;
-static pthread_once_t panel_once = PTHREAD_ONCE_INIT;
-static int panel_key_err;
-
-static void panel_key_create(void)
-{
-	/* the destructor frees a worker's panel when its thread ends */
-	panel_key_err = pthread_key_create(&panel_key, free);
-}
-
-/* This thread's panel buffer (WIDEN_PANEL_BYTES), made at its first use; NULL without memory. */
-static float *thread_panel(void)
-{
-	float *p;
-
-	pthread_once(&panel_once, panel_key_create);
-	if (panel_key_err)
-		return NULL;
-	p = pthread_getspecific(panel_key);
-	if (p)
-		return p;
-	p = malloc(WIDEN_PANEL_BYTES);
-	if (p && pthread_setspecific(panel_key, p) != 0) {
-		free(p);
-		p = NULL;
-	}
-	return p;
-}
 
 /*
  * Half-precision weights for an m above the small-m bound: panels of rows
@@ -58,7 +30,7 @@ static void matmul_half_sgemm(const float *x, size_t ldx, uint32_t m, uint32_t k
 			      const void *w, enum weight_dtype wdtype, size_t ldw, uint32_t n,
 			      float *y, size_t ldy)
 {
-	float *panel = thread_panel();
+	float *panel = thread_buf_get(THREAD_BUF_WIDEN_PANEL, WIDEN_PANEL_BYTES);
 	uint32_t panel_rows = (uint32_t)(WIDEN_PANEL_BYTES / sizeof(float) / k);
 
 	if (!panel || panel_rows == 0) {
@@ -125,6 +97,11 @@ void matmul_xwt(enum matmul_kernel kernel, const float *x, size_t ldx, uint32_t 
 				    x + r * ldx, 1, 0.0f, y + r * ldy, 1);
 		break;
 	case MATMUL_SMALLM:
+		/* the opt-in: BF16 activations, half the instructions (bf16_dot) */
+		if (wdtype == WEIGHT_BF16 && matmul_bf16_dot_enabled()) {
+			matmul_bf16_dot(x, ldx, m, k, w, ldw, n, y, ldy);
+			break;
+		}
 		matmul_small_m(x, ldx, m, k, w, wdtype, ldw, n, y, ldy);
 		break;
 	case MATMUL_AUTO:

@@ -18,7 +18,10 @@
  * up to the small-m bound (m = 1 included) the small-m kernel widens the
  * weights in registers; above it panels of weight rows are widened into a
  * per-thread float32 buffer and multiplied by sgemm. Either way the result
- * is float32 compute on the stored values.
+ * is float32 compute on the stored values; the one exception is opt-in:
+ * with bf16_dot on, BF16 weights in the small-m range are multiplied by
+ * AVX512_BF16's dot product with the activations rounded to BF16
+ * (matmul_bf16_dot.h).
  */
 #pragma once
 

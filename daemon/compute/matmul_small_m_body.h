@@ -1,17 +1,29 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * matmul_small_m_body.h: the small-m kernel, instantiated once per vector
- * width and weight dtype by matmul_small_m.c. Define before including:
+ * width and weight dtype by matmul_small_m.c, and for BF16 activations by
+ * matmul_bf16_dot.c. Define before including:
  *   SMALLM_NAME   the function's name
  *   SMALLM_TARGET its target attribute (may be empty)
  *   SMALLM_LANES  floats per vector (8: AVX2, 16: AVX-512)
  *   SMALLM_ROWS   weight rows per register block
  *   SMALLM_COLS   token rows per register block
+ *   SMALLM_K_CHUNK  values of k per pass over a block of weight rows
  *   SMALLM_W      the weights' element type (float, or uint16_t for BF16/F16)
  *   SMALLM_WLOAD(p)   SMALLM_LANES weights at p as a float vector
  *   SMALLM_WFLOAT(p)  the weight at p as a float (the row's scalar tail)
- * The last four are undefined again at the end, ready for the next dtype of
- * the same width; the including file undefines the width's own.
+ * and, to multiply in another form than float vectors (the dot-product
+ * kernel), any of these, whose defaults are the float32 ones:
+ *   SMALLM_X      the activations' element type (float)
+ *   SMALLM_STEP   values of k per step (SMALLM_LANES)
+ *   SMALLM_WVEC, SMALLM_XVEC  what SMALLM_WLOAD returns and a step of
+ *                 activations is loaded as (the float vector)
+ *   SMALLM_MADD(acc, w, x)  acc plus the products of a step (acc + w * x)
+ *   SMALLM_XFLOAT(p)  the activation at p as a float (*(p))
+ *   SMALLM_NO_WIDEN   no widening function (weights that are not widened)
+ * The weight and activation macros are undefined again at the end, ready
+ * for the next dtype of the same width; the including file undefines the
+ * width's own.
  * Half-precision weights are widened in registers, once per load and used
  * for every token of the block: the products equal float32 compute on the
  * same stored values.
@@ -20,6 +32,25 @@
  * AVX-512: 4x4 -> 24), or the accumulators spill and the kernel becomes
  * load-bound.
  */
+
+#ifndef SMALLM_X
+#define SMALLM_X float
+#endif
+#ifndef SMALLM_STEP
+#define SMALLM_STEP SMALLM_LANES
+#endif
+#ifndef SMALLM_WVEC
+#define SMALLM_WVEC SMALLM_VEC
+#endif
+#ifndef SMALLM_XVEC
+#define SMALLM_XVEC SMALLM_VEC
+#endif
+#ifndef SMALLM_MADD
+#define SMALLM_MADD(acc, w, x) ((acc) + (w) * (x))
+#endif
+#ifndef SMALLM_XFLOAT
+#define SMALLM_XFLOAT(p) (*(p))
+#endif
 
 #define SMALLM_CAT2(a, b) a##b
 #define SMALLM_CAT(a, b) SMALLM_CAT2(a, b)
@@ -55,12 +86,12 @@ SMALLM_HSUM(SMALLM_VEC v)
 
 /*
  * y[c][r] += Σ_{i in [k0, k1)} w[r][i] · x[c][i] for an R x C block; k0 and
- * k1 - k0 are multiples of the lane count except at the end of a row,
- * where the scalar tail finishes.
+ * k1 - k0 are multiples of the step except at the end of a row, where the
+ * scalar tail finishes.
  */
 static inline __attribute__((always_inline)) SMALLM_TARGET void
-SMALLM_BLOCK(const float *x, size_t ldx, const SMALLM_W *w, size_t ldw, uint32_t k0, uint32_t k1,
-	     float *y, size_t ldy, const int R, const int C)
+SMALLM_BLOCK(const SMALLM_X *x, size_t ldx, const SMALLM_W *w, size_t ldw, uint32_t k0,
+	     uint32_t k1, float *y, size_t ldy, const int R, const int C)
 {
 	SMALLM_VEC acc[SMALLM_ROWS][SMALLM_COLS];
 	uint32_t i = k0;
@@ -70,8 +101,9 @@ SMALLM_BLOCK(const float *x, size_t ldx, const SMALLM_W *w, size_t ldw, uint32_t
 #pragma GCC unroll 16
 		for (int c = 0; c < C; c++)
 			acc[r][c] = (SMALLM_VEC){ 0 };
-	for (; i + SMALLM_LANES <= k1; i += SMALLM_LANES) {
-		SMALLM_VEC wv[SMALLM_ROWS], xv[SMALLM_COLS];
+	for (; i + SMALLM_STEP <= k1; i += SMALLM_STEP) {
+		SMALLM_WVEC wv[SMALLM_ROWS];
+		SMALLM_XVEC xv[SMALLM_COLS];
 
 #pragma GCC unroll 16
 		for (int r = 0; r < R; r++) {
@@ -80,12 +112,12 @@ SMALLM_BLOCK(const float *x, size_t ldx, const SMALLM_W *w, size_t ldw, uint32_t
 		}
 #pragma GCC unroll 16
 		for (int c = 0; c < C; c++)
-			memcpy(&xv[c], x + c * ldx + i, sizeof(SMALLM_VEC));
+			memcpy(&xv[c], x + c * ldx + i, sizeof(SMALLM_XVEC));
 #pragma GCC unroll 16
 		for (int r = 0; r < R; r++)
 #pragma GCC unroll 16
 			for (int c = 0; c < C; c++)
-				acc[r][c] += wv[r] * xv[c];
+				acc[r][c] = SMALLM_MADD(acc[r][c], wv[r], xv[c]);
 	}
 #pragma GCC unroll 16
 	for (int r = 0; r < R; r++) {
@@ -94,13 +126,13 @@ SMALLM_BLOCK(const float *x, size_t ldx, const SMALLM_W *w, size_t ldw, uint32_t
 			float s = SMALLM_HSUM(acc[r][c]);
 
 			for (uint32_t j = i; j < k1; j++)
-				s += SMALLM_WFLOAT(w + r * ldw + j) * x[c * ldx + j];
+				s += SMALLM_WFLOAT(w + r * ldw + j) * SMALLM_XFLOAT(x + c * ldx + j);
 			y[c * ldy + r] += s;
 		}
 	}
 }
 
-static SMALLM_TARGET void SMALLM_NAME(const float *x, size_t ldx, uint32_t m, uint32_t k,
+static SMALLM_TARGET void SMALLM_NAME(const SMALLM_X *x, size_t ldx, uint32_t m, uint32_t k,
 				      const void *wp, size_t ldw, uint32_t n, float *y, size_t ldy)
 {
 	const SMALLM_W *w = wp;
@@ -136,6 +168,7 @@ static SMALLM_TARGET void SMALLM_NAME(const float *x, size_t ldx, uint32_t m, ui
 	}
 }
 
+#ifndef SMALLM_NO_WIDEN
 /*
  * dst[0:n) = the weights at src[0:n) as floats: a panel widened for sgemm
  * (matmul.c's large-m path for half-precision weights).
@@ -154,6 +187,7 @@ static __attribute__((unused)) SMALLM_TARGET void SMALLM_WIDEN(const void *srcp,
 	for (; i < n; i++)
 		dst[i] = SMALLM_WFLOAT(src + i);
 }
+#endif
 
 #undef SMALLM_WIDEN
 #undef SMALLM_BLOCK
@@ -165,3 +199,10 @@ static __attribute__((unused)) SMALLM_TARGET void SMALLM_WIDEN(const void *srcp,
 #undef SMALLM_W
 #undef SMALLM_WLOAD
 #undef SMALLM_WFLOAT
+#undef SMALLM_X
+#undef SMALLM_STEP
+#undef SMALLM_WVEC
+#undef SMALLM_XVEC
+#undef SMALLM_MADD
+#undef SMALLM_XFLOAT
+#undef SMALLM_NO_WIDEN

@@ -73,6 +73,9 @@ static const struct config_row config_table[] = {
 	ROW("kernel_calibration", CONFIG_BOOL, kernel_calibration, 0, 0, "yes", RESTART,
 	    "yes: measure where the small-m kernel hands over to sgemm at start, at the "
 	    "model's shapes (cached in state_dir); no: the built-in bounds"),
+	ROW("bf16_dot", CONFIG_BOOL, bf16_dot, 0, 0, "no", RESTART,
+	    "yes: BF16 experts multiply with AVX512_BF16's vdpbf16ps where the CPU has it, "
+	    "the activations rounded to BF16; no: float32 compute on the stored weights"),
 	ROW("runs_in_flight", CONFIG_U32, runs_in_flight, 1, 64, "2", RESTART,
 	    "engine runs computing at once (each client has at most one in flight)"),
 	ROW("merge_window_us", CONFIG_U32, merge_window_us, 0, 1000000, "200", LIVE,

@@ -52,6 +52,7 @@ struct moed_config {
 	uint32_t socket_mode;            /* permission bits of the control socket */
 	uint32_t workers;                /* engine workers; 0: one per allowed CPU */
 	bool kernel_calibration;         /* measure the matmul kernels' bounds at start */
+	bool bf16_dot;                   /* BF16 experts by vdpbf16ps, activations in BF16 */
 	uint32_t runs_in_flight;         /* executor runner threads */
 	uint32_t merge_window_us;        /* 0: never merge batches of several clients */
 	uint64_t inline_run_bytes;       /* runs reading at most this compute on the reactor */

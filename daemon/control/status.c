@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "compute/kernel_calibrate.h"
+#include "compute/matmul_bf16_dot.h"
 #include "config/config.h"
 #include "engine/engine.h"
 #include "moe_abi.h"
@@ -90,7 +91,11 @@ static json_t *status_layers(const struct status_view *v)
 	return arr;
 }
 
-/* The matmul kernels in use and where their bounds came from (kernel_calibrate.h). */
+/*
+ * The matmul kernels in use and where their bounds came from
+ * (kernel_calibrate.h); bf16_dot: whether BF16 weights go to the
+ * dot-product kernel (the setting on and the CPU able).
+ */
 static json_t *kernels_json(void)
 {
 	const struct calibrate_result *res = kernel_calibration();
@@ -101,9 +106,10 @@ static json_t *kernels_json(void)
 	for (int dt = 0; dt < WEIGHT_DTYPE_COUNT; dt++)
 		json_object_set_new(max, weight_dtype_name((enum weight_dtype)dt),
 				    json_integer(b.small_m_max[dt]));
-	return json_pack("{s:s, s:s, s:f, s:o, s:b}", "small_m_variant", matmul_small_m_variant(),
-			 "bounds", calibrate_source_name(res->source), "calibration_s",
-			 res->seconds, "small_m_max", max, "small_m_at_1", b.small_m_at_1);
+	return json_pack("{s:s, s:s, s:f, s:o, s:b, s:b}", "small_m_variant",
+			 matmul_small_m_variant(), "bounds", calibrate_source_name(res->source),
+			 "calibration_s", res->seconds, "small_m_max", max, "small_m_at_1",
+			 b.small_m_at_1, "bf16_dot", matmul_bf16_dot_enabled());
 }
 
 int status_json(const struct status_view *v, uid_t uid, char **ret_json, size_t *ret_len)

@@ -583,6 +583,7 @@ static void test_dump_of_every_key_changed_loads_back_identical(void **state)
 		{ "state_dir", "/srv/moed state" }, /* an inner space survives */
 		{ "workers", "12" },
 		{ "kernel_calibration", "no" },
+		{ "bf16_dot", "yes" },
 		{ "runs_in_flight", "5" },
 		{ "merge_window_us", "0" },
 		{ "inline_run_bytes", "0" },

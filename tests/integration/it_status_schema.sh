@@ -5,7 +5,8 @@
 # valid against daemon/control/status.schema.json (JSON Schema 2020-12,
 # every object closed), on one host with a client connected and the
 # configuration shown (root), and with peers configured (one unreachable,
-# so the peers object is filled in). A field moed adds without documenting
+# so the peers object is filled in) and bf16_dot on (reported where the
+# CPU has AVX512_BF16, refused with a warning elsewhere). A field moed adds without documenting
 # it, or one it drops or retypes, fails here.
 #
 # usage: it_status_schema.sh MOED MOECTL SCHEMA
@@ -73,12 +74,17 @@ if ! grep -q '"in_flight"' "$tmp/one.json"; then
 	fail=1
 fi
 grep -q '"config"' "$tmp/one.json" || { echo "FAIL: no config for root"; fail=1; }
+grep -q '"bf16_dot": false' "$tmp/one.json" || { echo "FAIL: bf16_dot not off by default"; fail=1; }
 validate "one host, a client connected, the configuration shown" "$tmp/one.json"
 
 start_moed two --set listen=127.0.0.1:17491 --set peers=b=127.0.0.1:17492 \
-	--set expert_hosts=6-7@b --set peer_failure=drop
+	--set expert_hosts=6-7@b --set peer_failure=drop --set bf16_dot=yes
 "$moectl" --socket "$tmp/two.sock" workload --batches 2 >/dev/null 2>&1
 "$moectl" --socket "$tmp/two.sock" status --json >"$tmp/two.json"
 grep -q '"served_by_us"' "$tmp/two.json" || { echo "FAIL: no peers object"; fail=1; }
+want_dot=false
+grep -qw avx512_bf16 /proc/cpuinfo && want_dot=true
+grep -q "\"bf16_dot\": $want_dot" "$tmp/two.json" ||
+	{ echo "FAIL: bf16_dot = yes, expected \"bf16_dot\": $want_dot in the status"; fail=1; }
 validate "peers configured, one unreachable" "$tmp/two.json"
 exit $fail

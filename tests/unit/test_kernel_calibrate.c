@@ -20,6 +20,7 @@
 
 #include "compute/blas_setup.h"
 #include "compute/kernel_calibrate.h"
+#include "compute/matmul_bf16_dot.h"
 
 static char dir[64];
 static char cache[128];
@@ -103,6 +104,36 @@ static void test_measured_then_cached(void **state)
 	ASSERT_OK(kernel_calibrate(&req, &d));
 	expect_sane(kernel_calibration(), CALIBRATE_CACHED);
 	assert_memory_equal(&kernel_calibration()->bounds, &first.bounds, sizeof(first.bounds));
+}
+
+/*
+ * With bf16_dot on, BF16's bound is the dot-product kernel's: bounds cached
+ * with it off are measured over, and the other way round (the cache key
+ * says which). Where the CPU lacks AVX512_BF16 there is nothing to switch.
+ */
+static void test_bf16_dot_measured_apart(void **state)
+{
+	struct calibrate_request req;
+	struct diag d = { { 0 } };
+
+	(void)state;
+	if (!matmul_bf16_dot_supported()) {
+		printf("no AVX512_BF16: bf16_dot cannot be on here\n");
+		return;
+	}
+	unlink(cache);
+	small_request(&req, cache);
+	ASSERT_OK(kernel_calibrate(&req, &d));
+	expect_sane(kernel_calibration(), CALIBRATE_MEASURED);
+	ASSERT_OK(matmul_bf16_dot_enable(true));
+	ASSERT_OK(kernel_calibrate(&req, &d));
+	expect_sane(kernel_calibration(), CALIBRATE_MEASURED);
+	assert_true(kernel_calibration()->cached_now);
+	ASSERT_OK(kernel_calibrate(&req, &d));
+	expect_sane(kernel_calibration(), CALIBRATE_CACHED);
+	ASSERT_OK(matmul_bf16_dot_enable(false));
+	ASSERT_OK(kernel_calibrate(&req, &d));
+	expect_sane(kernel_calibration(), CALIBRATE_MEASURED);
 }
 
 /*
@@ -218,6 +249,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_measured_then_cached),
+		cmocka_unit_test(test_bf16_dot_measured_apart),
 		cmocka_unit_test(test_cache_that_does_not_fit),
 		cmocka_unit_test(test_busy_machine_not_cached),
 		cmocka_unit_test(test_unwritable_cache),
