@@ -78,9 +78,13 @@ void matmul_bounds_set(const struct matmul_bounds *b)
 	atomic_store_explicit(&small_m_at_1, b && b->small_m_at_1, memory_order_relaxed);
 }
 
+#define BF16_DOT_MIN_ROWS 4
+
 void matmul_xwt(enum matmul_kernel kernel, const float *x, size_t ldx, uint32_t m, uint32_t k,
 		const void *w, enum weight_dtype wdtype, size_t ldw, uint32_t n, float *y, size_t ldy)
 {
+	const bool chosen_here = kernel == MATMUL_AUTO;
+
 	if (m == 0 || n == 0)
 		return;
 	if (kernel == MATMUL_AUTO)
@@ -97,8 +101,17 @@ void matmul_xwt(enum matmul_kernel kernel, const float *x, size_t ldx, uint32_t 
 				    x + r * ldx, 1, 0.0f, y + r * ldy, 1);
 		break;
 	case MATMUL_SMALLM:
-		/* the opt-in: BF16 activations, half the instructions (bf16_dot) */
-		if (wdtype == WEIGHT_BF16 && matmul_bf16_dot_enabled()) {
+		/*
+		 * The opt-in: BF16 activations, half the instructions (bf16_dot).
+		 * Chosen here only from BF16_DOT_MIN_ROWS rows: below, reading the
+		 * weights bounds both kernels and the dot kernel reads them
+		 * slower (bench_matmul_kernels --bf16-dot: 0.90-0.92x at one row,
+		 * 0.98-1.15x at four, 1.5-2.0x from 16), so it would be both
+		 * slower and less exact. A caller that asks for the small-m
+		 * kernel by name gets it at any m.
+		 */
+		if (wdtype == WEIGHT_BF16 && matmul_bf16_dot_enabled() &&
+		    (!chosen_here || m >= BF16_DOT_MIN_ROWS)) {
 			matmul_bf16_dot(x, ldx, m, k, w, ldw, n, y, ldy);
 			break;
 		}

@@ -275,7 +275,8 @@ static void test_semantics_grid(void **state)
 }
 
 /*
- * Dense strides, m = 1 through the automatic choice, a stride far wider than
+ * Dense strides, m = 4 through the automatic choice (and m = 1, which it
+ * leaves to the widening kernel), a stride far wider than
  * the row, and rows so long (k = 70000) that 17 token rows are rounded and
  * multiplied in two groups, over many k chunks.
  */
@@ -285,9 +286,20 @@ static void test_semantics_strides_and_groups(void **state)
 	struct operands o;
 
 	(void)state;
-	operands_new(&o, 1, 4096, 7, 4096, 4096, 7, &seed);
+	operands_new(&o, 4, 4096, 7, 4096, 4096, 7, &seed);
 	matmul_xwt(MATMUL_AUTO, o.x, o.ldx, o.m, o.k, o.w, WEIGHT_BF16, o.ldw, o.n, o.y, o.ldy);
 	expect_bf16_semantics(&o);
+	operands_free(&o);
+	/* one row, chosen automatically: the widening kernel, float32 activations, bitwise */
+	operands_new(&o, 1, 4096, 7, 4096, 4096, 7, &seed);
+	{
+		float want[7];
+
+		matmul_small_m(o.x, o.ldx, 1, o.k, o.w, WEIGHT_BF16, o.ldw, o.n, want, 7);
+		matmul_xwt(MATMUL_AUTO, o.x, o.ldx, 1, o.k, o.w, WEIGHT_BF16, o.ldw, o.n, o.y,
+			   o.ldy);
+		assert_memory_equal(o.y, want, sizeof(want));
+	}
 	operands_free(&o);
 	operands_new(&o, 6, 77, 13, 301, 200, 64, &seed);
 	matmul_bf16_dot(o.x, o.ldx, o.m, o.k, o.w, o.ldw, o.n, o.y, o.ldy);
