@@ -153,9 +153,13 @@ static inline int transport_connect(struct transport *t, const char *addr, uint1
 
 /*
  * Send message @id with @header (<= TRANSPORT_MAX_HEADER bytes) and @data.
- * Returns 0 when the send completed at once (both buffers are free again),
- * 1 when it is in flight (the buffers must stay untouched until
- * on_send_done(@cookie)), or -errno (nothing was sent, no callback).
+ * @header is copied before it returns (the UCX transport keeps it in its
+ * request), so it may live on the caller's stack. Returns 0 when the send
+ * completed at once (@data is free again), 1 when it is in flight (@data
+ * must stay untouched until on_send_done(@cookie), which a later
+ * transport_progress() calls once, with an error if the connection is
+ * closed or fails first, unless transport_free() drops it), or -errno
+ * (nothing was sent, no callback).
  */
 static inline int transport_send(struct transport *t, uint32_t conn, uint16_t id,
 				 const void *header, size_t header_len, const void *data,

@@ -526,11 +526,17 @@ void calls_on_transfer_done(struct peers *p, uint64_t cookie, int status, uint64
 		if (status == 0)
 			call_done(p, c, now);
 	}
-	if (status < 0) {
-		call_finish(p, c, CALL_FAILED, status);
-		if (p->peer[c->peer].state == PEER_UP && p->peer[c->peer].conn == c->conn)
-			peers_peer_failed(p, c->peer, status, "a transfer failed", now);
-	}
+	/*
+	 * Only the failure of a call still waiting is news of its peer's
+	 * connection. One already final failed with its peer (calls_fail_peer)
+	 * or was given up (the miss downs the peer); its transfer may fail long
+	 * after (a closed connection's sends complete with -ECANCELED when the
+	 * transport gets to them), when the peer is up again on a connection
+	 * that can carry the old one's number, which must not go down for it.
+	 */
+	if (status < 0 && call_finish(p, c, CALL_FAILED, status) &&
+	    p->peer[c->peer].state == PEER_UP && p->peer[c->peer].conn == c->conn)
+		peers_peer_failed(p, c->peer, status, "a transfer failed", now);
 	pending_release(p);
 }
 

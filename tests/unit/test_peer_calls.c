@@ -16,6 +16,23 @@
  *   - B refuses A when the model differs (the store's identity, or only the
  *     values: same names and shapes, another seed) or when it does not
  *     compute what A would ask, and A's status says why.
+ *
+ * With sends in flight (the fake's defer_send_done: transport_send returns
+ * 1 and on_send_done comes later, as with UCX), each test says what it
+ * catches:
+ *   - the bitwise and the send-failure cases again with every send deferred;
+ *   - replies that come before their requests' sends completed;
+ *   - a deadline that passes under a pending request send, whose failure
+ *     comes after the peer is up again on a new connection;
+ *   - a peer that crashes with sends pending on both sides;
+ *   - a served reply still in flight when its requester gives the call up.
+ * Each ends by checking that every deferred send completed or was dropped
+ * by transport_free exactly once and that its data was untouched until then
+ * (the fake reads it again: rows buffers go back to a buf_cache, so a
+ * buffer reused too early shows as changed; one freed, under ASan, which
+ * the sanitizer build runs this under). Each was seen to fail with the
+ * path it guards broken (a call or job let go under its send, a failed
+ * send ignored, a send taken for failed when it returns 1).
  */
 #include "test_assert.h"
 
@@ -107,15 +124,21 @@ static void cfg_set(struct moed_config *c, const char *k, const char *v)
 		fail_msg("%s = %s: %s", k, v, d.msg);
 }
 
-static void pair_start(struct pair *p, const char *policy, const char *id_b,
-		       const char *hosts_b, const char *peers_b)
+/* A pair with no fault set; knobs set before pair_open() apply from the first send. */
+static void pair_init(struct pair *p)
+{
+	memset(p, 0, sizeof(*p));
+	pthread_mutex_init(&p->mu, NULL);
+}
+
+/* B, then A (which connects at once), then the pump. */
+static void pair_open(struct pair *p, const char *policy, const char *id_b, const char *hosts_b,
+		      const char *peers_b)
 {
 	struct peers_opts o = { .model = model, .transport_new = fake_transport_new };
 	struct diag d = { { 0 } };
 	char deadline[16];
 
-	memset(p, 0, sizeof(*p));
-	pthread_mutex_init(&p->mu, NULL);
 	snprintf(deadline, sizeof(deadline), "%d", DEADLINE_MS);
 	moed_config_init(&p->cfg_a);
 	cfg_set(&p->cfg_a, "peers", "b=10.0.0.2:7300");
@@ -149,6 +172,71 @@ static void pair_start(struct pair *p, const char *policy, const char *id_b,
 	assert_int_equal(pthread_create(&p->pump, NULL, pump_main, p), 0);
 }
 
+static void pair_start(struct pair *p, const char *policy, const char *id_b,
+		       const char *hosts_b, const char *peers_b)
+{
+	pair_init(p);
+	pair_open(p, policy, id_b, hosts_b, peers_b);
+}
+
+/* ---- sends in flight ---- */
+
+/* The transports' places in the net (fake_net.send[]): B is made first. */
+enum { NET_B = 0, NET_A = 1 };
+
+/*
+ * Once both are freed: each deferred send completed once or was dropped by
+ * transport_free, and its data was untouched until then (or read after
+ * free, which ASan reports).
+ */
+static void expect_sends_settled(struct pair *p)
+{
+	for (unsigned i = 0; i < p->net.n; i++) {
+		struct fake_send_stats *st = &p->net.send[i];
+
+		ASSERT_EQ(atomic_load(&st->deferred),
+			  atomic_load(&st->done_ok) + atomic_load(&st->done_canceled) +
+				  atomic_load(&st->done_reset) + atomic_load(&st->dropped));
+		ASSERT_EQ(atomic_load(&st->buf_changed), 0);
+	}
+}
+
+/* Defer the sends of kind @id (0: all), their completions held while @hold. */
+static void defer_sends(struct pair *p, unsigned id, bool hold)
+{
+	atomic_store(&p->net.defer_send_id, id);
+	atomic_store(&p->net.hold_send_done, hold);
+	atomic_store(&p->net.defer_send_done, true);
+}
+
+/* A's calls that its reactor still holds (peers_busy), or B's served requests (peers_in_flight). */
+static bool in_flight(struct pair *p, bool of_a)
+{
+	bool busy;
+
+	pthread_mutex_lock(&p->mu);
+	busy = of_a ? peers_busy(p->a) : peers_in_flight(p->b);
+	pthread_mutex_unlock(&p->mu);
+	return busy;
+}
+
+static void wait_idle(struct pair *p, bool of_a)
+{
+	for (int i = 0; i < 500 && in_flight(p, of_a); i++)
+		usleep(10000);
+	if (in_flight(p, of_a))
+		fail_msg("%s still holds calls or requests", of_a ? "A" : "B");
+}
+
+static void wait_count_at(atomic_uint *v, unsigned want, const char *what)
+{
+	for (int i = 0; i < 500 && atomic_load(v) < want; i++)
+		usleep(10000);
+	if (atomic_load(v) != want)
+		fail_msg("%s is %u, expected %u", what, atomic_load(v), want);
+}
+#define WAIT_COUNT(_v, _want) wait_count_at(&(_v), (_want), #_v)
+
 static void pair_stop(struct pair *p)
 {
 	atomic_store(&p->stop, true);
@@ -157,6 +245,7 @@ static void pair_stop(struct pair *p)
 	p->a = peers_free(p->a);
 	p->b = peers_free(p->b);
 	pthread_mutex_destroy(&p->mu);
+	expect_sends_settled(p);
 }
 
 /* A's view of peer b, or B's own "served_by_us" (a new reference). */
@@ -330,13 +419,15 @@ static int group_teardown(void **state)
 
 /* ---- tests ---- */
 
-static void remote_experts_are_bitwise(void **state)
+static void bitwise_case(bool deferred)
 {
 	struct pair p;
 	json_t *served;
 
-	(void)state;
-	pair_start(&p, "error", ID_A, "", "");
+	pair_init(&p);
+	if (deferred)
+		defer_sends(&p, 0, false);
+	pair_open(&p, "error", ID_A, "", "");
 	wait_state(&p, "up");
 	expect_bitwise(&p);
 	served = status_of(&p, false);
@@ -347,15 +438,37 @@ static void remote_experts_are_bitwise(void **state)
 	assert_int_equal(peer_counter(&p, "tokens_out"), remote_slots(0) + remote_slots(1));
 	assert_int_equal(peer_counter(&p, "calls_failed"), 0);
 	pair_stop(&p);
+	if (!deferred)
+		return;
+	/* HELLO and a request per layer, HELLO_REPLY and a reply per layer: in flight, then done */
+	ASSERT_EQ(atomic_load(&p.net.send[NET_A].deferred), 1 + N_LAYERS);
+	ASSERT_EQ(atomic_load(&p.net.send[NET_A].done_ok), 1 + N_LAYERS);
+	ASSERT_EQ(atomic_load(&p.net.send[NET_B].deferred), 1 + N_LAYERS);
+	ASSERT_EQ(atomic_load(&p.net.send[NET_B].done_ok), 1 + N_LAYERS);
 }
 
-static void nth_send_fails_then_reconnects(void **state)
+static void remote_experts_are_bitwise(void **state)
+{
+	(void)state;
+	bitwise_case(false);
+}
+
+/* Catches a path that gives other results, or loses a call, when sends return 1 (UCX's case). */
+static void remote_experts_are_bitwise_deferred(void **state)
+{
+	(void)state;
+	bitwise_case(true);
+}
+
+static void nth_send_fails_case(bool deferred)
 {
 	static struct out o;
 	struct pair p;
 
-	(void)state;
-	pair_start(&p, "drop", ID_A, "", "");
+	pair_init(&p);
+	if (deferred)
+		defer_sends(&p, 0, false);
+	pair_open(&p, "drop", ID_A, "", "");
 	wait_state(&p, "up");
 	expect_bitwise(&p);
 	/* the next send is the request of the batch below */
@@ -368,6 +481,19 @@ static void nth_send_fails_then_reconnects(void **state)
 	assert_true(peer_counter(&p, "connects") >= 2);
 	expect_bitwise(&p);
 	pair_stop(&p);
+}
+
+static void nth_send_fails_then_reconnects(void **state)
+{
+	(void)state;
+	nth_send_fails_case(false);
+}
+
+/* The same with the sends that do not fail in flight: the reconnect's HELLO too. */
+static void nth_send_fails_then_reconnects_deferred(void **state)
+{
+	(void)state;
+	nth_send_fails_case(true);
 }
 
 static void duplicate_reply_changes_nothing(void **state)
@@ -475,6 +601,180 @@ static void crashed_peer_fails_calls_at_once(void **state)
 	pair_stop(&p);
 }
 
+/*
+ * Replies that come before their requests' sends completed (held): the
+ * runner has its rows, bitwise, while A's reactor keeps each call, and the
+ * rows the send may still read, until on_send_done. Catches a reactor that
+ * lets a finished call go with its send in flight (A idle under the hold,
+ * and its rows handed to the next call: buf_changed), and one that never
+ * lets go of a call whose send completes after its reply (A busy for good).
+ */
+static void replies_before_their_sends_completed(void **state)
+{
+	struct pair p;
+
+	(void)state;
+	pair_start(&p, "error", ID_A, "", "");
+	wait_state(&p, "up");
+	defer_sends(&p, PEER_MSG_EXPERT_REQ, true);
+	expect_bitwise(&p);
+	expect_bitwise(&p);
+	ASSERT_EQ(atomic_load(&p.net.send[NET_A].deferred), 2 * N_LAYERS);
+	ASSERT_EQ(atomic_load(&p.net.send[NET_A].done_ok), 0);
+	assert_true(in_flight(&p, true));
+	atomic_store(&p.net.hold_send_done, false);
+	WAIT_COUNT(p.net.send[NET_A].done_ok, 2 * N_LAYERS);
+	wait_idle(&p, true);
+	expect_bitwise(&p);
+	pair_stop(&p);
+}
+
+static void wait_deadline_miss(struct pair *p)
+{
+	for (int i = 0; i < 200 && peer_counter(p, "deadline_misses") == 0; i++)
+		usleep(10000);
+	ASSERT_EQ(peer_counter(p, "deadline_misses"), 1);
+}
+
+/*
+ * The deadline passes while the request's send is in flight (and its reply
+ * held): the batch gets the policy's outcome, B goes down, its connection
+ * is closed, and the call stays with the reactor until its send completes.
+ * That completion (-ECANCELED) is held until A is up again on a new
+ * connection, which the fake gives the old one's number (UCX reuses numbers
+ * too, round-robin). Catches a reactor that lets a given-up call go under
+ * its pending send (A idle before the completion), one that keeps it after
+ * the send failed (A busy for good), and one that takes the old
+ * connection's late failure for news of the new one and marks B down again
+ * (disconnects grows: peer_calls.c did, before this test).
+ */
+static void deadline_under_a_pending_send(const char *policy, int expect)
+{
+	static struct out o;
+	struct pair p;
+	long long disconnects;
+
+	pair_start(&p, policy, ID_A, "", "");
+	wait_state(&p, "up");
+	atomic_store(&p.net.hold_id, PEER_MSG_EXPERT_REPLY);
+	defer_sends(&p, PEER_MSG_EXPERT_REQ, true);
+	assert_int_equal(forward_remote(&p, 0, &o), expect);
+	if (expect == 0)
+		expect_dropped(&o, 0);
+	wait_deadline_miss(&p);
+	assert_true(in_flight(&p, true));
+	ASSERT_EQ(atomic_load(&p.net.send[NET_A].deferred), 1);
+	/* the held reply went with the closed connection; the new HELLO is not deferred */
+	atomic_store(&p.net.hold_id, 0);
+	wait_state(&p, "up");
+	assert_true(in_flight(&p, true));
+	disconnects = peer_counter(&p, "disconnects");
+	atomic_store(&p.net.hold_send_done, false);
+	WAIT_COUNT(p.net.send[NET_A].done_canceled, 1);
+	wait_idle(&p, true);
+	ASSERT_EQ(peer_counter(&p, "disconnects"), disconnects);
+	assert_true(peer_state_is(&p, "up"));
+	ASSERT_EQ(atomic_load(&p.net.send[NET_A].done_ok), 0);
+	expect_bitwise(&p);
+	pair_stop(&p);
+}
+
+static void deadline_under_a_pending_send_error_policy(void **state)
+{
+	(void)state;
+	deadline_under_a_pending_send("error", -EHOSTUNREACH);
+}
+
+static void deadline_under_a_pending_send_drop_policy(void **state)
+{
+	(void)state;
+	deadline_under_a_pending_send("drop", 0);
+}
+
+/*
+ * B crashes while A's requests and B's replies are in flight (held; the
+ * runner has its rows already). A failed connection is announced after its
+ * sends, so A sees B up until the completions go; then every send
+ * completes once with -ECONNRESET, A marks B down, A's calls and B's jobs
+ * are let go, and the next batch fails at once. Catches a reactor that
+ * keeps a call or a job whose send failed (A or B busy for good), one that
+ * lets them go before their sends completed (idle under the hold), a
+ * survivor that does not mark the peer down, and (pair_stop) a completion
+ * delivered twice, or lost.
+ */
+static void crash_with_sends_pending_on_both_sides(void **state)
+{
+	static struct out o;
+	struct pair p;
+
+	(void)state;
+	pair_start(&p, "drop", ID_A, "", "");
+	wait_state(&p, "up");
+	defer_sends(&p, 0, true);
+	expect_bitwise(&p);
+	ASSERT_EQ(atomic_load(&p.net.send[NET_A].deferred), N_LAYERS);
+	ASSERT_EQ(atomic_load(&p.net.send[NET_B].deferred), N_LAYERS);
+	assert_true(in_flight(&p, true));
+	assert_true(in_flight(&p, false));
+	pthread_mutex_lock(&p.mu);
+	fake_transport_crash((struct transport *)p.net.t[NET_B]);
+	atomic_store(&p.net.refuse_connect, true);
+	pthread_mutex_unlock(&p.mu);
+	usleep(20000);
+	assert_true(peer_state_is(&p, "up")); /* its connection's sends first */
+	atomic_store(&p.net.hold_send_done, false);
+	wait_state(&p, "down");
+	WAIT_COUNT(p.net.send[NET_A].done_reset, N_LAYERS);
+	WAIT_COUNT(p.net.send[NET_B].done_reset, N_LAYERS);
+	wait_idle(&p, true);
+	wait_idle(&p, false);
+	ASSERT_EQ(atomic_load(&p.net.send[NET_A].done_ok), 0);
+	ASSERT_EQ(atomic_load(&p.net.send[NET_B].done_ok), 0);
+	assert_int_equal(forward_remote(&p, 0, &o), 0);
+	expect_dropped(&o, 0);
+	assert_true(peer_counter(&p, "calls_failed") >= 1);
+	pair_stop(&p);
+	ASSERT_EQ(atomic_load(&p.net.send[NET_A].deferred), N_LAYERS);
+	ASSERT_EQ(atomic_load(&p.net.send[NET_B].deferred), N_LAYERS);
+}
+
+/*
+ * B's reply is in flight (held, and the reply held on its way) when A gives
+ * the call up at its deadline and closes the connection: B's job, whose
+ * rows the send may still read, waits for the send, which then fails, and
+ * goes. Catches a job let go as soon as its reply send started (B idle
+ * under the hold), and a job kept after its send failed (B busy for good).
+ */
+static void reply_in_flight_when_the_call_is_given_up(void **state)
+{
+	static struct out o;
+	struct fake_send_stats *b;
+	struct pair p;
+
+	(void)state;
+	pair_start(&p, "error", ID_A, "", "");
+	wait_state(&p, "up");
+	b = &p.net.send[NET_B];
+	atomic_store(&p.net.hold_id, PEER_MSG_EXPERT_REPLY);
+	defer_sends(&p, PEER_MSG_EXPERT_REPLY, true);
+	assert_int_equal(forward_remote(&p, 0, &o), -EHOSTUNREACH);
+	WAIT_COUNT(b->deferred, 1);
+	wait_deadline_miss(&p);
+	assert_true(in_flight(&p, false));
+	atomic_store(&p.net.hold_send_done, false);
+	/* -ECONNRESET as A closed; -ECANCELED had B's own stuck-reply timer been first */
+	for (int i = 0; i < 500 && atomic_load(&b->done_reset) + atomic_load(&b->done_canceled) == 0;
+	     i++)
+		usleep(10000);
+	ASSERT_EQ(atomic_load(&b->done_reset) + atomic_load(&b->done_canceled), 1);
+	ASSERT_EQ(atomic_load(&b->done_ok), 0);
+	wait_idle(&p, false);
+	atomic_store(&p.net.hold_id, 0);
+	wait_state(&p, "up");
+	expect_bitwise(&p);
+	pair_stop(&p);
+}
+
 static void refused(const char *id_b, const char *hosts_b, const char *peers_b,
 		    const char *why_part)
 {
@@ -562,12 +862,19 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(remote_experts_are_bitwise),
+		cmocka_unit_test(remote_experts_are_bitwise_deferred),
 		cmocka_unit_test(nth_send_fails_then_reconnects),
+		cmocka_unit_test(nth_send_fails_then_reconnects_deferred),
 		cmocka_unit_test(duplicate_reply_changes_nothing),
 		cmocka_unit_test(late_reply_with_error_policy),
 		cmocka_unit_test(late_reply_with_drop_policy),
 		cmocka_unit_test(late_reply_before_the_sweep),
 		cmocka_unit_test(crashed_peer_fails_calls_at_once),
+		cmocka_unit_test(replies_before_their_sends_completed),
+		cmocka_unit_test(deadline_under_a_pending_send_error_policy),
+		cmocka_unit_test(deadline_under_a_pending_send_drop_policy),
+		cmocka_unit_test(crash_with_sends_pending_on_both_sides),
+		cmocka_unit_test(reply_in_flight_when_the_call_is_given_up),
 		cmocka_unit_test(other_model_is_refused),
 		cmocka_unit_test(same_shapes_other_values_are_refused),
 		cmocka_unit_test(experts_b_does_not_compute_are_refused),
