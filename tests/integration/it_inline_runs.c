@@ -140,6 +140,19 @@ struct a_report {
 	atomic_bool stop;
 };
 
+/* A's one-token batch number @k of layer 0, rows @x into @y. */
+static void a_submit(struct moe_client *c, unsigned k, const float *x, float *y)
+{
+	struct moe_request rq;
+
+	moe_request_init(&rq);
+	rq.user_data = k;
+	rq.n_tokens = 1;
+	rq.input = x;
+	rq.output = y;
+	CHILD_OK(moe_submit(c, &rq));
+}
+
 /* Client A: A_DEPTH one-token batches in flight at all times until told to stop. */
 static void __attribute__((noreturn)) a_main(struct a_report *rep, uint32_t d)
 {
@@ -161,16 +174,8 @@ static void __attribute__((noreturn)) a_main(struct a_report *rep, uint32_t d)
 		CHILD_OK(moe_buf_alloc(c, d * 4, (void **)&y[i]));
 		test_fill_normal(x[i], d, &seed);
 	}
-	for (unsigned i = 0; i < A_DEPTH; i++) {
-		struct moe_request rq;
-
-		moe_request_init(&rq);
-		rq.user_data = i;
-		rq.n_tokens = 1;
-		rq.input = x[i];
-		rq.output = y[i];
-		CHILD_OK(moe_submit(c, &rq));
-	}
+	for (unsigned i = 0; i < A_DEPTH; i++)
+		a_submit(c, i, x[i], y[i]);
 	while (!atomic_load(&rep->stop)) {
 		struct moe_completion done[A_DEPTH];
 		int n = moe_reap(c, done, A_DEPTH);
@@ -178,16 +183,10 @@ static void __attribute__((noreturn)) a_main(struct a_report *rep, uint32_t d)
 		CHILD_CHECK(n >= 0, "reap: %s", strerror(-n));
 		CHILD_CHECK(test_now_ns() < deadline, "never told to stop");
 		for (int i = 0; i < n; i++) {
-			struct moe_request rq;
 			unsigned k = (unsigned)done[i].user_data;
 
 			CHILD_CHECK(done[i].status == 0, "batch failed: %d", done[i].status);
-			moe_request_init(&rq);
-			rq.user_data = k;
-			rq.n_tokens = 1;
-			rq.input = x[k];
-			rq.output = y[k];
-			CHILD_OK(moe_submit(c, &rq));
+			a_submit(c, k, x[k], y[k]);
 		}
 		atomic_fetch_add(&rep->completed, (unsigned long long)n);
 	}
