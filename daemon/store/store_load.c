@@ -328,16 +328,14 @@ out:
 static int plan_remote(struct expert_store *s, const struct moe_model *m, struct plan *p,
 		       struct diag *d)
 {
-	uint32_t n_layers = moe_model_n_layers(m);
-	uint32_t *n_experts = calloc(n_layers ?: 1, sizeof(*n_experts));
-	bool **remote = calloc(n_layers ?: 1, sizeof(*remote));
+	uint32_t n_layers = moe_model_n_layers(m), *n_experts;
+	bool **remote;
 	int r = -ENOMEM;
 
-	if (!s->opts.remote_experts) {
-		free(n_experts);
-		free(remote);
+	if (!s->opts.remote_experts)
 		return 0;
-	}
+	n_experts = calloc(n_layers ?: 1, sizeof(*n_experts));
+	remote = calloc(n_layers ?: 1, sizeof(*remote));
 	if (!n_experts || !remote)
 		goto out;
 	for (uint32_t l = 0; l < n_layers; l++) {
