@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/expert_spec.h"
 #include "util/parse.h"
 
 #define ENTRY_MAX 200
@@ -123,52 +124,29 @@ int peer_list_parse(const char *s, struct peer_list *ret, struct diag *d)
 	}
 }
 
-/* One `[L:]EXPERTS@HOST` entry, split and looked up. */
-struct host_entry {
-	char text[ENTRY_MAX];
-	bool has_layer;
-	uint32_t layer;
-	const char *experts;
-	size_t experts_len;
-	uint16_t host;
-};
+#define HOSTS_SETTING "expert_hosts"
 
-static int host_entry_parse(const struct peer_list *peers, struct host_entry *en, struct diag *d)
+/* The host an entry's TARGET names: 0 for `self`, i + 1 for peer i; -EINVAL with @d. */
+static int entry_host(const struct peer_list *peers, const struct expert_spec_entry *en,
+		      uint16_t *ret, struct diag *d)
 {
-	char *at = strchr(en->text, '@'), *colon = strchr(en->text, ':');
-	const char *name;
-
-	if (!at || strchr(at + 1, '@') || (colon && (colon > at || strchr(colon + 1, ':'))))
-		return diag_set(d, -EINVAL, "expert_hosts entry '%s': expected [LAYER:]EXPERTS@HOST",
-				en->text);
-	en->has_layer = colon != NULL;
-	if (colon) {
-		*colon = '\0';
-		if (parse_u32(en->text, 0, UINT32_MAX, &en->layer) < 0) {
-			*colon = ':';
-			return diag_set(d, -EINVAL, "expert_hosts entry '%s': LAYER is not a number",
-					en->text);
-		}
-		*colon = ':';
-	}
-	en->experts = colon ? colon + 1 : en->text;
-	en->experts_len = (size_t)(at - en->experts);
-	name = at + 1;
-	if (strcmp(name, "self") == 0) {
-		en->host = 0;
+	if (en->target_len == 4 && memcmp(en->target, "self", 4) == 0) {
+		*ret = 0;
 		return 0;
 	}
 	for (uint32_t i = 0; i < peers->n; i++)
-		if (strcmp(peers->peer[i].name, name) == 0) {
-			en->host = (uint16_t)(i + 1);
+		if (strlen(peers->peer[i].name) == en->target_len &&
+		    memcmp(peers->peer[i].name, en->target, en->target_len) == 0) {
+			*ret = (uint16_t)(i + 1);
 			return 0;
 		}
-	return diag_set(d, -EINVAL, "expert_hosts entry '%s': '%s' is neither self nor a peer",
-			en->text, name);
+	return diag_set(d, -EINVAL, HOSTS_SETTING " entry '%.*s': '%.*s' is neither self nor a peer",
+			en->len, en->text, (int)en->target_len, en->target);
 }
 
 struct host_apply {
-	const struct host_entry *en;
+	const struct expert_spec_entry *en;
+	uint16_t host_of_entry;
 	uint16_t *host;      /* NULL: syntax only */
 	uint8_t *named;      /* [n]: set by an entry of this level */
 	uint32_t n;
@@ -183,16 +161,16 @@ static int host_apply_range(uint32_t lo, uint32_t hi, void *ctx)
 	if (!a->host)
 		return 0;
 	if (hi >= a->n && !a->shared)
-		return diag_set(a->d, -EINVAL, "expert_hosts entry '%s': expert %u beyond layer "
+		return diag_set(a->d, -EINVAL, HOSTS_SETTING " entry '%.*s': expert %u beyond layer "
 					       "%u's %u experts",
-				a->en->text, hi, a->en->layer, a->n);
+				a->en->len, a->en->text, hi, a->en->layer, a->n);
 	for (uint32_t e = lo; e <= hi && e < a->n; e++) {
 		if (a->named[e])
-			return diag_set(a->d, -EINVAL, "expert_hosts entry '%s': expert %u is "
+			return diag_set(a->d, -EINVAL, HOSTS_SETTING " entry '%.*s': expert %u is "
 						       "named twice",
-					a->en->text, e);
+					a->en->len, a->en->text, e);
 		a->named[e] = 1;
-		a->host[e] = a->en->host;
+		a->host[e] = a->host_of_entry;
 	}
 	return 0;
 }
@@ -205,40 +183,30 @@ static int entries_walk(const char *s, const struct peer_list *peers, uint32_t l
 			uint32_t n_layers, uint16_t *host, uint8_t *named, uint32_t n,
 			struct diag *d)
 {
-	const char *p = s;
+	const char *pos = s;
+	struct expert_spec_entry en;
+	int r;
 
-	for (;;) {
-		const char *end = p + strcspn(p, ";");
-		struct host_entry en;
+	while ((r = expert_spec_next(HOSTS_SETTING, "HOST", &pos, &en, d)) > 0) {
 		struct host_apply a = { .en = &en, .host = host, .named = named, .n = n, .d = d,
 					.shared = layer == UINT32_MAX };
-		int r;
+		bool applies = host && (layer == UINT32_MAX ? !en.has_layer
+							    : en.has_layer && en.layer == layer);
 
-		memset(&en, 0, sizeof(en));
-		if (entry_copy(p, end, en.text, sizeof(en.text)) < 0)
-			return diag_set(d, -EINVAL,
-					"expert_hosts: an empty or overlong entry near '%.40s'", p);
-		r = host_entry_parse(peers, &en, d);
+		r = entry_host(peers, &en, &a.host_of_entry, d);
 		if (r < 0)
 			return r;
 		if (n_layers && en.has_layer && en.layer >= n_layers)
-			return diag_set(d, -EINVAL, "expert_hosts entry '%s': layer %u beyond the "
-						    "model's %u layers",
-					en.text, en.layer, n_layers);
-		if (!host || (layer == UINT32_MAX ? !en.has_layer : en.has_layer && en.layer == layer))
-			r = parse_id_list(en.experts, en.experts_len, host_apply_range, &a);
-		else
-			r = parse_id_list(en.experts, en.experts_len, host_apply_range,
-					  &(struct host_apply){ .en = &en });
-		/* a range's own message (diag keeps the first) or else the syntax */
+			return diag_set(d, -EINVAL, HOSTS_SETTING " entry '%.*s': layer %u beyond "
+						    "the model's %u layers",
+					en.len, en.text, en.layer, n_layers);
+		/* every entry's list is checked; only those of this level are applied */
+		r = expert_spec_each(HOSTS_SETTING, &en, host_apply_range,
+				     applies ? &a : &(struct host_apply){ .en = &en }, d);
 		if (r < 0)
-			return diag_set(d, -EINVAL, "expert_hosts entry '%s': EXPERTS is not a list "
-						    "such as 0-3,6",
-					en.text);
-		if (!*end)
-			return 0;
-		p = end + 1;
+			return r;
 	}
+	return r;
 }
 
 int expert_hosts_parse(const char *s, const struct peer_list *peers, uint32_t n_layers,

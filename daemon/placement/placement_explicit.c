@@ -18,17 +18,7 @@
 #include <string.h>
 
 #include "placement/placement_internal.h"
-#include "util/parse.h"
-
-struct explicit_entry {
-	const char *text; /* the whole entry, for messages */
-	int len;
-	bool has_layer;
-	uint32_t layer;
-	const char *experts;
-	size_t experts_len;
-	uint32_t node; /* index into topology.nodes[] */
-};
+#include "util/expert_spec.h"
 
 /* Where an expert goes, and the entry that said so (NULL: none yet). */
 struct explicit_slot {
@@ -37,78 +27,34 @@ struct explicit_slot {
 	int by_len;
 };
 
-#define ENTRY_FMT "expert_nodes entry '%.*s': "
-#define EMPTY_ENTRY_MSG "expert_nodes: empty entry (two ';' in a row, or one at an end)"
+#define SETTING "expert_nodes"
+#define ENTRY_FMT SETTING " entry '%.*s': "
 
-/* The digits in [s, s + len) as a u32; -EINVAL for anything else. */
-static int span_u32(const char *s, size_t len, uint32_t *ret)
+/* The next entry, its layer checked and its NODE looked up: as expert_spec_next(). */
+static int entry_next(const struct placement_input *in, const char **pos,
+		      struct expert_spec_entry *en, uint32_t *ret_node, struct diag *d)
 {
-	char buf[16];
-
-	if (len == 0 || len >= sizeof(buf))
-		return -EINVAL;
-	memcpy(buf, s, len);
-	buf[len] = '\0';
-	return parse_u32(buf, 0, UINT32_MAX, ret);
-}
-
-/* Split one trimmed entry into layer, experts and node, and look the node up. */
-static int entry_parse(const struct placement_input *in, struct explicit_entry *en, struct diag *d)
-{
-	const char *end = en->text + en->len, *at = memchr(en->text, '@', (size_t)en->len);
-	const char *colon = memchr(en->text, ':', (size_t)en->len);
 	uint32_t node_id;
-	int idx;
+	int r = expert_spec_next(SETTING, "NODE", pos, en, d), idx;
 
-	if (!at || memchr(at + 1, '@', (size_t)(end - at - 1)) || (colon && colon > at) ||
-	    (colon && memchr(colon + 1, ':', (size_t)(end - colon - 1))))
-		return diag_set(d, -EINVAL, ENTRY_FMT "expected [LAYER:]EXPERTS@NODE", en->len,
-				en->text);
-	en->has_layer = colon != NULL;
-	en->experts = colon ? colon + 1 : en->text;
-	en->experts_len = (size_t)(at - en->experts);
-	if (colon && span_u32(en->text, (size_t)(colon - en->text), &en->layer) < 0)
-		return diag_set(d, -EINVAL, ENTRY_FMT "LAYER is not a number", en->len, en->text);
+	if (r <= 0)
+		return r;
 	if (en->has_layer && en->layer >= in->n_layers)
 		return diag_set(d, -EINVAL, ENTRY_FMT "layer %u beyond the model's %u layers",
 				en->len, en->text, en->layer, in->n_layers);
-	if (span_u32(at + 1, (size_t)(end - at - 1), &node_id) < 0)
+	if (expert_spec_target_u32(en, &node_id) < 0)
 		return diag_set(d, -EINVAL, ENTRY_FMT "NODE is not a number", en->len, en->text);
 	idx = topology_node_index(in->topo, node_id);
 	if (idx < 0)
 		return diag_set(d, -EINVAL, ENTRY_FMT "no node %u in the topology (%s)", en->len,
 				en->text, node_id, in->topo->source);
-	en->node = (uint32_t)idx;
-	return 0;
-}
-
-/*
- * The next entry at *pos: 1 with @ret filled, 0 at the end of the setting,
- * -EINVAL for a malformed one.
- */
-static int entry_next(const struct placement_input *in, const char **pos,
-		      struct explicit_entry *ret, struct diag *d)
-{
-	const char *p = *pos, *end;
-
-	if (!*p)
-		return 0;
-	end = p + strcspn(p, ";");
-	*pos = *end ? end + 1 : end;
-	while (p < end && (*p == ' ' || *p == '\t'))
-		p++;
-	while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
-		end--;
-	if (p == end)
-		return diag_set(d, -EINVAL, EMPTY_ENTRY_MSG);
-	if (end - p > 200)
-		return diag_set(d, -EINVAL, "expert_nodes: entry '%.40s...' too long", p);
-	*ret = (struct explicit_entry){ .text = p, .len = (int)(end - p) };
-	return entry_parse(in, ret, d) < 0 ? -EINVAL : 1;
+	*ret_node = (uint32_t)idx;
+	return 1;
 }
 
 struct slot_apply {
-	const struct explicit_entry *en;
+	const struct expert_spec_entry *en;
+	uint32_t node;
 	struct explicit_slot *slots;
 	uint32_t n_slots;
 	const char *what; /* "the model" or "layer L" */
@@ -118,7 +64,7 @@ struct slot_apply {
 static int slots_apply_range(uint32_t lo, uint32_t hi, void *ctx)
 {
 	struct slot_apply *a = ctx;
-	const struct explicit_entry *en = a->en;
+	const struct expert_spec_entry *en = a->en;
 
 	if (hi >= a->n_slots)
 		return diag_set(a->d, -EINVAL, ENTRY_FMT "expert %u beyond %s's %u experts",
@@ -131,21 +77,19 @@ static int slots_apply_range(uint32_t lo, uint32_t hi, void *ctx)
 					ENTRY_FMT "expert %u already placed by entry '%.*s'",
 					en->len, en->text, e, s->by_len, s->by_text);
 		*s = (struct explicit_slot){
-		    .node = en->node, .by_text = en->text, .by_len = en->len };
+		    .node = a->node, .by_text = en->text, .by_len = en->len };
 	}
 	return 0;
 }
 
-static int entry_apply(const struct explicit_entry *en, struct explicit_slot *slots,
-		       uint32_t n_slots, const char *what, struct diag *d)
+static int entry_apply(const struct expert_spec_entry *en, uint32_t node,
+		       struct explicit_slot *slots, uint32_t n_slots, const char *what,
+		       struct diag *d)
 {
-	struct slot_apply a = { .en = en, .slots = slots, .n_slots = n_slots, .what = what, .d = d };
-	int r = parse_id_list(en->experts, en->experts_len, slots_apply_range, &a);
+	struct slot_apply a = { .en = en, .node = node, .slots = slots, .n_slots = n_slots,
+				.what = what, .d = d };
 
-	if (r < 0)
-		return diag_set(d, -EINVAL, ENTRY_FMT "EXPERTS is not a list such as 0-3,6",
-				en->len, en->text);
-	return 0;
+	return expert_spec_each(SETTING, en, slots_apply_range, &a, d);
 }
 
 /* Every entry checked; the shared ones applied to @shared. */
@@ -153,13 +97,14 @@ static int shared_fill(const struct placement_input *in, struct explicit_slot *s
 		       uint32_t n_shared, struct diag *d)
 {
 	const char *pos = in->expert_nodes;
-	struct explicit_entry en;
+	struct expert_spec_entry en;
+	uint32_t node;
 	int r;
 
-	while ((r = entry_next(in, &pos, &en, d)) > 0) {
+	while ((r = entry_next(in, &pos, &en, &node, d)) > 0) {
 		if (en.has_layer)
 			continue;
-		r = entry_apply(&en, shared, n_shared, "the model", d);
+		r = entry_apply(&en, node, shared, n_shared, "the model", d);
 		if (r < 0)
 			return r;
 	}
@@ -171,17 +116,17 @@ static int layer_fill(const struct placement_input *in, uint32_t l,
 		      struct placement *p, struct diag *d)
 {
 	const char *pos = in->expert_nodes;
-	uint32_t n = in->n_experts[l];
-	struct explicit_entry en;
+	uint32_t n = in->n_experts[l], node;
+	struct expert_spec_entry en;
 	char what[32];
 	int r;
 
 	snprintf(what, sizeof(what), "layer %u", l);
 	memset(own, 0, (n ? n : 1) * sizeof(*own));
-	while ((r = entry_next(in, &pos, &en, d)) > 0) {
+	while ((r = entry_next(in, &pos, &en, &node, d)) > 0) {
 		if (!en.has_layer || en.layer != l)
 			continue;
-		r = entry_apply(&en, own, n, what, d);
+		r = entry_apply(&en, node, own, n, what, d);
 		if (r < 0)
 			return r;
 	}
@@ -198,18 +143,12 @@ static int layer_fill(const struct placement_input *in, uint32_t l,
 int placement_explicit_fill(const struct placement_input *in, struct placement *p, struct diag *d)
 {
 	const char *spec = in->expert_nodes;
-	size_t len = spec ? strlen(spec) : 0;
 	struct explicit_slot *shared, *own;
 	uint32_t max_experts = 0;
 	int r;
 
-	while (len && (spec[len - 1] == ' ' || spec[len - 1] == '\t'))
-		len--;
 	if (!spec || !spec[strspn(spec, " \t")])
 		return diag_set(d, -EINVAL, "explicit placement: expert_nodes is empty");
-	/* entry_next() sees empty entries at the start and inside, not at the end */
-	if (spec[len - 1] == ';')
-		return diag_set(d, -EINVAL, EMPTY_ENTRY_MSG);
 	for (uint32_t l = 0; l < in->n_layers; l++)
 		if (in->n_experts[l] > max_experts)
 			max_experts = in->n_experts[l];

@@ -681,13 +681,13 @@ static void test_hosts_syntax_refused(void **state)
 static void test_hosts_empty_entry_refused(void **state)
 {
 	(void)state;
-	EXPECT_HOSTS_REFUSED_BOTH("0@a;", "expert_hosts: an empty or overlong entry near ''");
-	EXPECT_HOSTS_REFUSED_BOTH("0@a; ", "expert_hosts: an empty or overlong entry near ' '");
-	EXPECT_HOSTS_REFUSED_BOTH(";0@a", "expert_hosts: an empty or overlong entry near ';0@a'");
-	EXPECT_HOSTS_REFUSED_BOTH("0@a;;1@b", "expert_hosts: an empty or overlong entry near "
-					      "';1@b'");
-	EXPECT_HOSTS_REFUSED_BOTH("0@a;\t;1@b", "expert_hosts: an empty or overlong entry near "
-						"'\t;1@b'");
+#define EMPTY_ENTRY "expert_hosts: empty entry (two ';' in a row, or one at an end)"
+	EXPECT_HOSTS_REFUSED_BOTH("0@a;", EMPTY_ENTRY);
+	EXPECT_HOSTS_REFUSED_BOTH("0@a; ", EMPTY_ENTRY);
+	EXPECT_HOSTS_REFUSED_BOTH(";0@a", EMPTY_ENTRY);
+	EXPECT_HOSTS_REFUSED_BOTH("0@a;;1@b", EMPTY_ENTRY);
+	EXPECT_HOSTS_REFUSED_BOTH("0@a;\t;1@b", EMPTY_ENTRY);
+#undef EMPTY_ENTRY
 }
 
 /* Hostile long inputs: refused or bounded, the diag quoting their start. */
@@ -701,11 +701,11 @@ static void test_hosts_hostile_long(void **state)
 	assert_non_null(s);
 	memset(s, '9', n);
 	s[n] = '\0';
-	snprintf(msg, sizeof(msg), "expert_hosts: an empty or overlong entry near '%.40s'", s);
+	snprintf(msg, sizeof(msg), "expert_hosts: entry '%.40s...' too long", s);
 	EXPECT_HOSTS_REFUSED_BOTH(s, msg);
 	memset(s, ';', n);
-	snprintf(msg, sizeof(msg), "expert_hosts: an empty or overlong entry near '%.40s'", s);
-	EXPECT_HOSTS_REFUSED_BOTH(s, msg);
+	EXPECT_HOSTS_REFUSED_BOTH(s, "expert_hosts: empty entry (two ';' in a row, or one at an "
+				     "end)");
 
 	/* a 199-byte entry (the limit) is read whole; one more byte is overlong */
 	strcpy(s, "0");
@@ -718,7 +718,7 @@ static void test_hosts_hostile_long(void **state)
 	EXPECT_SYNTAX_OK(s);
 	strcpy(s + 197, "@ab");
 	ASSERT_EQ(strlen(s), 200);
-	snprintf(msg, sizeof(msg), "expert_hosts: an empty or overlong entry near '%.40s'", s);
+	snprintf(msg, sizeof(msg), "expert_hosts: entry '%.40s...' too long", s);
 	EXPECT_HOSTS_REFUSED_BOTH(s, msg);
 
 	/* thousands of distinct layer entries beyond the layers' counts: every one is read */
