@@ -11,7 +11,7 @@
 #include "util/expert_spec.h"
 #include "util/parse.h"
 
-#define ENTRY_MAX 200
+#define ENTRY_MAX 200 /* bytes of one `peers` entry, with the NUL */
 
 int peer_addr_parse(const char *s, struct peer_addr *ret, struct diag *d)
 {
